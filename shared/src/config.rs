@@ -1,0 +1,476 @@
+//! Greenlight's configuration: one TOML document shared by the three functions.
+//!
+//! Read once per cold start from `GREENLIGHT_CONFIG`: a file path, or `ssm:<parameter-name>`
+//! (so onboarding an app needs no redeploy). Only what cannot be discovered from AWS is
+//! configured: an app names its ECR repository, CodeDeploy application and deployment group;
+//! the ECS service, task definition, container and target groups are read from AWS.
+//! A bad document fails the cold start with a message that names the offending key.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::tag_rule::{TagRule, DEFAULT_TAG_PATTERN};
+
+/// Lifecycle events of an ECS blue/green deployment that may run a hook function.
+pub const ECS_HOOK_EVENTS: &[&str] = &[
+    "BeforeInstall",
+    "AfterInstall",
+    "AfterAllowTestTraffic",
+    "BeforeAllowTraffic",
+    "AfterAllowTraffic",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config is not valid TOML: {0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+    #[error("cannot read config file {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read config parameter {name}: {message}")]
+    Parameter { name: String, message: String },
+    #[error("environment variable {0} is not set")]
+    MissingEnv(&'static str),
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Where the config document lives, as given by `GREENLIGHT_CONFIG`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(String),
+    SsmParameter(String),
+}
+
+impl ConfigSource {
+    pub fn parse(value: &str) -> Self {
+        match value.strip_prefix("ssm:") {
+            Some(name) => Self::SsmParameter(name.to_string()),
+            None => Self::File(value.to_string()),
+        }
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        std::env::var("GREENLIGHT_CONFIG")
+            .map(|v| Self::parse(&v))
+            .map_err(|_| ConfigError::MissingEnv("GREENLIGHT_CONFIG"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    slack: RawSlack,
+    #[serde(default)]
+    ledger: RawLedger,
+    #[serde(default)]
+    apps: BTreeMap<String, RawApp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    tag_pattern: Option<String>,
+    hooks: Option<Vec<String>>,
+    busy_policy: Option<BusyPolicy>,
+    #[serde(default)]
+    health: RawHealth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    table: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlack {
+    webhook: Option<String>,
+    mention_on_failure: Option<String>,
+    channel: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    path: Option<String>,
+    url: Option<String>,
+    expect_status: Option<u16>,
+    successes: Option<u32>,
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    check_task_set: Option<bool>,
+    check_target_health: Option<bool>,
+    check_http: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    repository: Option<String>,
+    application: Option<String>,
+    deployment_group: Option<String>,
+    container: Option<String>,
+    tag_pattern: Option<String>,
+    hooks: Option<Vec<String>>,
+    environment: Option<String>,
+    busy_policy: Option<BusyPolicy>,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    slack: RawSlack,
+}
+
+/// What a push does when its deployment group is already deploying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BusyPolicy {
+    /// Wait for the running deployment to end, then ship the newest waiting release.
+    #[default]
+    Wait,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSettings {
+    /// Path probed through the test listener of the deployment group.
+    pub path: String,
+    /// Explicit URL to probe instead of the test listener (from config only, never from events).
+    pub url: Option<String>,
+    pub expect_status: u16,
+    /// Consecutive good answers needed.
+    pub successes: u32,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub check_task_set: bool,
+    pub check_target_health: bool,
+    pub check_http: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SlackSettings {
+    /// A secret reference: `secretsmanager:<id>`, `ssm:<name>` or `env:<VAR>`.
+    pub webhook: Option<String>,
+    pub mention_on_failure: Option<String>,
+    pub channel: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub name: String,
+    pub repository: String,
+    pub application: String,
+    pub deployment_group: String,
+    pub container: Option<String>,
+    pub environment: String,
+    pub tag_rule: TagRule,
+    pub hooks: Vec<String>,
+    pub busy_policy: BusyPolicy,
+    pub health: HealthSettings,
+    pub slack: SlackSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub apps: Vec<AppConfig>,
+    pub ledger_table: Option<String>,
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)?;
+        let default_pattern = raw
+            .defaults
+            .tag_pattern
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TAG_PATTERN.to_string());
+        let default_hooks = raw
+            .defaults
+            .hooks
+            .clone()
+            .unwrap_or_else(|| vec!["AfterAllowTestTraffic".to_string()]);
+        check_hooks("defaults.hooks", &default_hooks)?;
+        TagRule::new(&default_pattern).map_err(|e| invalid("defaults.tag_pattern", e.to_string()))?;
+
+        let mut apps = Vec::with_capacity(raw.apps.len());
+        for (name, app) in raw.apps {
+            let key = |field: &str| format!("apps.{name}.{field}");
+            let required = |value: Option<String>, field: &str| {
+                value
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| invalid(key(field), "is required"))
+            };
+            let pattern = app.tag_pattern.unwrap_or_else(|| default_pattern.clone());
+            let tag_rule =
+                TagRule::new(&pattern).map_err(|e| invalid(key("tag_pattern"), e.to_string()))?;
+            let hooks = app.hooks.unwrap_or_else(|| default_hooks.clone());
+            check_hooks(&key("hooks"), &hooks)?;
+            let health = merge_health(&raw.defaults.health, &app.health, &key("health"))?;
+            let slack = SlackSettings {
+                webhook: app.slack.webhook.or_else(|| raw.slack.webhook.clone()),
+                mention_on_failure: app
+                    .slack
+                    .mention_on_failure
+                    .or_else(|| raw.slack.mention_on_failure.clone()),
+                channel: app.slack.channel.or_else(|| raw.slack.channel.clone()),
+            };
+            if let Some(webhook) = &slack.webhook {
+                crate::secrets::SecretRef::parse(webhook)
+                    .map_err(|problem| invalid(key("slack.webhook"), problem))?;
+            }
+            apps.push(AppConfig {
+                repository: required(app.repository, "repository")?,
+                application: required(app.application, "application")?,
+                deployment_group: required(app.deployment_group, "deployment_group")?,
+                container: app.container,
+                environment: app.environment.unwrap_or_else(|| "production".to_string()),
+                tag_rule,
+                hooks,
+                busy_policy: app
+                    .busy_policy
+                    .or(raw.defaults.busy_policy)
+                    .unwrap_or_default(),
+                health,
+                slack,
+                name,
+            });
+        }
+        for (i, a) in apps.iter().enumerate() {
+            for b in &apps[i + 1..] {
+                if a.repository == b.repository {
+                    return Err(invalid(
+                        format!("apps.{}.repository", b.name),
+                        format!("repository `{}` is already used by app `{}`", b.repository, a.name),
+                    ));
+                }
+                if a.application == b.application && a.deployment_group == b.deployment_group {
+                    return Err(invalid(
+                        format!("apps.{}.deployment_group", b.name),
+                        format!("deployment group is already used by app `{}`", a.name),
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            apps,
+            ledger_table: raw.ledger.table,
+        })
+    }
+
+    pub fn app_for_repository(&self, repository: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.repository == repository)
+    }
+
+    pub fn app_for_deployment_group(&self, application: &str, group: &str) -> Option<&AppConfig> {
+        self.apps
+            .iter()
+            .find(|a| a.application == application && a.deployment_group == group)
+    }
+
+    pub fn app_named(&self, name: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.name == name)
+    }
+
+    pub fn manages_application(&self, application: &str) -> bool {
+        self.apps.iter().any(|a| a.application == application)
+    }
+
+    /// Loads the document from its source: a file, or an SSM parameter (SecureString allowed).
+    pub async fn load(source: &ConfigSource, ssm: &aws_sdk_ssm::Client) -> Result<Self, ConfigError> {
+        let text = match source {
+            ConfigSource::File(path) => {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            ConfigSource::SsmParameter(name) => ssm
+                .get_parameter()
+                .name(name)
+                .with_decryption(true)
+                .send()
+                .await
+                .map_err(|e| ConfigError::Parameter {
+                    name: name.clone(),
+                    message: crate::error::describe_sdk_error(&e),
+                })?
+                .parameter
+                .and_then(|p| p.value)
+                .ok_or_else(|| ConfigError::Parameter {
+                    name: name.clone(),
+                    message: "parameter has no value".to_string(),
+                })?,
+        };
+        Self::parse(&text)
+    }
+}
+
+fn check_hooks(key: &str, hooks: &[String]) -> Result<(), ConfigError> {
+    for hook in hooks {
+        if !ECS_HOOK_EVENTS.contains(&hook.as_str()) {
+            return Err(invalid(
+                key,
+                format!(
+                    "`{hook}` is not an ECS lifecycle hook (one of {})",
+                    ECS_HOOK_EVENTS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn merge_health(defaults: &RawHealth, app: &RawHealth, key: &str) -> Result<HealthSettings, ConfigError> {
+    let settings = HealthSettings {
+        path: app
+            .path
+            .clone()
+            .or_else(|| defaults.path.clone())
+            .unwrap_or_else(|| "/".to_string()),
+        url: app.url.clone().or_else(|| defaults.url.clone()),
+        expect_status: app.expect_status.or(defaults.expect_status).unwrap_or(200),
+        successes: app.successes.or(defaults.successes).unwrap_or(3),
+        interval_ms: app.interval_ms.or(defaults.interval_ms).unwrap_or(2000),
+        timeout_ms: app.timeout_ms.or(defaults.timeout_ms).unwrap_or(2000),
+        check_task_set: app.check_task_set.or(defaults.check_task_set).unwrap_or(true),
+        check_target_health: app
+            .check_target_health
+            .or(defaults.check_target_health)
+            .unwrap_or(true),
+        check_http: app.check_http.or(defaults.check_http).unwrap_or(true),
+    };
+    if !settings.path.starts_with('/') {
+        return Err(invalid(format!("{key}.path"), "must start with `/`"));
+    }
+    if let Some(url) = &settings.url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(format!("{key}.url"), "must be an http:// or https:// URL"));
+        }
+    }
+    if settings.successes == 0 {
+        return Err(invalid(format!("{key}.successes"), "must be at least 1"));
+    }
+    if settings.timeout_ms == 0 {
+        return Err(invalid(format!("{key}.timeout_ms"), "must be at least 1"));
+    }
+    if !(100..=599).contains(&settings.expect_status) {
+        return Err(invalid(format!("{key}.expect_status"), "must be an HTTP status code"));
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[defaults]
+tag_pattern = '^v[0-9A-Za-z._-]+$'
+hooks = ["AfterAllowTestTraffic"]
+
+[slack]
+webhook = "secretsmanager:greenlight/slack"
+mention_on_failure = "<!here>"
+
+[apps.web1]
+repository = "web1"
+application = "web1"
+deployment_group = "web1-bluegreen"
+[apps.web1.health]
+path = "/api/health"
+successes = 2
+
+[apps.web2]
+repository = "web2"
+application = "web2"
+deployment_group = "web2-bluegreen"
+container = "next"
+[apps.web2.slack]
+webhook = "ssm:/greenlight/slack/web2"
+"#;
+
+    #[test]
+    fn example_config_parses_with_defaults_applied() {
+        let config = Config::parse(EXAMPLE).unwrap();
+        let web1 = config.app_for_repository("web1").unwrap();
+        assert_eq!(web1.deployment_group, "web1-bluegreen");
+        assert_eq!(web1.hooks, vec!["AfterAllowTestTraffic"]);
+        assert_eq!(web1.health.path, "/api/health");
+        assert_eq!(web1.health.successes, 2);
+        assert_eq!(web1.health.expect_status, 200);
+        assert_eq!(web1.slack.webhook.as_deref(), Some("secretsmanager:greenlight/slack"));
+        assert_eq!(web1.environment, "production");
+        let web2 = config.app_for_deployment_group("web2", "web2-bluegreen").unwrap();
+        assert_eq!(web2.container.as_deref(), Some("next"));
+        assert_eq!(web2.slack.webhook.as_deref(), Some("ssm:/greenlight/slack/web2"));
+        assert_eq!(web2.slack.mention_on_failure.as_deref(), Some("<!here>"));
+        assert!(config.app_for_repository("web3").is_none());
+    }
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn missing_deployment_group_names_the_key() {
+        let err = error_of("[apps.web1]\nrepository = 'web1'\napplication = 'web1'\n");
+        assert_eq!(err, "config key `apps.web1.deployment_group`: is required");
+    }
+
+    #[test]
+    fn bad_tag_pattern_names_the_key() {
+        let err = error_of(
+            "[apps.web1]\nrepository='r'\napplication='a'\ndeployment_group='g'\ntag_pattern='^v[('\n",
+        );
+        assert!(err.starts_with("config key `apps.web1.tag_pattern`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_hook_is_rejected() {
+        let err = error_of("[defaults]\nhooks = ['AfterEverything']\n");
+        assert!(err.starts_with("config key `defaults.hooks`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_by_name() {
+        let err = error_of("[apps.web1]\nrepository='r'\napplication='a'\ndeployment_group='g'\nreposity='x'\n");
+        assert!(err.contains("reposity"), "{err}");
+    }
+
+    #[test]
+    fn two_apps_cannot_share_a_repository() {
+        let err = error_of(
+            "[apps.a]\nrepository='r'\napplication='a'\ndeployment_group='g'\n[apps.b]\nrepository='r'\napplication='b'\ndeployment_group='g'\n",
+        );
+        assert!(err.starts_with("config key `apps.b.repository`"), "{err}");
+    }
+
+    #[test]
+    fn webhook_must_be_a_secret_reference() {
+        let err = error_of(
+            "[slack]\nwebhook='https://hooks.slack.com/services/x'\n[apps.a]\nrepository='r'\napplication='a'\ndeployment_group='g'\n",
+        );
+        assert!(err.starts_with("config key `apps.a.slack.webhook`"), "{err}");
+        assert!(!err.contains("hooks.slack.com"), "the URL must not be echoed: {err}");
+    }
+
+    #[test]
+    fn config_source_reads_ssm_prefix() {
+        assert_eq!(ConfigSource::parse("ssm:/greenlight/config"), ConfigSource::SsmParameter("/greenlight/config".into()));
+        assert_eq!(ConfigSource::parse("./greenlight.toml"), ConfigSource::File("./greenlight.toml".into()));
+    }
+}

@@ -1,0 +1,255 @@
+//! Typed events: the ECR image push that starts a release, and what the deployer makes of it.
+//!
+//! aws_lambda_events has no type for EventBridge "ECR Image Action" events, so the detail is
+//! ours (kebab-case keys). Tag and digest are optional: DELETE and archive events exist.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AppConfig, Config};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct EcrImageAction {
+    #[serde(default)]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub repository_name: Option<String>,
+    #[serde(default)]
+    pub action_type: Option<String>,
+    #[serde(default)]
+    pub image_digest: Option<String>,
+    #[serde(default)]
+    pub image_tag: Option<String>,
+}
+
+pub type EcrImageEvent = EventBridgeEvent<EcrImageAction>;
+
+/// Where the function runs: only pushes to this account and region are deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub account: String,
+    pub region: String,
+}
+
+impl Location {
+    /// The account from the function's own ARN (`arn:aws:lambda:<region>:<account>:function:<name>`).
+    pub fn from_function_arn(arn: &str) -> Option<Self> {
+        let mut parts = arn.split(':');
+        let (_, _, _, region, account) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        (!region.is_empty() && !account.is_empty()).then(|| Self {
+            account: account.to_string(),
+            region: region.to_string(),
+        })
+    }
+}
+
+/// A pushed image that is a release of a configured app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePush {
+    pub app: String,
+    pub repository: String,
+    pub version: String,
+    pub digest: String,
+    /// `<registry>/<repository>@<digest>`: what the new task definition runs.
+    pub image: String,
+    pub pushed_at: DateTime<Utc>,
+}
+
+/// Why an ECR event does not deploy anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SkipReason {
+    #[error("not an ECR image push (action-type {0})")]
+    NotAPush(String),
+    #[error("push did not succeed (result {0})")]
+    NotSuccessful(String),
+    #[error("event carries no image tag")]
+    Untagged,
+    #[error("tag `{0}` is not a release tag")]
+    NotAReleaseTag(String),
+    #[error("repository `{0}` is not managed by Greenlight")]
+    UnknownRepository(String),
+    #[error("image is in account {found}, Greenlight runs in {expected}")]
+    ForeignAccount { found: String, expected: String },
+    #[error("image is in region {found}, Greenlight runs in {expected}")]
+    ForeignRegion { found: String, expected: String },
+    #[error("event carries no valid sha256 image digest")]
+    NoDigest,
+}
+
+impl SkipReason {
+    /// A stable label for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotAPush(_) => "not_a_push",
+            Self::NotSuccessful(_) => "not_successful",
+            Self::Untagged => "untagged",
+            Self::NotAReleaseTag(_) => "not_a_release_tag",
+            Self::UnknownRepository(_) => "unknown_repository",
+            Self::ForeignAccount { .. } => "foreign_account",
+            Self::ForeignRegion { .. } => "foreign_region",
+            Self::NoDigest => "no_digest",
+        }
+    }
+}
+
+fn is_sha256_digest(digest: &str) -> bool {
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The registry host of an account's private ECR registry in a region.
+pub fn registry_host(account: &str, region: &str) -> String {
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("{account}.dkr.ecr.{region}.{suffix}")
+}
+
+/// Decides whether an ECR event is a release to deploy. Pure: no AWS call.
+pub fn classify_push<'c>(
+    event: &EcrImageEvent,
+    config: &'c Config,
+    here: &Location,
+) -> Result<(ImagePush, &'c AppConfig), SkipReason> {
+    let d = &event.detail;
+    let field = |v: &Option<String>| v.clone().unwrap_or_else(|| "<none>".to_string());
+    if d.action_type.as_deref() != Some("PUSH") {
+        return Err(SkipReason::NotAPush(field(&d.action_type)));
+    }
+    if d.result.as_deref() != Some("SUCCESS") {
+        return Err(SkipReason::NotSuccessful(field(&d.result)));
+    }
+    let account = event.account.clone().unwrap_or_default();
+    if account != here.account {
+        return Err(SkipReason::ForeignAccount {
+            found: account,
+            expected: here.account.clone(),
+        });
+    }
+    let region = event.region.clone().unwrap_or_default();
+    if region != here.region {
+        return Err(SkipReason::ForeignRegion {
+            found: region,
+            expected: here.region.clone(),
+        });
+    }
+    let repository = d.repository_name.clone().unwrap_or_default();
+    let app = config
+        .app_for_repository(&repository)
+        .ok_or_else(|| SkipReason::UnknownRepository(repository.clone()))?;
+    let tag = d.image_tag.clone().filter(|t| !t.is_empty()).ok_or(SkipReason::Untagged)?;
+    if !app.tag_rule.is_release(&tag) {
+        return Err(SkipReason::NotAReleaseTag(tag));
+    }
+    let digest = d
+        .image_digest
+        .clone()
+        .filter(|d| is_sha256_digest(d))
+        .ok_or(SkipReason::NoDigest)?;
+    let push = ImagePush {
+        app: app.name.clone(),
+        image: format!("{}/{}@{}", registry_host(&account, &region), repository, digest),
+        repository,
+        version: tag,
+        digest,
+        pushed_at: event.time.unwrap_or_else(Utc::now),
+    };
+    Ok((push, app))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "[apps.web1]\nrepository='web1'\napplication='web1'\ndeployment_group='web1-bluegreen'\n";
+
+    fn here() -> Location {
+        Location {
+            account: "123456789012".into(),
+            region: "us-east-1".into(),
+        }
+    }
+
+    fn sample(name: &str) -> EcrImageEvent {
+        let path = format!("{}/../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn classify(event: &EcrImageEvent) -> Result<ImagePush, SkipReason> {
+        let config = Config::parse(CONFIG).unwrap();
+        classify_push(event, &config, &here()).map(|(push, _)| push)
+    }
+
+    #[test]
+    fn version_push_is_a_release_pinned_by_digest() {
+        let push = classify(&sample("ecr-push-version")).unwrap();
+        assert_eq!(push.app, "web1");
+        assert_eq!(push.version, "v1.4.2");
+        assert_eq!(
+            push.image,
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/web1@sha256:7f5b2640fe6fb4f46592dfd3410c4a79dac4f89e4782432e0378e3a4c1b7d2e9"
+        );
+        assert_eq!(push.pushed_at.to_rfc3339(), "2026-11-25T10:12:03+00:00");
+    }
+
+    #[test]
+    fn latest_tag_alone_does_not_deploy() {
+        assert_eq!(classify(&sample("ecr-push-latest")), Err(SkipReason::NotAReleaseTag("latest".into())));
+    }
+
+    #[test]
+    fn failed_push_does_not_deploy() {
+        assert_eq!(classify(&sample("ecr-push-failed")), Err(SkipReason::NotSuccessful("FAILURE".into())));
+    }
+
+    #[test]
+    fn delete_does_not_deploy() {
+        assert_eq!(classify(&sample("ecr-delete")), Err(SkipReason::NotAPush("DELETE".into())));
+    }
+
+    #[test]
+    fn archive_without_tag_does_not_deploy() {
+        assert_eq!(classify(&sample("ecr-archive-untagged")), Err(SkipReason::NotAPush("ARCHIVE".into())));
+        let mut untagged_push = sample("ecr-archive-untagged");
+        untagged_push.detail.action_type = Some("PUSH".into());
+        assert_eq!(classify(&untagged_push), Err(SkipReason::Untagged));
+    }
+
+    #[test]
+    fn unknown_repository_does_not_deploy() {
+        let mut event = sample("ecr-push-version");
+        event.detail.repository_name = Some("billing".into());
+        assert_eq!(classify(&event), Err(SkipReason::UnknownRepository("billing".into())));
+    }
+
+    #[test]
+    fn push_from_another_account_or_region_does_not_deploy() {
+        let mut event = sample("ecr-push-version");
+        event.account = Some("999999999999".into());
+        assert_eq!(classify(&event).unwrap_err().code(), "foreign_account");
+        let mut event = sample("ecr-push-version");
+        event.region = Some("eu-west-1".into());
+        assert_eq!(classify(&event).unwrap_err().code(), "foreign_region");
+    }
+
+    #[test]
+    fn malformed_digest_does_not_deploy() {
+        let mut event = sample("ecr-push-version");
+        event.detail.image_digest = Some("sha256:not-hex".into());
+        assert_eq!(classify(&event), Err(SkipReason::NoDigest));
+    }
+
+    #[test]
+    fn location_comes_from_the_function_arn() {
+        assert_eq!(
+            Location::from_function_arn("arn:aws:lambda:us-east-1:123456789012:function:greenlight-deployer"),
+            Some(here())
+        );
+        assert_eq!(Location::from_function_arn("not-an-arn"), None);
+    }
+}

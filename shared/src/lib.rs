@@ -1,0 +1,21 @@
+//! Code shared by the Greenlight functions: configuration, typed events, the pure deployment
+//! logic (tag rule, task-definition rewrite, AppSpec), the release ledger, AWS adapters behind
+//! small port traits, Slack delivery, telemetry and error types.
+
+pub mod appspec;
+pub mod aws;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod ledger;
+pub mod secrets;
+pub mod slack;
+pub mod tag_rule;
+pub mod task_definition;
+pub mod telemetry;
+
+#[cfg(test)]
+mod test_http;
+
+pub use config::{AppConfig, Config};
+pub use error::{AwsError, AwsErrorKind};
