@@ -1,0 +1,345 @@
+//! Fakes of the deployer's ports, for handler tests: an in-memory ledger with the same rules
+//! as the DynamoDB one, and AWS fakes that record every call.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
+use aws_sdk_ecs::types::{ContainerDefinition, Tag, TaskDefinition};
+use chrono::{Duration, Utc};
+use greenlight_shared::aws::codedeploy::{
+    CodeDeployApi, Deployment, DeploymentGroup, EcsDeploymentTarget, HookVerdict, NewDeployment,
+};
+use greenlight_shared::aws::ecs::{EcsApi, EcsServiceInfo, LoadBalancedContainer, TaskSetState};
+use greenlight_shared::events::ImagePush;
+use greenlight_shared::ledger::{Claim, Ledger, LedgerError, Parked, ReleaseRecord, ReleaseStatus, Slot};
+use greenlight_shared::{AwsError, AwsErrorKind};
+
+#[derive(Default, Clone, Debug)]
+pub struct FakeSlot {
+    pub active_digest: Option<String>,
+    pub active_deployment_id: Option<String>,
+    pub active_lease_until: Option<chrono::DateTime<Utc>>,
+    pub pending_digest: Option<String>,
+    pub pending_pushed_at: Option<chrono::DateTime<Utc>>,
+}
+
+#[derive(Default)]
+pub struct FakeLedger {
+    pub releases: Mutex<HashMap<String, ReleaseRecord>>,
+    pub slots: Mutex<HashMap<String, FakeSlot>>,
+    pub unreachable: bool,
+}
+
+impl FakeLedger {
+    pub fn record(&self, digest: &str) -> Option<ReleaseRecord> {
+        self.releases.lock().unwrap().get(digest).cloned()
+    }
+    pub fn slot(&self, app: &str) -> FakeSlot {
+        self.slots.lock().unwrap().get(app).cloned().unwrap_or_default()
+    }
+    pub fn insert(&self, record: ReleaseRecord) {
+        self.releases.lock().unwrap().insert(record.digest.clone(), record);
+    }
+    pub fn set_slot(&self, app: &str, slot: FakeSlot) {
+        self.slots.lock().unwrap().insert(app.to_string(), slot);
+    }
+    fn check(&self) -> Result<(), LedgerError> {
+        if self.unreachable {
+            return Err(LedgerError { operation: "GetItem", message: "dispatch failure: connection refused".into() });
+        }
+        Ok(())
+    }
+    fn set_status(&self, digest: &str, status: ReleaseStatus) {
+        if let Some(r) = self.releases.lock().unwrap().get_mut(digest) {
+            r.status = status;
+        }
+    }
+}
+
+fn lease() -> chrono::DateTime<Utc> {
+    Utc::now() + Duration::seconds(60)
+}
+
+#[async_trait]
+impl Ledger for FakeLedger {
+    async fn claim(&self, push: &ImagePush, owner: &str) -> Result<Claim, LedgerError> {
+        self.check()?;
+        let mut releases = self.releases.lock().unwrap();
+        match releases.get_mut(&push.digest) {
+            None => {
+                let record = ReleaseRecord { owner: Some(owner.into()), lease_until: Some(lease()), ..ReleaseRecord::from_push(push) };
+                releases.insert(push.digest.clone(), record.clone());
+                Ok(Claim::Acquired(record))
+            }
+            Some(r) if !r.status.is_in_flight() => Ok(Claim::Done(r.clone())),
+            Some(r) if r.lease_until.is_some_and(|t| t > Utc::now()) && r.owner.as_deref() != Some(owner) => {
+                Ok(Claim::HeldElsewhere(r.clone()))
+            }
+            Some(r) => {
+                r.owner = Some(owner.into());
+                r.lease_until = Some(lease());
+                Ok(Claim::Acquired(r.clone()))
+            }
+        }
+    }
+    async fn record_registered(&self, _app: &str, digest: &str, arn: &str) -> Result<(), LedgerError> {
+        self.check()?;
+        if let Some(r) = self.releases.lock().unwrap().get_mut(digest) {
+            r.status = ReleaseStatus::Registered;
+            r.task_definition_arn = Some(arn.into());
+        }
+        Ok(())
+    }
+    async fn record_status(&self, _app: &str, digest: &str, status: ReleaseStatus) -> Result<(), LedgerError> {
+        self.check()?;
+        self.set_status(digest, status);
+        Ok(())
+    }
+    async fn acquire_slot(&self, app: &str, digest: &str) -> Result<Slot, LedgerError> {
+        self.check()?;
+        let mut slots = self.slots.lock().unwrap();
+        let slot = slots.entry(app.into()).or_default();
+        let free = match &slot.active_digest {
+            None => true,
+            Some(d) if d == digest => true,
+            Some(_) => slot.active_deployment_id.is_none() && slot.active_lease_until.is_some_and(|t| t < Utc::now()),
+        };
+        if free {
+            slot.active_digest = Some(digest.into());
+            slot.active_lease_until = Some(lease());
+            Ok(Slot::Acquired)
+        } else {
+            Ok(Slot::Busy { active_digest: slot.active_digest.clone().unwrap_or_default(), active_deployment_id: slot.active_deployment_id.clone() })
+        }
+    }
+    async fn release_slot(&self, app: &str, digest: &str) -> Result<(), LedgerError> {
+        self.check()?;
+        let mut slots = self.slots.lock().unwrap();
+        if let Some(slot) = slots.get_mut(app) {
+            if slot.active_digest.as_deref() == Some(digest) {
+                slot.active_digest = None;
+                slot.active_deployment_id = None;
+                slot.active_lease_until = None;
+            }
+        }
+        Ok(())
+    }
+    async fn record_deploying(&self, app: &str, digest: &str, deployment_id: &str) -> Result<(), LedgerError> {
+        self.check()?;
+        if let Some(slot) = self.slots.lock().unwrap().get_mut(app) {
+            if slot.active_digest.as_deref() == Some(digest) {
+                slot.active_deployment_id = Some(deployment_id.into());
+            }
+        }
+        if let Some(r) = self.releases.lock().unwrap().get_mut(digest) {
+            r.status = ReleaseStatus::Deploying;
+            r.deployment_id = Some(deployment_id.into());
+        }
+        Ok(())
+    }
+    async fn park(&self, release: &ReleaseRecord) -> Result<Parked, LedgerError> {
+        self.check()?;
+        let mut slots = self.slots.lock().unwrap();
+        let slot = slots.entry(release.app.clone()).or_default();
+        let replaceable = match (&slot.pending_digest, slot.pending_pushed_at) {
+            (None, _) => true,
+            (Some(d), _) if *d == release.digest => true,
+            (Some(_), at) => at.is_some_and(|t| t < release.pushed_at),
+        };
+        let mut releases = self.releases.lock().unwrap();
+        if replaceable {
+            let replaced = slot.pending_digest.replace(release.digest.clone()).filter(|d| *d != release.digest);
+            slot.pending_pushed_at = Some(release.pushed_at);
+            if let Some(r) = releases.get_mut(&release.digest) {
+                r.status = ReleaseStatus::Pending;
+                r.task_definition_arn = release.task_definition_arn.clone().or(r.task_definition_arn.clone());
+            }
+            if let Some(older) = &replaced {
+                if let Some(r) = releases.get_mut(older) {
+                    r.status = ReleaseStatus::Superseded;
+                    r.superseded_by = Some(release.digest.clone());
+                }
+            }
+            Ok(Parked::Waiting { replaced })
+        } else {
+            let by = slot.pending_digest.clone().unwrap_or_default();
+            if let Some(r) = releases.get_mut(&release.digest) {
+                r.status = ReleaseStatus::Superseded;
+                r.superseded_by = Some(by.clone());
+            }
+            Ok(Parked::Superseded { by })
+        }
+    }
+    async fn finish(&self, app: &str, deployment_id: &str, outcome: ReleaseStatus) -> Result<Option<String>, LedgerError> {
+        self.check()?;
+        let mut slots = self.slots.lock().unwrap();
+        let Some(slot) = slots.get_mut(app) else { return Ok(None) };
+        if slot.active_deployment_id.as_deref() != Some(deployment_id) {
+            return Ok(None);
+        }
+        let digest = slot.active_digest.take();
+        slot.active_deployment_id = None;
+        slot.active_lease_until = None;
+        if let Some(d) = &digest {
+            self.set_status(d, outcome);
+        }
+        Ok(digest)
+    }
+    async fn take_pending(&self, app: &str, owner: &str) -> Result<Option<ReleaseRecord>, LedgerError> {
+        self.check()?;
+        let mut slots = self.slots.lock().unwrap();
+        let Some(slot) = slots.get_mut(app) else { return Ok(None) };
+        let free = slot.active_digest.is_none()
+            || (slot.active_deployment_id.is_none() && slot.active_lease_until.is_some_and(|t| t < Utc::now()));
+        if slot.pending_digest.is_none() || !free {
+            return Ok(None);
+        }
+        let digest = slot.pending_digest.take().unwrap();
+        slot.pending_pushed_at = None;
+        slot.active_digest = Some(digest.clone());
+        slot.active_deployment_id = None;
+        slot.active_lease_until = Some(lease());
+        let mut releases = self.releases.lock().unwrap();
+        let r = releases.get_mut(&digest).unwrap();
+        r.status = ReleaseStatus::Claimed;
+        r.owner = Some(owner.into());
+        r.lease_until = Some(lease());
+        Ok(Some(r.clone()))
+    }
+    async fn release(&self, _app: &str, digest: &str) -> Result<Option<ReleaseRecord>, LedgerError> {
+        self.check()?;
+        Ok(self.record(digest))
+    }
+    async fn superseded_by(&self, _app: &str, digest: &str) -> Result<Vec<ReleaseRecord>, LedgerError> {
+        self.check()?;
+        Ok(self.releases.lock().unwrap().values().filter(|r| r.superseded_by.as_deref() == Some(digest)).cloned().collect())
+    }
+}
+
+/// Every AWS call the fakes received, by operation name.
+#[derive(Default)]
+pub struct Calls(pub Mutex<Vec<String>>);
+
+impl Calls {
+    pub fn count(&self, op: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|c| *c == op).count()
+    }
+    pub fn total(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    fn push(&self, op: &str) {
+        self.0.lock().unwrap().push(op.to_string());
+    }
+}
+
+pub struct FakeCodeDeploy {
+    pub calls: std::sync::Arc<Calls>,
+    pub created: Mutex<Vec<NewDeployment>>,
+    /// Answers of CreateDeployment, in order; default: a new id.
+    pub create_errors: Mutex<Vec<AwsError>>,
+    pub deployments: Mutex<HashMap<String, Deployment>>,
+    pub group_missing: bool,
+}
+
+impl FakeCodeDeploy {
+    pub fn new(calls: std::sync::Arc<Calls>) -> Self {
+        Self { calls, created: Mutex::default(), create_errors: Mutex::default(), deployments: Mutex::default(), group_missing: false }
+    }
+}
+
+#[async_trait]
+impl CodeDeployApi for FakeCodeDeploy {
+    async fn deployment_group(&self, application: &str, group: &str) -> Result<DeploymentGroup, AwsError> {
+        self.calls.push("GetDeploymentGroup");
+        if self.group_missing {
+            return Err(AwsError::new("GetDeploymentGroup", format!("deployment group {application}/{group}"), AwsErrorKind::NotFound, "DeploymentGroupDoesNotExistException: No Deployment Group found"));
+        }
+        Ok(DeploymentGroup {
+            cluster: "apps".into(),
+            service: "web1".into(),
+            target_groups: vec!["web1-blue".into(), "web1-green".into()],
+            prod_listeners: vec!["arn:prod".into()],
+            test_listeners: vec!["arn:test".into()],
+        })
+    }
+    async fn create_deployment(&self, request: &NewDeployment) -> Result<String, AwsError> {
+        self.calls.push("CreateDeployment");
+        let mut errors = self.create_errors.lock().unwrap();
+        if !errors.is_empty() {
+            return Err(errors.remove(0));
+        }
+        let mut created = self.created.lock().unwrap();
+        created.push(request.clone());
+        let id = format!("d-FAKE{}", created.len());
+        self.deployments.lock().unwrap().insert(id.clone(), Deployment { id: id.clone(), status: "InProgress".into(), ..Default::default() });
+        Ok(id)
+    }
+    async fn deployment(&self, id: &str) -> Result<Deployment, AwsError> {
+        self.calls.push("GetDeployment");
+        self.deployments.lock().unwrap().get(id).cloned().ok_or_else(|| AwsError::new("GetDeployment", id, AwsErrorKind::NotFound, "no such deployment"))
+    }
+    async fn ecs_target(&self, _deployment_id: &str) -> Result<Option<EcsDeploymentTarget>, AwsError> {
+        self.calls.push("BatchGetDeploymentTargets");
+        Ok(None)
+    }
+    async fn report_hook(&self, _d: &str, _e: &str, _v: HookVerdict) -> Result<(), AwsError> {
+        self.calls.push("PutLifecycleEventHookExecutionStatus");
+        Ok(())
+    }
+}
+
+pub const CURRENT_TD: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:7";
+
+pub struct FakeEcs {
+    pub calls: std::sync::Arc<Calls>,
+    pub running_image: Mutex<String>,
+    pub registered: Mutex<Vec<RegisterTaskDefinitionInputBuilder>>,
+}
+
+impl FakeEcs {
+    pub fn new(calls: std::sync::Arc<Calls>, running_image: &str) -> Self {
+        Self { calls, running_image: Mutex::new(running_image.into()), registered: Mutex::default() }
+    }
+    pub fn registered_images(&self) -> Vec<String> {
+        self.registered
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.get_container_definitions().as_ref().unwrap()[0].image().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl EcsApi for FakeEcs {
+    async fn service(&self, _cluster: &str, _service: &str) -> Result<EcsServiceInfo, AwsError> {
+        self.calls.push("DescribeServices");
+        Ok(EcsServiceInfo {
+            task_definition_arn: CURRENT_TD.into(),
+            load_balancers: vec![LoadBalancedContainer { container_name: "web1".into(), container_port: 3000, target_group_arn: Some("arn:tg".into()) }],
+        })
+    }
+    async fn task_definition(&self, arn: &str) -> Result<(TaskDefinition, Vec<Tag>), AwsError> {
+        self.calls.push("DescribeTaskDefinition");
+        let td = TaskDefinition::builder()
+            .task_definition_arn(arn)
+            .family("web1")
+            .container_definitions(ContainerDefinition::builder().name("web1").image(self.running_image.lock().unwrap().clone()).build())
+            .build();
+        Ok((td, vec![]))
+    }
+    async fn register_task_definition(&self, request: RegisterTaskDefinitionInputBuilder) -> Result<String, AwsError> {
+        self.calls.push("RegisterTaskDefinition");
+        let mut registered = self.registered.lock().unwrap();
+        registered.push(request);
+        Ok(format!("arn:aws:ecs:us-east-1:123456789012:task-definition/web1:{}", 7 + registered.len()))
+    }
+    async fn task_sets(&self, _c: &str, _s: &str, _ids: &[String]) -> Result<Vec<TaskSetState>, AwsError> {
+        self.calls.push("DescribeTaskSets");
+        Ok(vec![])
+    }
+}
