@@ -86,6 +86,8 @@ pub struct ReleaseRecord {
     pub task_definition_arn: Option<String>,
     pub deployment_id: Option<String>,
     pub superseded_by: Option<String>,
+    /// Why the health hook failed the release, when it did.
+    pub hook_reason: Option<String>,
 }
 
 impl ReleaseRecord {
@@ -102,6 +104,7 @@ impl ReleaseRecord {
             task_definition_arn: None,
             deployment_id: None,
             superseded_by: None,
+            hook_reason: None,
         }
     }
 }
@@ -161,6 +164,10 @@ pub trait Ledger: Send + Sync {
     async fn release(&self, app: &str, digest: &str) -> Result<Option<ReleaseRecord>, LedgerError>;
     /// Releases superseded in favour of `digest`.
     async fn superseded_by(&self, app: &str, digest: &str) -> Result<Vec<ReleaseRecord>, LedgerError>;
+    /// The app's most recent release that deployed successfully (what production serves).
+    async fn last_succeeded(&self, app: &str) -> Result<Option<ReleaseRecord>, LedgerError>;
+    /// Records the health hook's verdict on a release (`reason` is kept for the notifier).
+    async fn record_hook_verdict(&self, app: &str, digest: &str, lifecycle_event: &str, passed: bool, reason: &str) -> Result<(), LedgerError>;
 }
 
 /// The ledger in a DynamoDB table (`pk`, `sk` string keys).
@@ -221,6 +228,7 @@ fn record_of(item: &Item) -> Option<ReleaseRecord> {
         task_definition_arn: get_s(item, "task_definition"),
         deployment_id: get_s(item, "deployment_id"),
         superseded_by: get_s(item, "superseded_by"),
+        hook_reason: get_s(item, "hook_reason"),
     })
 }
 
@@ -604,6 +612,49 @@ impl Ledger for DynamoLedger {
             .await
             .map_err(failed("Query"))?;
         Ok(out.items().iter().filter_map(record_of).collect())
+    }
+
+    async fn last_succeeded(&self, app: &str) -> Result<Option<ReleaseRecord>, LedgerError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :release)")
+            .filter_expression("release_status = :succeeded")
+            .expression_attribute_values(":pk", partition(app))
+            .expression_attribute_values(":release", s("release#"))
+            .expression_attribute_values(":succeeded", s(ReleaseStatus::Succeeded.as_str()))
+            .send()
+            .await
+            .map_err(failed("Query"))?;
+        // ISO-8601 UTC timestamps sort as text.
+        Ok(out
+            .items()
+            .iter()
+            .max_by_key(|item| get_s(item, "updated_at").unwrap_or_default())
+            .and_then(record_of))
+    }
+
+    async fn record_hook_verdict(&self, app: &str, digest: &str, lifecycle_event: &str, passed: bool, reason: &str) -> Result<(), LedgerError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", partition(app))
+            .key("sk", release_key(digest))
+            .update_expression("SET hook_event = :event, hook_passed = :passed, hook_reason = :reason, updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":event", s(lifecycle_event))
+            .expression_attribute_values(":passed", AttributeValue::Bool(passed))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(failed("UpdateItem")(e)),
+        }
     }
 }
 

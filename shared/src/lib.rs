@@ -7,6 +7,8 @@ pub mod aws;
 pub mod config;
 pub mod error;
 pub mod events;
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;
 pub mod invocation;
 pub mod ledger;
 pub mod secrets;

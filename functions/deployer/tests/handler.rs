@@ -1,12 +1,10 @@
 //! Deployer handler over fakes: each decision of a push and of a deployment's end.
 
-mod fakes;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fakes::{Calls, FakeCodeDeploy, FakeEcs, FakeLedger, FakeSlot};
+use greenlight_shared::fakes::{Calls, FakeCodeDeploy, FakeEcs, FakeLedger, FakeSlot};
 use greenlight_deployer::{handle, Deps, DeployError, Outcome};
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::codedeploy::Deployment;
@@ -99,6 +97,7 @@ fn record(n: u8, version: &str, status: ReleaseStatus) -> ReleaseRecord {
         task_definition_arn: None,
         deployment_id: None,
         superseded_by: None,
+        hook_reason: None,
     }
 }
 

@@ -1,7 +1,7 @@
-//! Fakes of the deployer's ports, for handler tests: an in-memory ledger with the same rules
+//! Fakes of the ports, for handler tests (feature `fakes`): an in-memory ledger with the same rules
 //! as the DynamoDB one, and AWS fakes that record every call.
 
-#![allow(dead_code)]
+
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,13 +10,13 @@ use async_trait::async_trait;
 use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
 use aws_sdk_ecs::types::{ContainerDefinition, Tag, TaskDefinition};
 use chrono::{Duration, Utc};
-use greenlight_shared::aws::codedeploy::{
+use crate::aws::codedeploy::{
     CodeDeployApi, Deployment, DeploymentGroup, EcsDeploymentTarget, HookVerdict, NewDeployment,
 };
-use greenlight_shared::aws::ecs::{EcsApi, EcsServiceInfo, LoadBalancedContainer, TaskSetState};
-use greenlight_shared::events::ImagePush;
-use greenlight_shared::ledger::{Claim, Ledger, LedgerError, Parked, ReleaseRecord, ReleaseStatus, Slot};
-use greenlight_shared::{AwsError, AwsErrorKind};
+use crate::aws::ecs::{EcsApi, EcsServiceInfo, LoadBalancedContainer, TaskSetState};
+use crate::events::ImagePush;
+use crate::ledger::{Claim, Ledger, LedgerError, Parked, ReleaseRecord, ReleaseStatus, Slot};
+use crate::{AwsError, AwsErrorKind};
 
 #[derive(Default, Clone, Debug)]
 pub struct FakeSlot {
@@ -217,6 +217,17 @@ impl Ledger for FakeLedger {
     async fn superseded_by(&self, _app: &str, digest: &str) -> Result<Vec<ReleaseRecord>, LedgerError> {
         self.check()?;
         Ok(self.releases.lock().unwrap().values().filter(|r| r.superseded_by.as_deref() == Some(digest)).cloned().collect())
+    }
+    async fn last_succeeded(&self, _app: &str) -> Result<Option<ReleaseRecord>, LedgerError> {
+        self.check()?;
+        Ok(self.releases.lock().unwrap().values().find(|r| r.status == ReleaseStatus::Succeeded).cloned())
+    }
+    async fn record_hook_verdict(&self, _app: &str, digest: &str, _event: &str, _passed: bool, reason: &str) -> Result<(), LedgerError> {
+        self.check()?;
+        if let Some(r) = self.releases.lock().unwrap().get_mut(digest) {
+            r.hook_reason = Some(reason.into());
+        }
+        Ok(())
     }
 }
 
