@@ -198,7 +198,6 @@ def offline_env() -> dict:
     env.update(
         {
             "BC_SKIP_MAPPING": "TRUE",  # no download of the guideline mapping
-            "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false",
             "LOG_LEVEL": "WARNING",
         }
     )
@@ -219,6 +218,41 @@ def test_cfn_lint_reports_nothing(template: Path):
     )
     # Exit code is a bit mask: 2 errors, 4 warnings, 8 informational; 0 means a clean report.
     assert result.returncode == 0, f"cfn-lint {template.name}:\n{result.stdout}{result.stderr}"
+
+
+def test_sam_template_translates_and_the_result_lints_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """What `sam deploy` hands CloudFormation: the SAM transform, then plain cfn-lint on it.
+
+    cfn-lint checks SAM resources against SAM's schemas only; the translator catches what only
+    the transform sees (Globals merging, EventInvokeConfig, generated resources).
+    """
+    from samtranslator.public.exceptions import InvalidDocumentException
+    from samtranslator.translator.transform import transform
+
+    class NoManagedPolicies:
+        def load(self) -> dict:
+            return {}
+
+    template = load_template(SAM_TEMPLATE)
+    template["Globals"]["Function"]["CodeUri"] = "s3://example-bucket/greenlight.zip"  # as `sam package` does
+    if not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # the translator wants a region
+    try:
+        translated = transform(template, {}, NoManagedPolicies())
+    except InvalidDocumentException as e:
+        pytest.fail("SAM transform failed: " + "; ".join(c.message for c in e.causes))
+    resources = translated["Resources"]
+    for function in FUNCTIONS:
+        assert resources[function]["Type"] == "AWS::Lambda::Function"
+        invoke_config = resources[f"{function}EventInvokeConfig"]["Properties"]
+        # Rules target the unqualified function, which runs $LATEST: the config must apply there.
+        assert invoke_config["Qualifier"] == "$LATEST"
+    out = tmp_path / "translated.json"
+    out.write_text(json.dumps(translated, indent=1), encoding="utf-8")
+    result = subprocess.run(
+        [tool("cfn-lint"), str(out)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, f"cfn-lint on the translated template:\n{result.stdout}{result.stderr}"
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,10 @@ mod tests {
             task_definition_arn: "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:8".into(),
             container_name: "web1".into(),
             container_port: 3000,
-            hooks: vec![("AfterAllowTestTraffic".into(), "CodeDeployHook_greenlight".into())],
+            hooks: vec![(
+                "AfterAllowTestTraffic".into(),
+                "CodeDeployHook_greenlight".into(),
+            )],
         }
     }
 
@@ -134,8 +137,15 @@ mod tests {
 
     #[test]
     fn description_round_trips() {
-        let d = ReleaseDescription { app: "web1".into(), version: "v1.4.2".into(), digest: "sha256:abc".into() };
-        assert_eq!(d.to_string(), "greenlight app=web1 version=v1.4.2 digest=sha256:abc");
+        let d = ReleaseDescription {
+            app: "web1".into(),
+            version: "v1.4.2".into(),
+            digest: "sha256:abc".into(),
+        };
+        assert_eq!(
+            d.to_string(),
+            "greenlight app=web1 version=v1.4.2 digest=sha256:abc"
+        );
         assert_eq!(ReleaseDescription::parse(&d.to_string()), Some(d));
     }
 

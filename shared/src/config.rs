@@ -112,6 +112,7 @@ struct RawHealth {
     url: Option<String>,
     expect_status: Option<u16>,
     successes: Option<u32>,
+    failures: Option<u32>,
     interval_ms: Option<u64>,
     timeout_ms: Option<u64>,
     check_task_set: Option<bool>,
@@ -154,6 +155,8 @@ pub struct HealthSettings {
     pub expect_status: u16,
     /// Consecutive good answers needed.
     pub successes: u32,
+    /// Consecutive bad answers that fail the probe at once.
+    pub failures: u32,
     pub interval_ms: u64,
     pub timeout_ms: u64,
     pub check_task_set: bool,
@@ -204,7 +207,8 @@ impl Config {
             .clone()
             .unwrap_or_else(|| vec!["AfterAllowTestTraffic".to_string()]);
         check_hooks("defaults.hooks", &default_hooks)?;
-        TagRule::new(&default_pattern).map_err(|e| invalid("defaults.tag_pattern", e.to_string()))?;
+        TagRule::new(&default_pattern)
+            .map_err(|e| invalid("defaults.tag_pattern", e.to_string()))?;
 
         let mut apps = Vec::with_capacity(raw.apps.len());
         for (name, app) in raw.apps {
@@ -254,7 +258,10 @@ impl Config {
                 if a.repository == b.repository {
                     return Err(invalid(
                         format!("apps.{}.repository", b.name),
-                        format!("repository `{}` is already used by app `{}`", b.repository, a.name),
+                        format!(
+                            "repository `{}` is already used by app `{}`",
+                            b.repository, a.name
+                        ),
                     ));
                 }
                 if a.application == b.application && a.deployment_group == b.deployment_group {
@@ -290,7 +297,10 @@ impl Config {
     }
 
     /// Loads the document from its source: a file, or an SSM parameter (SecureString allowed).
-    pub async fn load(source: &ConfigSource, ssm: &aws_sdk_ssm::Client) -> Result<Self, ConfigError> {
+    pub async fn load(
+        source: &ConfigSource,
+        ssm: &aws_sdk_ssm::Client,
+    ) -> Result<Self, ConfigError> {
         let text = match source {
             ConfigSource::File(path) => {
                 std::fs::read_to_string(path).map_err(|source| ConfigError::File {
@@ -334,7 +344,11 @@ fn check_hooks(key: &str, hooks: &[String]) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn merge_health(defaults: &RawHealth, app: &RawHealth, key: &str) -> Result<HealthSettings, ConfigError> {
+fn merge_health(
+    defaults: &RawHealth,
+    app: &RawHealth,
+    key: &str,
+) -> Result<HealthSettings, ConfigError> {
     let settings = HealthSettings {
         path: app
             .path
@@ -344,9 +358,13 @@ fn merge_health(defaults: &RawHealth, app: &RawHealth, key: &str) -> Result<Heal
         url: app.url.clone().or_else(|| defaults.url.clone()),
         expect_status: app.expect_status.or(defaults.expect_status).unwrap_or(200),
         successes: app.successes.or(defaults.successes).unwrap_or(3),
+        failures: app.failures.or(defaults.failures).unwrap_or(3),
         interval_ms: app.interval_ms.or(defaults.interval_ms).unwrap_or(2000),
         timeout_ms: app.timeout_ms.or(defaults.timeout_ms).unwrap_or(2000),
-        check_task_set: app.check_task_set.or(defaults.check_task_set).unwrap_or(true),
+        check_task_set: app
+            .check_task_set
+            .or(defaults.check_task_set)
+            .unwrap_or(true),
         check_target_health: app
             .check_target_health
             .or(defaults.check_target_health)
@@ -358,17 +376,26 @@ fn merge_health(defaults: &RawHealth, app: &RawHealth, key: &str) -> Result<Heal
     }
     if let Some(url) = &settings.url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(invalid(format!("{key}.url"), "must be an http:// or https:// URL"));
+            return Err(invalid(
+                format!("{key}.url"),
+                "must be an http:// or https:// URL",
+            ));
         }
     }
     if settings.successes == 0 {
         return Err(invalid(format!("{key}.successes"), "must be at least 1"));
     }
+    if settings.failures == 0 {
+        return Err(invalid(format!("{key}.failures"), "must be at least 1"));
+    }
     if settings.timeout_ms == 0 {
         return Err(invalid(format!("{key}.timeout_ms"), "must be at least 1"));
     }
     if !(100..=599).contains(&settings.expect_status) {
-        return Err(invalid(format!("{key}.expect_status"), "must be an HTTP status code"));
+        return Err(invalid(
+            format!("{key}.expect_status"),
+            "must be an HTTP status code",
+        ));
     }
     Ok(settings)
 }
@@ -412,11 +439,19 @@ webhook = "ssm:/greenlight/slack/web2"
         assert_eq!(web1.health.path, "/api/health");
         assert_eq!(web1.health.successes, 2);
         assert_eq!(web1.health.expect_status, 200);
-        assert_eq!(web1.slack.webhook.as_deref(), Some("secretsmanager:greenlight/slack"));
+        assert_eq!(
+            web1.slack.webhook.as_deref(),
+            Some("secretsmanager:greenlight/slack")
+        );
         assert_eq!(web1.environment, "production");
-        let web2 = config.app_for_deployment_group("web2", "web2-bluegreen").unwrap();
+        let web2 = config
+            .app_for_deployment_group("web2", "web2-bluegreen")
+            .unwrap();
         assert_eq!(web2.container.as_deref(), Some("next"));
-        assert_eq!(web2.slack.webhook.as_deref(), Some("ssm:/greenlight/slack/web2"));
+        assert_eq!(
+            web2.slack.webhook.as_deref(),
+            Some("ssm:/greenlight/slack/web2")
+        );
         assert_eq!(web2.slack.mention_on_failure.as_deref(), Some("<!here>"));
         assert!(config.app_for_repository("web3").is_none());
     }
@@ -436,7 +471,10 @@ webhook = "ssm:/greenlight/slack/web2"
         let err = error_of(
             "[apps.web1]\nrepository='r'\napplication='a'\ndeployment_group='g'\ntag_pattern='^v[('\n",
         );
-        assert!(err.starts_with("config key `apps.web1.tag_pattern`"), "{err}");
+        assert!(
+            err.starts_with("config key `apps.web1.tag_pattern`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -447,7 +485,9 @@ webhook = "ssm:/greenlight/slack/web2"
 
     #[test]
     fn unknown_key_is_rejected_by_name() {
-        let err = error_of("[apps.web1]\nrepository='r'\napplication='a'\ndeployment_group='g'\nreposity='x'\n");
+        let err = error_of(
+            "[apps.web1]\nrepository='r'\napplication='a'\ndeployment_group='g'\nreposity='x'\n",
+        );
         assert!(err.contains("reposity"), "{err}");
     }
 
@@ -464,13 +504,25 @@ webhook = "ssm:/greenlight/slack/web2"
         let err = error_of(
             "[slack]\nwebhook='https://hooks.slack.com/services/x'\n[apps.a]\nrepository='r'\napplication='a'\ndeployment_group='g'\n",
         );
-        assert!(err.starts_with("config key `apps.a.slack.webhook`"), "{err}");
-        assert!(!err.contains("hooks.slack.com"), "the URL must not be echoed: {err}");
+        assert!(
+            err.starts_with("config key `apps.a.slack.webhook`"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("hooks.slack.com"),
+            "the URL must not be echoed: {err}"
+        );
     }
 
     #[test]
     fn config_source_reads_ssm_prefix() {
-        assert_eq!(ConfigSource::parse("ssm:/greenlight/config"), ConfigSource::SsmParameter("/greenlight/config".into()));
-        assert_eq!(ConfigSource::parse("./greenlight.toml"), ConfigSource::File("./greenlight.toml".into()));
+        assert_eq!(
+            ConfigSource::parse("ssm:/greenlight/config"),
+            ConfigSource::SsmParameter("/greenlight/config".into())
+        );
+        assert_eq!(
+            ConfigSource::parse("./greenlight.toml"),
+            ConfigSource::File("./greenlight.toml".into())
+        );
     }
 }

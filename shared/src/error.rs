@@ -74,7 +74,11 @@ impl AwsError {
         err: SdkError<E, R>,
     ) -> Self
     where
-        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + StdError + Send + Sync + 'static,
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+            + StdError
+            + Send
+            + Sync
+            + 'static,
         R: fmt::Debug,
     {
         let message = describe_sdk_error(&err);
@@ -109,12 +113,15 @@ pub fn kind_of_code(code: Option<&str>) -> AwsErrorKind {
     match code.unwrap_or_default() {
         "DeploymentLimitExceededException" => AwsErrorKind::DeploymentLimitExceeded,
         "LifecycleEventAlreadyCompletedException" => AwsErrorKind::AlreadyCompleted,
-        "AccessDeniedException" | "AccessDenied" | "UnauthorizedOperation"
+        "AccessDeniedException"
+        | "AccessDenied"
+        | "UnauthorizedOperation"
         | "UnrecognizedClientException" => AwsErrorKind::AccessDenied,
-        "ThrottlingException" | "Throttling" | "TooManyRequestsException"
-        | "ProvisionedThroughputExceededException" | "RequestLimitExceeded" => {
-            AwsErrorKind::Throttled
-        }
+        "ThrottlingException"
+        | "Throttling"
+        | "TooManyRequestsException"
+        | "ProvisionedThroughputExceededException"
+        | "RequestLimitExceeded" => AwsErrorKind::Throttled,
         "ServiceNotFoundException"
         | "ServiceNotActiveException"
         | "ClusterNotFoundException"
@@ -127,8 +134,11 @@ pub fn kind_of_code(code: Option<&str>) -> AwsErrorKind {
         | "TargetGroupNotFound"
         | "ListenerNotFound"
         | "LoadBalancerNotFound" => AwsErrorKind::NotFound,
-        "ClientException" | "InvalidParameterException" | "ValidationException"
-        | "InvalidRoleException" | "InvalidDeploymentIdException"
+        "ClientException"
+        | "InvalidParameterException"
+        | "ValidationException"
+        | "InvalidRoleException"
+        | "InvalidDeploymentIdException"
         | "InvalidLifecycleEventHookExecutionIdException"
         | "InvalidLifecycleEventHookExecutionStatusException" => AwsErrorKind::Invalid,
         _ => AwsErrorKind::Unavailable,

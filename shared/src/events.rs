@@ -37,7 +37,13 @@ impl Location {
     /// The account from the function's own ARN (`arn:aws:lambda:<region>:<account>:function:<name>`).
     pub fn from_function_arn(arn: &str) -> Option<Self> {
         let mut parts = arn.split(':');
-        let (_, _, _, region, account) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let (_, _, _, region, account) = (
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+        );
         (!region.is_empty() && !account.is_empty()).then(|| Self {
             account: account.to_string(),
             region: region.to_string(),
@@ -142,7 +148,11 @@ pub fn classify_push<'c>(
     let app = config
         .app_for_repository(&repository)
         .ok_or_else(|| SkipReason::UnknownRepository(repository.clone()))?;
-    let tag = d.image_tag.clone().filter(|t| !t.is_empty()).ok_or(SkipReason::Untagged)?;
+    let tag = d
+        .image_tag
+        .clone()
+        .filter(|t| !t.is_empty())
+        .ok_or(SkipReason::Untagged)?;
     if !app.tag_rule.is_release(&tag) {
         return Err(SkipReason::NotAReleaseTag(tag));
     }
@@ -153,7 +163,12 @@ pub fn classify_push<'c>(
         .ok_or(SkipReason::NoDigest)?;
     let push = ImagePush {
         app: app.name.clone(),
-        image: format!("{}/{}@{}", registry_host(&account, &region), repository, digest),
+        image: format!(
+            "{}/{}@{}",
+            registry_host(&account, &region),
+            repository,
+            digest
+        ),
         repository,
         version: tag,
         digest,
@@ -166,7 +181,8 @@ pub fn classify_push<'c>(
 mod tests {
     use super::*;
 
-    const CONFIG: &str = "[apps.web1]\nrepository='web1'\napplication='web1'\ndeployment_group='web1-bluegreen'\n";
+    const CONFIG: &str =
+        "[apps.web1]\nrepository='web1'\napplication='web1'\ndeployment_group='web1-bluegreen'\n";
 
     fn here() -> Location {
         Location {
@@ -199,22 +215,34 @@ mod tests {
 
     #[test]
     fn latest_tag_alone_does_not_deploy() {
-        assert_eq!(classify(&sample("ecr-push-latest")), Err(SkipReason::NotAReleaseTag("latest".into())));
+        assert_eq!(
+            classify(&sample("ecr-push-latest")),
+            Err(SkipReason::NotAReleaseTag("latest".into()))
+        );
     }
 
     #[test]
     fn failed_push_does_not_deploy() {
-        assert_eq!(classify(&sample("ecr-push-failed")), Err(SkipReason::NotSuccessful("FAILURE".into())));
+        assert_eq!(
+            classify(&sample("ecr-push-failed")),
+            Err(SkipReason::NotSuccessful("FAILURE".into()))
+        );
     }
 
     #[test]
     fn delete_does_not_deploy() {
-        assert_eq!(classify(&sample("ecr-delete")), Err(SkipReason::NotAPush("DELETE".into())));
+        assert_eq!(
+            classify(&sample("ecr-delete")),
+            Err(SkipReason::NotAPush("DELETE".into()))
+        );
     }
 
     #[test]
     fn archive_without_tag_does_not_deploy() {
-        assert_eq!(classify(&sample("ecr-archive-untagged")), Err(SkipReason::NotAPush("ARCHIVE".into())));
+        assert_eq!(
+            classify(&sample("ecr-archive-untagged")),
+            Err(SkipReason::NotAPush("ARCHIVE".into()))
+        );
         let mut untagged_push = sample("ecr-archive-untagged");
         untagged_push.detail.action_type = Some("PUSH".into());
         assert_eq!(classify(&untagged_push), Err(SkipReason::Untagged));
@@ -224,7 +252,10 @@ mod tests {
     fn unknown_repository_does_not_deploy() {
         let mut event = sample("ecr-push-version");
         event.detail.repository_name = Some("billing".into());
-        assert_eq!(classify(&event), Err(SkipReason::UnknownRepository("billing".into())));
+        assert_eq!(
+            classify(&event),
+            Err(SkipReason::UnknownRepository("billing".into()))
+        );
     }
 
     #[test]
@@ -247,7 +278,9 @@ mod tests {
     #[test]
     fn location_comes_from_the_function_arn() {
         assert_eq!(
-            Location::from_function_arn("arn:aws:lambda:us-east-1:123456789012:function:greenlight-deployer"),
+            Location::from_function_arn(
+                "arn:aws:lambda:us-east-1:123456789012:function:greenlight-deployer"
+            ),
             Some(here())
         );
         assert_eq!(Location::from_function_arn("not-an-arn"), None);

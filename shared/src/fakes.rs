@@ -1,22 +1,21 @@
 //! Fakes of the ports, for handler tests (feature `fakes`): an in-memory ledger with the same rules
 //! as the DynamoDB one, and AWS fakes that record every call.
 
-
-
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use async_trait::async_trait;
-use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
-use aws_sdk_ecs::types::{ContainerDefinition, Tag, TaskDefinition};
-use chrono::{Duration, Utc};
 use crate::aws::codedeploy::{
     CodeDeployApi, Deployment, DeploymentGroup, EcsDeploymentTarget, HookVerdict, NewDeployment,
 };
 use crate::aws::ecs::{EcsApi, EcsServiceInfo, LoadBalancedContainer, TaskSetState};
+use crate::aws::elb::{ListenerEndpoint, LoadBalancingApi, TargetState};
 use crate::events::ImagePush;
 use crate::ledger::{Claim, Ledger, LedgerError, Parked, ReleaseRecord, ReleaseStatus, Slot};
 use crate::{AwsError, AwsErrorKind};
+use async_trait::async_trait;
+use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
+use aws_sdk_ecs::types::{ContainerDefinition, Tag, TaskDefinition};
+use chrono::{Duration, Utc};
 
 #[derive(Default, Clone, Debug)]
 pub struct FakeSlot {
@@ -39,17 +38,28 @@ impl FakeLedger {
         self.releases.lock().unwrap().get(digest).cloned()
     }
     pub fn slot(&self, app: &str) -> FakeSlot {
-        self.slots.lock().unwrap().get(app).cloned().unwrap_or_default()
+        self.slots
+            .lock()
+            .unwrap()
+            .get(app)
+            .cloned()
+            .unwrap_or_default()
     }
     pub fn insert(&self, record: ReleaseRecord) {
-        self.releases.lock().unwrap().insert(record.digest.clone(), record);
+        self.releases
+            .lock()
+            .unwrap()
+            .insert(record.digest.clone(), record);
     }
     pub fn set_slot(&self, app: &str, slot: FakeSlot) {
         self.slots.lock().unwrap().insert(app.to_string(), slot);
     }
     fn check(&self) -> Result<(), LedgerError> {
         if self.unreachable {
-            return Err(LedgerError { operation: "GetItem", message: "dispatch failure: connection refused".into() });
+            return Err(LedgerError {
+                operation: "GetItem",
+                message: "dispatch failure: connection refused".into(),
+            });
         }
         Ok(())
     }
@@ -71,12 +81,19 @@ impl Ledger for FakeLedger {
         let mut releases = self.releases.lock().unwrap();
         match releases.get_mut(&push.digest) {
             None => {
-                let record = ReleaseRecord { owner: Some(owner.into()), lease_until: Some(lease()), ..ReleaseRecord::from_push(push) };
+                let record = ReleaseRecord {
+                    owner: Some(owner.into()),
+                    lease_until: Some(lease()),
+                    ..ReleaseRecord::from_push(push)
+                };
                 releases.insert(push.digest.clone(), record.clone());
                 Ok(Claim::Acquired(record))
             }
             Some(r) if !r.status.is_in_flight() => Ok(Claim::Done(r.clone())),
-            Some(r) if r.lease_until.is_some_and(|t| t > Utc::now()) && r.owner.as_deref() != Some(owner) => {
+            Some(r)
+                if r.lease_until.is_some_and(|t| t > Utc::now())
+                    && r.owner.as_deref() != Some(owner) =>
+            {
                 Ok(Claim::HeldElsewhere(r.clone()))
             }
             Some(r) => {
@@ -86,7 +103,12 @@ impl Ledger for FakeLedger {
             }
         }
     }
-    async fn record_registered(&self, _app: &str, digest: &str, arn: &str) -> Result<(), LedgerError> {
+    async fn record_registered(
+        &self,
+        _app: &str,
+        digest: &str,
+        arn: &str,
+    ) -> Result<(), LedgerError> {
         self.check()?;
         if let Some(r) = self.releases.lock().unwrap().get_mut(digest) {
             r.status = ReleaseStatus::Registered;
@@ -94,7 +116,12 @@ impl Ledger for FakeLedger {
         }
         Ok(())
     }
-    async fn record_status(&self, _app: &str, digest: &str, status: ReleaseStatus) -> Result<(), LedgerError> {
+    async fn record_status(
+        &self,
+        _app: &str,
+        digest: &str,
+        status: ReleaseStatus,
+    ) -> Result<(), LedgerError> {
         self.check()?;
         self.set_status(digest, status);
         Ok(())
@@ -106,14 +133,20 @@ impl Ledger for FakeLedger {
         let free = match &slot.active_digest {
             None => true,
             Some(d) if d == digest => true,
-            Some(_) => slot.active_deployment_id.is_none() && slot.active_lease_until.is_some_and(|t| t < Utc::now()),
+            Some(_) => {
+                slot.active_deployment_id.is_none()
+                    && slot.active_lease_until.is_some_and(|t| t < Utc::now())
+            }
         };
         if free {
             slot.active_digest = Some(digest.into());
             slot.active_lease_until = Some(lease());
             Ok(Slot::Acquired)
         } else {
-            Ok(Slot::Busy { active_digest: slot.active_digest.clone().unwrap_or_default(), active_deployment_id: slot.active_deployment_id.clone() })
+            Ok(Slot::Busy {
+                active_digest: slot.active_digest.clone().unwrap_or_default(),
+                active_deployment_id: slot.active_deployment_id.clone(),
+            })
         }
     }
     async fn release_slot(&self, app: &str, digest: &str) -> Result<(), LedgerError> {
@@ -128,7 +161,12 @@ impl Ledger for FakeLedger {
         }
         Ok(())
     }
-    async fn record_deploying(&self, app: &str, digest: &str, deployment_id: &str) -> Result<(), LedgerError> {
+    async fn record_deploying(
+        &self,
+        app: &str,
+        digest: &str,
+        deployment_id: &str,
+    ) -> Result<(), LedgerError> {
         self.check()?;
         if let Some(slot) = self.slots.lock().unwrap().get_mut(app) {
             if slot.active_digest.as_deref() == Some(digest) {
@@ -152,11 +190,17 @@ impl Ledger for FakeLedger {
         };
         let mut releases = self.releases.lock().unwrap();
         if replaceable {
-            let replaced = slot.pending_digest.replace(release.digest.clone()).filter(|d| *d != release.digest);
+            let replaced = slot
+                .pending_digest
+                .replace(release.digest.clone())
+                .filter(|d| *d != release.digest);
             slot.pending_pushed_at = Some(release.pushed_at);
             if let Some(r) = releases.get_mut(&release.digest) {
                 r.status = ReleaseStatus::Pending;
-                r.task_definition_arn = release.task_definition_arn.clone().or(r.task_definition_arn.clone());
+                r.task_definition_arn = release
+                    .task_definition_arn
+                    .clone()
+                    .or(r.task_definition_arn.clone());
             }
             if let Some(older) = &replaced {
                 if let Some(r) = releases.get_mut(older) {
@@ -174,10 +218,17 @@ impl Ledger for FakeLedger {
             Ok(Parked::Superseded { by })
         }
     }
-    async fn finish(&self, app: &str, deployment_id: &str, outcome: ReleaseStatus) -> Result<Option<String>, LedgerError> {
+    async fn finish(
+        &self,
+        app: &str,
+        deployment_id: &str,
+        outcome: ReleaseStatus,
+    ) -> Result<Option<String>, LedgerError> {
         self.check()?;
         let mut slots = self.slots.lock().unwrap();
-        let Some(slot) = slots.get_mut(app) else { return Ok(None) };
+        let Some(slot) = slots.get_mut(app) else {
+            return Ok(None);
+        };
         if slot.active_deployment_id.as_deref() != Some(deployment_id) {
             return Ok(None);
         }
@@ -189,12 +240,19 @@ impl Ledger for FakeLedger {
         }
         Ok(digest)
     }
-    async fn take_pending(&self, app: &str, owner: &str) -> Result<Option<ReleaseRecord>, LedgerError> {
+    async fn take_pending(
+        &self,
+        app: &str,
+        owner: &str,
+    ) -> Result<Option<ReleaseRecord>, LedgerError> {
         self.check()?;
         let mut slots = self.slots.lock().unwrap();
-        let Some(slot) = slots.get_mut(app) else { return Ok(None) };
+        let Some(slot) = slots.get_mut(app) else {
+            return Ok(None);
+        };
         let free = slot.active_digest.is_none()
-            || (slot.active_deployment_id.is_none() && slot.active_lease_until.is_some_and(|t| t < Utc::now()));
+            || (slot.active_deployment_id.is_none()
+                && slot.active_lease_until.is_some_and(|t| t < Utc::now()));
         if slot.pending_digest.is_none() || !free {
             return Ok(None);
         }
@@ -210,19 +268,47 @@ impl Ledger for FakeLedger {
         r.lease_until = Some(lease());
         Ok(Some(r.clone()))
     }
-    async fn release(&self, _app: &str, digest: &str) -> Result<Option<ReleaseRecord>, LedgerError> {
+    async fn release(
+        &self,
+        _app: &str,
+        digest: &str,
+    ) -> Result<Option<ReleaseRecord>, LedgerError> {
         self.check()?;
         Ok(self.record(digest))
     }
-    async fn superseded_by(&self, _app: &str, digest: &str) -> Result<Vec<ReleaseRecord>, LedgerError> {
+    async fn superseded_by(
+        &self,
+        _app: &str,
+        digest: &str,
+    ) -> Result<Vec<ReleaseRecord>, LedgerError> {
         self.check()?;
-        Ok(self.releases.lock().unwrap().values().filter(|r| r.superseded_by.as_deref() == Some(digest)).cloned().collect())
+        Ok(self
+            .releases
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|r| r.superseded_by.as_deref() == Some(digest))
+            .cloned()
+            .collect())
     }
     async fn last_succeeded(&self, _app: &str) -> Result<Option<ReleaseRecord>, LedgerError> {
         self.check()?;
-        Ok(self.releases.lock().unwrap().values().find(|r| r.status == ReleaseStatus::Succeeded).cloned())
+        Ok(self
+            .releases
+            .lock()
+            .unwrap()
+            .values()
+            .find(|r| r.status == ReleaseStatus::Succeeded)
+            .cloned())
     }
-    async fn record_hook_verdict(&self, _app: &str, digest: &str, _event: &str, _passed: bool, reason: &str) -> Result<(), LedgerError> {
+    async fn record_hook_verdict(
+        &self,
+        _app: &str,
+        digest: &str,
+        _event: &str,
+        _passed: bool,
+        reason: &str,
+    ) -> Result<(), LedgerError> {
         self.check()?;
         if let Some(r) = self.releases.lock().unwrap().get_mut(digest) {
             r.hook_reason = Some(reason.into());
@@ -250,6 +336,12 @@ impl Calls {
 pub struct FakeCodeDeploy {
     pub calls: std::sync::Arc<Calls>,
     pub created: Mutex<Vec<NewDeployment>>,
+    /// ECS deployment targets by deployment id.
+    pub targets: Mutex<HashMap<String, EcsDeploymentTarget>>,
+    /// Every hook status reported.
+    pub reports: Mutex<Vec<(String, HookVerdict)>>,
+    /// Answers of PutLifecycleEventHookExecutionStatus, in order; default: accepted.
+    pub report_errors: Mutex<Vec<AwsError>>,
     /// Answers of CreateDeployment, in order; default: a new id.
     pub create_errors: Mutex<Vec<AwsError>>,
     pub deployments: Mutex<HashMap<String, Deployment>>,
@@ -258,16 +350,34 @@ pub struct FakeCodeDeploy {
 
 impl FakeCodeDeploy {
     pub fn new(calls: std::sync::Arc<Calls>) -> Self {
-        Self { calls, created: Mutex::default(), create_errors: Mutex::default(), deployments: Mutex::default(), group_missing: false }
+        Self {
+            calls,
+            created: Mutex::default(),
+            targets: Mutex::default(),
+            reports: Mutex::default(),
+            report_errors: Mutex::default(),
+            create_errors: Mutex::default(),
+            deployments: Mutex::default(),
+            group_missing: false,
+        }
     }
 }
 
 #[async_trait]
 impl CodeDeployApi for FakeCodeDeploy {
-    async fn deployment_group(&self, application: &str, group: &str) -> Result<DeploymentGroup, AwsError> {
+    async fn deployment_group(
+        &self,
+        application: &str,
+        group: &str,
+    ) -> Result<DeploymentGroup, AwsError> {
         self.calls.push("GetDeploymentGroup");
         if self.group_missing {
-            return Err(AwsError::new("GetDeploymentGroup", format!("deployment group {application}/{group}"), AwsErrorKind::NotFound, "DeploymentGroupDoesNotExistException: No Deployment Group found"));
+            return Err(AwsError::new(
+                "GetDeploymentGroup",
+                format!("deployment group {application}/{group}"),
+                AwsErrorKind::NotFound,
+                "DeploymentGroupDoesNotExistException: No Deployment Group found",
+            ));
         }
         Ok(DeploymentGroup {
             cluster: "apps".into(),
@@ -286,19 +396,54 @@ impl CodeDeployApi for FakeCodeDeploy {
         let mut created = self.created.lock().unwrap();
         created.push(request.clone());
         let id = format!("d-FAKE{}", created.len());
-        self.deployments.lock().unwrap().insert(id.clone(), Deployment { id: id.clone(), status: "InProgress".into(), ..Default::default() });
+        self.deployments.lock().unwrap().insert(
+            id.clone(),
+            Deployment {
+                id: id.clone(),
+                status: "InProgress".into(),
+                ..Default::default()
+            },
+        );
         Ok(id)
     }
     async fn deployment(&self, id: &str) -> Result<Deployment, AwsError> {
         self.calls.push("GetDeployment");
-        self.deployments.lock().unwrap().get(id).cloned().ok_or_else(|| AwsError::new("GetDeployment", id, AwsErrorKind::NotFound, "no such deployment"))
+        self.deployments
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| {
+                AwsError::new(
+                    "GetDeployment",
+                    id,
+                    AwsErrorKind::NotFound,
+                    "no such deployment",
+                )
+            })
     }
-    async fn ecs_target(&self, _deployment_id: &str) -> Result<Option<EcsDeploymentTarget>, AwsError> {
+    async fn ecs_target(
+        &self,
+        deployment_id: &str,
+    ) -> Result<Option<EcsDeploymentTarget>, AwsError> {
         self.calls.push("BatchGetDeploymentTargets");
-        Ok(None)
+        Ok(self.targets.lock().unwrap().get(deployment_id).cloned())
     }
-    async fn report_hook(&self, _d: &str, _e: &str, _v: HookVerdict) -> Result<(), AwsError> {
+    async fn report_hook(
+        &self,
+        deployment_id: &str,
+        _e: &str,
+        verdict: HookVerdict,
+    ) -> Result<(), AwsError> {
         self.calls.push("PutLifecycleEventHookExecutionStatus");
+        let mut errors = self.report_errors.lock().unwrap();
+        if !errors.is_empty() {
+            return Err(errors.remove(0));
+        }
+        self.reports
+            .lock()
+            .unwrap()
+            .push((deployment_id.to_string(), verdict));
         Ok(())
     }
 }
@@ -309,18 +454,30 @@ pub struct FakeEcs {
     pub calls: std::sync::Arc<Calls>,
     pub running_image: Mutex<String>,
     pub registered: Mutex<Vec<RegisterTaskDefinitionInputBuilder>>,
+    /// Answers of DescribeTaskSets, in order; the last one repeats.
+    pub task_set_answers: Mutex<Vec<Result<Vec<TaskSetState>, AwsError>>>,
 }
 
 impl FakeEcs {
     pub fn new(calls: std::sync::Arc<Calls>, running_image: &str) -> Self {
-        Self { calls, running_image: Mutex::new(running_image.into()), registered: Mutex::default() }
+        Self {
+            calls,
+            running_image: Mutex::new(running_image.into()),
+            registered: Mutex::default(),
+            task_set_answers: Mutex::default(),
+        }
     }
     pub fn registered_images(&self) -> Vec<String> {
         self.registered
             .lock()
             .unwrap()
             .iter()
-            .map(|r| r.get_container_definitions().as_ref().unwrap()[0].image().unwrap_or_default().to_string())
+            .map(|r| {
+                r.get_container_definitions().as_ref().unwrap()[0]
+                    .image()
+                    .unwrap_or_default()
+                    .to_string()
+            })
             .collect()
     }
 }
@@ -331,7 +488,11 @@ impl EcsApi for FakeEcs {
         self.calls.push("DescribeServices");
         Ok(EcsServiceInfo {
             task_definition_arn: CURRENT_TD.into(),
-            load_balancers: vec![LoadBalancedContainer { container_name: "web1".into(), container_port: 3000, target_group_arn: Some("arn:tg".into()) }],
+            load_balancers: vec![LoadBalancedContainer {
+                container_name: "web1".into(),
+                container_port: 3000,
+                target_group_arn: Some("arn:tg".into()),
+            }],
         })
     }
     async fn task_definition(&self, arn: &str) -> Result<(TaskDefinition, Vec<Tag>), AwsError> {
@@ -339,18 +500,108 @@ impl EcsApi for FakeEcs {
         let td = TaskDefinition::builder()
             .task_definition_arn(arn)
             .family("web1")
-            .container_definitions(ContainerDefinition::builder().name("web1").image(self.running_image.lock().unwrap().clone()).build())
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("web1")
+                    .image(self.running_image.lock().unwrap().clone())
+                    .build(),
+            )
             .build();
         Ok((td, vec![]))
     }
-    async fn register_task_definition(&self, request: RegisterTaskDefinitionInputBuilder) -> Result<String, AwsError> {
+    async fn register_task_definition(
+        &self,
+        request: RegisterTaskDefinitionInputBuilder,
+    ) -> Result<String, AwsError> {
         self.calls.push("RegisterTaskDefinition");
         let mut registered = self.registered.lock().unwrap();
         registered.push(request);
-        Ok(format!("arn:aws:ecs:us-east-1:123456789012:task-definition/web1:{}", 7 + registered.len()))
+        Ok(format!(
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:{}",
+            7 + registered.len()
+        ))
     }
-    async fn task_sets(&self, _c: &str, _s: &str, _ids: &[String]) -> Result<Vec<TaskSetState>, AwsError> {
+    async fn task_sets(
+        &self,
+        _c: &str,
+        _s: &str,
+        _ids: &[String],
+    ) -> Result<Vec<TaskSetState>, AwsError> {
         self.calls.push("DescribeTaskSets");
-        Ok(vec![])
+        next_answer(&self.task_set_answers, Ok(vec![]))
+    }
+}
+
+/// The next scripted answer; the last one repeats; `default` when none is scripted.
+fn next_answer<T: Clone>(
+    answers: &Mutex<Vec<Result<T, AwsError>>>,
+    default: Result<T, AwsError>,
+) -> Result<T, AwsError> {
+    let mut answers = answers.lock().unwrap();
+    match answers.len() {
+        0 => default,
+        1 => clone_answer(&answers[0]),
+        _ => answers.remove(0),
+    }
+}
+
+fn clone_answer<T: Clone>(answer: &Result<T, AwsError>) -> Result<T, AwsError> {
+    match answer {
+        Ok(v) => Ok(v.clone()),
+        Err(e) => Err(AwsError::new(
+            e.operation,
+            e.resource.clone(),
+            e.kind,
+            e.message.clone(),
+        )),
+    }
+}
+
+/// A load balancer whose target health answers are scripted.
+pub struct FakeLoadBalancing {
+    pub calls: std::sync::Arc<Calls>,
+    /// Answers of DescribeTargetHealth, in order; the last one repeats.
+    pub health_answers: Mutex<Vec<Result<Vec<TargetState>, AwsError>>>,
+    pub test_listener: ListenerEndpoint,
+}
+
+impl FakeLoadBalancing {
+    pub fn new(calls: std::sync::Arc<Calls>) -> Self {
+        Self {
+            calls,
+            health_answers: Mutex::default(),
+            test_listener: ListenerEndpoint {
+                protocol: "HTTP".into(),
+                host: "web1-test.elb.local".into(),
+                port: 8080,
+            },
+        }
+    }
+}
+
+pub fn healthy_targets(n: usize) -> Vec<TargetState> {
+    (0..n)
+        .map(|i| TargetState {
+            id: format!("10.0.0.{i}"),
+            port: Some(3000),
+            state: "healthy".into(),
+            reason: None,
+        })
+        .collect()
+}
+
+#[async_trait]
+impl LoadBalancingApi for FakeLoadBalancing {
+    async fn target_group_arn(&self, name: &str) -> Result<String, AwsError> {
+        self.calls.push("DescribeTargetGroups");
+        Ok(format!("arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/{name}/0123456789abcdef"))
+    }
+    async fn target_health(&self, _arn: &str) -> Result<Vec<TargetState>, AwsError> {
+        self.calls.push("DescribeTargetHealth");
+        next_answer(&self.health_answers, Ok(healthy_targets(2)))
+    }
+    async fn listener_endpoint(&self, _arn: &str) -> Result<ListenerEndpoint, AwsError> {
+        self.calls.push("DescribeListeners");
+        Ok(self.test_listener.clone())
     }
 }

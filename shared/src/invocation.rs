@@ -42,7 +42,8 @@ impl Invocation {
             .unwrap_or(0);
         Self {
             request_id: request_id.to_string(),
-            function_arn: "arn:aws:lambda:us-east-1:123456789012:function:greenlight-test".to_string(),
+            function_arn: "arn:aws:lambda:us-east-1:123456789012:function:greenlight-test"
+                .to_string(),
             deadline_ms: now_ms + budget.as_millis() as u64,
         }
     }

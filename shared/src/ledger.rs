@@ -148,26 +148,61 @@ pub struct LedgerError {
 #[async_trait]
 pub trait Ledger: Send + Sync {
     async fn claim(&self, push: &ImagePush, owner: &str) -> Result<Claim, LedgerError>;
-    async fn record_registered(&self, app: &str, digest: &str, task_definition_arn: &str) -> Result<(), LedgerError>;
-    async fn record_status(&self, app: &str, digest: &str, status: ReleaseStatus) -> Result<(), LedgerError>;
+    async fn record_registered(
+        &self,
+        app: &str,
+        digest: &str,
+        task_definition_arn: &str,
+    ) -> Result<(), LedgerError>;
+    async fn record_status(
+        &self,
+        app: &str,
+        digest: &str,
+        status: ReleaseStatus,
+    ) -> Result<(), LedgerError>;
     /// Takes the app's deployment slot for this release.
     async fn acquire_slot(&self, app: &str, digest: &str) -> Result<Slot, LedgerError>;
     /// Gives the slot back (the deployment could not be started).
     async fn release_slot(&self, app: &str, digest: &str) -> Result<(), LedgerError>;
-    async fn record_deploying(&self, app: &str, digest: &str, deployment_id: &str) -> Result<(), LedgerError>;
+    async fn record_deploying(
+        &self,
+        app: &str,
+        digest: &str,
+        deployment_id: &str,
+    ) -> Result<(), LedgerError>;
     /// Stores the release as the app's pending release ("newest wins").
     async fn park(&self, release: &ReleaseRecord) -> Result<Parked, LedgerError>;
     /// Frees the slot if this deployment holds it and records how it ended; the digest it held.
-    async fn finish(&self, app: &str, deployment_id: &str, outcome: ReleaseStatus) -> Result<Option<String>, LedgerError>;
+    async fn finish(
+        &self,
+        app: &str,
+        deployment_id: &str,
+        outcome: ReleaseStatus,
+    ) -> Result<Option<String>, LedgerError>;
     /// Moves the pending release into a free slot and claims it for `owner`.
-    async fn take_pending(&self, app: &str, owner: &str) -> Result<Option<ReleaseRecord>, LedgerError>;
+    async fn take_pending(
+        &self,
+        app: &str,
+        owner: &str,
+    ) -> Result<Option<ReleaseRecord>, LedgerError>;
     async fn release(&self, app: &str, digest: &str) -> Result<Option<ReleaseRecord>, LedgerError>;
     /// Releases superseded in favour of `digest`.
-    async fn superseded_by(&self, app: &str, digest: &str) -> Result<Vec<ReleaseRecord>, LedgerError>;
+    async fn superseded_by(
+        &self,
+        app: &str,
+        digest: &str,
+    ) -> Result<Vec<ReleaseRecord>, LedgerError>;
     /// The app's most recent release that deployed successfully (what production serves).
     async fn last_succeeded(&self, app: &str) -> Result<Option<ReleaseRecord>, LedgerError>;
     /// Records the health hook's verdict on a release (`reason` is kept for the notifier).
-    async fn record_hook_verdict(&self, app: &str, digest: &str, lifecycle_event: &str, passed: bool, reason: &str) -> Result<(), LedgerError>;
+    async fn record_hook_verdict(
+        &self,
+        app: &str,
+        digest: &str,
+        lifecycle_event: &str,
+        passed: bool,
+        reason: &str,
+    ) -> Result<(), LedgerError>;
 }
 
 /// The ledger in a DynamoDB table (`pk`, `sk` string keys).
@@ -193,7 +228,9 @@ fn get_s(item: &Item, key: &str) -> Option<String> {
 }
 
 fn get_n(item: &Item, key: &str) -> Option<i64> {
-    item.get(key).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+    item.get(key)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 fn partition(app: &str) -> AttributeValue {
@@ -232,7 +269,9 @@ fn record_of(item: &Item) -> Option<ReleaseRecord> {
     })
 }
 
-fn failed<E, R>(operation: &'static str) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> LedgerError
+fn failed<E, R>(
+    operation: &'static str,
+) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> LedgerError
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -254,7 +293,11 @@ where
 }
 
 impl DynamoLedger {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>, lease: Duration) -> Self {
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        lease: Duration,
+    ) -> Self {
         Self {
             client,
             table: table.into(),
@@ -375,8 +418,14 @@ impl Ledger for DynamoLedger {
                 .condition_expression("lease_owner = :old_owner AND lease_until = :old_lease")
                 .expression_attribute_values(":me", s(owner))
                 .expression_attribute_values(":lease", n(self.lease_until(now)))
-                .expression_attribute_values(":old_owner", s(record.owner.clone().unwrap_or_default()))
-                .expression_attribute_values(":old_lease", item.get("lease_until").cloned().unwrap_or(n(0)))
+                .expression_attribute_values(
+                    ":old_owner",
+                    s(record.owner.clone().unwrap_or_default()),
+                )
+                .expression_attribute_values(
+                    ":old_lease",
+                    item.get("lease_until").cloned().unwrap_or(n(0)),
+                )
                 .send()
                 .await;
             match take {
@@ -393,16 +442,34 @@ impl Ledger for DynamoLedger {
         }
         Err(LedgerError {
             operation: "claim",
-            message: format!("release {}/{} kept changing under contention", push.app, push.digest),
+            message: format!(
+                "release {}/{} kept changing under contention",
+                push.app, push.digest
+            ),
         })
     }
 
-    async fn record_registered(&self, app: &str, digest: &str, task_definition_arn: &str) -> Result<(), LedgerError> {
-        self.update_release(app, digest, ReleaseStatus::Registered, &[("task_definition", s(task_definition_arn))])
-            .await
+    async fn record_registered(
+        &self,
+        app: &str,
+        digest: &str,
+        task_definition_arn: &str,
+    ) -> Result<(), LedgerError> {
+        self.update_release(
+            app,
+            digest,
+            ReleaseStatus::Registered,
+            &[("task_definition", s(task_definition_arn))],
+        )
+        .await
     }
 
-    async fn record_status(&self, app: &str, digest: &str, status: ReleaseStatus) -> Result<(), LedgerError> {
+    async fn record_status(
+        &self,
+        app: &str,
+        digest: &str,
+        status: ReleaseStatus,
+    ) -> Result<(), LedgerError> {
         self.update_release(app, digest, status, &[]).await
     }
 
@@ -456,7 +523,12 @@ impl Ledger for DynamoLedger {
         }
     }
 
-    async fn record_deploying(&self, app: &str, digest: &str, deployment_id: &str) -> Result<(), LedgerError> {
+    async fn record_deploying(
+        &self,
+        app: &str,
+        digest: &str,
+        deployment_id: &str,
+    ) -> Result<(), LedgerError> {
         let slot = self
             .client
             .update_item()
@@ -472,12 +544,22 @@ impl Ledger for DynamoLedger {
         match slot {
             Ok(_) => {}
             Err(e) if is_condition_failure(&e) => {
-                tracing::warn!(app, digest, deployment_id, "deployment started without holding the slot");
+                tracing::warn!(
+                    app,
+                    digest,
+                    deployment_id,
+                    "deployment started without holding the slot"
+                );
             }
             Err(e) => return Err(failed("UpdateItem")(e)),
         }
-        self.update_release(app, digest, ReleaseStatus::Deploying, &[("deployment_id", s(deployment_id))])
-            .await
+        self.update_release(
+            app,
+            digest,
+            ReleaseStatus::Deploying,
+            &[("deployment_id", s(deployment_id))],
+        )
+        .await
     }
 
     async fn park(&self, release: &ReleaseRecord) -> Result<Parked, LedgerError> {
@@ -499,25 +581,44 @@ impl Ledger for DynamoLedger {
             Ok(out) => {
                 let old = out.attributes.unwrap_or_default();
                 let replaced = get_s(&old, "pending_digest").filter(|d| *d != release.digest);
-                self.update_release(&release.app, &release.digest, ReleaseStatus::Pending, &[]).await?;
+                self.update_release(&release.app, &release.digest, ReleaseStatus::Pending, &[])
+                    .await?;
                 if let Some(older) = &replaced {
-                    self.update_release(&release.app, older, ReleaseStatus::Superseded, &[("superseded_by", s(&release.digest))])
-                        .await?;
+                    self.update_release(
+                        &release.app,
+                        older,
+                        ReleaseStatus::Superseded,
+                        &[("superseded_by", s(&release.digest))],
+                    )
+                    .await?;
                 }
                 Ok(Parked::Waiting { replaced })
             }
             Err(e) if is_condition_failure(&e) => {
-                let slot = self.get(&release.app, s(SLOT_KEY)).await?.unwrap_or_default();
+                let slot = self
+                    .get(&release.app, s(SLOT_KEY))
+                    .await?
+                    .unwrap_or_default();
                 let newer = get_s(&slot, "pending_digest").unwrap_or_default();
-                self.update_release(&release.app, &release.digest, ReleaseStatus::Superseded, &[("superseded_by", s(&newer))])
-                    .await?;
+                self.update_release(
+                    &release.app,
+                    &release.digest,
+                    ReleaseStatus::Superseded,
+                    &[("superseded_by", s(&newer))],
+                )
+                .await?;
                 Ok(Parked::Superseded { by: newer })
             }
             Err(e) => Err(failed("UpdateItem")(e)),
         }
     }
 
-    async fn finish(&self, app: &str, deployment_id: &str, outcome: ReleaseStatus) -> Result<Option<String>, LedgerError> {
+    async fn finish(
+        &self,
+        app: &str,
+        deployment_id: &str,
+        outcome: ReleaseStatus,
+    ) -> Result<Option<String>, LedgerError> {
         let freed = self
             .client
             .update_item()
@@ -531,7 +632,10 @@ impl Ledger for DynamoLedger {
             .send()
             .await;
         let digest = match freed {
-            Ok(out) => out.attributes.as_ref().and_then(|a| get_s(a, "active_digest")),
+            Ok(out) => out
+                .attributes
+                .as_ref()
+                .and_then(|a| get_s(a, "active_digest")),
             Err(e) if is_condition_failure(&e) => None,
             Err(e) => return Err(failed("UpdateItem")(e)),
         };
@@ -541,7 +645,11 @@ impl Ledger for DynamoLedger {
         Ok(digest)
     }
 
-    async fn take_pending(&self, app: &str, owner: &str) -> Result<Option<ReleaseRecord>, LedgerError> {
+    async fn take_pending(
+        &self,
+        app: &str,
+        owner: &str,
+    ) -> Result<Option<ReleaseRecord>, LedgerError> {
         let now = Utc::now();
         let moved = self
             .client
@@ -563,7 +671,11 @@ impl Ledger for DynamoLedger {
             .send()
             .await;
         let digest = match moved {
-            Ok(out) => match out.attributes.as_ref().and_then(|a| get_s(a, "active_digest")) {
+            Ok(out) => match out
+                .attributes
+                .as_ref()
+                .and_then(|a| get_s(a, "active_digest"))
+            {
                 Some(d) => d,
                 None => return Ok(None),
             },
@@ -595,10 +707,18 @@ impl Ledger for DynamoLedger {
     }
 
     async fn release(&self, app: &str, digest: &str) -> Result<Option<ReleaseRecord>, LedgerError> {
-        Ok(self.get(app, release_key(digest)).await?.as_ref().and_then(record_of))
+        Ok(self
+            .get(app, release_key(digest))
+            .await?
+            .as_ref()
+            .and_then(record_of))
     }
 
-    async fn superseded_by(&self, app: &str, digest: &str) -> Result<Vec<ReleaseRecord>, LedgerError> {
+    async fn superseded_by(
+        &self,
+        app: &str,
+        digest: &str,
+    ) -> Result<Vec<ReleaseRecord>, LedgerError> {
         let out = self
             .client
             .query()
@@ -635,7 +755,14 @@ impl Ledger for DynamoLedger {
             .and_then(record_of))
     }
 
-    async fn record_hook_verdict(&self, app: &str, digest: &str, lifecycle_event: &str, passed: bool, reason: &str) -> Result<(), LedgerError> {
+    async fn record_hook_verdict(
+        &self,
+        app: &str,
+        digest: &str,
+        lifecycle_event: &str,
+        passed: bool,
+        reason: &str,
+    ) -> Result<(), LedgerError> {
         let result = self
             .client
             .update_item()
@@ -664,7 +791,9 @@ mod tests {
     use crate::mocked;
     use aws_sdk_dynamodb::operation::get_item::{GetItemError, GetItemOutput};
     use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
-    use aws_sdk_dynamodb::types::error::{ConditionalCheckFailedException, ProvisionedThroughputExceededException};
+    use aws_sdk_dynamodb::types::error::{
+        ConditionalCheckFailedException, ProvisionedThroughputExceededException,
+    };
     use aws_smithy_mocks::mock;
 
     fn push() -> ImagePush {
@@ -682,23 +811,47 @@ mod tests {
     async fn throttled_claim_is_retried_then_claims() {
         let get = mock!(aws_sdk_dynamodb::Client::get_item)
             .sequence()
-            .error(|| GetItemError::ProvisionedThroughputExceededException(ProvisionedThroughputExceededException::builder()
-                    .message("slow down")
-                    .meta(aws_smithy_types::error::ErrorMetadata::builder().code("ProvisionedThroughputExceededException").build())
-                    .build()))
+            .error(|| {
+                GetItemError::ProvisionedThroughputExceededException(
+                    ProvisionedThroughputExceededException::builder()
+                        .message("slow down")
+                        .meta(
+                            aws_smithy_types::error::ErrorMetadata::builder()
+                                .code("ProvisionedThroughputExceededException")
+                                .build(),
+                        )
+                        .build(),
+                )
+            })
             .output(|| GetItemOutput::builder().build())
             .build();
-        let put = mock!(aws_sdk_dynamodb::Client::put_item).then_output(|| PutItemOutput::builder().build());
-        let ledger = DynamoLedger::new(mocked!(aws_sdk_dynamodb, &get, &put), "ledger", Duration::from_secs(60));
+        let put = mock!(aws_sdk_dynamodb::Client::put_item)
+            .then_output(|| PutItemOutput::builder().build());
+        let ledger = DynamoLedger::new(
+            mocked!(aws_sdk_dynamodb, &get, &put),
+            "ledger",
+            Duration::from_secs(60),
+        );
         let claim = ledger.claim(&push(), "req-1").await.unwrap();
-        assert!(matches!(claim, Claim::Acquired(ref r) if r.owner.as_deref() == Some("req-1")), "{claim:?}");
+        assert!(
+            matches!(claim, Claim::Acquired(ref r) if r.owner.as_deref() == Some("req-1")),
+            "{claim:?}"
+        );
         assert_eq!(get.num_calls(), 2);
     }
 
     #[tokio::test]
     async fn unreachable_ledger_fails_the_claim() {
-        let get = mock!(aws_sdk_dynamodb::Client::get_item).sequence().http_status(500, None).times(3).build();
-        let ledger = DynamoLedger::new(mocked!(aws_sdk_dynamodb, &get), "ledger", Duration::from_secs(60));
+        let get = mock!(aws_sdk_dynamodb::Client::get_item)
+            .sequence()
+            .http_status(500, None)
+            .times(3)
+            .build();
+        let ledger = DynamoLedger::new(
+            mocked!(aws_sdk_dynamodb, &get),
+            "ledger",
+            Duration::from_secs(60),
+        );
         let err = ledger.claim(&push(), "req-1").await.unwrap_err();
         assert_eq!(err.operation, "GetItem");
     }
@@ -715,15 +868,28 @@ mod tests {
                         ("digest".to_string(), s("sha256:aa")),
                         ("release_status".to_string(), s("claimed")),
                         ("lease_owner".to_string(), s("req-other")),
-                        ("lease_until".to_string(), n(Utc::now().timestamp_millis() + 60_000)),
+                        (
+                            "lease_until".to_string(),
+                            n(Utc::now().timestamp_millis() + 60_000),
+                        ),
                     ])))
                     .build()
             })
             .build();
-        let put = mock!(aws_sdk_dynamodb::Client::put_item)
-            .then_error(|| PutItemError::ConditionalCheckFailedException(ConditionalCheckFailedException::builder().build()));
-        let ledger = DynamoLedger::new(mocked!(aws_sdk_dynamodb, &get, &put), "ledger", Duration::from_secs(60));
+        let put = mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| {
+            PutItemError::ConditionalCheckFailedException(
+                ConditionalCheckFailedException::builder().build(),
+            )
+        });
+        let ledger = DynamoLedger::new(
+            mocked!(aws_sdk_dynamodb, &get, &put),
+            "ledger",
+            Duration::from_secs(60),
+        );
         let claim = ledger.claim(&push(), "req-1").await.unwrap();
-        assert!(matches!(claim, Claim::HeldElsewhere(ref r) if r.owner.as_deref() == Some("req-other")), "{claim:?}");
+        assert!(
+            matches!(claim, Claim::HeldElsewhere(ref r) if r.owner.as_deref() == Some("req-other")),
+            "{claim:?}"
+        );
     }
 }

@@ -18,7 +18,9 @@ impl SecretRef {
         let (scheme, name) = text
             .split_once(':')
             .filter(|(_, name)| !name.is_empty())
-            .ok_or_else(|| "must be `secretsmanager:<id>`, `ssm:<name>` or `env:<VAR>`".to_string())?;
+            .ok_or_else(|| {
+                "must be `secretsmanager:<id>`, `ssm:<name>` or `env:<VAR>`".to_string()
+            })?;
         match scheme {
             "secretsmanager" => Ok(Self::SecretsManager(name.to_string())),
             "ssm" => Ok(Self::Ssm(name.to_string())),
@@ -79,14 +81,15 @@ impl SecretReader {
             message,
         };
         let value = match reference {
-            SecretRef::SecretsManager(id) => self
-                .secrets_manager
-                .get_secret_value()
-                .secret_id(id)
-                .send()
-                .await
-                .map_err(|e| fail(crate::error::describe_sdk_error(&e)))?
-                .secret_string,
+            SecretRef::SecretsManager(id) => {
+                self.secrets_manager
+                    .get_secret_value()
+                    .secret_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| fail(crate::error::describe_sdk_error(&e)))?
+                    .secret_string
+            }
             SecretRef::Ssm(name) => self
                 .ssm
                 .get_parameter()
@@ -112,9 +115,18 @@ mod tests {
 
     #[test]
     fn parses_each_scheme() {
-        assert_eq!(SecretRef::parse("secretsmanager:greenlight/slack"), Ok(SecretRef::SecretsManager("greenlight/slack".into())));
-        assert_eq!(SecretRef::parse("ssm:/greenlight/slack"), Ok(SecretRef::Ssm("/greenlight/slack".into())));
-        assert_eq!(SecretRef::parse("env:SLACK_WEBHOOK"), Ok(SecretRef::Env("SLACK_WEBHOOK".into())));
+        assert_eq!(
+            SecretRef::parse("secretsmanager:greenlight/slack"),
+            Ok(SecretRef::SecretsManager("greenlight/slack".into()))
+        );
+        assert_eq!(
+            SecretRef::parse("ssm:/greenlight/slack"),
+            Ok(SecretRef::Ssm("/greenlight/slack".into()))
+        );
+        assert_eq!(
+            SecretRef::parse("env:SLACK_WEBHOOK"),
+            Ok(SecretRef::Env("SLACK_WEBHOOK".into()))
+        );
     }
 
     #[test]

@@ -43,7 +43,12 @@ impl SlackPoster {
     }
 
     /// Posts `payload`; returns the number of attempts it took.
-    pub async fn post(&self, webhook: &Secret, payload: &serde_json::Value, deadline: Instant) -> Result<u32, SlackError> {
+    pub async fn post(
+        &self,
+        webhook: &Secret,
+        payload: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<u32, SlackError> {
         let mut backoff = self.first_backoff;
         let mut attempts = 0;
         loop {
@@ -65,12 +70,23 @@ impl SlackPoster {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    (retry_after.unwrap_or(backoff), "HTTP 429 rate limited".to_string())
+                    (
+                        retry_after.unwrap_or(backoff),
+                        "HTTP 429 rate limited".to_string(),
+                    )
                 }
-                Ok(resp) if resp.status().is_server_error() => (backoff, format!("HTTP {}", resp.status().as_u16())),
+                Ok(resp) if resp.status().is_server_error() => {
+                    (backoff, format!("HTTP {}", resp.status().as_u16()))
+                }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let body: String = resp.text().await.unwrap_or_default().chars().take(200).collect();
+                    let body: String = resp
+                        .text()
+                        .await
+                        .unwrap_or_default()
+                        .chars()
+                        .take(200)
+                        .collect();
                     return Err(SlackError::Rejected { status, body });
                 }
                 Err(e) => (backoff, e.without_url().to_string()),

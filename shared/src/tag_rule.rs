@@ -49,7 +49,16 @@ mod tests {
     #[test]
     fn default_rule_rejects_everything_else() {
         let rule = TagRule::default();
-        for tag in ["latest", "1.4.2", "v", "v1 2", "v1.4.2;rm", "V1.4.2", "", "v1.4.2\n"] {
+        for tag in [
+            "latest",
+            "1.4.2",
+            "v",
+            "v1 2",
+            "v1.4.2;rm",
+            "V1.4.2",
+            "",
+            "v1.4.2\n",
+        ] {
             assert!(!rule.is_release(tag), "{tag:?} should not be a release");
         }
     }

@@ -38,7 +38,10 @@ pub struct ReleaseImage<'a> {
 }
 
 /// The image a container of the task definition runs, if the container exists.
-pub fn container_image<'t>(task_definition: &'t TaskDefinition, container: &str) -> Option<&'t str> {
+pub fn container_image<'t>(
+    task_definition: &'t TaskDefinition,
+    container: &str,
+) -> Option<&'t str> {
     task_definition
         .container_definitions()
         .iter()
@@ -52,8 +55,14 @@ pub fn next_revision(
     current_tags: &[Tag],
     release: &ReleaseImage<'_>,
 ) -> Result<RegisterTaskDefinitionInputBuilder, RewriteError> {
-    let arn = current.task_definition_arn().unwrap_or("<unknown>").to_string();
-    let family = current.family.clone().ok_or_else(|| RewriteError::NoFamily(arn.clone()))?;
+    let arn = current
+        .task_definition_arn()
+        .unwrap_or("<unknown>")
+        .to_string();
+    let family = current
+        .family
+        .clone()
+        .ok_or_else(|| RewriteError::NoFamily(arn.clone()))?;
     let mut containers = current.container_definitions.clone().unwrap_or_default();
     let target = containers
         .iter_mut()
@@ -80,7 +89,10 @@ pub fn next_revision(
         .filter(|t| !ours.iter().any(|(k, _)| t.key() == Some(*k)))
         .cloned()
         .collect();
-    tags.extend(ours.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()));
+    tags.extend(
+        ours.iter()
+            .map(|(k, v)| Tag::builder().key(*k).value(*v).build()),
+    );
 
     Ok(RegisterTaskDefinitionInputBuilder::default()
         .family(family)
@@ -112,28 +124,43 @@ mod tests {
     const IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/web1@sha256:7f5b2640fe6fb4f46592dfd3410c4a79dac4f89e4782432e0378e3a4c1b7d2e9";
 
     fn reference() -> Value {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/describe-task-definition-reference.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/describe-task-definition-reference.json"
+        );
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
 
     /// The reference task definition read through the SDK's own deserializer, as the adapter gets it.
     async fn described() -> (TaskDefinition, Vec<Tag>) {
         let (client, _) = ecs_client_answering(vec![reference().to_string()]);
-        let out = client.describe_task_definition().task_definition("web1").send().await.unwrap();
+        let out = client
+            .describe_task_definition()
+            .task_definition("web1")
+            .send()
+            .await
+            .unwrap();
         (out.task_definition.unwrap(), out.tags.unwrap_or_default())
     }
 
     /// What the SDK puts on the wire for the rewritten request.
     async fn registered_body(input: RegisterTaskDefinitionInputBuilder) -> Value {
         let answer = json!({"taskDefinition": {"taskDefinitionArn": "arn:aws:ecs:us-east-1:123456789012:task-definition/CODE-DEPLOY:8"}});
-        let (client, requests): (_, RecordedRequests) = ecs_client_answering(vec![answer.to_string()]);
+        let (client, requests): (_, RecordedRequests) =
+            ecs_client_answering(vec![answer.to_string()]);
         input.send_with(&client).await.unwrap();
         let bodies = requests.bodies();
         serde_json::from_str(&bodies[0]).unwrap()
     }
 
     fn release() -> ReleaseImage<'static> {
-        ReleaseImage { app: "web1", container: "web1", image: IMAGE, version: "v1.4.2", digest: DIGEST }
+        ReleaseImage {
+            app: "web1",
+            container: "web1",
+            image: IMAGE,
+            version: "v1.4.2",
+            digest: DIGEST,
+        }
     }
 
     #[tokio::test]
@@ -143,7 +170,15 @@ mod tests {
 
         let mut expected = reference()["taskDefinition"].clone();
         let map = expected.as_object_mut().unwrap();
-        for read_only in ["taskDefinitionArn", "revision", "status", "requiresAttributes", "compatibilities", "registeredAt", "registeredBy"] {
+        for read_only in [
+            "taskDefinitionArn",
+            "revision",
+            "status",
+            "requiresAttributes",
+            "compatibilities",
+            "registeredAt",
+            "registeredBy",
+        ] {
             map.remove(read_only);
         }
         map["containerDefinitions"][0]["image"] = json!(IMAGE);
@@ -160,15 +195,29 @@ mod tests {
         // The reference's tricky fields survive: EC2, awsvpc, memoryReservation only, hostPort 0.
         assert_eq!(body["requiresCompatibilities"], json!(["EC2"]));
         assert_eq!(body["networkMode"], json!("awsvpc"));
-        assert_eq!(body["containerDefinitions"][0]["memoryReservation"], json!(256));
+        assert_eq!(
+            body["containerDefinitions"][0]["memoryReservation"],
+            json!(256)
+        );
         assert!(body["containerDefinitions"][0].get("memory").is_none());
-        assert_eq!(body["containerDefinitions"][0]["portMappings"][0]["hostPort"], json!(0));
+        assert_eq!(
+            body["containerDefinitions"][0]["portMappings"][0]["hostPort"],
+            json!(0)
+        );
     }
 
     #[tokio::test]
     async fn unknown_container_is_a_clear_error() {
         let (current, tags) = described().await;
-        let err = next_revision(&current, &tags, &ReleaseImage { container: "api", ..release() }).unwrap_err();
+        let err = next_revision(
+            &current,
+            &tags,
+            &ReleaseImage {
+                container: "api",
+                ..release()
+            },
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "task definition arn:aws:ecs:us-east-1:123456789012:task-definition/CODE-DEPLOY:7 has no container named `api` (it has: web1)"
@@ -178,7 +227,10 @@ mod tests {
     #[tokio::test]
     async fn container_image_reads_the_running_image() {
         let (current, _) = described().await;
-        assert_eq!(container_image(&current, "web1"), Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/web1-repository"));
+        assert_eq!(
+            container_image(&current, "web1"),
+            Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/web1-repository")
+        );
         assert_eq!(container_image(&current, "api"), None);
     }
 }

@@ -11,7 +11,9 @@ pub fn init() {
         Ok("text") => false,
         _ => std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let result = if json {
         builder
             .json()
@@ -20,7 +22,10 @@ pub fn init() {
             .without_time()
             .try_init()
     } else {
-        builder.with_ansi(false).with_writer(std::io::stderr).try_init()
+        builder
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .try_init()
     };
     // A second init (tests) keeps the first subscriber.
     let _ = result;

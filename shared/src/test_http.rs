@@ -11,11 +11,21 @@ pub struct RecordedRequests(Arc<Mutex<Vec<(String, String)>>>);
 
 impl RecordedRequests {
     pub fn bodies(&self) -> Vec<String> {
-        self.0.lock().unwrap().iter().map(|(_, b)| b.clone()).collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
     }
 }
 
-fn fake_http(answers: Vec<String>) -> (aws_smithy_runtime_api::client::http::SharedHttpClient, RecordedRequests) {
+fn fake_http(
+    answers: Vec<String>,
+) -> (
+    aws_smithy_runtime_api::client::http::SharedHttpClient,
+    RecordedRequests,
+) {
     let recorded = RecordedRequests::default();
     let answers = Arc::new(Mutex::new(answers.into_iter()));
     let log = recorded.clone();
@@ -28,7 +38,11 @@ fn fake_http(answers: Vec<String>) -> (aws_smithy_runtime_api::client::http::Sha
             .to_string();
         let body = String::from_utf8_lossy(req.body().bytes().unwrap_or_default()).to_string();
         log.0.lock().unwrap().push((target, body));
-        let answer = answers.lock().unwrap().next().unwrap_or_else(|| "{}".to_string());
+        let answer = answers
+            .lock()
+            .unwrap()
+            .next()
+            .unwrap_or_else(|| "{}".to_string());
         http::Response::builder().status(200).body(answer).unwrap()
     });
     (client, recorded)
@@ -39,7 +53,9 @@ pub fn ecs_client_answering(answers: Vec<String>) -> (aws_sdk_ecs::Client, Recor
     let config = aws_sdk_ecs::Config::builder()
         .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
         .region(aws_sdk_ecs::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_ecs::config::Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+            "AKIDTEST", "secret", None, None, "test",
+        ))
         .http_client(http)
         .build();
     (aws_sdk_ecs::Client::from_conf(config), recorded)

@@ -8,8 +8,12 @@ use greenlight_shared::aws::codedeploy::{CodeDeployApi, NewDeployment};
 use greenlight_shared::aws::ecs::EcsApi;
 use greenlight_shared::events::{classify_push, EcrImageEvent, Location};
 use greenlight_shared::invocation::Invocation;
-use greenlight_shared::ledger::{Claim, Ledger, LedgerError, Parked, ReleaseRecord, ReleaseStatus, Slot};
-use greenlight_shared::task_definition::{container_image, next_revision, ReleaseImage, RewriteError};
+use greenlight_shared::ledger::{
+    Claim, Ledger, LedgerError, Parked, ReleaseRecord, ReleaseStatus, Slot,
+};
+use greenlight_shared::task_definition::{
+    container_image, next_revision, ReleaseImage, RewriteError,
+};
 use greenlight_shared::{AppConfig, AwsError, AwsErrorKind, Config};
 use serde::Serialize;
 use tracing::{info, warn};
@@ -35,7 +39,9 @@ pub enum DeployError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Rewrite(#[from] RewriteError),
-    #[error("ECS service {cluster}/{service} has no load-balanced container: blue/green needs one")]
+    #[error(
+        "ECS service {cluster}/{service} has no load-balanced container: blue/green needs one"
+    )]
     NoLoadBalancer { cluster: String, service: String },
 }
 
@@ -70,22 +76,56 @@ impl From<DeployError> for lambda_runtime::Diagnostic {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
-    Skipped { reason: String },
-    Deployed { app: String, version: String, digest: String, task_definition: String, deployment_id: String },
-    AlreadyRunning { app: String, version: String },
-    Waiting { app: String, version: String, replaced: Option<String> },
-    Superseded { app: String, version: String, by: String },
-    Duplicate { app: String, version: String, status: String },
-    InProgressElsewhere { app: String, version: String },
-    Finished { app: String, deployment_id: String, next: Option<Box<Outcome>> },
+    Skipped {
+        reason: String,
+    },
+    Deployed {
+        app: String,
+        version: String,
+        digest: String,
+        task_definition: String,
+        deployment_id: String,
+    },
+    AlreadyRunning {
+        app: String,
+        version: String,
+    },
+    Waiting {
+        app: String,
+        version: String,
+        replaced: Option<String>,
+    },
+    Superseded {
+        app: String,
+        version: String,
+        by: String,
+    },
+    Duplicate {
+        app: String,
+        version: String,
+        status: String,
+    },
+    InProgressElsewhere {
+        app: String,
+        version: String,
+    },
+    Finished {
+        app: String,
+        deployment_id: String,
+        next: Option<Box<Outcome>>,
+    },
 }
 
 /// Entry point: routes an EventBridge event by its source.
-pub async fn handle(deps: &Deps, event: serde_json::Value, invocation: &Invocation) -> Result<Outcome, DeployError> {
+pub async fn handle(
+    deps: &Deps,
+    event: serde_json::Value,
+    invocation: &Invocation,
+) -> Result<Outcome, DeployError> {
     match event.get("source").and_then(|s| s.as_str()) {
         Some("aws.ecr") => {
-            let event: EcrImageEvent =
-                serde_json::from_value(event).map_err(|e| DeployError::MalformedEvent(format!("ECR event: {e}")))?;
+            let event: EcrImageEvent = serde_json::from_value(event)
+                .map_err(|e| DeployError::MalformedEvent(format!("ECR event: {e}")))?;
             handle_push(deps, &event, invocation).await
         }
         Some("aws.codedeploy") => {
@@ -100,7 +140,11 @@ pub async fn handle(deps: &Deps, event: serde_json::Value, invocation: &Invocati
     }
 }
 
-async fn handle_push(deps: &Deps, event: &EcrImageEvent, invocation: &Invocation) -> Result<Outcome, DeployError> {
+async fn handle_push(
+    deps: &Deps,
+    event: &EcrImageEvent,
+    invocation: &Invocation,
+) -> Result<Outcome, DeployError> {
     let here = Location::from_function_arn(&invocation.function_arn)
         .ok_or_else(|| DeployError::UnknownLocation(invocation.function_arn.clone()))?;
     let (push, app) = match classify_push(event, &deps.config, &here) {
@@ -113,24 +157,35 @@ async fn handle_push(deps: &Deps, event: &EcrImageEvent, invocation: &Invocation
                 action = event.detail.action_type.as_deref().unwrap_or(""),
                 "skipped: {reason}"
             );
-            return Ok(Outcome::Skipped { reason: reason.to_string() });
+            return Ok(Outcome::Skipped {
+                reason: reason.to_string(),
+            });
         }
     };
     info!(app = %push.app, version = %push.version, digest = %push.digest, "release pushed");
     match deps.ledger.claim(&push, &invocation.request_id).await? {
         Claim::HeldElsewhere(record) => {
             info!(app = %record.app, version = %record.version, "another invocation is deploying this release");
-            Ok(Outcome::InProgressElsewhere { app: record.app, version: record.version })
+            Ok(Outcome::InProgressElsewhere {
+                app: record.app,
+                version: record.version,
+            })
         }
         Claim::Done(record) => {
             info!(app = %record.app, version = %record.version, status = record.status.as_str(), "release already handled");
-            Ok(Outcome::Duplicate { app: record.app, version: record.version, status: record.status.as_str().to_string() })
+            Ok(Outcome::Duplicate {
+                app: record.app,
+                version: record.version,
+                status: record.status.as_str().to_string(),
+            })
         }
         Claim::Acquired(record) => match deploy_or_wait(deps, app, record).await? {
             Step::WaitingBehindGreenlight(outcome) => {
                 // The running release may have ended while this one was being parked: its end
                 // found nothing pending, so start the pending release now if the group is free.
-                Ok(start_pending(deps, app, &invocation.request_id).await?.unwrap_or(outcome))
+                Ok(start_pending(deps, app, &invocation.request_id)
+                    .await?
+                    .unwrap_or(outcome))
             }
             Step::Done(outcome) => Ok(outcome),
         },
@@ -138,7 +193,11 @@ async fn handle_push(deps: &Deps, event: &EcrImageEvent, invocation: &Invocation
 }
 
 /// A deployment of the app ended: free its group and start the waiting release, if any.
-async fn handle_deployment_end(deps: &Deps, event: &CodeDeployEvent, invocation: &Invocation) -> Result<Outcome, DeployError> {
+async fn handle_deployment_end(
+    deps: &Deps,
+    event: &CodeDeployEvent,
+    invocation: &Invocation,
+) -> Result<Outcome, DeployError> {
     let d = &event.detail;
     let deployment_id = d.deployment_id.clone().unwrap_or_default();
     let outcome = match d.state.as_str() {
@@ -147,27 +206,51 @@ async fn handle_deployment_end(deps: &Deps, event: &CodeDeployEvent, invocation:
         "STOP" => ReleaseStatus::Stopped,
         other => {
             info!(deployment_id = %deployment_id, state = other, "skipped: not the end of a deployment");
-            return Ok(Outcome::Skipped { reason: format!("state {other} is not the end of a deployment") });
+            return Ok(Outcome::Skipped {
+                reason: format!("state {other} is not the end of a deployment"),
+            });
         }
     };
-    let (application, group) = (d.application.as_deref().unwrap_or(""), d.deployment_group.as_deref().unwrap_or(""));
+    let (application, group) = (
+        d.application.as_deref().unwrap_or(""),
+        d.deployment_group.as_deref().unwrap_or(""),
+    );
     let Some(app) = deps.config.app_for_deployment_group(application, group) else {
-        info!(application, deployment_group = group, "skipped: deployment group not managed by Greenlight");
-        return Ok(Outcome::Skipped { reason: format!("deployment group {application}/{group} is not managed") });
+        info!(
+            application,
+            deployment_group = group,
+            "skipped: deployment group not managed by Greenlight"
+        );
+        return Ok(Outcome::Skipped {
+            reason: format!("deployment group {application}/{group} is not managed"),
+        });
     };
-    let finished = deps.ledger.finish(&app.name, &deployment_id, outcome).await?;
+    let finished = deps
+        .ledger
+        .finish(&app.name, &deployment_id, outcome)
+        .await?;
     info!(app = %app.name, deployment_id = %deployment_id, state = %d.state, digest = finished.as_deref().unwrap_or(""), "deployment ended");
     let next = start_pending(deps, app, &invocation.request_id).await?;
-    Ok(Outcome::Finished { app: app.name.clone(), deployment_id, next: next.map(Box::new) })
+    Ok(Outcome::Finished {
+        app: app.name.clone(),
+        deployment_id,
+        next: next.map(Box::new),
+    })
 }
 
 /// Starts the app's pending release if the group is free.
-async fn start_pending(deps: &Deps, app: &AppConfig, owner: &str) -> Result<Option<Outcome>, DeployError> {
+async fn start_pending(
+    deps: &Deps,
+    app: &AppConfig,
+    owner: &str,
+) -> Result<Option<Outcome>, DeployError> {
     let Some(record) = deps.ledger.take_pending(&app.name, owner).await? else {
         return Ok(None);
     };
     info!(app = %app.name, version = %record.version, "starting the pending release");
-    Ok(Some(deploy_or_wait(deps, app, record).await?.into_outcome()))
+    Ok(Some(
+        deploy_or_wait(deps, app, record).await?.into_outcome(),
+    ))
 }
 
 /// Where a release stands after an attempt to deploy it.
@@ -186,31 +269,56 @@ impl Step {
 }
 
 /// Deploys a claimed release, resuming after the last step its record shows; waits when busy.
-async fn deploy_or_wait(deps: &Deps, app: &AppConfig, record: ReleaseRecord) -> Result<Step, DeployError> {
-    let group = deps.codedeploy.deployment_group(&app.application, &app.deployment_group).await?;
+async fn deploy_or_wait(
+    deps: &Deps,
+    app: &AppConfig,
+    record: ReleaseRecord,
+) -> Result<Step, DeployError> {
+    let group = deps
+        .codedeploy
+        .deployment_group(&app.application, &app.deployment_group)
+        .await?;
     let service = deps.ecs.service(&group.cluster, &group.service).await?;
-    let lb = service.load_balancers.first().ok_or_else(|| DeployError::NoLoadBalancer {
-        cluster: group.cluster.clone(),
-        service: group.service.clone(),
-    })?;
-    let container = app.container.clone().unwrap_or_else(|| lb.container_name.clone());
+    let lb = service
+        .load_balancers
+        .first()
+        .ok_or_else(|| DeployError::NoLoadBalancer {
+            cluster: group.cluster.clone(),
+            service: group.service.clone(),
+        })?;
+    let container = app
+        .container
+        .clone()
+        .unwrap_or_else(|| lb.container_name.clone());
 
     // A fresh release: read the service's task definition (needed to register the next one).
     let current = match &record.task_definition_arn {
         Some(_) => None,
         None => {
-            let (td, tags) = deps.ecs.task_definition(&service.task_definition_arn).await?;
+            let (td, tags) = deps
+                .ecs
+                .task_definition(&service.task_definition_arn)
+                .await?;
             if container_image(&td, &container) == Some(record.image.as_str()) {
                 info!(app = %app.name, version = %record.version, digest = %record.digest, "service already runs this image");
-                deps.ledger.record_status(&app.name, &record.digest, ReleaseStatus::AlreadyRunning).await?;
+                deps.ledger
+                    .record_status(&app.name, &record.digest, ReleaseStatus::AlreadyRunning)
+                    .await?;
                 deps.ledger.release_slot(&app.name, &record.digest).await?;
-                return Ok(Step::Done(Outcome::AlreadyRunning { app: app.name.clone(), version: record.version }));
+                return Ok(Step::Done(Outcome::AlreadyRunning {
+                    app: app.name.clone(),
+                    version: record.version,
+                }));
             }
             Some((td, tags))
         }
     };
 
-    if let Slot::Busy { active_digest, active_deployment_id } = acquire_slot(deps, app, &record).await? {
+    if let Slot::Busy {
+        active_digest,
+        active_deployment_id,
+    } = acquire_slot(deps, app, &record).await?
+    {
         info!(app = %app.name, version = %record.version, active_digest = %active_digest,
               active_deployment = active_deployment_id.as_deref().unwrap_or(""), "deployment group busy");
         return Ok(Step::WaitingBehindGreenlight(park(deps, &record).await?));
@@ -235,7 +343,9 @@ async fn deploy_or_wait(deps: &Deps, app: &AppConfig, record: ReleaseRecord) -> 
             )?;
             let arn = deps.ecs.register_task_definition(request).await?;
             info!(app = %app.name, version = %record.version, task_definition = %arn, "task definition registered");
-            deps.ledger.record_registered(&app.name, &record.digest, &arn).await?;
+            deps.ledger
+                .record_registered(&app.name, &record.digest, &arn)
+                .await?;
             arn
         }
         (None, None) => unreachable!("a fresh release always reads the current task definition"),
@@ -245,7 +355,11 @@ async fn deploy_or_wait(deps: &Deps, app: &AppConfig, record: ReleaseRecord) -> 
         task_definition_arn: task_definition.clone(),
         container_name: lb.container_name.clone(),
         container_port: lb.container_port,
-        hooks: app.hooks.iter().map(|h| (h.clone(), deps.hook_function.clone())).collect(),
+        hooks: app
+            .hooks
+            .iter()
+            .map(|h| (h.clone(), deps.hook_function.clone()))
+            .collect(),
     };
     let request = NewDeployment {
         application: app.application.clone(),
@@ -261,7 +375,9 @@ async fn deploy_or_wait(deps: &Deps, app: &AppConfig, record: ReleaseRecord) -> 
     match deps.codedeploy.create_deployment(&request).await {
         Ok(deployment_id) => {
             info!(app = %app.name, version = %record.version, deployment_id = %deployment_id, task_definition = %task_definition, "deployment created");
-            deps.ledger.record_deploying(&app.name, &record.digest, &deployment_id).await?;
+            deps.ledger
+                .record_deploying(&app.name, &record.digest, &deployment_id)
+                .await?;
             Ok(Step::Done(Outcome::Deployed {
                 app: app.name.clone(),
                 version: record.version,
@@ -274,7 +390,10 @@ async fn deploy_or_wait(deps: &Deps, app: &AppConfig, record: ReleaseRecord) -> 
             // Someone else (a manual deployment, a rollback) holds the group: wait for its end.
             info!(app = %app.name, version = %record.version, reason = %e.message, "deployment group busy outside Greenlight");
             deps.ledger.release_slot(&app.name, &record.digest).await?;
-            let parked = ReleaseRecord { task_definition_arn: Some(task_definition), ..record };
+            let parked = ReleaseRecord {
+                task_definition_arn: Some(task_definition),
+                ..record
+            };
             Ok(Step::Done(park(deps, &parked).await?))
         }
         Err(e) => {
@@ -286,9 +405,17 @@ async fn deploy_or_wait(deps: &Deps, app: &AppConfig, record: ReleaseRecord) -> 
 
 /// Takes the slot; a slot held by a deployment that has in fact ended (its end event was
 /// lost) is reconciled with CodeDeploy once.
-async fn acquire_slot(deps: &Deps, app: &AppConfig, record: &ReleaseRecord) -> Result<Slot, DeployError> {
+async fn acquire_slot(
+    deps: &Deps,
+    app: &AppConfig,
+    record: &ReleaseRecord,
+) -> Result<Slot, DeployError> {
     let slot = deps.ledger.acquire_slot(&app.name, &record.digest).await?;
-    let Slot::Busy { active_deployment_id: Some(active), .. } = &slot else {
+    let Slot::Busy {
+        active_deployment_id: Some(active),
+        ..
+    } = &slot
+    else {
         return Ok(slot);
     };
     let deployment = deps.codedeploy.deployment(active).await?;
@@ -312,11 +439,19 @@ async fn park(deps: &Deps, record: &ReleaseRecord) -> Result<Outcome, DeployErro
                 warn!(app = %record.app, superseded = %older, by = %record.digest, version = %record.version, "older pending release superseded");
             }
             info!(app = %record.app, version = %record.version, "release waits for the running deployment");
-            Ok(Outcome::Waiting { app: record.app.clone(), version: record.version.clone(), replaced })
+            Ok(Outcome::Waiting {
+                app: record.app.clone(),
+                version: record.version.clone(),
+                replaced,
+            })
         }
         Parked::Superseded { by } => {
             warn!(app = %record.app, version = %record.version, by = %by, "a newer release is already waiting: this one is superseded");
-            Ok(Outcome::Superseded { app: record.app.clone(), version: record.version.clone(), by })
+            Ok(Outcome::Superseded {
+                app: record.app.clone(),
+                version: record.version.clone(),
+                by,
+            })
         }
     }
 }

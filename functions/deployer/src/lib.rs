@@ -12,4 +12,4 @@
 
 pub mod handler;
 
-pub use handler::{handle, Deps, DeployError, Outcome};
+pub use handler::{handle, DeployError, Deps, Outcome};

@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use greenlight_shared::fakes::{Calls, FakeCodeDeploy, FakeEcs, FakeLedger, FakeSlot};
-use greenlight_deployer::{handle, Deps, DeployError, Outcome};
+use greenlight_deployer::{handle, DeployError, Deps, Outcome};
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::codedeploy::Deployment;
+use greenlight_shared::fakes::{Calls, FakeCodeDeploy, FakeEcs, FakeLedger, FakeSlot};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{ReleaseRecord, ReleaseStatus};
 use greenlight_shared::{AwsError, AwsErrorKind, Config};
@@ -47,12 +47,22 @@ impl World {
             ledger: ledger.clone(),
             hook_function: "CodeDeployHook_greenlight".into(),
         };
-        Self { deps, calls, ledger, codedeploy, ecs }
+        Self {
+            deps,
+            calls,
+            ledger,
+            codedeploy,
+            ecs,
+        }
     }
 
-
     async fn run(&self, event: Value, request_id: &str) -> Result<Outcome, DeployError> {
-        handle(&self.deps, event, &Invocation::for_test(request_id, Duration::from_secs(30))).await
+        handle(
+            &self.deps,
+            event,
+            &Invocation::for_test(request_id, Duration::from_secs(30)),
+        )
+        .await
     }
 }
 
@@ -62,11 +72,21 @@ fn sample(name: &str) -> Value {
 }
 
 fn digest(n: u8) -> String {
-    format!("sha256:{}", format!("{n:x}").repeat(64).chars().take(64).collect::<String>())
+    format!(
+        "sha256:{}",
+        format!("{n:x}")
+            .repeat(64)
+            .chars()
+            .take(64)
+            .collect::<String>()
+    )
 }
 
 fn image(n: u8) -> String {
-    format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/web1@{}", digest(n))
+    format!(
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/web1@{}",
+        digest(n)
+    )
 }
 
 fn push(version: &str, n: u8, time: &str) -> Value {
@@ -104,29 +124,63 @@ fn record(n: u8, version: &str, status: ReleaseStatus) -> ReleaseRecord {
 #[tokio::test]
 async fn version_push_registers_one_revision_and_starts_one_deployment() {
     let w = World::new();
-    let out = w.run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1").await.unwrap();
-    let Outcome::Deployed { deployment_id, task_definition, .. } = &out else { panic!("{out:?}") };
+    let out = w
+        .run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1")
+        .await
+        .unwrap();
+    let Outcome::Deployed {
+        deployment_id,
+        task_definition,
+        ..
+    } = &out
+    else {
+        panic!("{out:?}")
+    };
     assert_eq!(deployment_id, "d-FAKE1");
-    assert_eq!(task_definition, "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:8");
+    assert_eq!(
+        task_definition,
+        "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:8"
+    );
     assert_eq!(w.ecs.registered_images(), vec![image(1)]);
 
     let created = w.codedeploy.created.lock().unwrap().clone();
     assert_eq!(created.len(), 1);
-    assert_eq!((created[0].application.as_str(), created[0].deployment_group.as_str()), ("web1", "web1-bluegreen"));
+    assert_eq!(
+        (
+            created[0].application.as_str(),
+            created[0].deployment_group.as_str()
+        ),
+        ("web1", "web1-bluegreen")
+    );
     let appspec: Value = serde_json::from_str(&created[0].appspec).unwrap();
     let props = &appspec["Resources"][0]["TargetService"]["Properties"];
     assert_eq!(props["TaskDefinition"], json!(task_definition));
-    assert_eq!(props["LoadBalancerInfo"], json!({"ContainerName": "web1", "ContainerPort": 3000}));
-    assert_eq!(appspec["Hooks"], json!([{"AfterAllowTestTraffic": "CodeDeployHook_greenlight"}]));
-    assert_eq!(AppSpec::task_definition_of(&created[0].appspec).as_deref(), Some(task_definition.as_str()));
+    assert_eq!(
+        props["LoadBalancerInfo"],
+        json!({"ContainerName": "web1", "ContainerPort": 3000})
+    );
+    assert_eq!(
+        appspec["Hooks"],
+        json!([{"AfterAllowTestTraffic": "CodeDeployHook_greenlight"}])
+    );
+    assert_eq!(
+        AppSpec::task_definition_of(&created[0].appspec).as_deref(),
+        Some(task_definition.as_str())
+    );
     let description = ReleaseDescription::parse(&created[0].description).unwrap();
-    assert_eq!((description.app.as_str(), description.version.as_str()), ("web1", "v1.4.2"));
+    assert_eq!(
+        (description.app.as_str(), description.version.as_str()),
+        ("web1", "v1.4.2")
+    );
     assert_eq!(description.digest, digest(1));
 
     let r = w.ledger.record(&digest(1)).unwrap();
     assert_eq!(r.status, ReleaseStatus::Deploying);
     assert_eq!(r.deployment_id.as_deref(), Some("d-FAKE1"));
-    assert_eq!(w.ledger.slot("web1").active_deployment_id.as_deref(), Some("d-FAKE1"));
+    assert_eq!(
+        w.ledger.slot("web1").active_deployment_id.as_deref(),
+        Some("d-FAKE1")
+    );
     // GetDeploymentGroup, DescribeServices, DescribeTaskDefinition, RegisterTaskDefinition, CreateDeployment.
     assert_eq!(w.calls.total(), 5);
 }
@@ -136,7 +190,12 @@ async fn skipped_events_make_no_aws_or_ledger_call() {
     let mut ledger = FakeLedger::default();
     ledger.unreachable = true; // any ledger call would fail the test
     let w = World::with(ledger, |_| {});
-    for name in ["ecr-push-latest", "ecr-push-failed", "ecr-delete", "ecr-archive-untagged"] {
+    for name in [
+        "ecr-push-latest",
+        "ecr-push-failed",
+        "ecr-delete",
+        "ecr-archive-untagged",
+    ] {
         let out = w.run(sample(name), "req-1").await.unwrap();
         assert!(matches!(out, Outcome::Skipped { .. }), "{name}: {out:?}");
     }
@@ -145,7 +204,10 @@ async fn skipped_events_make_no_aws_or_ledger_call() {
     let mut other_account = sample("ecr-push-version");
     other_account["account"] = json!("999999999999");
     for event in [other_repo, other_account] {
-        assert!(matches!(w.run(event, "req-1").await.unwrap(), Outcome::Skipped { .. }));
+        assert!(matches!(
+            w.run(event, "req-1").await.unwrap(),
+            Outcome::Skipped { .. }
+        ));
     }
     assert_eq!(w.calls.total(), 0);
 }
@@ -156,10 +218,20 @@ async fn redelivered_push_and_latest_twin_deploy_once() {
     let first = push("v1.4.2", 1, "2026-11-25T10:12:03Z");
     w.run(first.clone(), "req-1").await.unwrap();
     let again = w.run(first, "req-2").await.unwrap();
-    assert_eq!(again, Outcome::Duplicate { app: "web1".into(), version: "v1.4.2".into(), status: "deploying".into() });
+    assert_eq!(
+        again,
+        Outcome::Duplicate {
+            app: "web1".into(),
+            version: "v1.4.2".into(),
+            status: "deploying".into()
+        }
+    );
     let mut latest = push("latest", 1, "2026-11-25T10:12:04Z");
     latest["detail"]["image-tag"] = json!("latest");
-    assert!(matches!(w.run(latest, "req-3").await.unwrap(), Outcome::Skipped { .. }));
+    assert!(matches!(
+        w.run(latest, "req-3").await.unwrap(),
+        Outcome::Skipped { .. }
+    ));
     assert_eq!(w.calls.count("RegisterTaskDefinition"), 1);
     assert_eq!(w.calls.count("CreateDeployment"), 1);
 }
@@ -167,10 +239,23 @@ async fn redelivered_push_and_latest_twin_deploy_once() {
 #[tokio::test]
 async fn concurrent_duplicate_with_live_claim_does_nothing() {
     let ledger = FakeLedger::default();
-    ledger.insert(ReleaseRecord { owner: Some("req-other".into()), lease_until: Some(Utc::now() + chrono::Duration::seconds(60)), ..record(1, "v1.4.2", ReleaseStatus::Claimed) });
+    ledger.insert(ReleaseRecord {
+        owner: Some("req-other".into()),
+        lease_until: Some(Utc::now() + chrono::Duration::seconds(60)),
+        ..record(1, "v1.4.2", ReleaseStatus::Claimed)
+    });
     let w = World::with(ledger, |_| {});
-    let out = w.run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1").await.unwrap();
-    assert_eq!(out, Outcome::InProgressElsewhere { app: "web1".into(), version: "v1.4.2".into() });
+    let out = w
+        .run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        Outcome::InProgressElsewhere {
+            app: "web1".into(),
+            version: "v1.4.2".into()
+        }
+    );
     assert_eq!(w.calls.total(), 0);
 }
 
@@ -178,13 +263,25 @@ async fn concurrent_duplicate_with_live_claim_does_nothing() {
 async fn crash_after_registration_resumes_without_registering_again() {
     let ledger = FakeLedger::default();
     let td = "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:42";
-    ledger.insert(ReleaseRecord { task_definition_arn: Some(td.into()), ..record(1, "v1.4.2", ReleaseStatus::Registered) });
+    ledger.insert(ReleaseRecord {
+        task_definition_arn: Some(td.into()),
+        ..record(1, "v1.4.2", ReleaseStatus::Registered)
+    });
     let w = World::with(ledger, |_| {});
-    let out = w.run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-retry").await.unwrap();
-    assert!(matches!(&out, Outcome::Deployed { task_definition, .. } if task_definition == td), "{out:?}");
+    let out = w
+        .run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-retry")
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out, Outcome::Deployed { task_definition, .. } if task_definition == td),
+        "{out:?}"
+    );
     assert_eq!(w.calls.count("RegisterTaskDefinition"), 0);
     assert_eq!(w.calls.count("CreateDeployment"), 1);
-    assert_eq!(AppSpec::task_definition_of(&w.codedeploy.created.lock().unwrap()[0].appspec).as_deref(), Some(td));
+    assert_eq!(
+        AppSpec::task_definition_of(&w.codedeploy.created.lock().unwrap()[0].appspec).as_deref(),
+        Some(td)
+    );
 }
 
 #[tokio::test]
@@ -192,9 +289,15 @@ async fn claim_with_expired_lease_is_taken_over() {
     let ledger = FakeLedger::default();
     ledger.insert(record(1, "v1.4.2", ReleaseStatus::Claimed));
     let w = World::with(ledger, |_| {});
-    let out = w.run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-2").await.unwrap();
+    let out = w
+        .run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-2")
+        .await
+        .unwrap();
     assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
-    assert_eq!(w.ledger.record(&digest(1)).unwrap().owner.as_deref(), Some("req-2"));
+    assert_eq!(
+        w.ledger.record(&digest(1)).unwrap().owner.as_deref(),
+        Some("req-2")
+    );
     assert_eq!(w.calls.count("RegisterTaskDefinition"), 1);
 }
 
@@ -202,22 +305,65 @@ async fn claim_with_expired_lease_is_taken_over() {
 async fn push_of_the_running_digest_does_nothing() {
     let w = World::new();
     *w.ecs.running_image.lock().unwrap() = image(1);
-    let out = w.run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1").await.unwrap();
-    assert_eq!(out, Outcome::AlreadyRunning { app: "web1".into(), version: "v1.4.2".into() });
-    assert_eq!(w.calls.count("RegisterTaskDefinition") + w.calls.count("CreateDeployment"), 0);
-    assert_eq!(w.ledger.record(&digest(1)).unwrap().status, ReleaseStatus::AlreadyRunning);
+    let out = w
+        .run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        Outcome::AlreadyRunning {
+            app: "web1".into(),
+            version: "v1.4.2".into()
+        }
+    );
+    assert_eq!(
+        w.calls.count("RegisterTaskDefinition") + w.calls.count("CreateDeployment"),
+        0
+    );
+    assert_eq!(
+        w.ledger.record(&digest(1)).unwrap().status,
+        ReleaseStatus::AlreadyRunning
+    );
 }
 
 #[tokio::test]
 async fn busy_group_makes_the_push_wait_and_newest_wins() {
     let w = World::new();
-    w.run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1").await.unwrap();
-    let v2 = w.run(push("v2", 2, "2026-11-25T10:01:00Z"), "req-2").await.unwrap();
-    assert_eq!(v2, Outcome::Waiting { app: "web1".into(), version: "v2".into(), replaced: None });
-    let v3 = w.run(push("v3", 3, "2026-11-25T10:02:00Z"), "req-3").await.unwrap();
-    assert_eq!(v3, Outcome::Waiting { app: "web1".into(), version: "v3".into(), replaced: Some(digest(2)) });
-    assert_eq!(w.ledger.record(&digest(2)).unwrap().status, ReleaseStatus::Superseded);
-    assert_eq!(w.ledger.record(&digest(2)).unwrap().superseded_by, Some(digest(3)));
+    w.run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1")
+        .await
+        .unwrap();
+    let v2 = w
+        .run(push("v2", 2, "2026-11-25T10:01:00Z"), "req-2")
+        .await
+        .unwrap();
+    assert_eq!(
+        v2,
+        Outcome::Waiting {
+            app: "web1".into(),
+            version: "v2".into(),
+            replaced: None
+        }
+    );
+    let v3 = w
+        .run(push("v3", 3, "2026-11-25T10:02:00Z"), "req-3")
+        .await
+        .unwrap();
+    assert_eq!(
+        v3,
+        Outcome::Waiting {
+            app: "web1".into(),
+            version: "v3".into(),
+            replaced: Some(digest(2))
+        }
+    );
+    assert_eq!(
+        w.ledger.record(&digest(2)).unwrap().status,
+        ReleaseStatus::Superseded
+    );
+    assert_eq!(
+        w.ledger.record(&digest(2)).unwrap().superseded_by,
+        Some(digest(3))
+    );
     // Waiting releases register nothing yet.
     assert_eq!(w.calls.count("RegisterTaskDefinition"), 1);
     assert_eq!(w.calls.count("CreateDeployment"), 1);
@@ -226,35 +372,85 @@ async fn busy_group_makes_the_push_wait_and_newest_wins() {
 #[tokio::test]
 async fn older_push_does_not_replace_a_newer_pending_one() {
     let w = World::new();
-    w.run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1").await.unwrap();
-    w.run(push("v3", 3, "2026-11-25T10:02:00Z"), "req-3").await.unwrap();
-    let late = w.run(push("v2", 2, "2026-11-25T10:01:00Z"), "req-2").await.unwrap();
-    assert_eq!(late, Outcome::Superseded { app: "web1".into(), version: "v2".into(), by: digest(3) });
+    w.run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1")
+        .await
+        .unwrap();
+    w.run(push("v3", 3, "2026-11-25T10:02:00Z"), "req-3")
+        .await
+        .unwrap();
+    let late = w
+        .run(push("v2", 2, "2026-11-25T10:01:00Z"), "req-2")
+        .await
+        .unwrap();
+    assert_eq!(
+        late,
+        Outcome::Superseded {
+            app: "web1".into(),
+            version: "v2".into(),
+            by: digest(3)
+        }
+    );
     assert_eq!(w.ledger.slot("web1").pending_digest, Some(digest(3)));
 }
 
 #[tokio::test]
 async fn end_of_running_deployment_starts_the_pending_release() {
     let w = World::new();
-    w.run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1").await.unwrap();
-    w.run(push("v2", 2, "2026-11-25T10:01:00Z"), "req-2").await.unwrap();
-    let out = w.run(deployment_end("d-FAKE1", "SUCCESS"), "req-3").await.unwrap();
-    let Outcome::Finished { next: Some(next), .. } = &out else { panic!("{out:?}") };
-    assert!(matches!(next.as_ref(), Outcome::Deployed { version, deployment_id, .. } if version == "v2" && deployment_id == "d-FAKE2"), "{next:?}");
-    assert_eq!(w.ledger.record(&digest(1)).unwrap().status, ReleaseStatus::Succeeded);
-    assert_eq!(w.ledger.record(&digest(2)).unwrap().status, ReleaseStatus::Deploying);
+    w.run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1")
+        .await
+        .unwrap();
+    w.run(push("v2", 2, "2026-11-25T10:01:00Z"), "req-2")
+        .await
+        .unwrap();
+    let out = w
+        .run(deployment_end("d-FAKE1", "SUCCESS"), "req-3")
+        .await
+        .unwrap();
+    let Outcome::Finished {
+        next: Some(next), ..
+    } = &out
+    else {
+        panic!("{out:?}")
+    };
+    assert!(
+        matches!(next.as_ref(), Outcome::Deployed { version, deployment_id, .. } if version == "v2" && deployment_id == "d-FAKE2"),
+        "{next:?}"
+    );
+    assert_eq!(
+        w.ledger.record(&digest(1)).unwrap().status,
+        ReleaseStatus::Succeeded
+    );
+    assert_eq!(
+        w.ledger.record(&digest(2)).unwrap().status,
+        ReleaseStatus::Deploying
+    );
     assert_eq!(w.ecs.registered_images(), vec![image(1), image(2)]);
 }
 
 #[tokio::test]
 async fn end_of_deployment_with_nothing_pending_does_nothing_more() {
     let w = World::new();
-    w.run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1").await.unwrap();
+    w.run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1")
+        .await
+        .unwrap();
     let calls_before = w.calls.total();
-    let out = w.run(deployment_end("d-FAKE1", "FAILURE"), "req-2").await.unwrap();
-    assert_eq!(out, Outcome::Finished { app: "web1".into(), deployment_id: "d-FAKE1".into(), next: None });
+    let out = w
+        .run(deployment_end("d-FAKE1", "FAILURE"), "req-2")
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        Outcome::Finished {
+            app: "web1".into(),
+            deployment_id: "d-FAKE1".into(),
+            next: None
+        }
+    );
     assert_eq!(w.calls.total(), calls_before);
-    assert_eq!(w.ledger.record(&digest(1)).unwrap().status, ReleaseStatus::Failed);
+    assert_eq!(
+        w.ledger.record(&digest(1)).unwrap().status,
+        ReleaseStatus::Failed
+    );
     assert_eq!(w.ledger.slot("web1").active_digest, None);
 }
 
@@ -262,7 +458,10 @@ async fn end_of_deployment_with_nothing_pending_does_nothing_more() {
 async fn start_and_ready_events_are_not_ends() {
     let w = World::new();
     for state in ["START", "READY"] {
-        assert!(matches!(w.run(deployment_end("d-1", state), "req").await.unwrap(), Outcome::Skipped { .. }));
+        assert!(matches!(
+            w.run(deployment_end("d-1", state), "req").await.unwrap(),
+            Outcome::Skipped { .. }
+        ));
     }
     assert_eq!(w.calls.total(), 0);
 }
@@ -277,15 +476,38 @@ async fn group_busy_outside_greenlight_waits_for_its_end() {
             "DeploymentLimitExceededException: The Deployment Group 'web1-bluegreen' already has an active Deployment 'd-MANUAL'",
         ));
     });
-    let out = w.run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1").await.unwrap();
-    assert_eq!(out, Outcome::Waiting { app: "web1".into(), version: "v1".into(), replaced: None });
-    assert_eq!(w.ledger.slot("web1").active_digest, None, "the slot is given back");
+    let out = w
+        .run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        Outcome::Waiting {
+            app: "web1".into(),
+            version: "v1".into(),
+            replaced: None
+        }
+    );
+    assert_eq!(
+        w.ledger.slot("web1").active_digest,
+        None,
+        "the slot is given back"
+    );
     let pending = w.ledger.record(&digest(1)).unwrap();
     assert_eq!(pending.status, ReleaseStatus::Pending);
-    assert!(pending.task_definition_arn.is_some(), "the registered revision is kept");
+    assert!(
+        pending.task_definition_arn.is_some(),
+        "the registered revision is kept"
+    );
     // The manual deployment ends: the release ships, without registering a second revision.
-    let out = w.run(deployment_end("d-MANUAL", "SUCCESS"), "req-2").await.unwrap();
-    assert!(matches!(out, Outcome::Finished { next: Some(_), .. }), "{out:?}");
+    let out = w
+        .run(deployment_end("d-MANUAL", "SUCCESS"), "req-2")
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, Outcome::Finished { next: Some(_), .. }),
+        "{out:?}"
+    );
     assert_eq!(w.calls.count("RegisterTaskDefinition"), 1);
     assert_eq!(w.codedeploy.created.lock().unwrap().len(), 1);
 }
@@ -293,20 +515,43 @@ async fn group_busy_outside_greenlight_waits_for_its_end() {
 #[tokio::test]
 async fn slot_held_by_an_ended_deployment_is_reconciled() {
     let ledger = FakeLedger::default();
-    ledger.set_slot("web1", FakeSlot { active_digest: Some(digest(9)), active_deployment_id: Some("d-LOST".into()), ..Default::default() });
+    ledger.set_slot(
+        "web1",
+        FakeSlot {
+            active_digest: Some(digest(9)),
+            active_deployment_id: Some("d-LOST".into()),
+            ..Default::default()
+        },
+    );
     let w = World::with(ledger, |cd| {
-        cd.deployments.lock().unwrap().insert("d-LOST".into(), Deployment { id: "d-LOST".into(), status: "Succeeded".into(), ..Default::default() });
+        cd.deployments.lock().unwrap().insert(
+            "d-LOST".into(),
+            Deployment {
+                id: "d-LOST".into(),
+                status: "Succeeded".into(),
+                ..Default::default()
+            },
+        );
     });
-    let out = w.run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1").await.unwrap();
+    let out = w
+        .run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1")
+        .await
+        .unwrap();
     assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
 }
 
 #[tokio::test]
 async fn missing_deployment_group_is_a_clear_error_and_frees_nothing_it_did_not_take() {
     let w = World::with(FakeLedger::default(), |cd| cd.group_missing = true);
-    let err = w.run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1").await.unwrap_err();
+    let err = w
+        .run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1")
+        .await
+        .unwrap_err();
     assert_eq!(err.to_string(), "GetDeploymentGroup on deployment group web1/web1-bluegreen: not found: DeploymentGroupDoesNotExistException: No Deployment Group found");
-    assert_eq!(lambda_runtime::Diagnostic::from(err).error_type, "AwsResourceNotFound");
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(err).error_type,
+        "AwsResourceNotFound"
+    );
     assert_eq!(w.calls.count("CreateDeployment"), 0);
 }
 
@@ -315,7 +560,10 @@ async fn unreachable_ledger_fails_before_any_aws_call() {
     let mut ledger = FakeLedger::default();
     ledger.unreachable = true;
     let w = World::with(ledger, |_| {});
-    let err = w.run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1").await.unwrap_err();
+    let err = w
+        .run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1")
+        .await
+        .unwrap_err();
     assert!(matches!(err, DeployError::Ledger(_)), "{err:?}");
     assert_eq!(w.calls.total(), 0);
 }
@@ -323,8 +571,17 @@ async fn unreachable_ledger_fails_before_any_aws_call() {
 #[tokio::test]
 async fn malformed_events_are_clear_errors() {
     let w = World::new();
-    let err = w.run(json!({"source": "aws.ecr", "detail": "nope"}), "req").await.unwrap_err();
-    assert!(err.to_string().starts_with("malformed event: ECR event:"), "{err}");
+    let err = w
+        .run(json!({"source": "aws.ecr", "detail": "nope"}), "req")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("malformed event: ECR event:"),
+        "{err}"
+    );
     let err = w.run(json!({"hello": "world"}), "req").await.unwrap_err();
-    assert_eq!(err.to_string(), "malformed event: unexpected event source <none>");
+    assert_eq!(
+        err.to_string(),
+        "malformed event: unexpected event source <none>"
+    );
 }

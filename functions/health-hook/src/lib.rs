@@ -1,1 +1,20 @@
+//! greenlight-health-hook: the CodeDeploy lifecycle hook that decides whether the green task
+//! set may take production traffic.
+//!
+//! It always answers CodeDeploy, exactly once: `Succeeded` when every configured check passed,
+//! `Failed` when one failed, when the time budget ran out, or on any error or unexpected state.
+//! The budget is the Lambda deadline minus a safety margin, so the report is sent before the
+//! function could be stopped: CodeDeploy is never left waiting for its one-hour timeout.
+//!
+//! Checks (each can be switched off per app, all must pass):
+//! 1. task set: the green task set is STEADY_STATE and runs its desired count;
+//! 2. target health: every target registered in the green target group is healthy;
+//! 3. HTTP probe: the test route (the deployment group's test listener, or `health.url` from
+//!    config, never a URL from the event) answers the expected status N times in a row;
+//!    M failures in a row fail at once.
 
+pub mod checks;
+pub mod handler;
+pub mod probe;
+
+pub use handler::{handle, Deps, HookReport};

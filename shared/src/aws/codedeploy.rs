@@ -52,7 +52,10 @@ pub struct Deployment {
 
 impl Deployment {
     pub fn is_active(&self) -> bool {
-        matches!(self.status.as_str(), "Created" | "Queued" | "InProgress" | "Baking" | "Ready")
+        matches!(
+            self.status.as_str(),
+            "Created" | "Queued" | "InProgress" | "Baking" | "Ready"
+        )
     }
 }
 
@@ -73,11 +76,20 @@ pub struct TaskSetInfo {
 pub struct EcsDeploymentTarget {
     pub task_sets: Vec<TaskSetInfo>,
     pub lifecycle_event_in_progress: Option<String>,
+    /// How many lifecycle events the target listed (0: CodeDeploy did not say).
+    pub lifecycle_event_count: usize,
 }
 
 impl EcsDeploymentTarget {
+    /// Whether the target said nothing about its lifecycle events (so none can be judged done).
+    pub fn lifecycle_events_unknown(&self) -> bool {
+        self.lifecycle_event_count == 0
+    }
+
     pub fn green(&self) -> Option<&TaskSetInfo> {
-        self.task_sets.iter().find(|t| t.label.as_deref() == Some("Green"))
+        self.task_sets
+            .iter()
+            .find(|t| t.label.as_deref() == Some("Green"))
     }
 }
 
@@ -89,14 +101,26 @@ pub enum HookVerdict {
 
 #[async_trait]
 pub trait CodeDeployApi: Send + Sync {
-    async fn deployment_group(&self, application: &str, group: &str) -> Result<DeploymentGroup, AwsError>;
+    async fn deployment_group(
+        &self,
+        application: &str,
+        group: &str,
+    ) -> Result<DeploymentGroup, AwsError>;
     /// Starts a deployment; a busy group is `AwsErrorKind::DeploymentLimitExceeded`.
     async fn create_deployment(&self, request: &NewDeployment) -> Result<String, AwsError>;
     async fn deployment(&self, id: &str) -> Result<Deployment, AwsError>;
     /// The ECS target of a deployment (`None` when CodeDeploy lists none yet).
-    async fn ecs_target(&self, deployment_id: &str) -> Result<Option<EcsDeploymentTarget>, AwsError>;
+    async fn ecs_target(
+        &self,
+        deployment_id: &str,
+    ) -> Result<Option<EcsDeploymentTarget>, AwsError>;
     /// Reports a lifecycle hook; a hook already reported is `AwsErrorKind::AlreadyCompleted`.
-    async fn report_hook(&self, deployment_id: &str, execution_id: &str, verdict: HookVerdict) -> Result<(), AwsError>;
+    async fn report_hook(
+        &self,
+        deployment_id: &str,
+        execution_id: &str,
+        verdict: HookVerdict,
+    ) -> Result<(), AwsError>;
 }
 
 #[derive(Debug, Clone)]
@@ -104,7 +128,11 @@ pub struct CodeDeploy(pub aws_sdk_codedeploy::Client);
 
 #[async_trait]
 impl CodeDeployApi for CodeDeploy {
-    async fn deployment_group(&self, application: &str, group: &str) -> Result<DeploymentGroup, AwsError> {
+    async fn deployment_group(
+        &self,
+        application: &str,
+        group: &str,
+    ) -> Result<DeploymentGroup, AwsError> {
         let resource = format!("deployment group {application}/{group}");
         let out = self
             .0
@@ -115,24 +143,41 @@ impl CodeDeployApi for CodeDeploy {
             .await
             .map_err(|e| AwsError::from_sdk("GetDeploymentGroup", &resource, e))?;
         let info = out.deployment_group_info.ok_or_else(|| {
-            AwsError::new("GetDeploymentGroup", &resource, AwsErrorKind::NotFound, "no deployment group info")
+            AwsError::new(
+                "GetDeploymentGroup",
+                &resource,
+                AwsErrorKind::NotFound,
+                "no deployment group info",
+            )
         })?;
         let ecs = info.ecs_services().first().ok_or_else(|| {
-            AwsError::new("GetDeploymentGroup", &resource, AwsErrorKind::Invalid, "the group deploys no ECS service")
+            AwsError::new(
+                "GetDeploymentGroup",
+                &resource,
+                AwsErrorKind::Invalid,
+                "the group deploys no ECS service",
+            )
         })?;
         let pair = info
             .load_balancer_info
             .as_ref()
             .and_then(|lb| lb.target_group_pair_info_list().first().cloned());
         let listeners = |route: Option<&aws_sdk_codedeploy::types::TrafficRoute>| {
-            route.map(|r| r.listener_arns().to_vec()).unwrap_or_default()
+            route
+                .map(|r| r.listener_arns().to_vec())
+                .unwrap_or_default()
         };
         Ok(DeploymentGroup {
             cluster: ecs.cluster_name().unwrap_or_default().to_string(),
             service: ecs.service_name().unwrap_or_default().to_string(),
             target_groups: pair
                 .as_ref()
-                .map(|p| p.target_groups().iter().filter_map(|t| t.name().map(str::to_string)).collect())
+                .map(|p| {
+                    p.target_groups()
+                        .iter()
+                        .filter_map(|t| t.name().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
             prod_listeners: listeners(pair.as_ref().and_then(|p| p.prod_traffic_route())),
             test_listeners: listeners(pair.as_ref().and_then(|p| p.test_traffic_route())),
@@ -140,7 +185,10 @@ impl CodeDeployApi for CodeDeploy {
     }
 
     async fn create_deployment(&self, request: &NewDeployment) -> Result<String, AwsError> {
-        let resource = format!("deployment group {}/{}", request.application, request.deployment_group);
+        let resource = format!(
+            "deployment group {}/{}",
+            request.application, request.deployment_group
+        );
         let revision = RevisionLocation::builder()
             .revision_type(RevisionLocationType::AppSpecContent)
             .app_spec_content(AppSpecContent::builder().content(&request.appspec).build())
@@ -156,7 +204,12 @@ impl CodeDeployApi for CodeDeploy {
             .await
             .map_err(|e| AwsError::from_sdk("CreateDeployment", &resource, e))?;
         out.deployment_id.ok_or_else(|| {
-            AwsError::new("CreateDeployment", resource, AwsErrorKind::Unavailable, "no deployment id returned")
+            AwsError::new(
+                "CreateDeployment",
+                resource,
+                AwsErrorKind::Unavailable,
+                "no deployment id returned",
+            )
         })
     }
 
@@ -170,22 +223,40 @@ impl CodeDeployApi for CodeDeploy {
             .await
             .map_err(|e| AwsError::from_sdk("GetDeployment", &resource, e))?;
         let info = out.deployment_info.ok_or_else(|| {
-            AwsError::new("GetDeployment", &resource, AwsErrorKind::NotFound, "no deployment info")
+            AwsError::new(
+                "GetDeployment",
+                &resource,
+                AwsErrorKind::NotFound,
+                "no deployment info",
+            )
         })?;
         let rollback = info.rollback_info.as_ref();
         Ok(Deployment {
             id: info.deployment_id.clone().unwrap_or_else(|| id.to_string()),
             application: info.application_name.clone().unwrap_or_default(),
             deployment_group: info.deployment_group_name.clone().unwrap_or_default(),
-            status: info.status.as_ref().map(DeploymentStatus::as_str).unwrap_or("Unknown").to_string(),
+            status: info
+                .status
+                .as_ref()
+                .map(DeploymentStatus::as_str)
+                .unwrap_or("Unknown")
+                .to_string(),
             description: info.description.clone(),
             creator: info.creator.as_ref().map(|c| c.as_str().to_string()),
             created_at: info.create_time.as_ref().and_then(super::to_utc),
             completed_at: info.complete_time.as_ref().and_then(super::to_utc),
-            error_code: info.error_information.as_ref().and_then(|e| e.code.as_ref()).map(|c| c.as_str().to_string()),
-            error_message: info.error_information.as_ref().and_then(|e| e.message.clone()),
+            error_code: info
+                .error_information
+                .as_ref()
+                .and_then(|e| e.code.as_ref())
+                .map(|c| c.as_str().to_string()),
+            error_message: info
+                .error_information
+                .as_ref()
+                .and_then(|e| e.message.clone()),
             rollback_deployment_id: rollback.and_then(|r| r.rollback_deployment_id.clone()),
-            rolls_back_deployment_id: rollback.and_then(|r| r.rollback_triggering_deployment_id.clone()),
+            rolls_back_deployment_id: rollback
+                .and_then(|r| r.rollback_triggering_deployment_id.clone()),
             rollback_message: rollback.and_then(|r| r.rollback_message.clone()),
             appspec: info
                 .revision
@@ -195,7 +266,10 @@ impl CodeDeployApi for CodeDeploy {
         })
     }
 
-    async fn ecs_target(&self, deployment_id: &str) -> Result<Option<EcsDeploymentTarget>, AwsError> {
+    async fn ecs_target(
+        &self,
+        deployment_id: &str,
+    ) -> Result<Option<EcsDeploymentTarget>, AwsError> {
         let resource = format!("deployment {deployment_id}");
         let ids = self
             .0
@@ -217,7 +291,11 @@ impl CodeDeployApi for CodeDeploy {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("BatchGetDeploymentTargets", &resource, e))?;
-        let Some(target) = out.deployment_targets().iter().find_map(|t| t.ecs_target.as_ref()) else {
+        let Some(target) = out
+            .deployment_targets()
+            .iter()
+            .find_map(|t| t.ecs_target.as_ref())
+        else {
             return Ok(None);
         };
         Ok(Some(EcsDeploymentTarget {
@@ -226,7 +304,11 @@ impl CodeDeployApi for CodeDeploy {
                 .iter()
                 .map(|t| TaskSetInfo {
                     id: t.identifer.clone().unwrap_or_default(),
-                    label: t.task_set_label.as_ref().map(TargetLabel::as_str).map(str::to_string),
+                    label: t
+                        .task_set_label
+                        .as_ref()
+                        .map(TargetLabel::as_str)
+                        .map(str::to_string),
                     desired_count: t.desired_count,
                     running_count: t.running_count,
                     status: t.status.clone(),
@@ -239,10 +321,16 @@ impl CodeDeployApi for CodeDeploy {
                 .iter()
                 .find(|e| e.status == Some(LifecycleEventStatus::InProgress))
                 .and_then(|e| e.lifecycle_event_name.clone()),
+            lifecycle_event_count: target.lifecycle_events().len(),
         }))
     }
 
-    async fn report_hook(&self, deployment_id: &str, execution_id: &str, verdict: HookVerdict) -> Result<(), AwsError> {
+    async fn report_hook(
+        &self,
+        deployment_id: &str,
+        execution_id: &str,
+        verdict: HookVerdict,
+    ) -> Result<(), AwsError> {
         let status = match verdict {
             HookVerdict::Succeeded => LifecycleEventStatus::Succeeded,
             HookVerdict::Failed => LifecycleEventStatus::Failed,
@@ -254,7 +342,13 @@ impl CodeDeployApi for CodeDeploy {
             .status(status)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("PutLifecycleEventHookExecutionStatus", format!("deployment {deployment_id}"), e))?;
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "PutLifecycleEventHookExecutionStatus",
+                    format!("deployment {deployment_id}"),
+                    e,
+                )
+            })?;
         Ok(())
     }
 }
@@ -263,15 +357,20 @@ impl CodeDeployApi for CodeDeploy {
 mod tests {
     use super::*;
     use crate::mocked;
-    use aws_sdk_codedeploy::operation::create_deployment::{CreateDeploymentError, CreateDeploymentOutput};
-    use aws_sdk_codedeploy::operation::get_deployment_group::{GetDeploymentGroupError, GetDeploymentGroupOutput};
+    use aws_sdk_codedeploy::operation::create_deployment::{
+        CreateDeploymentError, CreateDeploymentOutput,
+    };
+    use aws_sdk_codedeploy::operation::get_deployment_group::{
+        GetDeploymentGroupError, GetDeploymentGroupOutput,
+    };
     use aws_sdk_codedeploy::operation::put_lifecycle_event_hook_execution_status::PutLifecycleEventHookExecutionStatusError;
     use aws_sdk_codedeploy::types::error::{
         DeploymentGroupDoesNotExistException, DeploymentLimitExceededException,
         LifecycleEventAlreadyCompletedException,
     };
     use aws_sdk_codedeploy::types::{
-        DeploymentGroupInfo, EcsService, LoadBalancerInfo, TargetGroupInfo, TargetGroupPairInfo, TrafficRoute,
+        DeploymentGroupInfo, EcsService, LoadBalancerInfo, TargetGroupInfo, TargetGroupPairInfo,
+        TrafficRoute,
     };
     use aws_smithy_mocks::mock;
 
@@ -293,7 +392,10 @@ mod tests {
                     .build(),
             )
         });
-        let err = CodeDeploy(mocked!(aws_sdk_codedeploy, &busy)).create_deployment(&request()).await.unwrap_err();
+        let err = CodeDeploy(mocked!(aws_sdk_codedeploy, &busy))
+            .create_deployment(&request())
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, AwsErrorKind::DeploymentLimitExceeded);
         assert!(err.to_string().contains("web1/web1-bluegreen"), "{err}");
     }
@@ -302,13 +404,25 @@ mod tests {
     async fn throttling_is_retried_then_succeeds() {
         let throttled = mock!(aws_sdk_codedeploy::Client::create_deployment)
             .sequence()
-            .error(|| CreateDeploymentError::generic(
-                aws_smithy_types::error::ErrorMetadata::builder().code("ThrottlingException").message("Rate exceeded").build(),
-            ))
+            .error(|| {
+                CreateDeploymentError::generic(
+                    aws_smithy_types::error::ErrorMetadata::builder()
+                        .code("ThrottlingException")
+                        .message("Rate exceeded")
+                        .build(),
+                )
+            })
             .times(2)
-            .output(|| CreateDeploymentOutput::builder().deployment_id("d-123").build())
+            .output(|| {
+                CreateDeploymentOutput::builder()
+                    .deployment_id("d-123")
+                    .build()
+            })
             .build();
-        let id = CodeDeploy(mocked!(aws_sdk_codedeploy, &throttled)).create_deployment(&request()).await.unwrap();
+        let id = CodeDeploy(mocked!(aws_sdk_codedeploy, &throttled))
+            .create_deployment(&request())
+            .await
+            .unwrap();
         assert_eq!(id, "d-123");
         assert_eq!(throttled.num_calls(), 3);
     }
@@ -318,9 +432,16 @@ mod tests {
         let flaky = mock!(aws_sdk_codedeploy::Client::create_deployment)
             .sequence()
             .http_status(503, None)
-            .output(|| CreateDeploymentOutput::builder().deployment_id("d-9").build())
+            .output(|| {
+                CreateDeploymentOutput::builder()
+                    .deployment_id("d-9")
+                    .build()
+            })
             .build();
-        let id = CodeDeploy(mocked!(aws_sdk_codedeploy, &flaky)).create_deployment(&request()).await.unwrap();
+        let id = CodeDeploy(mocked!(aws_sdk_codedeploy, &flaky))
+            .create_deployment(&request())
+            .await
+            .unwrap();
         assert_eq!(id, "d-9");
         assert_eq!(flaky.num_calls(), 2);
     }
@@ -328,18 +449,36 @@ mod tests {
     #[tokio::test]
     async fn missing_group_and_access_denied_name_the_group() {
         let missing = mock!(aws_sdk_codedeploy::Client::get_deployment_group).then_error(|| {
-            GetDeploymentGroupError::DeploymentGroupDoesNotExistException(DeploymentGroupDoesNotExistException::builder().message("No Deployment Group found for name: web1-bluegreen").build())
+            GetDeploymentGroupError::DeploymentGroupDoesNotExistException(
+                DeploymentGroupDoesNotExistException::builder()
+                    .message("No Deployment Group found for name: web1-bluegreen")
+                    .build(),
+            )
         });
-        let err = CodeDeploy(mocked!(aws_sdk_codedeploy, &missing)).deployment_group("web1", "web1-bluegreen").await.unwrap_err();
+        let err = CodeDeploy(mocked!(aws_sdk_codedeploy, &missing))
+            .deployment_group("web1", "web1-bluegreen")
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, AwsErrorKind::NotFound);
         assert_eq!(err.resource, "deployment group web1/web1-bluegreen");
 
         let denied = mock!(aws_sdk_codedeploy::Client::create_deployment).then_error(|| {
-            CreateDeploymentError::generic(aws_smithy_types::error::ErrorMetadata::builder().code("AccessDeniedException").message("not authorized to perform: codedeploy:CreateDeployment").build())
+            CreateDeploymentError::generic(
+                aws_smithy_types::error::ErrorMetadata::builder()
+                    .code("AccessDeniedException")
+                    .message("not authorized to perform: codedeploy:CreateDeployment")
+                    .build(),
+            )
         });
-        let err = CodeDeploy(mocked!(aws_sdk_codedeploy, &denied)).create_deployment(&request()).await.unwrap_err();
+        let err = CodeDeploy(mocked!(aws_sdk_codedeploy, &denied))
+            .create_deployment(&request())
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, AwsErrorKind::AccessDenied);
-        assert!(err.to_string().contains("codedeploy:CreateDeployment"), "{err}");
+        assert!(
+            err.to_string().contains("codedeploy:CreateDeployment"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -348,15 +487,32 @@ mod tests {
             GetDeploymentGroupOutput::builder()
                 .deployment_group_info(
                     DeploymentGroupInfo::builder()
-                        .ecs_services(EcsService::builder().cluster_name("apps").service_name("web1").build())
+                        .ecs_services(
+                            EcsService::builder()
+                                .cluster_name("apps")
+                                .service_name("web1")
+                                .build(),
+                        )
                         .load_balancer_info(
                             LoadBalancerInfo::builder()
                                 .target_group_pair_info_list(
                                     TargetGroupPairInfo::builder()
-                                        .target_groups(TargetGroupInfo::builder().name("web1-blue").build())
-                                        .target_groups(TargetGroupInfo::builder().name("web1-green").build())
-                                        .prod_traffic_route(TrafficRoute::builder().listener_arns("arn:prod").build())
-                                        .test_traffic_route(TrafficRoute::builder().listener_arns("arn:test").build())
+                                        .target_groups(
+                                            TargetGroupInfo::builder().name("web1-blue").build(),
+                                        )
+                                        .target_groups(
+                                            TargetGroupInfo::builder().name("web1-green").build(),
+                                        )
+                                        .prod_traffic_route(
+                                            TrafficRoute::builder()
+                                                .listener_arns("arn:prod")
+                                                .build(),
+                                        )
+                                        .test_traffic_route(
+                                            TrafficRoute::builder()
+                                                .listener_arns("arn:test")
+                                                .build(),
+                                        )
                                         .build(),
                                 )
                                 .build(),
@@ -365,7 +521,10 @@ mod tests {
                 )
                 .build()
         });
-        let g = CodeDeploy(mocked!(aws_sdk_codedeploy, &group)).deployment_group("web1", "web1-bluegreen").await.unwrap();
+        let g = CodeDeploy(mocked!(aws_sdk_codedeploy, &group))
+            .deployment_group("web1", "web1-bluegreen")
+            .await
+            .unwrap();
         assert_eq!(
             g,
             DeploymentGroup {
@@ -380,12 +539,18 @@ mod tests {
 
     #[tokio::test]
     async fn second_report_is_already_completed() {
-        let done = mock!(aws_sdk_codedeploy::Client::put_lifecycle_event_hook_execution_status).then_error(|| {
-            PutLifecycleEventHookExecutionStatusError::LifecycleEventAlreadyCompletedException(
-                LifecycleEventAlreadyCompletedException::builder().message("already completed").build(),
-            )
-        });
-        let err = CodeDeploy(mocked!(aws_sdk_codedeploy, &done)).report_hook("d-1", "exec", HookVerdict::Succeeded).await.unwrap_err();
+        let done = mock!(aws_sdk_codedeploy::Client::put_lifecycle_event_hook_execution_status)
+            .then_error(|| {
+                PutLifecycleEventHookExecutionStatusError::LifecycleEventAlreadyCompletedException(
+                    LifecycleEventAlreadyCompletedException::builder()
+                        .message("already completed")
+                        .build(),
+                )
+            });
+        let err = CodeDeploy(mocked!(aws_sdk_codedeploy, &done))
+            .report_hook("d-1", "exec", HookVerdict::Succeeded)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, AwsErrorKind::AlreadyCompleted);
     }
 }

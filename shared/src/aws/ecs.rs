@@ -28,6 +28,7 @@ pub struct TaskSetState {
     pub stability: Option<String>,
     pub desired_count: i32,
     pub running_count: i32,
+    pub target_group_arn: Option<String>,
 }
 
 #[async_trait]
@@ -36,8 +37,17 @@ pub trait EcsApi: Send + Sync {
     /// The task definition and its tags.
     async fn task_definition(&self, arn: &str) -> Result<(TaskDefinition, Vec<Tag>), AwsError>;
     /// Registers a revision; returns its ARN.
-    async fn register_task_definition(&self, request: RegisterTaskDefinitionInputBuilder) -> Result<String, AwsError>;
-    async fn task_sets(&self, cluster: &str, service: &str, ids: &[String]) -> Result<Vec<TaskSetState>, AwsError>;
+    async fn register_task_definition(
+        &self,
+        request: RegisterTaskDefinitionInputBuilder,
+    ) -> Result<String, AwsError>;
+    /// The service's task sets with these ids (all of them when `ids` is empty).
+    async fn task_sets(
+        &self,
+        cluster: &str,
+        service: &str,
+        ids: &[String],
+    ) -> Result<Vec<TaskSetState>, AwsError>;
 }
 
 #[derive(Debug, Clone)]
@@ -61,11 +71,25 @@ impl EcsApi for Ecs {
             .iter()
             .find(|s| s.status() != Some("INACTIVE"))
             .ok_or_else(|| {
-                let reason = out.failures().first().and_then(|f| f.reason()).unwrap_or("MISSING");
-                AwsError::new("DescribeServices", &resource, AwsErrorKind::NotFound, reason)
+                let reason = out
+                    .failures()
+                    .first()
+                    .and_then(|f| f.reason())
+                    .unwrap_or("MISSING");
+                AwsError::new(
+                    "DescribeServices",
+                    &resource,
+                    AwsErrorKind::NotFound,
+                    reason,
+                )
             })?;
         let task_definition_arn = found.task_definition().map(str::to_string).ok_or_else(|| {
-            AwsError::new("DescribeServices", &resource, AwsErrorKind::Invalid, "service has no task definition")
+            AwsError::new(
+                "DescribeServices",
+                &resource,
+                AwsErrorKind::Invalid,
+                "service has no task definition",
+            )
         })?;
         Ok(EcsServiceInfo {
             task_definition_arn,
@@ -91,15 +115,29 @@ impl EcsApi for Ecs {
             .include(TaskDefinitionField::Tags)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DescribeTaskDefinition", format!("task definition {arn}"), e))?;
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "DescribeTaskDefinition",
+                    format!("task definition {arn}"),
+                    e,
+                )
+            })?;
         let tags = out.tags.unwrap_or_default();
         let td = out.task_definition.ok_or_else(|| {
-            AwsError::new("DescribeTaskDefinition", format!("task definition {arn}"), AwsErrorKind::NotFound, "no task definition returned")
+            AwsError::new(
+                "DescribeTaskDefinition",
+                format!("task definition {arn}"),
+                AwsErrorKind::NotFound,
+                "no task definition returned",
+            )
         })?;
         Ok((td, tags))
     }
 
-    async fn register_task_definition(&self, request: RegisterTaskDefinitionInputBuilder) -> Result<String, AwsError> {
+    async fn register_task_definition(
+        &self,
+        request: RegisterTaskDefinitionInputBuilder,
+    ) -> Result<String, AwsError> {
         let family = request.get_family().clone().unwrap_or_default();
         let resource = format!("task definition family {family}");
         let out = request
@@ -108,19 +146,37 @@ impl EcsApi for Ecs {
             .map_err(|e| AwsError::from_sdk("RegisterTaskDefinition", &resource, e))?;
         out.task_definition
             .and_then(|t| t.task_definition_arn)
-            .ok_or_else(|| AwsError::new("RegisterTaskDefinition", resource, AwsErrorKind::Unavailable, "no ARN returned"))
+            .ok_or_else(|| {
+                AwsError::new(
+                    "RegisterTaskDefinition",
+                    resource,
+                    AwsErrorKind::Unavailable,
+                    "no ARN returned",
+                )
+            })
     }
 
-    async fn task_sets(&self, cluster: &str, service: &str, ids: &[String]) -> Result<Vec<TaskSetState>, AwsError> {
+    async fn task_sets(
+        &self,
+        cluster: &str,
+        service: &str,
+        ids: &[String],
+    ) -> Result<Vec<TaskSetState>, AwsError> {
         let out = self
             .0
             .describe_task_sets()
             .cluster(cluster)
             .service(service)
-            .set_task_sets(Some(ids.to_vec()))
+            .set_task_sets((!ids.is_empty()).then(|| ids.to_vec()))
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DescribeTaskSets", format!("ECS service {cluster}/{service}"), e))?;
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "DescribeTaskSets",
+                    format!("ECS service {cluster}/{service}"),
+                    e,
+                )
+            })?;
         Ok(out
             .task_sets()
             .iter()
@@ -130,6 +186,11 @@ impl EcsApi for Ecs {
                 stability: t.stability_status().map(|s| s.as_str().to_string()),
                 desired_count: t.computed_desired_count(),
                 running_count: t.running_count(),
+                target_group_arn: t
+                    .load_balancers()
+                    .first()
+                    .and_then(|lb| lb.target_group_arn())
+                    .map(str::to_string),
             })
             .collect())
     }
@@ -139,7 +200,9 @@ impl EcsApi for Ecs {
 mod tests {
     use super::*;
     use crate::mocked;
-    use aws_sdk_ecs::operation::describe_services::{DescribeServicesError, DescribeServicesOutput};
+    use aws_sdk_ecs::operation::describe_services::{
+        DescribeServicesError, DescribeServicesOutput,
+    };
     use aws_sdk_ecs::types::error::ClusterNotFoundException;
     use aws_sdk_ecs::types::{Failure, LoadBalancer, Service};
     use aws_smithy_mocks::mock;
@@ -151,14 +214,28 @@ mod tests {
                 .services(
                     Service::builder()
                         .status("ACTIVE")
-                        .task_definition("arn:aws:ecs:us-east-1:123456789012:task-definition/web1:7")
-                        .load_balancers(LoadBalancer::builder().container_name("web1").container_port(3000).target_group_arn("arn:tg").build())
+                        .task_definition(
+                            "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:7",
+                        )
+                        .load_balancers(
+                            LoadBalancer::builder()
+                                .container_name("web1")
+                                .container_port(3000)
+                                .target_group_arn("arn:tg")
+                                .build(),
+                        )
                         .build(),
                 )
                 .build()
         });
-        let info = Ecs(mocked!(aws_sdk_ecs, &rule)).service("apps", "web1").await.unwrap();
-        assert_eq!(info.task_definition_arn, "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:7");
+        let info = Ecs(mocked!(aws_sdk_ecs, &rule))
+            .service("apps", "web1")
+            .await
+            .unwrap();
+        assert_eq!(
+            info.task_definition_arn,
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:7"
+        );
         assert_eq!(info.load_balancers[0].container_name, "web1");
         assert_eq!(info.load_balancers[0].container_port, 3000);
     }
@@ -167,20 +244,38 @@ mod tests {
     async fn missing_service_is_not_found_naming_it() {
         let rule = mock!(aws_sdk_ecs::Client::describe_services).then_output(|| {
             DescribeServicesOutput::builder()
-                .failures(Failure::builder().arn("arn:aws:ecs:us-east-1:123456789012:service/apps/web1").reason("MISSING").build())
+                .failures(
+                    Failure::builder()
+                        .arn("arn:aws:ecs:us-east-1:123456789012:service/apps/web1")
+                        .reason("MISSING")
+                        .build(),
+                )
                 .build()
         });
-        let err = Ecs(mocked!(aws_sdk_ecs, &rule)).service("apps", "web1").await.unwrap_err();
+        let err = Ecs(mocked!(aws_sdk_ecs, &rule))
+            .service("apps", "web1")
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, AwsErrorKind::NotFound);
-        assert_eq!(err.to_string(), "DescribeServices on ECS service apps/web1: not found: MISSING");
+        assert_eq!(
+            err.to_string(),
+            "DescribeServices on ECS service apps/web1: not found: MISSING"
+        );
     }
 
     #[tokio::test]
     async fn missing_cluster_is_not_found() {
         let rule = mock!(aws_sdk_ecs::Client::describe_services).then_error(|| {
-            DescribeServicesError::ClusterNotFoundException(ClusterNotFoundException::builder().message("Cluster not found.").build())
+            DescribeServicesError::ClusterNotFoundException(
+                ClusterNotFoundException::builder()
+                    .message("Cluster not found.")
+                    .build(),
+            )
         });
-        let err = Ecs(mocked!(aws_sdk_ecs, &rule)).service("apps", "web1").await.unwrap_err();
+        let err = Ecs(mocked!(aws_sdk_ecs, &rule))
+            .service("apps", "web1")
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, AwsErrorKind::NotFound);
     }
 }

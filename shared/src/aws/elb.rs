@@ -23,7 +23,11 @@ pub struct ListenerEndpoint {
 
 impl ListenerEndpoint {
     pub fn url(&self, path: &str) -> String {
-        let scheme = if self.protocol.eq_ignore_ascii_case("HTTPS") { "https" } else { "http" };
+        let scheme = if self.protocol.eq_ignore_ascii_case("HTTPS") {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}:{}{path}", self.host, self.port)
     }
 }
@@ -53,7 +57,14 @@ impl LoadBalancingApi for LoadBalancing {
             .first()
             .and_then(|t| t.target_group_arn())
             .map(str::to_string)
-            .ok_or_else(|| AwsError::new("DescribeTargetGroups", resource, AwsErrorKind::NotFound, "no such target group"))
+            .ok_or_else(|| {
+                AwsError::new(
+                    "DescribeTargetGroups",
+                    resource,
+                    AwsErrorKind::NotFound,
+                    "no such target group",
+                )
+            })
     }
 
     async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetState>, AwsError> {
@@ -63,19 +74,32 @@ impl LoadBalancingApi for LoadBalancing {
             .target_group_arn(target_group_arn)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DescribeTargetHealth", format!("target group {target_group_arn}"), e))?;
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "DescribeTargetHealth",
+                    format!("target group {target_group_arn}"),
+                    e,
+                )
+            })?;
         Ok(out
             .target_health_descriptions()
             .iter()
             .map(|d| TargetState {
-                id: d.target().and_then(|t| t.id()).unwrap_or_default().to_string(),
+                id: d
+                    .target()
+                    .and_then(|t| t.id())
+                    .unwrap_or_default()
+                    .to_string(),
                 port: d.target().and_then(|t| t.port()),
                 state: d
                     .target_health()
                     .and_then(|h| h.state())
                     .map(|s| s.as_str().to_string())
                     .unwrap_or_else(|| "unknown".to_string()),
-                reason: d.target_health().and_then(|h| h.reason()).map(|r| r.as_str().to_string()),
+                reason: d
+                    .target_health()
+                    .and_then(|h| h.reason())
+                    .map(|r| r.as_str().to_string()),
             })
             .collect())
     }
@@ -89,10 +113,14 @@ impl LoadBalancingApi for LoadBalancing {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("DescribeListeners", &resource, e))?;
-        let listener = listeners
-            .listeners()
-            .first()
-            .ok_or_else(|| AwsError::new("DescribeListeners", &resource, AwsErrorKind::NotFound, "no such listener"))?;
+        let listener = listeners.listeners().first().ok_or_else(|| {
+            AwsError::new(
+                "DescribeListeners",
+                &resource,
+                AwsErrorKind::NotFound,
+                "no such listener",
+            )
+        })?;
         let lb_arn = listener.load_balancer_arn().unwrap_or_default().to_string();
         let lbs = self
             .0
@@ -100,14 +128,30 @@ impl LoadBalancingApi for LoadBalancing {
             .load_balancer_arns(&lb_arn)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DescribeLoadBalancers", format!("load balancer {lb_arn}"), e))?;
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "DescribeLoadBalancers",
+                    format!("load balancer {lb_arn}"),
+                    e,
+                )
+            })?;
         let host = lbs
             .load_balancers()
             .first()
             .and_then(|lb| lb.dns_name())
-            .ok_or_else(|| AwsError::new("DescribeLoadBalancers", format!("load balancer {lb_arn}"), AwsErrorKind::NotFound, "no DNS name"))?;
+            .ok_or_else(|| {
+                AwsError::new(
+                    "DescribeLoadBalancers",
+                    format!("load balancer {lb_arn}"),
+                    AwsErrorKind::NotFound,
+                    "no DNS name",
+                )
+            })?;
         Ok(ListenerEndpoint {
-            protocol: listener.protocol().map(|p| p.as_str().to_string()).unwrap_or_else(|| "HTTP".to_string()),
+            protocol: listener
+                .protocol()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "HTTP".to_string()),
             host: host.to_string(),
             port: listener.port().unwrap_or(80),
         })
@@ -120,9 +164,20 @@ mod tests {
 
     #[test]
     fn listener_url_uses_scheme_host_port_and_path() {
-        let e = ListenerEndpoint { protocol: "HTTP".into(), host: "web1-123.us-east-1.elb.amazonaws.com".into(), port: 8080 };
-        assert_eq!(e.url("/api/health"), "http://web1-123.us-east-1.elb.amazonaws.com:8080/api/health");
-        let e = ListenerEndpoint { protocol: "HTTPS".into(), host: "lb".into(), port: 8443 };
+        let e = ListenerEndpoint {
+            protocol: "HTTP".into(),
+            host: "web1-123.us-east-1.elb.amazonaws.com".into(),
+            port: 8080,
+        };
+        assert_eq!(
+            e.url("/api/health"),
+            "http://web1-123.us-east-1.elb.amazonaws.com:8080/api/health"
+        );
+        let e = ListenerEndpoint {
+            protocol: "HTTPS".into(),
+            host: "lb".into(),
+            port: 8443,
+        };
         assert_eq!(e.url("/"), "https://lb:8443/");
     }
 }

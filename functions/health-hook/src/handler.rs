@@ -1,0 +1,327 @@
+//! The hook's decision and its one report to CodeDeploy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::codedeploy::CodeDeployLifecycleEvent;
+use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
+use greenlight_shared::aws::codedeploy::{CodeDeployApi, HookVerdict, TaskSetInfo};
+use greenlight_shared::aws::ecs::EcsApi;
+use greenlight_shared::aws::elb::LoadBalancingApi;
+use greenlight_shared::invocation::Invocation;
+use greenlight_shared::ledger::Ledger;
+use greenlight_shared::{AwsError, AwsErrorKind, Config};
+use serde::Serialize;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::checks::{self, CheckResult};
+use crate::probe::Prober;
+
+pub struct Deps {
+    pub config: Config,
+    pub codedeploy: Arc<dyn CodeDeployApi>,
+    pub ecs: Arc<dyn EcsApi>,
+    pub elb: Arc<dyn LoadBalancingApi>,
+    pub prober: Arc<dyn Prober>,
+    /// Where the verdict's reason is kept for the notifier (optional).
+    pub ledger: Option<Arc<dyn Ledger>>,
+    /// Time kept in reserve before the Lambda deadline to report the verdict.
+    pub safety_margin: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The verdict could not be delivered: failing the invocation lets Lambda retry it.
+    #[error("could not report {verdict} to CodeDeploy: {source}")]
+    Report {
+        verdict: &'static str,
+        #[source]
+        source: AwsError,
+    },
+}
+
+impl From<HookError> for lambda_runtime::Diagnostic {
+    fn from(e: HookError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: "HookReportFailed".to_string(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// What the hook decided and did (the invocation's response payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HookReport {
+    pub deployment_id: String,
+    pub lifecycle_event: Option<String>,
+    pub app: Option<String>,
+    pub version: Option<String>,
+    /// `Succeeded`, `Failed`, or `Skipped` when the hook had already been answered.
+    pub status: &'static str,
+    pub reason: String,
+    pub checks: Vec<CheckResult>,
+    /// CodeDeploy had already recorded a status for this hook.
+    pub already_reported: bool,
+}
+
+/// Why there is no verdict from the checks themselves.
+#[derive(Debug, thiserror::Error)]
+enum Unfit {
+    #[error("{0}")]
+    Aws(#[from] AwsError),
+    #[error("deployment group {0} is not managed by Greenlight")]
+    NotManaged(String),
+    #[error("{0}")]
+    Unexpected(String),
+    #[error("hook already answered")]
+    AlreadyAnswered,
+}
+
+#[derive(Default)]
+struct Findings {
+    app: Option<String>,
+    version: Option<String>,
+    digest: Option<String>,
+    lifecycle_event: Option<String>,
+    checks: Vec<CheckResult>,
+}
+
+pub async fn handle(
+    deps: &Deps,
+    event: CodeDeployLifecycleEvent,
+    invocation: &Invocation,
+) -> Result<HookReport, HookError> {
+    let deadline = invocation.deadline_minus(deps.safety_margin);
+    let deployment_id = event.deployment_id.clone();
+    let mut found = Findings::default();
+    let outcome = tokio::time::timeout_at(
+        deadline,
+        evaluate(deps, &deployment_id, deadline, &mut found),
+    )
+    .await;
+    let (verdict, reason) = match outcome {
+        Ok(Ok(())) => match found.checks.iter().find(|c| !c.passed) {
+            Some(failed) => (
+                HookVerdict::Failed,
+                format!("{} failed: {}", failed.check, failed.detail),
+            ),
+            None => (HookVerdict::Succeeded, "all checks passed".to_string()),
+        },
+        Ok(Err(Unfit::AlreadyAnswered)) => {
+            info!(deployment_id = %deployment_id, "no lifecycle event is waiting: hook already answered");
+            return Ok(HookReport {
+                deployment_id,
+                lifecycle_event: None,
+                app: found.app,
+                version: found.version,
+                status: "Skipped",
+                reason: "no lifecycle event of this deployment is waiting for a hook".to_string(),
+                checks: found.checks,
+                already_reported: true,
+            });
+        }
+        Ok(Err(e)) => (HookVerdict::Failed, e.to_string()),
+        Err(_) => (
+            HookVerdict::Failed,
+            format!(
+                "time budget ran out before the checks finished ({} checks done)",
+                found.checks.len()
+            ),
+        ),
+    };
+    let status = match verdict {
+        HookVerdict::Succeeded => "Succeeded",
+        HookVerdict::Failed => "Failed",
+    };
+    for c in &found.checks {
+        info!(deployment_id = %deployment_id, check = c.check, passed = c.passed, detail = %c.detail, "check");
+    }
+    info!(deployment_id = %deployment_id, app = found.app.as_deref().unwrap_or(""),
+          version = found.version.as_deref().unwrap_or(""),
+          lifecycle_event = found.lifecycle_event.as_deref().unwrap_or(""),
+          verdict = status, reason = %reason, "verdict");
+
+    // Keep the reason for the notifier before CodeDeploy acts on the verdict; best effort.
+    if let (Some(ledger), Some(app), Some(digest)) = (&deps.ledger, &found.app, &found.digest) {
+        let event_name = found.lifecycle_event.as_deref().unwrap_or("unknown");
+        if let Err(e) = ledger
+            .record_hook_verdict(
+                app,
+                digest,
+                event_name,
+                verdict == HookVerdict::Succeeded,
+                &reason,
+            )
+            .await
+        {
+            warn!(error = %e, "could not record the verdict in the release ledger");
+        }
+    }
+
+    let already_reported = match deps
+        .codedeploy
+        .report_hook(
+            &deployment_id,
+            &event.lifecycle_event_hook_execution_id,
+            verdict,
+        )
+        .await
+    {
+        Ok(()) => false,
+        Err(e) if e.kind == AwsErrorKind::AlreadyCompleted => {
+            info!(deployment_id = %deployment_id, "CodeDeploy already had a status for this hook");
+            true
+        }
+        Err(source) => {
+            error!(deployment_id = %deployment_id, error = %source, "could not report the verdict");
+            return Err(HookError::Report {
+                verdict: status,
+                source,
+            });
+        }
+    };
+    Ok(HookReport {
+        deployment_id,
+        lifecycle_event: found.lifecycle_event,
+        app: found.app,
+        version: found.version,
+        status,
+        reason,
+        checks: found.checks,
+        already_reported,
+    })
+}
+
+/// Finds the green task set and runs the app's checks, in order, stopping at the first failure.
+async fn evaluate(
+    deps: &Deps,
+    deployment_id: &str,
+    deadline: Instant,
+    found: &mut Findings,
+) -> Result<(), Unfit> {
+    let deployment = deps.codedeploy.deployment(deployment_id).await?;
+    let group_name = format!("{}/{}", deployment.application, deployment.deployment_group);
+    let app = deps
+        .config
+        .app_for_deployment_group(&deployment.application, &deployment.deployment_group)
+        .ok_or(Unfit::NotManaged(group_name))?;
+    found.app = Some(app.name.clone());
+    if let Some(release) = deployment
+        .description
+        .as_deref()
+        .and_then(ReleaseDescription::parse)
+    {
+        found.version = Some(release.version);
+        found.digest = Some(release.digest);
+    }
+    let group = deps
+        .codedeploy
+        .deployment_group(&app.application, &app.deployment_group)
+        .await?;
+
+    let green = match deps.codedeploy.ecs_target(deployment_id).await? {
+        Some(target) => {
+            found.lifecycle_event = target.lifecycle_event_in_progress.clone();
+            if found.lifecycle_event.is_none() && !target.lifecycle_events_unknown() {
+                return Err(Unfit::AlreadyAnswered);
+            }
+            let green = target.green().cloned().ok_or_else(|| {
+                Unfit::Unexpected("the deployment has no green task set".to_string())
+            })?;
+            let arn = match &green.target_group {
+                Some(name) => Some(deps.elb.target_group_arn(name).await?),
+                None => None,
+            };
+            (green, arn)
+        }
+        // No deployment target listed: match the service's task sets against the AppSpec.
+        None => {
+            let wanted = deployment
+                .appspec
+                .as_deref()
+                .and_then(AppSpec::task_definition_of)
+                .ok_or_else(|| {
+                    Unfit::Unexpected("the deployment names no task definition".to_string())
+                })?;
+            let sets = deps
+                .ecs
+                .task_sets(&group.cluster, &group.service, &[])
+                .await?;
+            let set = sets
+                .into_iter()
+                .find(|t| t.task_definition_arn.as_deref() == Some(wanted.as_str()))
+                .ok_or_else(|| Unfit::Unexpected(format!("no task set runs {wanted}")))?;
+            let info = TaskSetInfo {
+                id: set.id.clone(),
+                label: Some("Green".to_string()),
+                desired_count: set.desired_count.into(),
+                running_count: set.running_count.into(),
+                status: None,
+                target_group: None,
+                traffic_weight: 0.0,
+            };
+            (info, set.target_group_arn)
+        }
+    };
+    let (green, target_group_arn) = green;
+    let settings = &app.health;
+    let interval = Duration::from_millis(settings.interval_ms);
+
+    if settings.check_task_set {
+        let result = checks::task_set(
+            deps.ecs.as_ref(),
+            &group.cluster,
+            &group.service,
+            &green.id,
+            interval,
+            deadline,
+        )
+        .await;
+        if !push(found, result) {
+            return Ok(());
+        }
+    }
+    if settings.check_target_health {
+        let result = match &target_group_arn {
+            Some(arn) => checks::target_health(deps.elb.as_ref(), arn, interval, deadline).await,
+            None => CheckResult {
+                check: "target_health",
+                passed: false,
+                detail: "the green task set has no target group".to_string(),
+            },
+        };
+        if !push(found, result) {
+            return Ok(());
+        }
+    }
+    if settings.check_http {
+        let url = match &settings.url {
+            Some(url) => url.clone(),
+            None => {
+                let listener = group.test_listeners.first().ok_or_else(|| {
+                    Unfit::Unexpected(format!(
+                        "deployment group {} has no test listener and apps.{}.health.url is not set",
+                        app.deployment_group, app.name
+                    ))
+                })?;
+                deps.elb
+                    .listener_endpoint(listener)
+                    .await?
+                    .url(&settings.path)
+            }
+        };
+        push(
+            found,
+            checks::http_probe(deps.prober.as_ref(), &url, settings, deadline).await,
+        );
+    }
+    Ok(())
+}
+
+/// Records a check; whether the next one should run.
+fn push(found: &mut Findings, result: CheckResult) -> bool {
+    let passed = result.passed;
+    found.checks.push(result);
+    passed
+}
