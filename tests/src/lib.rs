@@ -1,1 +1,9 @@
+//! The local harness of Greenlight's integration and end-to-end tests, and of the local
+//! pipeline (`greenlight-local`): moto server, a CodeDeploy stand-in, a Lambda Runtime API
+//! host for the real function binaries, a Slack webhook receiver and the green task's web app.
 
+pub mod codedeploy;
+pub mod moto;
+pub mod receivers;
+pub mod runtime;
+pub mod world;

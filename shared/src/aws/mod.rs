@@ -17,14 +17,18 @@ use aws_config::{BehaviorVersion, SdkConfig};
 /// region and endpoint overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`) from the
 /// standard chain, so local stand-ins need no code path of their own.
 pub async fn sdk_config() -> SdkConfig {
-    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
     aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http)
+        .http_client(http_client())
         .load()
         .await
+}
+
+/// The SDK's HTTP client: hyper with rustls on the `ring` provider (HTTP and HTTPS).
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 /// Seconds since the epoch as a UTC time (CodeDeploy API timestamps).

@@ -1,0 +1,409 @@
+//! The notifier's work for one deployment state change: find the app, learn what CodeDeploy
+//! and the ledger know about the deployment, build the message, deliver it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lambda_events::codedeploy::CodeDeployEvent;
+use chrono::{DateTime, Utc};
+use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
+use greenlight_shared::aws::codedeploy::{CodeDeployApi, Deployment};
+use greenlight_shared::invocation::Invocation;
+use greenlight_shared::ledger::{Ledger, ReleaseRecord};
+use greenlight_shared::secrets::{Secret, SecretError, SecretReader, SecretRef};
+use greenlight_shared::slack::{SlackError, SlackPoster};
+use greenlight_shared::{AppConfig, Config};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::message::{self, Notice, Rollback, StartedBy, ROLLBACK_CREATOR};
+
+/// The EventBridge detail type the notifier serves.
+pub const DEPLOYMENT_STATE_CHANGE: &str = "CodeDeploy Deployment State-change Notification";
+
+/// Time kept back from the invocation's deadline when posting, so a failure is reported by
+/// this invocation rather than cut off by Lambda.
+const SLACK_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// Where webhook URLs come from (Secrets Manager, SSM, or the environment for local runs).
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    async fn read(&self, r: &SecretRef) -> Result<Secret, SecretError>;
+}
+
+#[async_trait]
+impl SecretSource for SecretReader {
+    async fn read(&self, r: &SecretRef) -> Result<Secret, SecretError> {
+        SecretReader::read(self, r).await
+    }
+}
+
+/// Webhook URLs already read during this cold start, by secret reference.
+#[derive(Default)]
+pub struct WebhookCache(tokio::sync::Mutex<HashMap<String, Secret>>);
+
+pub struct Deps {
+    pub config: Config,
+    pub codedeploy: Arc<dyn CodeDeployApi>,
+    /// The release ledger; without it messages carry only what CodeDeploy says.
+    pub ledger: Option<Arc<dyn Ledger>>,
+    pub secrets: Arc<dyn SecretSource>,
+    pub slack: SlackPoster,
+    /// The webhook of apps whose config names none (`GREENLIGHT_SLACK_WEBHOOK`).
+    pub default_webhook: Option<SecretRef>,
+    /// The region this function runs in, for console links when the event names none.
+    pub region: String,
+    pub webhooks: WebhookCache,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(
+        "no Slack webhook for app `{app}`: set `slack.webhook` for it (or in [slack]) in the config, or GREENLIGHT_SLACK_WEBHOOK"
+    )]
+    NoWebhook { app: String },
+    #[error("Slack webhook of app `{app}` {problem}")]
+    BadWebhookReference { app: String, problem: String },
+    #[error(transparent)]
+    WebhookUnreadable(#[from] SecretError),
+    #[error("the {state} message of app `{app}` was not posted: {source}")]
+    SlackRejected {
+        app: String,
+        state: String,
+        #[source]
+        source: SlackError,
+    },
+    #[error("the {state} message of app `{app}` was not posted: {source}")]
+    SlackGaveUp {
+        app: String,
+        state: String,
+        #[source]
+        source: SlackError,
+    },
+}
+
+impl NotifyError {
+    fn error_type(&self) -> &'static str {
+        match self {
+            Self::NoWebhook { .. } => "NoSlackWebhook",
+            Self::BadWebhookReference { .. } => "BadSlackWebhookReference",
+            Self::WebhookUnreadable(_) => "SlackWebhookUnreadable",
+            Self::SlackRejected { .. } => "SlackRejected",
+            Self::SlackGaveUp { .. } => "SlackUnavailable",
+        }
+    }
+}
+
+impl From<NotifyError> for lambda_runtime::Diagnostic {
+    fn from(e: NotifyError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: e.error_type().to_string(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// What the notifier did with an event (also the invocation's response payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Notified {
+    Ignored {
+        reason: String,
+    },
+    Posted {
+        app: String,
+        state: String,
+        headline: String,
+        attempts: u32,
+    },
+}
+
+/// Entry point: one CodeDeploy deployment state change becomes one Slack message.
+pub async fn handle(
+    deps: &Deps,
+    event: CodeDeployEvent,
+    invocation: &Invocation,
+) -> Result<Notified, NotifyError> {
+    let detail = &event.detail;
+    let application = detail.application.as_deref().unwrap_or("");
+    let group = detail.deployment_group.as_deref().unwrap_or("");
+    let deployment_id = detail.deployment_id.as_deref().unwrap_or("");
+    let state = detail.state.as_str();
+
+    if let Some(kind) = event
+        .detail_type
+        .as_deref()
+        .filter(|k| *k != DEPLOYMENT_STATE_CHANGE)
+    {
+        info!(detail_type = %kind, deployment_id = %deployment_id, "ignored: not a deployment state change");
+        return Ok(Notified::Ignored {
+            reason: format!("`{kind}` is not a deployment state change"),
+        });
+    }
+    let Some(app) = managing_app(&deps.config, application, group) else {
+        info!(application = %application, deployment_group = %group, deployment_id = %deployment_id, state = %state,
+              "ignored: deployment group not managed by Greenlight");
+        return Ok(Notified::Ignored {
+            reason: format!("deployment group {application}/{group} is not managed"),
+        });
+    };
+    if deployment_id.is_empty() {
+        info!(app = %app.name, state = %state, "ignored: the event names no deployment");
+        return Ok(Notified::Ignored {
+            reason: "the event names no deployment".to_string(),
+        });
+    }
+
+    let webhook = webhook_for(deps, app).await?;
+
+    let mut notice = Notice {
+        app: app.name.clone(),
+        environment: app.environment.clone(),
+        application: non_empty(application, &app.application),
+        deployment_group: non_empty(group, &app.deployment_group),
+        deployment_id: deployment_id.to_string(),
+        state: state.to_string(),
+        region: detail
+            .region
+            .clone()
+            .or_else(|| event.region.clone())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| deps.region.clone()),
+        mention_on_failure: app.slack.mention_on_failure.clone(),
+        channel: app.slack.channel.clone(),
+        ..Notice::default()
+    };
+    match deps.codedeploy.deployment(deployment_id).await {
+        Ok(deployment) => enrich(deps, app, &deployment, event.time, &mut notice).await,
+        Err(e) => {
+            warn!(app = %app.name, deployment_id = %deployment_id, state = %state, error = %e,
+                        "cannot read the deployment: the message says what the event says")
+        }
+    }
+
+    let message = message::build(&notice);
+    let deadline = invocation.deadline_minus(SLACK_DEADLINE_MARGIN);
+    let attempts = match deps.slack.post(&webhook, &message.payload, deadline).await {
+        Ok(attempts) => attempts,
+        Err(source) => {
+            warn!(app = %app.name, deployment_id = %deployment_id, state = %state, error = %source, "Slack post failed");
+            let (app, state) = (app.name.clone(), state.to_string());
+            return Err(match source {
+                SlackError::Rejected { .. } => NotifyError::SlackRejected { app, state, source },
+                SlackError::GaveUp { .. } => NotifyError::SlackGaveUp { app, state, source },
+            });
+        }
+    };
+    info!(app = %app.name, deployment_id = %deployment_id, state = %state, attempts = attempts,
+          version = notice.version.as_deref().unwrap_or(""), "posted to Slack");
+    Ok(Notified::Posted {
+        app: app.name.clone(),
+        state: state.to_string(),
+        headline: message.headline,
+        attempts,
+    })
+}
+
+/// The app of a deployment group; another group of a managed CodeDeploy application belongs
+/// to the first app of that application.
+fn managing_app<'a>(config: &'a Config, application: &str, group: &str) -> Option<&'a AppConfig> {
+    config
+        .app_for_deployment_group(application, group)
+        .or_else(|| {
+            if config.manages_application(application) {
+                config.apps.iter().find(|a| a.application == application)
+            } else {
+                None
+            }
+        })
+}
+
+fn non_empty(from_event: &str, configured: &str) -> String {
+    let value = if from_event.is_empty() {
+        configured
+    } else {
+        from_event
+    };
+    value.to_string()
+}
+
+/// The app's webhook URL, read once per cold start. Neither the URL nor the secret appears
+/// in a log line or an error.
+async fn webhook_for(deps: &Deps, app: &AppConfig) -> Result<Secret, NotifyError> {
+    let reference = match &app.slack.webhook {
+        Some(text) => {
+            SecretRef::parse(text).map_err(|problem| NotifyError::BadWebhookReference {
+                app: app.name.clone(),
+                problem,
+            })?
+        }
+        None => deps
+            .default_webhook
+            .clone()
+            .ok_or_else(|| NotifyError::NoWebhook {
+                app: app.name.clone(),
+            })?,
+    };
+    let key = reference.to_string();
+    let mut cache = deps.webhooks.0.lock().await;
+    if let Some(secret) = cache.get(&key) {
+        return Ok(secret.clone());
+    }
+    let secret = deps.secrets.read(&reference).await?;
+    info!(app = %app.name, secret = %key, "Slack webhook read");
+    cache.insert(key, secret.clone());
+    Ok(secret)
+}
+
+/// Adds what GetDeployment and the ledger say. Nothing here fails the invocation: a lookup
+/// that fails is logged and the message says less.
+async fn enrich(
+    deps: &Deps,
+    app: &AppConfig,
+    deployment: &Deployment,
+    event_time: DateTime<Utc>,
+    notice: &mut Notice,
+) {
+    let state = notice.state.clone();
+    let release = deployment
+        .description
+        .as_deref()
+        .and_then(ReleaseDescription::parse);
+    let is_rollback = deployment.rolls_back_deployment_id.is_some()
+        || deployment.creator.as_deref() == Some(ROLLBACK_CREATOR);
+    notice.started_by = StartedBy::classify(
+        deployment.creator.as_deref(),
+        release.is_some(),
+        is_rollback,
+    );
+    notice.task_definition = deployment
+        .appspec
+        .as_deref()
+        .and_then(AppSpec::task_definition_of);
+    notice.duration = duration_of(deployment, &state, event_time);
+    notice.error_code = deployment.error_code.clone();
+    notice.error_message = deployment.error_message.clone();
+    let ledger = deps.ledger.as_deref();
+
+    if is_rollback {
+        // A rollback's own description is usually not Greenlight's: what it undoes is read
+        // from the deployment it rolls back, what it restores from the ledger.
+        let undone = match &deployment.rolls_back_deployment_id {
+            Some(id) => match deps.codedeploy.deployment(id).await {
+                Ok(original) => original
+                    .description
+                    .as_deref()
+                    .and_then(ReleaseDescription::parse),
+                Err(e) => {
+                    warn!(app = %app.name, deployment_id = %deployment.id, rolls_back = %id, error = %e,
+                          "cannot read the deployment being rolled back");
+                    None
+                }
+            },
+            None => None,
+        };
+        let undone_digest = undone.as_ref().map(|r| r.digest.as_str());
+        if let Some(ledger) = ledger {
+            if let Some(restored) = last_good(ledger, app, undone_digest).await {
+                notice.version = Some(restored.version);
+                notice.digest = Some(restored.digest);
+            }
+            if let Some(digest) = undone_digest {
+                notice.hook_reason = release_record(ledger, app, digest)
+                    .await
+                    .and_then(|r| r.hook_reason);
+            }
+        }
+        notice.rollback = Some(Rollback::IsRollback {
+            of: deployment.rolls_back_deployment_id.clone(),
+            undoing: undone.map(|r| r.version),
+        });
+        return;
+    }
+
+    if let Some(release) = &release {
+        notice.version = Some(release.version.clone());
+        notice.digest = Some(release.digest.clone());
+    }
+    let digest = release.as_ref().map(|r| r.digest.as_str());
+    if let Some(by) = &deployment.rollback_deployment_id {
+        let to = match ledger {
+            Some(ledger) => last_good(ledger, app, digest).await.map(|r| r.version),
+            None => None,
+        };
+        notice.rollback = Some(Rollback::RolledBack { by: by.clone(), to });
+    }
+    let (Some(ledger), Some(digest)) = (ledger, digest) else {
+        return;
+    };
+    match state.as_str() {
+        // Announced once: the START of the release that replaced them.
+        "START" => notice.superseded = superseded(ledger, app, digest).await,
+        "FAILURE" | "STOP" => {
+            notice.hook_reason = release_record(ledger, app, digest)
+                .await
+                .and_then(|r| r.hook_reason);
+        }
+        _ => {}
+    }
+}
+
+/// How long a deployment that ended took (its end time, or the event's when CodeDeploy has
+/// not recorded it yet).
+fn duration_of(
+    deployment: &Deployment,
+    state: &str,
+    event_time: DateTime<Utc>,
+) -> Option<Duration> {
+    if !matches!(state, "SUCCESS" | "FAILURE" | "STOP") {
+        return None;
+    }
+    let started = deployment.created_at?;
+    let ended = deployment.completed_at.unwrap_or(event_time);
+    (ended - started).to_std().ok()
+}
+
+/// The release production serves now: the last that succeeded, other than `not`.
+async fn last_good(
+    ledger: &dyn Ledger,
+    app: &AppConfig,
+    not: Option<&str>,
+) -> Option<ReleaseRecord> {
+    match ledger.last_succeeded(&app.name).await {
+        Ok(record) => record.filter(|r| Some(r.digest.as_str()) != not),
+        Err(e) => {
+            warn!(app = %app.name, error = %e, "cannot read the last good release from the ledger");
+            None
+        }
+    }
+}
+
+async fn release_record(
+    ledger: &dyn Ledger,
+    app: &AppConfig,
+    digest: &str,
+) -> Option<ReleaseRecord> {
+    match ledger.release(&app.name, digest).await {
+        Ok(record) => record,
+        Err(e) => {
+            warn!(app = %app.name, digest = %digest, error = %e, "cannot read the release from the ledger");
+            None
+        }
+    }
+}
+
+/// Versions superseded in favour of `digest`, oldest push first.
+async fn superseded(ledger: &dyn Ledger, app: &AppConfig, digest: &str) -> Vec<String> {
+    match ledger.superseded_by(&app.name, digest).await {
+        Ok(mut records) => {
+            records.sort_by_key(|r| r.pushed_at);
+            records.into_iter().map(|r| r.version).collect()
+        }
+        Err(e) => {
+            warn!(app = %app.name, digest = %digest, error = %e, "cannot read superseded releases from the ledger");
+            Vec::new()
+        }
+    }
+}

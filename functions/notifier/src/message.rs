@@ -1,0 +1,961 @@
+//! The Slack message for a deployment state change.
+//!
+//! A pure function of a [`Notice`] (what the event, CodeDeploy and the ledger said about the
+//! deployment), so every wording, colour and field is tested without a network. The payload is
+//! a one-line headline as `text` (what notifications and old clients show) and one coloured
+//! attachment of Block Kit blocks: the headline, the facts as section fields, the releases a
+//! newer one skipped, and a link to the deployment in the AWS console.
+//!
+//! A rollback deployment is never announced as a success: its SUCCESS reads "rolled back to
+//! v1.4.2", in the warning colour.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// The `creator` CodeDeploy gives the deployments it starts to roll another one back.
+pub const ROLLBACK_CREATOR: &str = "codeDeployRollback";
+
+/// Said when the version a rollback restores is not known.
+const PREVIOUS_VERSION: &str = "the previous version";
+
+/// Slack accepts at most 10 fields per section block.
+const FIELDS_PER_SECTION: usize = 10;
+
+/// Slack accepts at most 2000 characters per field text; titles and markup need some room.
+const FIELD_VALUE_MAX_CHARS: usize = 1900;
+
+/// Who started a deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartedBy {
+    /// Greenlight, for an image push.
+    Push,
+    /// CodeDeploy, rolling another deployment back.
+    Rollback,
+    /// Someone, by hand (console, CLI), outside Greenlight.
+    Manual,
+    /// Any other creator CodeDeploy names (`autoscaling`, `CodeDeploy`, `CloudFormation`, ...).
+    Other(String),
+}
+
+impl StartedBy {
+    /// Reads GetDeployment's `creator`; `greenlight_release` says whether the description is
+    /// Greenlight's, `rollback` whether the deployment rolls another one back.
+    pub fn classify(
+        creator: Option<&str>,
+        greenlight_release: bool,
+        rollback: bool,
+    ) -> Option<Self> {
+        if rollback || creator == Some(ROLLBACK_CREATOR) {
+            return Some(Self::Rollback);
+        }
+        match creator {
+            Some("user") | None if greenlight_release => Some(Self::Push),
+            Some("user") => Some(Self::Manual),
+            Some(other) => Some(Self::Other(other.to_string())),
+            None => None,
+        }
+    }
+}
+
+impl fmt::Display for StartedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Push => f.write_str("push"),
+            Self::Rollback => f.write_str("rollback"),
+            Self::Manual => f.write_str("manual"),
+            Self::Other(creator) => f.write_str(creator),
+        }
+    }
+}
+
+/// How a deployment relates to a rollback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollback {
+    /// This deployment was rolled back by the deployment `by`; `to` is the version serving
+    /// now, when known.
+    RolledBack { by: String, to: Option<String> },
+    /// This deployment is a rollback: of the deployment `of` (when CodeDeploy names it), which
+    /// deployed the version `undoing` (when known). The version it restores is the notice's
+    /// `version`.
+    IsRollback {
+        of: Option<String>,
+        undoing: Option<String>,
+    },
+}
+
+/// Everything known about one deployment state change. The first block comes from the event
+/// and the config; the rest is empty when CodeDeploy or the ledger could not be read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Notice {
+    /// Greenlight's name of the app.
+    pub app: String,
+    pub environment: String,
+    /// CodeDeploy application and deployment group.
+    pub application: String,
+    pub deployment_group: String,
+    pub deployment_id: String,
+    /// START, READY, SUCCESS, FAILURE, STOP, or a state CodeDeploy adds later.
+    pub state: String,
+    pub region: String,
+    pub mention_on_failure: Option<String>,
+    pub channel: Option<String>,
+
+    /// The version deployed; for a rollback, the version it restores.
+    pub version: Option<String>,
+    /// The image digest (`sha256:...`) of that version.
+    pub digest: Option<String>,
+    pub started_by: Option<StartedBy>,
+    /// How long the deployment took (terminal states only).
+    pub duration: Option<Duration>,
+    /// The task definition ARN the AppSpec deploys.
+    pub task_definition: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    /// Why the health hook failed the release.
+    pub hook_reason: Option<String>,
+    pub rollback: Option<Rollback>,
+    /// Versions skipped in favour of this one (announced once, on its START).
+    pub superseded: Vec<String>,
+}
+
+impl Notice {
+    /// Whether this deployment is itself a rollback.
+    pub fn is_rollback(&self) -> bool {
+        matches!(self.rollback, Some(Rollback::IsRollback { .. }))
+            || self.started_by == Some(StartedBy::Rollback)
+    }
+}
+
+/// What the message says happened; it picks the colour and whether to mention anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// A rollback deployment finished: production is back on the previous version.
+    RolledBack,
+    Stopped,
+    InProgress,
+    Unknown,
+}
+
+impl Outcome {
+    pub fn of(notice: &Notice) -> Self {
+        match notice.state.as_str() {
+            "SUCCESS" if notice.is_rollback() => Self::RolledBack,
+            "SUCCESS" => Self::Succeeded,
+            "FAILURE" => Self::Failed,
+            "STOP" => Self::Stopped,
+            "START" | "READY" => Self::InProgress,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The attachment's colour bar.
+    pub fn colour(self) -> &'static str {
+        match self {
+            Self::Succeeded => "#2EB67D",
+            Self::Failed => "#E01E5A",
+            Self::RolledBack | Self::Stopped => "#ECB22E",
+            Self::InProgress => "#1D9BD1",
+            Self::Unknown => "#8D8D8D",
+        }
+    }
+
+    /// Whether the app's `mention_on_failure` is added.
+    pub fn mentions(self) -> bool {
+        matches!(self, Self::Failed | Self::Stopped | Self::RolledBack)
+    }
+}
+
+/// A message ready to post.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The one-line summary, without any mention.
+    pub headline: String,
+    pub outcome: Outcome,
+    /// The incoming-webhook payload.
+    pub payload: Value,
+}
+
+/// Builds the message for a notice.
+pub fn build(notice: &Notice) -> Message {
+    let headline = headline(notice);
+    let outcome = Outcome::of(notice);
+    let lead = match notice
+        .mention_on_failure
+        .as_deref()
+        .filter(|m| !m.trim().is_empty())
+    {
+        Some(mention) if outcome.mentions() => format!("{mention} {}", escape(&headline)),
+        _ => escape(&headline),
+    };
+
+    let mut blocks = vec![json!({
+        "type": "section",
+        "text": { "type": "mrkdwn", "text": lead },
+    })];
+    let fields: Vec<Value> = fields(notice)
+        .into_iter()
+        .map(|(title, value)| json!({ "type": "mrkdwn", "text": format!("*{title}*\n{}", clip(&escape(&value))) }))
+        .collect();
+    for chunk in fields.chunks(FIELDS_PER_SECTION) {
+        blocks.push(json!({ "type": "section", "fields": chunk }));
+    }
+    if !notice.superseded.is_empty() {
+        blocks.push(json!({
+            "type": "section",
+            "text": { "type": "mrkdwn", "text": clip(&escape(&skipped_line(notice))) },
+        }));
+    }
+    blocks.push(json!({
+        "type": "context",
+        "elements": [{ "type": "mrkdwn", "text": console_link(&notice.region, &notice.deployment_id) }],
+    }));
+
+    let mut payload = json!({
+        "text": lead,
+        "attachments": [{ "color": outcome.colour(), "blocks": blocks }],
+    });
+    if let Some(channel) = notice.channel.as_deref().filter(|c| !c.trim().is_empty()) {
+        payload["channel"] = json!(channel);
+    }
+    Message {
+        headline,
+        outcome,
+        payload,
+    }
+}
+
+/// The one line read at a glance.
+pub fn headline(n: &Notice) -> String {
+    let (app, env) = (&n.app, &n.environment);
+    if n.is_rollback() {
+        let to = n.version.as_deref().unwrap_or(PREVIOUS_VERSION);
+        return match n.state.as_str() {
+            "START" => format!(":leftwards_arrow_with_hook: {app} rolling back to {to} on {env}"),
+            "READY" => format!(":leftwards_arrow_with_hook: {app} rollback to {to} is ready on green — shifting traffic"),
+            "SUCCESS" => format!(":leftwards_arrow_with_hook: {app} rolled back to {to} on {env}"),
+            "FAILURE" => format!(":x: {app} rollback to {to} FAILED on {env}"),
+            "STOP" => format!(":black_square_for_stop: {app} rollback to {to} STOPPED on {env}"),
+            other => format!(":grey_question: {app} rollback to {to} is now {other}"),
+        };
+    }
+    let subject = match &n.version {
+        Some(version) => format!("{app} {version}"),
+        None => format!("{app} deployment {}", n.deployment_id),
+    };
+    let rolled_back = match &n.rollback {
+        Some(Rollback::RolledBack { to, .. }) => {
+            format!(
+                " — rolled back to {}",
+                to.as_deref().unwrap_or(PREVIOUS_VERSION)
+            )
+        }
+        _ => String::new(),
+    };
+    match n.state.as_str() {
+        "START" => format!(":rocket: {subject} deploying to {env}"),
+        "READY" => format!(":large_blue_circle: {subject} is ready on green — shifting traffic"),
+        "SUCCESS" => match n.duration {
+            Some(took) => format!(
+                ":white_check_mark: {subject} deployed to {env} in {}",
+                format_duration(took)
+            ),
+            None => format!(":white_check_mark: {subject} deployed to {env}"),
+        },
+        "FAILURE" => format!(":x: {subject} FAILED on {env}{rolled_back}"),
+        "STOP" => format!(":black_square_for_stop: {subject} STOPPED on {env}{rolled_back}"),
+        other => match &n.version {
+            Some(version) => format!(":grey_question: {app} {version} deployment is now {other}"),
+            None => format!(
+                ":grey_question: {app} deployment {} is now {other}",
+                n.deployment_id
+            ),
+        },
+    }
+}
+
+/// The facts, as `(title, value)`, in the order shown.
+fn fields(n: &Notice) -> Vec<(&'static str, String)> {
+    let mut fields = vec![("App", n.app.clone())];
+    fields.push((
+        "Environment",
+        format!(
+            "{} ({}/{})",
+            n.environment, n.application, n.deployment_group
+        ),
+    ));
+    if let Some(version) = &n.version {
+        fields.push(("Version", version.clone()));
+    }
+    if let Some(digest) = &n.digest {
+        fields.push(("Image digest", short_digest(digest)));
+    }
+    if let Some(who) = &n.started_by {
+        fields.push(("Started by", who.to_string()));
+    }
+    if let Some(took) = n.duration {
+        fields.push(("Duration", format_duration(took)));
+    }
+    if let Some(arn) = &n.task_definition {
+        fields.push(("Task definition", task_definition_name(arn).to_string()));
+    }
+    fields.push(("Deployment", n.deployment_id.clone()));
+    let error = match (&n.error_code, &n.error_message) {
+        (Some(code), Some(message)) => Some(format!("{code}: {message}")),
+        (Some(only), None) | (None, Some(only)) => Some(only.clone()),
+        (None, None) => None,
+    };
+    if let Some(error) = error {
+        fields.push(("Error", error));
+    }
+    if let Some(reason) = &n.hook_reason {
+        fields.push(("Reason", reason.clone()));
+    }
+    match &n.rollback {
+        Some(Rollback::RolledBack { by, .. }) => {
+            fields.push(("Rollback", format!("rolled back by {by}")))
+        }
+        Some(Rollback::IsRollback {
+            of: Some(of),
+            undoing,
+        }) => fields.push((
+            "Rollback",
+            match undoing {
+                Some(version) => format!("rolls back {of} ({version})"),
+                None => format!("rolls back {of}"),
+            },
+        )),
+        Some(Rollback::IsRollback { of: None, .. }) | None => {}
+    }
+    fields
+}
+
+/// "Skipped v2.0.0 in favour of v2.0.1".
+fn skipped_line(n: &Notice) -> String {
+    format!(
+        ":fast_forward: Skipped {} in favour of {}",
+        n.superseded.join(", "),
+        n.version.as_deref().unwrap_or("this release")
+    )
+}
+
+/// The deployment's page in the AWS console, as a Slack link.
+pub fn console_link(region: &str, deployment_id: &str) -> String {
+    format!(
+        "<https://{region}.console.aws.amazon.com/codesuite/codedeploy/deployments/{deployment_id}?region={region}|View deployment {deployment_id} in the AWS console>"
+    )
+}
+
+/// `4m12s`, `38s`, `1h02m`.
+pub fn format_duration(took: Duration) -> String {
+    let secs = took.as_secs();
+    if secs < 60 {
+        format!("{secs}s")
+    } else if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
+    }
+}
+
+/// The first 12 hex characters of an image digest, as `docker images` shows them.
+pub fn short_digest(digest: &str) -> String {
+    digest
+        .strip_prefix("sha256:")
+        .unwrap_or(digest)
+        .chars()
+        .take(12)
+        .collect()
+}
+
+/// `family:revision` of a task-definition ARN (the ARN itself if it is not one).
+pub fn task_definition_name(arn: &str) -> &str {
+    arn.rsplit_once("task-definition/")
+        .map(|(_, name)| name)
+        .unwrap_or(arn)
+}
+
+/// Slack's mrkdwn control characters, escaped as Slack asks.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn clip(text: &str) -> String {
+    if text.chars().count() <= FIELD_VALUE_MAX_CHARS {
+        return text.to_string();
+    }
+    let mut clipped: String = text.chars().take(FIELD_VALUE_MAX_CHARS - 1).collect();
+    clipped.push('…');
+    clipped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const TASK_DEFINITION: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:8";
+
+    /// A Greenlight release of web1 v1.4.2, everything known.
+    fn release(state: &str) -> Notice {
+        Notice {
+            app: "web1".into(),
+            environment: "production".into(),
+            application: "web1".into(),
+            deployment_group: "web1-bluegreen".into(),
+            deployment_id: "d-7GQK2M4XB".into(),
+            state: state.into(),
+            region: "us-east-1".into(),
+            mention_on_failure: Some("<!here>".into()),
+            channel: None,
+            version: Some("v1.4.2".into()),
+            digest: Some(DIGEST.into()),
+            started_by: Some(StartedBy::Push),
+            duration: matches!(state, "SUCCESS" | "FAILURE" | "STOP")
+                .then(|| Duration::from_secs(252)),
+            task_definition: Some(TASK_DEFINITION.into()),
+            ..Notice::default()
+        }
+    }
+
+    /// A release of v1.4.3 that CodeDeploy rolled back to v1.4.2.
+    fn rolled_back(state: &str) -> Notice {
+        Notice {
+            version: Some("v1.4.3".into()),
+            rollback: Some(Rollback::RolledBack {
+                by: "d-ROLLBACK1".into(),
+                to: Some("v1.4.2".into()),
+            }),
+            ..release(state)
+        }
+    }
+
+    /// The rollback deployment that restores v1.4.2 after v1.4.3 failed.
+    fn rollback(state: &str) -> Notice {
+        Notice {
+            version: Some("v1.4.2".into()),
+            started_by: Some(StartedBy::Rollback),
+            rollback: Some(Rollback::IsRollback {
+                of: Some("d-7GQK2M4XB".into()),
+                undoing: Some("v1.4.3".into()),
+            }),
+            deployment_id: "d-ROLLBACK1".into(),
+            ..release(state)
+        }
+    }
+
+    /// Only what the event and the config say (GetDeployment failed).
+    fn event_only(state: &str) -> Notice {
+        Notice {
+            app: "web1".into(),
+            environment: "production".into(),
+            application: "web1".into(),
+            deployment_group: "web1-bluegreen".into(),
+            deployment_id: "d-7GQK2M4XB".into(),
+            state: state.into(),
+            region: "us-east-1".into(),
+            mention_on_failure: Some("<!here>".into()),
+            ..Notice::default()
+        }
+    }
+
+    fn colour(m: &Message) -> &str {
+        m.payload["attachments"][0]["color"].as_str().unwrap()
+    }
+
+    fn blocks(m: &Message) -> &Vec<Value> {
+        m.payload["attachments"][0]["blocks"].as_array().unwrap()
+    }
+
+    fn lead(m: &Message) -> &str {
+        blocks(m)[0]["text"]["text"].as_str().unwrap()
+    }
+
+    /// Every field as `(title, value)`, across all sections.
+    fn all_fields(m: &Message) -> Vec<(String, String)> {
+        blocks(m)
+            .iter()
+            .filter_map(|b| b["fields"].as_array())
+            .flatten()
+            .map(|f| {
+                let text = f["text"].as_str().unwrap();
+                let (title, value) = text.split_once('\n').unwrap();
+                (title.trim_matches('*').to_string(), value.to_string())
+            })
+            .collect()
+    }
+
+    fn field(m: &Message, title: &str) -> Option<String> {
+        all_fields(m)
+            .into_iter()
+            .find(|(t, _)| t == title)
+            .map(|(_, v)| v)
+    }
+
+    fn titles(m: &Message) -> Vec<String> {
+        all_fields(m).into_iter().map(|(t, _)| t).collect()
+    }
+
+    #[test]
+    fn start_announces_the_version_and_the_environment() {
+        let m = build(&release("START"));
+        assert_eq!(m.headline, ":rocket: web1 v1.4.2 deploying to production");
+        assert_eq!(m.outcome, Outcome::InProgress);
+        assert_eq!(colour(&m), "#1D9BD1");
+        assert_eq!(
+            m.payload["text"],
+            json!(":rocket: web1 v1.4.2 deploying to production")
+        );
+        assert_eq!(field(&m, "Duration"), None);
+    }
+
+    #[test]
+    fn ready_says_green_is_up_and_traffic_is_shifting() {
+        let m = build(&release("READY"));
+        assert_eq!(
+            m.headline,
+            ":large_blue_circle: web1 v1.4.2 is ready on green — shifting traffic"
+        );
+        assert_eq!(colour(&m), "#1D9BD1");
+    }
+
+    #[test]
+    fn success_says_deployed_and_how_long_it_took() {
+        let m = build(&release("SUCCESS"));
+        assert_eq!(
+            m.headline,
+            ":white_check_mark: web1 v1.4.2 deployed to production in 4m12s"
+        );
+        assert_eq!(m.outcome, Outcome::Succeeded);
+        assert_eq!(colour(&m), "#2EB67D");
+        assert_eq!(field(&m, "Duration").as_deref(), Some("4m12s"));
+    }
+
+    #[test]
+    fn success_without_a_known_duration_still_reads_deployed() {
+        let m = build(&Notice {
+            duration: None,
+            ..release("SUCCESS")
+        });
+        assert_eq!(
+            m.headline,
+            ":white_check_mark: web1 v1.4.2 deployed to production"
+        );
+    }
+
+    #[test]
+    fn success_mentions_nobody() {
+        let m = build(&release("SUCCESS"));
+        assert!(!lead(&m).contains("<!here>"), "{}", lead(&m));
+        assert!(!m.payload["text"].as_str().unwrap().contains("<!here>"));
+        let start = build(&release("START"));
+        assert!(!lead(&start).contains("<!here>"));
+    }
+
+    #[test]
+    fn failure_is_red_and_mentions_the_team() {
+        let m = build(&Notice {
+            version: Some("v1.4.3".into()),
+            ..release("FAILURE")
+        });
+        assert_eq!(m.headline, ":x: web1 v1.4.3 FAILED on production");
+        assert_eq!(m.outcome, Outcome::Failed);
+        assert_eq!(colour(&m), "#E01E5A");
+        assert_eq!(lead(&m), "<!here> :x: web1 v1.4.3 FAILED on production");
+        assert_eq!(
+            m.payload["text"],
+            json!("<!here> :x: web1 v1.4.3 FAILED on production")
+        );
+    }
+
+    #[test]
+    fn failure_that_was_rolled_back_names_the_version_serving_now() {
+        let m = build(&rolled_back("FAILURE"));
+        assert_eq!(
+            m.headline,
+            ":x: web1 v1.4.3 FAILED on production — rolled back to v1.4.2"
+        );
+        assert_eq!(
+            field(&m, "Rollback").as_deref(),
+            Some("rolled back by d-ROLLBACK1")
+        );
+        assert_eq!(colour(&m), "#E01E5A");
+    }
+
+    #[test]
+    fn rolled_back_failure_without_a_known_good_version_says_the_previous_version() {
+        let notice = Notice {
+            rollback: Some(Rollback::RolledBack {
+                by: "d-ROLLBACK1".into(),
+                to: None,
+            }),
+            ..rolled_back("FAILURE")
+        };
+        assert_eq!(
+            build(&notice).headline,
+            ":x: web1 v1.4.3 FAILED on production — rolled back to the previous version"
+        );
+    }
+
+    #[test]
+    fn stop_is_amber_and_mentions_the_team() {
+        let m = build(&Notice {
+            version: Some("v1.4.3".into()),
+            ..release("STOP")
+        });
+        assert_eq!(
+            m.headline,
+            ":black_square_for_stop: web1 v1.4.3 STOPPED on production"
+        );
+        assert_eq!(colour(&m), "#ECB22E");
+        assert!(lead(&m).starts_with("<!here> "), "{}", lead(&m));
+    }
+
+    #[test]
+    fn stop_that_was_rolled_back_names_the_version_serving_now() {
+        let m = build(&rolled_back("STOP"));
+        assert_eq!(
+            m.headline,
+            ":black_square_for_stop: web1 v1.4.3 STOPPED on production — rolled back to v1.4.2"
+        );
+        assert_eq!(m.outcome, Outcome::Stopped);
+    }
+
+    #[test]
+    fn rollback_success_is_never_announced_as_a_success() {
+        let m = build(&rollback("SUCCESS"));
+        assert_eq!(
+            m.headline,
+            ":leftwards_arrow_with_hook: web1 rolled back to v1.4.2 on production"
+        );
+        assert!(!m.headline.contains("deployed"), "{}", m.headline);
+        assert!(!m.headline.contains(":white_check_mark:"), "{}", m.headline);
+        assert_eq!(m.outcome, Outcome::RolledBack);
+        assert_eq!(colour(&m), "#ECB22E");
+        assert_eq!(
+            lead(&m),
+            "<!here> :leftwards_arrow_with_hook: web1 rolled back to v1.4.2 on production"
+        );
+        assert_eq!(
+            field(&m, "Rollback").as_deref(),
+            Some("rolls back d-7GQK2M4XB (v1.4.3)")
+        );
+        assert_eq!(field(&m, "Started by").as_deref(), Some("rollback"));
+        assert_eq!(field(&m, "Version").as_deref(), Some("v1.4.2"));
+    }
+
+    #[test]
+    fn rollback_by_creator_alone_is_still_a_rollback() {
+        let notice = Notice {
+            rollback: None,
+            ..rollback("SUCCESS")
+        };
+        let m = build(&notice);
+        assert_eq!(
+            m.headline,
+            ":leftwards_arrow_with_hook: web1 rolled back to v1.4.2 on production"
+        );
+        assert_eq!(field(&m, "Rollback"), None);
+    }
+
+    #[test]
+    fn rollback_to_an_unknown_version_says_the_previous_version() {
+        let m = build(&Notice {
+            version: None,
+            digest: None,
+            ..rollback("SUCCESS")
+        });
+        assert_eq!(
+            m.headline,
+            ":leftwards_arrow_with_hook: web1 rolled back to the previous version on production"
+        );
+    }
+
+    #[test]
+    fn rollback_start_ready_failure_and_stop_say_rollback() {
+        assert_eq!(
+            build(&rollback("START")).headline,
+            ":leftwards_arrow_with_hook: web1 rolling back to v1.4.2 on production"
+        );
+        assert_eq!(
+            build(&rollback("READY")).headline,
+            ":leftwards_arrow_with_hook: web1 rollback to v1.4.2 is ready on green — shifting traffic"
+        );
+        let failed = build(&rollback("FAILURE"));
+        assert_eq!(
+            failed.headline,
+            ":x: web1 rollback to v1.4.2 FAILED on production"
+        );
+        assert_eq!(colour(&failed), "#E01E5A");
+        assert_eq!(
+            build(&rollback("STOP")).headline,
+            ":black_square_for_stop: web1 rollback to v1.4.2 STOPPED on production"
+        );
+        // A rollback starting is not yet an outcome: the failure that caused it already mentioned.
+        assert!(!lead(&build(&rollback("START"))).contains("<!here>"));
+    }
+
+    #[test]
+    fn unknown_state_is_reported_as_is_in_grey() {
+        let m = build(&Notice {
+            version: Some("v1.4.3".into()),
+            ..release("QUEUED_FOR_MARS")
+        });
+        assert_eq!(
+            m.headline,
+            ":grey_question: web1 v1.4.3 deployment is now QUEUED_FOR_MARS"
+        );
+        assert_eq!(m.outcome, Outcome::Unknown);
+        assert_eq!(colour(&m), "#8D8D8D");
+        assert!(!lead(&m).contains("<!here>"));
+    }
+
+    #[test]
+    fn without_enrichment_the_deployment_id_stands_for_the_version() {
+        let failed = build(&event_only("FAILURE"));
+        assert_eq!(
+            failed.headline,
+            ":x: web1 deployment d-7GQK2M4XB FAILED on production"
+        );
+        assert_eq!(
+            lead(&failed),
+            "<!here> :x: web1 deployment d-7GQK2M4XB FAILED on production"
+        );
+        assert_eq!(titles(&failed), vec!["App", "Environment", "Deployment"]);
+        assert_eq!(
+            field(&failed, "Environment").as_deref(),
+            Some("production (web1/web1-bluegreen)")
+        );
+        assert_eq!(
+            build(&event_only("START")).headline,
+            ":rocket: web1 deployment d-7GQK2M4XB deploying to production"
+        );
+        assert_eq!(
+            build(&event_only("SUCCESS")).headline,
+            ":white_check_mark: web1 deployment d-7GQK2M4XB deployed to production"
+        );
+        assert_eq!(
+            build(&event_only("QUEUED_FOR_MARS")).headline,
+            ":grey_question: web1 deployment d-7GQK2M4XB is now QUEUED_FOR_MARS"
+        );
+    }
+
+    #[test]
+    fn fields_show_the_release_facts() {
+        let m = build(&release("SUCCESS"));
+        assert_eq!(
+            titles(&m),
+            vec![
+                "App",
+                "Environment",
+                "Version",
+                "Image digest",
+                "Started by",
+                "Duration",
+                "Task definition",
+                "Deployment"
+            ]
+        );
+        assert_eq!(field(&m, "App").as_deref(), Some("web1"));
+        assert_eq!(
+            field(&m, "Environment").as_deref(),
+            Some("production (web1/web1-bluegreen)")
+        );
+        assert_eq!(field(&m, "Version").as_deref(), Some("v1.4.2"));
+        assert_eq!(field(&m, "Started by").as_deref(), Some("push"));
+        assert_eq!(field(&m, "Task definition").as_deref(), Some("web1:8"));
+        assert_eq!(field(&m, "Deployment").as_deref(), Some("d-7GQK2M4XB"));
+    }
+
+    #[test]
+    fn image_digest_is_shortened_to_twelve_hex_characters() {
+        let m = build(&release("START"));
+        assert_eq!(field(&m, "Image digest").as_deref(), Some("0123456789ab"));
+        assert_eq!(short_digest(DIGEST), "0123456789ab");
+        assert_eq!(short_digest("abc"), "abc");
+    }
+
+    #[test]
+    fn error_information_is_shown_as_code_and_message() {
+        let notice = Notice {
+            error_code: Some("HEALTH_CONSTRAINTS".into()),
+            error_message: Some("The overall deployment failed because too many individual instances failed deployment".into()),
+            ..release("FAILURE")
+        };
+        let m = build(&notice);
+        assert_eq!(
+            field(&m, "Error").as_deref(),
+            Some("HEALTH_CONSTRAINTS: The overall deployment failed because too many individual instances failed deployment")
+        );
+        let code_only = build(&Notice {
+            error_code: Some("TIMEOUT".into()),
+            ..release("FAILURE")
+        });
+        assert_eq!(field(&code_only, "Error").as_deref(), Some("TIMEOUT"));
+        assert_eq!(field(&build(&release("FAILURE")), "Error"), None);
+    }
+
+    #[test]
+    fn health_hook_reason_is_shown_as_the_reason() {
+        let notice = Notice {
+            hook_reason: Some("green target group: 0 of 2 targets healthy".into()),
+            ..rolled_back("FAILURE")
+        };
+        let m = build(&notice);
+        assert_eq!(
+            field(&m, "Reason").as_deref(),
+            Some("green target group: 0 of 2 targets healthy")
+        );
+    }
+
+    #[test]
+    fn values_are_escaped_for_slack() {
+        let notice = Notice {
+            error_message: Some("expected <200> & got 503".into()),
+            ..release("FAILURE")
+        };
+        assert_eq!(
+            field(&build(&notice), "Error").as_deref(),
+            Some("expected &lt;200&gt; &amp; got 503")
+        );
+    }
+
+    #[test]
+    fn long_values_are_clipped_below_slacks_limit() {
+        let notice = Notice {
+            error_message: Some("x".repeat(5000)),
+            ..release("FAILURE")
+        };
+        let error = field(&build(&notice), "Error").unwrap();
+        assert_eq!(error.chars().count(), FIELD_VALUE_MAX_CHARS);
+        assert!(error.ends_with('…'));
+    }
+
+    #[test]
+    fn no_section_carries_more_than_ten_fields() {
+        let notice = Notice {
+            error_code: Some("HEALTH_CONSTRAINTS".into()),
+            error_message: Some("failed".into()),
+            hook_reason: Some("unhealthy".into()),
+            ..rolled_back("FAILURE")
+        };
+        let m = build(&notice);
+        assert_eq!(all_fields(&m).len(), 11);
+        for block in blocks(&m) {
+            if let Some(fields) = block["fields"].as_array() {
+                assert!(fields.len() <= 10, "{block}");
+            }
+        }
+        assert_eq!(
+            field(&m, "Rollback").as_deref(),
+            Some("rolled back by d-ROLLBACK1")
+        );
+    }
+
+    #[test]
+    fn superseded_releases_are_listed_once_in_the_newer_release_start() {
+        let notice = Notice {
+            version: Some("v2.0.1".into()),
+            superseded: vec!["v2.0.0".into()],
+            ..release("START")
+        };
+        let m = build(&notice);
+        let texts: Vec<&str> = blocks(&m)
+            .iter()
+            .filter_map(|b| b["text"]["text"].as_str())
+            .collect();
+        assert_eq!(
+            texts,
+            vec![
+                ":rocket: web1 v2.0.1 deploying to production",
+                ":fast_forward: Skipped v2.0.0 in favour of v2.0.1"
+            ]
+        );
+        let two = build(&Notice {
+            superseded: vec!["v2.0.0-rc1".into(), "v2.0.0".into()],
+            ..notice
+        });
+        assert!(blocks(&two).iter().any(|b| b["text"]["text"]
+            == json!(":fast_forward: Skipped v2.0.0-rc1, v2.0.0 in favour of v2.0.1")));
+    }
+
+    #[test]
+    fn no_skipped_section_without_superseded_releases() {
+        let m = build(&release("START"));
+        assert!(!m.payload.to_string().contains("Skipped"));
+    }
+
+    #[test]
+    fn context_links_to_the_deployment_in_the_console() {
+        let m = build(&release("SUCCESS"));
+        let context = blocks(&m).last().unwrap();
+        assert_eq!(context["type"], json!("context"));
+        assert_eq!(
+            context["elements"][0]["text"],
+            json!("<https://us-east-1.console.aws.amazon.com/codesuite/codedeploy/deployments/d-7GQK2M4XB?region=us-east-1|View deployment d-7GQK2M4XB in the AWS console>")
+        );
+        assert_eq!(
+            console_link("eu-west-1", "d-1"),
+            "<https://eu-west-1.console.aws.amazon.com/codesuite/codedeploy/deployments/d-1?region=eu-west-1|View deployment d-1 in the AWS console>"
+        );
+    }
+
+    #[test]
+    fn channel_is_set_only_when_configured() {
+        assert_eq!(build(&release("START")).payload.get("channel"), None);
+        let m = build(&Notice {
+            channel: Some("#deploys".into()),
+            ..release("START")
+        });
+        assert_eq!(m.payload["channel"], json!("#deploys"));
+    }
+
+    #[test]
+    fn durations_read_like_a_clock() {
+        assert_eq!(format_duration(Duration::from_secs(38)), "38s");
+        assert_eq!(format_duration(Duration::from_secs(252)), "4m12s");
+        assert_eq!(format_duration(Duration::from_secs(305)), "5m05s");
+        assert_eq!(format_duration(Duration::from_secs(3720)), "1h02m");
+        assert_eq!(format_duration(Duration::from_millis(400)), "0s");
+    }
+
+    #[test]
+    fn task_definition_shows_family_and_revision() {
+        assert_eq!(task_definition_name(TASK_DEFINITION), "web1:8");
+        assert_eq!(task_definition_name("web1:8"), "web1:8");
+    }
+
+    #[test]
+    fn started_by_reads_the_creator() {
+        assert_eq!(
+            StartedBy::classify(Some("user"), true, false),
+            Some(StartedBy::Push)
+        );
+        assert_eq!(
+            StartedBy::classify(Some("user"), false, false),
+            Some(StartedBy::Manual)
+        );
+        assert_eq!(
+            StartedBy::classify(Some("codeDeployRollback"), true, false),
+            Some(StartedBy::Rollback)
+        );
+        assert_eq!(
+            StartedBy::classify(Some("user"), false, true),
+            Some(StartedBy::Rollback)
+        );
+        assert_eq!(
+            StartedBy::classify(Some("autoscaling"), false, false),
+            Some(StartedBy::Other("autoscaling".into()))
+        );
+        assert_eq!(StartedBy::classify(None, false, false), None);
+        assert_eq!(
+            StartedBy::Other("CodeDeploy".into()).to_string(),
+            "CodeDeploy"
+        );
+    }
+}

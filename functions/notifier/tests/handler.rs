@@ -1,0 +1,812 @@
+//! Notifier handler against a real webhook receiver on 127.0.0.1 playing Slack (scripted
+//! answers, every JSON body recorded), with fakes for CodeDeploy, the ledger and the secrets.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_lambda_events::codedeploy::CodeDeployEvent;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use greenlight_notifier::{handle, Deps, Notified, NotifyError, SecretSource};
+use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
+use greenlight_shared::aws::codedeploy::Deployment;
+use greenlight_shared::fakes::{Calls, FakeCodeDeploy, FakeLedger};
+use greenlight_shared::invocation::Invocation;
+use greenlight_shared::ledger::{Ledger, ReleaseRecord, ReleaseStatus};
+use greenlight_shared::secrets::{Secret, SecretError, SecretRef};
+use greenlight_shared::slack::SlackPoster;
+use greenlight_shared::Config;
+use serde_json::{json, Value};
+
+const CONFIG: &str = r##"
+[apps.web1]
+repository = "web1"
+application = "web1"
+deployment_group = "web1-bluegreen"
+[apps.web1.slack]
+webhook = "env:TEST_WEBHOOK"
+mention_on_failure = "<!here>"
+channel = "#deploys"
+
+[apps.web2]
+repository = "web2"
+application = "web2"
+deployment_group = "web2-bluegreen"
+environment = "staging"
+"##;
+
+const WEBHOOK_PATH: &str = "/services/T0000000/B0000000/local";
+const DEPLOYMENT: &str = "d-7GQK2M4XB";
+const ROLLBACK: &str = "d-ROLLBACK1";
+
+// ---- the receiver playing Slack ----------------------------------------------------------
+
+/// One scripted answer of the receiver.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    status: u16,
+    retry_after: Option<u64>,
+}
+
+impl Answer {
+    const OK: Answer = Answer {
+        status: 200,
+        retry_after: None,
+    };
+
+    fn status(status: u16) -> Self {
+        Self {
+            status,
+            retry_after: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Receiver {
+    bodies: Arc<Mutex<Vec<Value>>>,
+    script: Arc<Mutex<VecDeque<Answer>>>,
+    then: Answer,
+}
+
+impl Receiver {
+    fn bodies(&self) -> Vec<Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+async fn receive(State(receiver): State<Receiver>, body: Bytes) -> Response {
+    receiver
+        .bodies
+        .lock()
+        .unwrap()
+        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+    let answer = receiver
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(receiver.then);
+    let text = match answer.status {
+        200 => "ok",
+        400 => "invalid_payload",
+        429 => "rate_limited",
+        _ => "internal_error",
+    };
+    let mut response = (StatusCode::from_u16(answer.status).unwrap(), text).into_response();
+    if let Some(seconds) = answer.retry_after {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// Starts the receiver: it answers `script` in order, then `then` forever. Returns its URL.
+async fn start_slack(script: Vec<Answer>, then: Answer) -> (String, Receiver) {
+    let receiver = Receiver {
+        bodies: Arc::default(),
+        script: Arc::new(Mutex::new(script.into())),
+        then,
+    };
+    let app = Router::new()
+        .route(WEBHOOK_PATH, post(receive))
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}{WEBHOOK_PATH}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, receiver)
+}
+
+// ---- fakes and fixtures ------------------------------------------------------------------
+
+/// Plays Secrets Manager: `env:TEST_WEBHOOK` is the receiver's URL; counts reads.
+struct FakeSecrets {
+    url: String,
+    reads: AtomicUsize,
+}
+
+#[async_trait]
+impl SecretSource for FakeSecrets {
+    async fn read(&self, r: &SecretRef) -> Result<Secret, SecretError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        match r {
+            SecretRef::Env(var) if var == "TEST_WEBHOOK" => Ok(Secret::new(self.url.clone())),
+            other => Err(SecretError {
+                reference: other.to_string(),
+                message: "no such secret".into(),
+            }),
+        }
+    }
+}
+
+struct World {
+    deps: Deps,
+    calls: Arc<Calls>,
+    codedeploy: Arc<FakeCodeDeploy>,
+    ledger: Arc<FakeLedger>,
+    secrets: Arc<FakeSecrets>,
+    slack: Receiver,
+    url: String,
+}
+
+impl World {
+    /// Slack answers `then` to every post; a ledger; no default webhook.
+    async fn new(then: Answer) -> Self {
+        Self::with(vec![], then, true, None).await
+    }
+
+    async fn with(
+        script: Vec<Answer>,
+        then: Answer,
+        with_ledger: bool,
+        default_webhook: Option<&str>,
+    ) -> Self {
+        let (url, slack) = start_slack(script, then).await;
+        let calls = Arc::new(Calls::default());
+        let codedeploy = Arc::new(FakeCodeDeploy::new(calls.clone()));
+        let ledger = Arc::new(FakeLedger::default());
+        let secrets = Arc::new(FakeSecrets {
+            url: url.clone(),
+            reads: AtomicUsize::new(0),
+        });
+        let deps = Deps {
+            config: Config::parse(CONFIG).unwrap(),
+            codedeploy: codedeploy.clone(),
+            ledger: with_ledger.then(|| ledger.clone() as Arc<dyn Ledger>),
+            secrets: secrets.clone(),
+            slack: SlackPoster::new(reqwest::Client::new())
+                .with_backoff(Duration::from_millis(10), Duration::from_millis(50)),
+            default_webhook: default_webhook.map(|r| SecretRef::parse(r).unwrap()),
+            region: "us-east-1".into(),
+            webhooks: Default::default(),
+        };
+        Self {
+            deps,
+            calls,
+            codedeploy,
+            ledger,
+            secrets,
+            slack,
+            url,
+        }
+    }
+
+    async fn run(&self, event: CodeDeployEvent) -> Result<Notified, NotifyError> {
+        handle(
+            &self.deps,
+            event,
+            &Invocation::for_test("req-1", Duration::from_secs(30)),
+        )
+        .await
+    }
+
+    fn add_deployment(&self, deployment: Deployment) {
+        self.codedeploy
+            .deployments
+            .lock()
+            .unwrap()
+            .insert(deployment.id.clone(), deployment);
+    }
+
+    /// The only message posted.
+    fn posted(&self) -> Value {
+        let bodies = self.slack.bodies();
+        assert_eq!(bodies.len(), 1, "{bodies:#?}");
+        bodies[0].clone()
+    }
+}
+
+fn sample(name: &str) -> Value {
+    let path = format!("{}/../../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The sample event of `state` (SUCCESS's envelope for states without a sample), for `id`.
+fn event_for(id: &str, state: &str) -> CodeDeployEvent {
+    let name = match state {
+        "START" => "codedeploy-start",
+        "READY" => "codedeploy-ready",
+        "FAILURE" => "codedeploy-failure",
+        "STOP" => "codedeploy-stop",
+        _ => "codedeploy-success",
+    };
+    let mut e = sample(name);
+    e["detail"]["deploymentId"] = json!(id);
+    e["detail"]["state"] = json!(state);
+    serde_json::from_value(e).unwrap()
+}
+
+fn event(state: &str) -> CodeDeployEvent {
+    event_for(DEPLOYMENT, state)
+}
+
+fn event_of_app(application: &str, group: &str, state: &str) -> CodeDeployEvent {
+    let mut e = serde_json::to_value(event(state)).unwrap();
+    e["detail"]["application"] = json!(application);
+    e["detail"]["deploymentGroup"] = json!(group);
+    serde_json::from_value(e).unwrap()
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+fn digest(n: u8) -> String {
+    format!(
+        "sha256:{}",
+        format!("{n:x}")
+            .repeat(64)
+            .chars()
+            .take(64)
+            .collect::<String>()
+    )
+}
+
+fn task_definition(n: u8) -> String {
+    format!(
+        "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:{}",
+        7 + n
+    )
+}
+
+/// A deployment Greenlight started for release `n` (`version`), which took 4m12s.
+fn greenlight_deployment(id: &str, version: &str, n: u8, status: &str) -> Deployment {
+    Deployment {
+        id: id.into(),
+        application: "web1".into(),
+        deployment_group: "web1-bluegreen".into(),
+        status: status.into(),
+        description: Some(
+            ReleaseDescription {
+                app: "web1".into(),
+                version: version.into(),
+                digest: digest(n),
+            }
+            .to_string(),
+        ),
+        creator: Some("user".into()),
+        created_at: Some(at("2026-11-25T10:12:03Z")),
+        completed_at: Some(at("2026-11-25T10:16:15Z")),
+        appspec: Some(
+            AppSpec {
+                task_definition_arn: task_definition(n),
+                container_name: "web1".into(),
+                container_port: 3000,
+                hooks: vec![(
+                    "AfterAllowTestTraffic".into(),
+                    "CodeDeployHook_greenlight".into(),
+                )],
+            }
+            .to_json(),
+        ),
+        ..Deployment::default()
+    }
+}
+
+fn record(n: u8, version: &str, status: ReleaseStatus) -> ReleaseRecord {
+    ReleaseRecord {
+        app: "web1".into(),
+        digest: digest(n),
+        version: version.into(),
+        image: format!(
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/web1@{}",
+            digest(n)
+        ),
+        pushed_at: at("2026-11-25T10:00:00Z") + chrono::Duration::minutes(i64::from(n)),
+        status,
+        owner: None,
+        lease_until: None,
+        task_definition_arn: Some(task_definition(n)),
+        deployment_id: None,
+        superseded_by: None,
+        hook_reason: None,
+    }
+}
+
+/// v1.4.2 (release 2) served production; v1.4.3 (release 3) failed its health hook and
+/// CodeDeploy rolled it back with `ROLLBACK`.
+fn rolled_back_release(w: &World) {
+    w.ledger
+        .insert(record(2, "v1.4.2", ReleaseStatus::Succeeded));
+    w.ledger.insert(ReleaseRecord {
+        hook_reason: Some("green target group web1-green: 0 of 2 targets healthy".into()),
+        ..record(3, "v1.4.3", ReleaseStatus::Failed)
+    });
+    w.add_deployment(Deployment {
+        rollback_deployment_id: Some(ROLLBACK.into()),
+        error_code: Some("HOOK_EXECUTION_FAILURE".into()),
+        error_message: Some(
+            "The deployment failed because the AfterAllowTestTraffic hook failed".into(),
+        ),
+        ..greenlight_deployment(DEPLOYMENT, "v1.4.3", 3, "Failed")
+    });
+    w.add_deployment(Deployment {
+        id: ROLLBACK.into(),
+        description: None,
+        creator: Some("codeDeployRollback".into()),
+        rolls_back_deployment_id: Some(DEPLOYMENT.into()),
+        created_at: Some(at("2026-11-25T10:16:20Z")),
+        completed_at: Some(at("2026-11-25T10:17:05Z")),
+        ..greenlight_deployment(ROLLBACK, "v1.4.2", 2, "Succeeded")
+    });
+}
+
+fn blocks(body: &Value) -> &Vec<Value> {
+    body["attachments"][0]["blocks"].as_array().unwrap()
+}
+
+fn lead(body: &Value) -> &str {
+    blocks(body)[0]["text"]["text"].as_str().unwrap()
+}
+
+fn colour(body: &Value) -> &str {
+    body["attachments"][0]["color"].as_str().unwrap()
+}
+
+/// The value of the field titled `title`, across all sections.
+fn field(body: &Value, title: &str) -> Option<String> {
+    let prefix = format!("*{title}*\n");
+    blocks(body)
+        .iter()
+        .filter_map(|b| b["fields"].as_array())
+        .flatten()
+        .filter_map(|f| f["text"].as_str())
+        .find_map(|t| t.strip_prefix(prefix.as_str()).map(str::to_string))
+}
+
+fn posted_headline(out: &Notified) -> &str {
+    match out {
+        Notified::Posted { headline, .. } => headline,
+        other => panic!("expected a post, got {other:?}"),
+    }
+}
+
+// ---- delivery ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn success_is_posted_once_with_headline_fields_and_console_link() {
+    let w = World::new(Answer::OK).await;
+    w.add_deployment(greenlight_deployment(DEPLOYMENT, "v1.4.2", 1, "Succeeded"));
+
+    let out = w.run(event("SUCCESS")).await.unwrap();
+
+    let headline = ":white_check_mark: web1 v1.4.2 deployed to production in 4m12s";
+    assert_eq!(
+        out,
+        Notified::Posted {
+            app: "web1".into(),
+            state: "SUCCESS".into(),
+            headline: headline.into(),
+            attempts: 1
+        }
+    );
+    let body = w.posted();
+    assert_eq!(body["text"], json!(headline));
+    assert_eq!(lead(&body), headline);
+    assert_eq!(body["channel"], json!("#deploys"));
+    assert_eq!(colour(&body), "#2EB67D");
+    assert_eq!(field(&body, "App").as_deref(), Some("web1"));
+    assert_eq!(
+        field(&body, "Environment").as_deref(),
+        Some("production (web1/web1-bluegreen)")
+    );
+    assert_eq!(field(&body, "Version").as_deref(), Some("v1.4.2"));
+    assert_eq!(
+        field(&body, "Image digest").as_deref(),
+        Some("111111111111")
+    );
+    assert_eq!(field(&body, "Started by").as_deref(), Some("push"));
+    assert_eq!(field(&body, "Duration").as_deref(), Some("4m12s"));
+    assert_eq!(field(&body, "Task definition").as_deref(), Some("web1:8"));
+    assert_eq!(field(&body, "Deployment").as_deref(), Some(DEPLOYMENT));
+    assert_eq!(field(&body, "Reason"), None);
+    assert_eq!(
+        blocks(&body).last().unwrap()["elements"][0]["text"],
+        json!("<https://us-east-1.console.aws.amazon.com/codesuite/codedeploy/deployments/d-7GQK2M4XB?region=us-east-1|View deployment d-7GQK2M4XB in the AWS console>")
+    );
+    assert_eq!(w.calls.count("GetDeployment"), 1);
+}
+
+#[tokio::test]
+async fn rate_limited_post_is_retried_after_retry_after() {
+    let w = World::with(
+        vec![Answer {
+            status: 429,
+            retry_after: Some(1),
+        }],
+        Answer::OK,
+        true,
+        None,
+    )
+    .await;
+    w.add_deployment(greenlight_deployment(DEPLOYMENT, "v1.4.2", 1, "InProgress"));
+
+    let started = Instant::now();
+    let out = w.run(event("START")).await.unwrap();
+
+    assert!(
+        matches!(out, Notified::Posted { attempts: 2, .. }),
+        "{out:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "Retry-After was not honoured: {:?}",
+        started.elapsed()
+    );
+    let bodies = w.slack.bodies();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[0], bodies[1], "the same message is sent again");
+    assert_eq!(
+        bodies[1]["text"],
+        json!(":rocket: web1 v1.4.2 deploying to production")
+    );
+}
+
+#[tokio::test]
+async fn slack_down_fails_the_invocation_before_its_deadline() {
+    let w = World::new(Answer::status(500)).await;
+    w.add_deployment(greenlight_deployment(DEPLOYMENT, "v1.4.3", 3, "Failed"));
+
+    let started = Instant::now();
+    let err = handle(
+        &w.deps,
+        event("FAILURE"),
+        &Invocation::for_test("req-1", Duration::from_secs(4)),
+    )
+    .await
+    .unwrap_err();
+
+    assert!(matches!(err, NotifyError::SlackGaveUp { .. }), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(w.slack.bodies().len() >= 2, "5xx answers are retried");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("the FAILURE message of app `web1` was not posted: "),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&w.url) && !text.contains("127.0.0.1"),
+        "the webhook URL must not leak: {text}"
+    );
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(err).error_type,
+        "SlackUnavailable"
+    );
+}
+
+#[tokio::test]
+async fn refused_message_fails_at_once_without_retrying() {
+    let w = World::new(Answer::status(400)).await;
+    w.add_deployment(greenlight_deployment(DEPLOYMENT, "v1.4.2", 1, "Succeeded"));
+
+    let err = w.run(event("SUCCESS")).await.unwrap_err();
+
+    assert!(matches!(err, NotifyError::SlackRejected { .. }), "{err:?}");
+    assert_eq!(w.slack.bodies().len(), 1, "exactly one attempt");
+    let text = err.to_string();
+    assert!(
+        text.contains("HTTP 400") && text.contains("invalid_payload"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&w.url),
+        "the webhook URL must not leak: {text}"
+    );
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(err).error_type,
+        "SlackRejected"
+    );
+}
+
+#[tokio::test]
+async fn every_sample_event_posts_its_headline() {
+    let w = World::new(Answer::OK).await;
+    let expected = [
+        (
+            "codedeploy-start",
+            ":rocket: web1 deployment d-7GQK2M4XB deploying to production",
+        ),
+        (
+            "codedeploy-ready",
+            ":large_blue_circle: web1 deployment d-7GQK2M4XB is ready on green — shifting traffic",
+        ),
+        (
+            "codedeploy-success",
+            ":white_check_mark: web1 deployment d-7GQK2M4XB deployed to production",
+        ),
+        (
+            "codedeploy-failure",
+            ":x: web1 deployment d-7GQK2M4XB FAILED on production",
+        ),
+        (
+            "codedeploy-stop",
+            ":black_square_for_stop: web1 deployment d-7GQK2M4XB STOPPED on production",
+        ),
+    ];
+    for (name, headline) in expected {
+        let event: CodeDeployEvent = serde_json::from_value(sample(name)).unwrap();
+        let out = w.run(event).await.unwrap();
+        assert_eq!(posted_headline(&out), headline, "{name}");
+    }
+    let texts: Vec<Value> = w.slack.bodies().iter().map(|b| b["text"].clone()).collect();
+    assert_eq!(
+        texts,
+        vec![
+            json!(expected[0].1),
+            json!(expected[1].1),
+            json!(expected[2].1),
+            json!(format!("<!here> {}", expected[3].1)),
+            json!(format!("<!here> {}", expected[4].1)),
+        ]
+    );
+}
+
+// ---- what is posted ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn unmanaged_application_is_ignored_and_posts_nothing() {
+    let w = World::new(Answer::OK).await;
+
+    let out = w
+        .run(event_of_app("billing", "billing-bluegreen", "FAILURE"))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        out,
+        Notified::Ignored {
+            reason: "deployment group billing/billing-bluegreen is not managed".into()
+        }
+    );
+    assert!(w.slack.bodies().is_empty());
+    assert_eq!(w.calls.total(), 0);
+    assert_eq!(w.secrets.reads.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn unreadable_deployment_still_posts_what_the_event_says() {
+    let w = World::new(Answer::OK).await; // d-7GQK2M4XB is unknown to CodeDeploy
+
+    let out = w.run(event("FAILURE")).await.unwrap();
+
+    assert_eq!(
+        posted_headline(&out),
+        ":x: web1 deployment d-7GQK2M4XB FAILED on production"
+    );
+    let body = w.posted();
+    assert_eq!(
+        body["text"],
+        json!("<!here> :x: web1 deployment d-7GQK2M4XB FAILED on production")
+    );
+    assert_eq!(colour(&body), "#E01E5A");
+    assert_eq!(field(&body, "Deployment").as_deref(), Some(DEPLOYMENT));
+    assert_eq!(field(&body, "Version"), None);
+    assert_eq!(w.calls.count("GetDeployment"), 1);
+}
+
+#[tokio::test]
+async fn rollback_success_is_announced_as_rolled_back_not_deployed() {
+    let w = World::new(Answer::OK).await;
+    rolled_back_release(&w);
+
+    let out = w.run(event_for(ROLLBACK, "SUCCESS")).await.unwrap();
+
+    let headline = ":leftwards_arrow_with_hook: web1 rolled back to v1.4.2 on production";
+    assert_eq!(posted_headline(&out), headline);
+    let body = w.posted();
+    assert!(
+        !body["text"].as_str().unwrap().contains("deployed"),
+        "{body}"
+    );
+    assert_eq!(body["text"], json!(format!("<!here> {headline}")));
+    assert_eq!(colour(&body), "#ECB22E");
+    assert_eq!(field(&body, "Version").as_deref(), Some("v1.4.2"));
+    assert_eq!(field(&body, "Started by").as_deref(), Some("rollback"));
+    assert_eq!(field(&body, "Task definition").as_deref(), Some("web1:9"));
+    assert_eq!(
+        field(&body, "Rollback").as_deref(),
+        Some("rolls back d-7GQK2M4XB (v1.4.3)")
+    );
+    assert_eq!(
+        field(&body, "Reason").as_deref(),
+        Some("green target group web1-green: 0 of 2 targets healthy")
+    );
+    assert_eq!(field(&body, "Duration").as_deref(), Some("45s"));
+    // The rollback, then the deployment it rolls back.
+    assert_eq!(w.calls.count("GetDeployment"), 2);
+}
+
+#[tokio::test]
+async fn failure_of_a_rolled_back_release_names_the_version_serving_now_and_why() {
+    let w = World::new(Answer::OK).await;
+    rolled_back_release(&w);
+
+    let out = w.run(event("FAILURE")).await.unwrap();
+
+    assert_eq!(
+        posted_headline(&out),
+        ":x: web1 v1.4.3 FAILED on production — rolled back to v1.4.2"
+    );
+    let body = w.posted();
+    assert_eq!(
+        field(&body, "Reason").as_deref(),
+        Some("green target group web1-green: 0 of 2 targets healthy")
+    );
+    assert_eq!(
+        field(&body, "Error").as_deref(),
+        Some("HOOK_EXECUTION_FAILURE: The deployment failed because the AfterAllowTestTraffic hook failed")
+    );
+    assert_eq!(
+        field(&body, "Rollback").as_deref(),
+        Some("rolled back by d-ROLLBACK1")
+    );
+    assert_eq!(field(&body, "Version").as_deref(), Some("v1.4.3"));
+}
+
+#[tokio::test]
+async fn without_a_ledger_a_rolled_back_release_names_the_previous_version() {
+    let w = World::with(vec![], Answer::OK, false, None).await;
+    rolled_back_release(&w);
+
+    let out = w.run(event("STOP")).await.unwrap();
+
+    assert_eq!(posted_headline(&out), ":black_square_for_stop: web1 v1.4.3 STOPPED on production — rolled back to the previous version");
+    assert_eq!(field(&w.posted(), "Reason"), None);
+}
+
+#[tokio::test]
+async fn superseded_release_is_announced_once_in_the_start_of_the_newer_one() {
+    let w = World::new(Answer::OK).await;
+    w.ledger.insert(ReleaseRecord {
+        superseded_by: Some(digest(2)),
+        ..record(1, "v2.0.0", ReleaseStatus::Superseded)
+    });
+    w.ledger
+        .insert(record(2, "v2.0.1", ReleaseStatus::Deploying));
+    w.add_deployment(greenlight_deployment(DEPLOYMENT, "v2.0.1", 2, "Succeeded"));
+
+    let start = w.run(event("START")).await.unwrap();
+    let success = w.run(event("SUCCESS")).await.unwrap();
+
+    assert_eq!(
+        posted_headline(&start),
+        ":rocket: web1 v2.0.1 deploying to production"
+    );
+    assert_eq!(
+        posted_headline(&success),
+        ":white_check_mark: web1 v2.0.1 deployed to production in 4m12s"
+    );
+    let bodies = w.slack.bodies();
+    let skipped: Vec<&str> = blocks(&bodies[0])
+        .iter()
+        .filter_map(|b| b["text"]["text"].as_str())
+        .filter(|t| t.contains("Skipped"))
+        .collect();
+    assert_eq!(
+        skipped,
+        vec![":fast_forward: Skipped v2.0.0 in favour of v2.0.1"]
+    );
+    assert!(
+        !bodies[1].to_string().contains("Skipped"),
+        "announced once: {}",
+        bodies[1]
+    );
+}
+
+#[tokio::test]
+async fn unknown_state_is_reported_as_is() {
+    let w = World::new(Answer::OK).await;
+    w.add_deployment(greenlight_deployment(DEPLOYMENT, "v1.4.3", 3, "InProgress"));
+
+    let out = w.run(event("QUEUED_FOR_MARS")).await.unwrap();
+
+    assert_eq!(
+        posted_headline(&out),
+        ":grey_question: web1 v1.4.3 deployment is now QUEUED_FOR_MARS"
+    );
+    assert_eq!(colour(&w.posted()), "#8D8D8D");
+}
+
+// ---- webhooks ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn app_without_a_webhook_and_no_default_is_a_clear_error() {
+    let w = World::new(Answer::OK).await;
+
+    let err = w
+        .run(event_of_app("web2", "web2-bluegreen", "START"))
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(&err, NotifyError::NoWebhook { app } if app == "web2"),
+        "{err:?}"
+    );
+    assert!(w.slack.bodies().is_empty());
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(err).error_type,
+        "NoSlackWebhook"
+    );
+}
+
+#[tokio::test]
+async fn default_webhook_serves_apps_without_one_and_is_read_once_per_cold_start() {
+    let w = World::with(vec![], Answer::OK, true, Some("env:TEST_WEBHOOK")).await;
+
+    let start = w
+        .run(event_of_app("web2", "web2-bluegreen", "START"))
+        .await
+        .unwrap();
+    let success = w
+        .run(event_of_app("web2", "web2-bluegreen", "SUCCESS"))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        posted_headline(&start),
+        ":rocket: web2 deployment d-7GQK2M4XB deploying to staging"
+    );
+    assert_eq!(
+        posted_headline(&success),
+        ":white_check_mark: web2 deployment d-7GQK2M4XB deployed to staging"
+    );
+    let bodies = w.slack.bodies();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[0].get("channel"), None, "web2 names no channel");
+    assert_eq!(
+        field(&bodies[0], "Environment").as_deref(),
+        Some("staging (web2/web2-bluegreen)")
+    );
+    assert_eq!(w.secrets.reads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn unreadable_webhook_fails_without_posting() {
+    let w = World::with(vec![], Answer::OK, true, Some("env:NOT_SET_ANYWHERE")).await;
+
+    let err = w
+        .run(event_of_app("web2", "web2-bluegreen", "FAILURE"))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, NotifyError::WebhookUnreadable(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "cannot read secret env:NOT_SET_ANYWHERE: no such secret"
+    );
+    assert!(w.slack.bodies().is_empty());
+}
