@@ -4,6 +4,7 @@
 
 pub mod codedeploy;
 pub mod moto;
+pub mod pipeline;
 pub mod receivers;
 pub mod runtime;
 pub mod world;

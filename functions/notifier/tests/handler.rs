@@ -232,7 +232,7 @@ fn sample(name: &str) -> Value {
 }
 
 /// The sample event of `state` (SUCCESS's envelope for states without a sample), for `id`.
-fn event_for(id: &str, state: &str) -> CodeDeployEvent {
+fn sample_of(id: &str, state: &str) -> Value {
     let name = match state {
         "START" => "codedeploy-start",
         "READY" => "codedeploy-ready",
@@ -243,7 +243,11 @@ fn event_for(id: &str, state: &str) -> CodeDeployEvent {
     let mut e = sample(name);
     e["detail"]["deploymentId"] = json!(id);
     e["detail"]["state"] = json!(state);
-    serde_json::from_value(e).unwrap()
+    e
+}
+
+fn event_for(id: &str, state: &str) -> CodeDeployEvent {
+    serde_json::from_value(sample_of(id, state)).unwrap()
 }
 
 fn event(state: &str) -> CodeDeployEvent {
@@ -251,7 +255,7 @@ fn event(state: &str) -> CodeDeployEvent {
 }
 
 fn event_of_app(application: &str, group: &str, state: &str) -> CodeDeployEvent {
-    let mut e = serde_json::to_value(event(state)).unwrap();
+    let mut e = sample_of(DEPLOYMENT, state);
     e["detail"]["application"] = json!(application);
     e["detail"]["deploymentGroup"] = json!(group);
     serde_json::from_value(e).unwrap()
@@ -386,7 +390,7 @@ fn field(body: &Value, title: &str) -> Option<String> {
 
 fn posted_headline(out: &Notified) -> &str {
     match out {
-        Notified::Posted { headline, .. } => headline,
+        Notified::Posted { headline, .. } => headline.as_str(),
         other => panic!("expected a post, got {other:?}"),
     }
 }

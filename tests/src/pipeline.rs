@@ -1,0 +1,592 @@
+//! The whole pipeline on one machine: the three real function binaries behind Runtime API
+//! hosts, moto for ECR, ECS, ELBv2, SSM, Secrets Manager and DynamoDB, the CodeDeploy
+//! stand-in driving each blue/green deployment, a green web app per service, and a Slack
+//! receiver. Used by `greenlight-local` (the demo) and by the end-to-end test.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_ecs::types::{AwsVpcConfiguration, LaunchType, LoadBalancer, NetworkConfiguration};
+use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
+use serde_json::Value;
+
+use crate::codedeploy::{CodeDeployStandIn, GroupSpec, Lifecycle};
+use crate::moto::{workspace_root, MotoServer};
+use crate::receivers::{GreenApp, Health, SlackReceiver};
+use crate::runtime::{FunctionHost, Invoked};
+use crate::world::{push_event, seed_app, Clients, SeededApp, CLUSTER, TABLE};
+
+pub const HOOK_FUNCTION: &str = "CodeDeployHook_greenlight";
+const CONFIG_PARAMETER: &str = "/greenlight/config";
+const SLACK_SECRET: &str = "greenlight/slack";
+
+/// One line of the timeline: when, who, what.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub at: Duration,
+    pub actor: &'static str,
+    pub text: String,
+}
+
+/// The timeline of what happened, printed live by the demo.
+#[derive(Clone)]
+pub struct Timeline {
+    started: Instant,
+    entries: Arc<Mutex<Vec<Entry>>>,
+    printer: Arc<dyn Fn(&Entry) + Send + Sync>,
+}
+
+impl Timeline {
+    pub fn new(printer: Arc<dyn Fn(&Entry) + Send + Sync>) -> Self {
+        Self {
+            started: Instant::now(),
+            entries: Arc::default(),
+            printer,
+        }
+    }
+
+    pub fn log(&self, actor: &'static str, text: impl Into<String>) {
+        let entry = Entry {
+            at: self.started.elapsed(),
+            actor,
+            text: text.into(),
+        };
+        (self.printer)(&entry);
+        self.entries.lock().unwrap().push(entry);
+    }
+
+    pub fn entries(&self) -> Vec<Entry> {
+        self.entries.lock().unwrap().clone()
+    }
+}
+
+/// What the hook reported, per deployment, as the runtime host saw it.
+#[derive(Debug, Clone)]
+pub struct HookOutcome {
+    pub deployment_id: String,
+    pub status: String,
+    pub reason: String,
+}
+
+pub struct Pipeline {
+    _moto: MotoServer,
+    pub stand_in: CodeDeployStandIn,
+    pub clients: Clients,
+    pub slack: SlackReceiver,
+    pub green: Vec<(String, GreenApp)>,
+    pub apps: Vec<SeededApp>,
+    pub timeline: Timeline,
+    pub world: Arc<World>,
+}
+
+/// The part the stand-in calls back into.
+pub struct World {
+    me: std::sync::Weak<World>,
+    pub clients: Clients,
+    pub deployer: FunctionHost,
+    pub hook: FunctionHost,
+    pub notifier: FunctionHost,
+    pub apps: Vec<SeededApp>,
+    pub timeline: Timeline,
+    pub hook_outcomes: Mutex<Vec<HookOutcome>>,
+    pub deployer_outcomes: Mutex<Vec<Value>>,
+    /// Invocations still running (hooks are invoked asynchronously).
+    pub busy: std::sync::atomic::AtomicUsize,
+}
+
+fn binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let profile = std::env::var("GREENLIGHT_PROFILE").unwrap_or_else(|_| "debug".to_string());
+    let path = target.join(profile).join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the functions first (`cargo build --workspace --bins`)",
+        path.display()
+    );
+    path
+}
+
+fn config(apps: &[(String, String)]) -> String {
+    let mut text = String::from(
+        "[defaults]\nhooks = [\"AfterAllowTestTraffic\"]\n\n[slack]\nwebhook = \"secretsmanager:greenlight/slack\"\nmention_on_failure = \"<!here>\"\n",
+    );
+    for (app, url) in apps {
+        text.push_str(&format!(
+            "\n[apps.{app}]\nrepository = \"{app}\"\napplication = \"{app}\"\ndeployment_group = \"{app}-bluegreen\"\n\
+             [apps.{app}.health]\nurl = \"{url}\"\nsuccesses = 3\nfailures = 3\ninterval_ms = 200\ntimeout_ms = 1000\n"
+        ));
+    }
+    text
+}
+
+fn short_td(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+impl Pipeline {
+    /// Starts everything and seeds the two-app monorepo (web1, web2).
+    pub async fn start(timeline: Timeline) -> Self {
+        timeline.log(
+            "local",
+            "starting moto server, the CodeDeploy stand-in, Slack and the green apps",
+        );
+        let moto = MotoServer::start().await;
+        let stand_in = CodeDeployStandIn::start(Duration::from_secs(60)).await;
+        let clients = Clients::new(&moto.endpoint, &stand_in.endpoint).await;
+        let slack = SlackReceiver::start().await;
+        clients.create_ledger_table().await;
+
+        let mut apps = vec![];
+        let mut green = vec![];
+        for (i, name) in ["web1", "web2"].iter().enumerate() {
+            let app = seed_app(&clients, name, 80 + i as i32).await;
+            stand_in.add_group(app.group.clone(), &app.task_definition);
+            timeline.log("local", format!("seeded {name}: ECR repository, ECS service {CLUSTER}/{name} (CODE_DEPLOY), ALB with listeners :{} and :{} (test), deployment group {name}-bluegreen", 80 + i, 8080 + i));
+            green.push((name.to_string(), GreenApp::start().await));
+            apps.push(app);
+        }
+        let urls: Vec<(String, String)> = green
+            .iter()
+            .map(|(n, g)| (n.clone(), g.url.clone()))
+            .collect();
+        clients
+            .ssm
+            .put_parameter()
+            .name(CONFIG_PARAMETER)
+            .value(config(&urls))
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .send()
+            .await
+            .expect("config parameter");
+        clients
+            .secrets
+            .create_secret()
+            .name(SLACK_SECRET)
+            .secret_string(&slack.url)
+            .send()
+            .await
+            .expect("Slack secret");
+
+        let env: Vec<(String, String)> = [
+            ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_CODEDEPLOY", stand_in.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("GREENLIGHT_CONFIG", "ssm:/greenlight/config"),
+            ("GREENLIGHT_LEDGER_TABLE", TABLE),
+            ("GREENLIGHT_HOOK_FUNCTION", HOOK_FUNCTION),
+            (
+                "GREENLIGHT_SLACK_WEBHOOK",
+                "secretsmanager:greenlight/slack",
+            ),
+            ("GREENLIGHT_HOOK_SAFETY_MARGIN_MS", "2000"),
+            ("RUST_LOG", "info"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let logs = workspace_root().join("target/greenlight-logs");
+        std::fs::create_dir_all(&logs).ok();
+        let host = |name: &'static str, bin: &'static str, timeout: u64| {
+            let env = env.clone();
+            let log = logs.join(format!("{bin}.log"));
+            async move {
+                FunctionHost::start(name, &binary(bin), &env, Duration::from_secs(timeout), &log)
+                    .await
+            }
+        };
+        let deployer = host("greenlight-deployer", "greenlight-deployer", 30).await;
+        let hook = host(HOOK_FUNCTION, "greenlight-health-hook", 30).await;
+        let notifier = host("greenlight-notifier", "greenlight-notifier", 30).await;
+        let world = Arc::new_cyclic(|me| World {
+            me: me.clone(),
+            deployer,
+            hook,
+            notifier,
+            clients: clients.clone(),
+            apps: apps.clone(),
+            timeline: timeline.clone(),
+            hook_outcomes: Mutex::default(),
+            deployer_outcomes: Mutex::default(),
+            busy: Default::default(),
+        });
+        stand_in.attach(world.clone());
+        timeline.log("local", "functions running behind local Lambda Runtime API hosts: greenlight-deployer, CodeDeployHook_greenlight, greenlight-notifier");
+        Self {
+            _moto: moto,
+            stand_in,
+            clients,
+            slack,
+            green,
+            apps,
+            timeline,
+            world,
+        }
+    }
+
+    pub fn green_app(&self, app: &str) -> &GreenApp {
+        &self
+            .green
+            .iter()
+            .find(|(n, _)| n == app)
+            .expect("known app")
+            .1
+    }
+
+    /// `docker push app:version` and `app:latest`: ECR's two events reach the deployer.
+    pub async fn push(&self, app: &str, version: &str, health: Health) -> String {
+        self.green_app(app).set(health);
+        let digest = self
+            .clients
+            .push_image(app, version, &format!("{app}-{version}"))
+            .await;
+        self.clients
+            .push_image(app, "latest", &format!("{app}-{version}"))
+            .await;
+        self.timeline.log(
+            "ecr",
+            format!(
+                "pushed {app}:{version} and {app}:latest ({})",
+                &digest[..19]
+            ),
+        );
+        let now = chrono::Utc::now();
+        for tag in [version, "latest"] {
+            self.world
+                .deliver_to_deployer(push_event(app, tag, &digest, now))
+                .await;
+        }
+        digest
+    }
+
+    /// Waits until no deployment is active and no invocation is running (or the timeout).
+    pub async fn settle(&self, timeout: Duration) -> bool {
+        let started = Instant::now();
+        let mut quiet_since: Option<Instant> = None;
+        while started.elapsed() < timeout {
+            let active = self
+                .stand_in
+                .deployments()
+                .iter()
+                .any(|d| matches!(d.status.as_str(), "Created" | "InProgress" | "Ready"));
+            let busy = self.world.busy.load(std::sync::atomic::Ordering::SeqCst) > 0;
+            if active || busy {
+                quiet_since = None;
+            } else if quiet_since.get_or_insert_with(Instant::now).elapsed()
+                > Duration::from_millis(500)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+struct Busy<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn new(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl World {
+    fn app(&self, group: &GroupSpec) -> &SeededApp {
+        self.apps
+            .iter()
+            .find(|a| a.group.group == group.group)
+            .expect("seeded app")
+    }
+
+    pub async fn deliver_to_deployer(&self, event: Value) {
+        let _busy = Busy::new(&self.busy);
+        let answer = self.deployer.invoke(event).await;
+        let text = match &answer {
+            Invoked::Response(v) => describe_deployer(v),
+            Invoked::Error(e) => {
+                format!("FAILED: {}", e["errorMessage"].as_str().unwrap_or_default())
+            }
+        };
+        self.timeline.log("deployer", text);
+        if let Invoked::Response(v) = answer {
+            self.deployer_outcomes.lock().unwrap().push(v);
+        }
+    }
+}
+
+fn describe_deployer(v: &Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    match v["outcome"].as_str().unwrap_or_default() {
+        "skipped" => format!("skipped: {}", s("reason")),
+        "deployed" => format!(
+            "{} {}: registered {} and started deployment {}",
+            s("app"),
+            s("version"),
+            short_td(&s("task_definition")),
+            s("deployment_id")
+        ),
+        "waiting" => match v["replaced"].as_str() {
+            Some(old) => format!(
+                "{} {}: group busy, waits (replaces the older pending {})",
+                s("app"),
+                s("version"),
+                &old[..19.min(old.len())]
+            ),
+            None => format!(
+                "{} {}: group busy, waits for the running deployment",
+                s("app"),
+                s("version")
+            ),
+        },
+        "superseded" => format!(
+            "{} {}: superseded by a newer pending release",
+            s("app"),
+            s("version")
+        ),
+        "duplicate" => format!(
+            "{} {}: already handled ({}), nothing to do",
+            s("app"),
+            s("version"),
+            s("status")
+        ),
+        "already_running" => format!(
+            "{} {}: the service already runs this image",
+            s("app"),
+            s("version")
+        ),
+        "in_progress_elsewhere" => {
+            format!("{} {}: another invocation is on it", s("app"), s("version"))
+        }
+        "finished" => match v.get("next").filter(|n| !n.is_null()) {
+            Some(next) => format!(
+                "deployment {} ended; next: {}",
+                s("deployment_id"),
+                describe_deployer(next)
+            ),
+            None => format!("deployment {} ended; nothing waiting", s("deployment_id")),
+        },
+        other => format!("{other}: {v}"),
+    }
+}
+
+#[async_trait]
+impl Lifecycle for World {
+    async fn create_green(
+        &self,
+        group: &GroupSpec,
+        task_definition: &str,
+        container: &str,
+        port: i64,
+    ) -> Result<String, String> {
+        let app = self.app(group);
+        let set = self
+            .clients
+            .ecs
+            .create_task_set()
+            .cluster(&group.cluster)
+            .service(&group.service)
+            .task_definition(task_definition)
+            .launch_type(LaunchType::Fargate)
+            .load_balancers(
+                LoadBalancer::builder()
+                    .target_group_arn(&app.green_target_group)
+                    .container_name(container)
+                    .container_port(port as i32)
+                    .build(),
+            )
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(
+                        AwsVpcConfiguration::builder()
+                            .set_subnets(Some(app.subnets.clone()))
+                            .security_groups(&app.security_group)
+                            .build()
+                            .map_err(|e| e.to_string())?,
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| format!("CreateTaskSet: {e:?}"))?;
+        let id = set
+            .task_set()
+            .and_then(|t| t.id())
+            .unwrap_or_default()
+            .to_string();
+        self.clients
+            .elb
+            .register_targets()
+            .target_group_arn(&app.green_target_group)
+            .targets(
+                TargetDescription::builder()
+                    .id("10.0.1.10")
+                    .port(3000)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| format!("RegisterTargets: {e:?}"))?;
+        self.timeline.log(
+            "codedeploy",
+            format!(
+                "{}: green task set {id} started with {}, test listener routed to it",
+                group.application,
+                short_td(task_definition)
+            ),
+        );
+        Ok(id)
+    }
+
+    async fn promote_green(
+        &self,
+        group: &GroupSpec,
+        green: &str,
+        task_definition: &str,
+    ) -> Result<(), String> {
+        let app = self.app(group);
+        self.clients
+            .ecs
+            .update_service()
+            .cluster(&group.cluster)
+            .service(&group.service)
+            .task_definition(task_definition)
+            .send()
+            .await
+            .map_err(|e| format!("UpdateService: {e:?}"))?;
+        self.discard(app, group, green).await;
+        self.timeline.log(
+            "codedeploy",
+            format!(
+                "{}: production traffic shifted to green ({}), blue retired",
+                group.application,
+                short_td(task_definition)
+            ),
+        );
+        Ok(())
+    }
+
+    async fn discard_green(&self, group: &GroupSpec, green: &str) {
+        let app = self.app(group);
+        self.discard(app, group, green).await;
+        self.timeline.log(
+            "codedeploy",
+            format!(
+                "{}: green task set removed, blue keeps production traffic",
+                group.application
+            ),
+        );
+    }
+
+    async fn invoke_hook(&self, function: &str, payload: Value) {
+        let Some(world) = self.me.upgrade() else {
+            return;
+        };
+        let function = function.to_string();
+        let busy_guard = Busy::new(&self.busy);
+        std::mem::forget(busy_guard); // released when the spawned invocation ends
+        tokio::spawn(async move {
+            let answer = world.hook.invoke(payload).await;
+            world.busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            match answer {
+                Invoked::Response(v) => {
+                    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+                    world.timeline.log(
+                        "health-hook",
+                        format!(
+                            "{} {} {}: {} ({})",
+                            s("app"),
+                            s("version"),
+                            s("lifecycle_event"),
+                            s("status"),
+                            s("reason")
+                        ),
+                    );
+                    world.hook_outcomes.lock().unwrap().push(HookOutcome {
+                        deployment_id: s("deployment_id"),
+                        status: s("status"),
+                        reason: s("reason"),
+                    });
+                }
+                Invoked::Error(e) => world
+                    .timeline
+                    .log("health-hook", format!("{function} FAILED: {e}")),
+            }
+        });
+    }
+
+    async fn publish(&self, event: Value) {
+        let _busy = Busy::new(&self.busy);
+        let state = event["detail"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let id = event["detail"]["deploymentId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.timeline.log(
+            "codedeploy",
+            format!(
+                "{} deployment {id}: {state}",
+                event["detail"]["application"].as_str().unwrap_or_default()
+            ),
+        );
+        match self.notifier.invoke(event.clone()).await {
+            Invoked::Response(v) => self.timeline.log(
+                "notifier",
+                format!(
+                    "slack: {}",
+                    v["headline"].as_str().unwrap_or(&v.to_string())
+                ),
+            ),
+            Invoked::Error(e) => self.timeline.log(
+                "notifier",
+                format!("FAILED: {}", e["errorMessage"].as_str().unwrap_or_default()),
+            ),
+        }
+        if matches!(state.as_str(), "SUCCESS" | "FAILURE" | "STOP") {
+            self.deliver_to_deployer(event).await;
+        }
+    }
+}
+
+impl World {
+    async fn discard(&self, app: &SeededApp, group: &GroupSpec, green: &str) {
+        let _ = self
+            .clients
+            .ecs
+            .delete_task_set()
+            .cluster(&group.cluster)
+            .service(&group.service)
+            .task_set(green)
+            .force(true)
+            .send()
+            .await;
+        let target = TargetDescription::builder()
+            .id("10.0.1.10")
+            .port(3000)
+            .build();
+        let _ = self
+            .clients
+            .elb
+            .deregister_targets()
+            .target_group_arn(&app.green_target_group)
+            .targets(target)
+            .send()
+            .await;
+    }
+}
