@@ -509,6 +509,12 @@ impl CodeDeployStandIn {
         if let Some(green) = &green {
             lifecycle.discard_green(group, green).await;
         }
+        // The failed deployment ends first: the rollback is a new deployment of the same group.
+        self.update(id, |d| {
+            d.status = "Failed".into();
+            d.complete_time = Some(now());
+            d.error = Some((code.into(), message.into()));
+        });
         let rollback = self
             .new_deployment(
                 &group.application,
@@ -519,9 +525,6 @@ impl CodeDeployStandIn {
             )
             .ok();
         let d = self.update(id, |d| {
-            d.status = "Failed".into();
-            d.complete_time = Some(now());
-            d.error = Some((code.into(), message.into()));
             d.rollback_deployment_id = rollback.clone();
             d.rollback_message = rollback.as_ref().map(|r| format!("Rolled back by {r}"));
         });

@@ -7,4 +7,5 @@ pub mod moto;
 pub mod pipeline;
 pub mod receivers;
 pub mod runtime;
+pub mod scenario;
 pub mod world;

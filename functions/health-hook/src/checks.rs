@@ -93,17 +93,18 @@ pub async fn task_set(
 /// Every registered target of the green target group is healthy (and there is at least one).
 pub async fn target_health(
     elb: &dyn LoadBalancingApi,
-    target_group: &str,
+    target_group_arn: &str,
     interval: Duration,
     deadline: Instant,
 ) -> CheckResult {
     const NAME: &str = "target_health";
-    let arn = match elb.target_group_arn(target_group).await {
-        Ok(arn) => arn,
-        Err(e) => return CheckResult::fail(NAME, e.to_string()),
-    };
+    // `arn:...:targetgroup/<name>/<id>`: the name reads better in the verdict.
+    let target_group = target_group_arn
+        .split('/')
+        .nth(1)
+        .unwrap_or(target_group_arn);
     loop {
-        let last = match elb.target_health(&arn).await {
+        let last = match elb.target_health(target_group_arn).await {
             Err(e) => return CheckResult::fail(NAME, e.to_string()),
             Ok(targets) if targets.is_empty() => format!("no targets registered in {target_group}"),
             Ok(targets) => {

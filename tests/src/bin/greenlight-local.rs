@@ -1,0 +1,61 @@
+//! `greenlight-local`: the whole Greenlight pipeline on this machine, no AWS account needed.
+//! Plays three releases of a two-app monorepo and prints what happens, as it happens.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use greenlight_tests::pipeline::{Entry, Pipeline, Timeline};
+use greenlight_tests::scenario;
+
+const STEPS: usize = 3;
+
+#[tokio::main]
+async fn main() {
+    let printer: Arc<dyn Fn(&Entry) + Send + Sync> = Arc::new(|e: &Entry| {
+        println!(
+            "  {:>6.1}s  {:<11}  {}",
+            e.at.as_secs_f64(),
+            e.actor,
+            e.text
+        );
+        let _ = std::io::stdout().flush();
+    });
+    println!(
+        "Greenlight local pipeline: moto (AWS), a CodeDeploy stand-in, local Slack and web apps\n"
+    );
+    let pipeline = tokio::time::timeout(
+        Duration::from_secs(120),
+        Pipeline::start(Timeline::new(printer)),
+    )
+    .await;
+    let Ok(pipeline) = pipeline else {
+        eprintln!("\nVerdict: FAILED — the local world did not start within 120 s (logs: target/greenlight-logs/)");
+        std::process::exit(1);
+    };
+    let checks = scenario::run(&pipeline, |n, title| {
+        println!("\n[{n}/{STEPS}] {title}");
+    })
+    .await;
+
+    println!("\nSlack messages received:");
+    for headline in pipeline.slack.headlines() {
+        println!("  • {headline}");
+    }
+    println!("\nChecks:");
+    for (what, passed, detail) in &checks {
+        let mark = if *passed { "ok  " } else { "FAIL" };
+        if *passed || detail.is_empty() {
+            println!("  {mark} {what}");
+        } else {
+            println!("  {mark} {what} — {detail}");
+        }
+    }
+    let failed = checks.iter().filter(|c| !c.1).count();
+    if failed == 0 {
+        println!("\nVerdict: PASS — {} checks: a healthy release shipped, a bad one was rolled back before taking traffic, a release pushed mid-deployment waited and shipped.", checks.len());
+    } else {
+        println!("\nVerdict: FAIL — {failed} of {} checks failed (function logs: target/greenlight-logs/)", checks.len());
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,260 @@
+//! The local pipeline's scenario, shared by the demo and the end-to-end test:
+//! 1. web1 v1.4.2 (and its `latest` twin) ships: one revision, one deployment, hook Succeeded;
+//! 2. web1 v1.4.3 whose green endpoint fails: hook Failed, rolled back, v1.4.2 still serves;
+//! 3. web2 v2.0.0 then v2.0.1 while the first deploys: v2.0.1 waits, then ships.
+
+use std::time::Duration;
+
+use crate::pipeline::Pipeline;
+use crate::receivers::Health;
+use crate::world::ACCOUNT;
+
+/// What a scenario step checked: (what, passed, detail).
+pub type Check = (String, bool, String);
+
+fn check(checks: &mut Vec<Check>, what: &str, passed: bool, detail: impl Into<String>) {
+    checks.push((what.to_string(), passed, detail.into()));
+}
+
+fn image_of(app: &str, digest: &str) -> String {
+    format!("{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{app}@{digest}")
+}
+
+/// Runs the three steps; returns every check made (none panics, so the demo can report).
+pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
+    let mut checks = vec![];
+    let settle = Duration::from_secs(90);
+
+    // 1. A healthy release.
+    step(1, "push web1:v1.4.2 (and :latest) — a healthy release");
+    let revisions_before = p.clients.revisions("web1").await.len();
+    let slack_before = p.slack.messages().len();
+    let v142 = p.push("web1", "v1.4.2", Health::Healthy).await;
+    let settled = p.settle(settle).await;
+    check(&mut checks, "web1 v1.4.2 settled", settled, "");
+    let revisions = p.clients.revisions("web1").await.len() - revisions_before;
+    check(
+        &mut checks,
+        "one task-definition revision for v1.4.2 and its latest twin",
+        revisions == 1,
+        format!("{revisions} registered"),
+    );
+    let deployments: Vec<_> = p
+        .stand_in
+        .deployments()
+        .into_iter()
+        .filter(|d| d.application == "web1")
+        .collect();
+    check(
+        &mut checks,
+        "one deployment for v1.4.2",
+        deployments.len() == 1,
+        format!("{} deployments", deployments.len()),
+    );
+    let first = deployments.first().cloned().unwrap_or_default();
+    check(
+        &mut checks,
+        "v1.4.2 deployment succeeded",
+        first.status == "Succeeded",
+        first.status.clone(),
+    );
+    let hook = p
+        .stand_in
+        .reports()
+        .into_iter()
+        .filter(|r| r.deployment_id == first.id)
+        .map(|r| r.status)
+        .collect::<Vec<_>>();
+    check(
+        &mut checks,
+        "hook reported Succeeded exactly once",
+        hook == ["Succeeded"],
+        format!("{hook:?}"),
+    );
+    let (_, serving) = p.clients.service_image("web1").await;
+    check(
+        &mut checks,
+        "web1 serves v1.4.2 pinned by digest",
+        serving == image_of("web1", &v142),
+        serving,
+    );
+    let headlines: Vec<String> = p.slack.headlines()[slack_before..].to_vec();
+    let expected = [
+        "deploying to production",
+        "is ready on green",
+        "deployed to production in",
+    ];
+    let in_order = headlines.len() == 3
+        && headlines
+            .iter()
+            .zip(expected)
+            .all(|(h, e)| h.contains("web1 v1.4.2") && h.contains(e));
+    check(
+        &mut checks,
+        "Slack: started → ready → succeeded",
+        in_order,
+        headlines.join(" | "),
+    );
+
+    // 2. An unhealthy release is rolled back before it takes traffic.
+    step(2, "push web1:v1.4.3 whose green endpoint answers HTTP 500");
+    let slack_before = p.slack.messages().len();
+    p.push("web1", "v1.4.3", Health::Failing).await;
+    let settled = p.settle(settle).await;
+    check(&mut checks, "web1 v1.4.3 settled", settled, "");
+    let deployments: Vec<_> = p
+        .stand_in
+        .deployments()
+        .into_iter()
+        .filter(|d| d.application == "web1")
+        .collect();
+    let bad = deployments
+        .iter()
+        .find(|d| {
+            d.description
+                .as_deref()
+                .is_some_and(|t| t.contains("version=v1.4.3"))
+        })
+        .cloned()
+        .unwrap_or_default();
+    check(
+        &mut checks,
+        "v1.4.3 deployment failed",
+        bad.status == "Failed",
+        bad.status.clone(),
+    );
+    check(
+        &mut checks,
+        "v1.4.3 was rolled back",
+        bad.rollback_deployment_id.is_some(),
+        format!("{:?}", bad.rollback_deployment_id),
+    );
+    let hook = p
+        .world
+        .hook_outcomes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.deployment_id == bad.id)
+        .cloned()
+        .collect::<Vec<_>>();
+    let reported = p
+        .stand_in
+        .reports()
+        .into_iter()
+        .filter(|r| r.deployment_id == bad.id)
+        .map(|r| r.status)
+        .collect::<Vec<_>>();
+    check(
+        &mut checks,
+        "hook reported Failed exactly once, with its reason",
+        reported == ["Failed"] && hook.iter().any(|h| h.reason.contains("HTTP 500")),
+        format!("{reported:?} {:?}", hook.first().map(|h| &h.reason)),
+    );
+    let (_, serving) = p.clients.service_image("web1").await;
+    check(
+        &mut checks,
+        "web1 still serves v1.4.2",
+        serving == image_of("web1", &v142),
+        serving,
+    );
+    let headlines: Vec<String> = p.slack.headlines()[slack_before..].to_vec();
+    let failed = headlines
+        .iter()
+        .any(|h| h.contains("web1 v1.4.3 FAILED") && h.contains("rolled back to v1.4.2"));
+    let rolled_back = headlines
+        .iter()
+        .any(|h| h.contains("rolled back to v1.4.2") && !h.contains("FAILED"));
+    let no_false_success = !headlines.iter().any(|h| h.contains("v1.4.3 deployed"));
+    check(
+        &mut checks,
+        "Slack: v1.4.3 failed, rolled back to v1.4.2, never called a success",
+        failed && rolled_back && no_false_success,
+        headlines.join(" | "),
+    );
+
+    // 3. A push during a deployment waits, then ships.
+    step(3, "push web2:v2.0.0, then web2:v2.0.1 while v2.0.0 deploys");
+    let slack_before = p.slack.messages().len();
+    let world = p.world.clone();
+    let clients = p.clients.clone();
+    let first_push = p.push("web2", "v2.0.0", Health::Healthy);
+    let second_push = async {
+        // Push as soon as the first deployment exists.
+        for _ in 0..100 {
+            if p.stand_in
+                .deployments()
+                .iter()
+                .any(|d| d.application == "web2")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        p.push("web2", "v2.0.1", Health::Healthy).await
+    };
+    let (_, v201) = tokio::join!(first_push, second_push);
+    let _ = (world, clients);
+    let settled = p.settle(settle).await;
+    check(&mut checks, "web2 settled", settled, "");
+    let deployments: Vec<_> = p
+        .stand_in
+        .deployments()
+        .into_iter()
+        .filter(|d| d.application == "web2")
+        .collect();
+    let versions: Vec<String> = deployments
+        .iter()
+        .map(|d| {
+            d.description
+                .clone()
+                .unwrap_or_default()
+                .split_whitespace()
+                .find(|w| w.starts_with("version="))
+                .unwrap_or_default()
+                .trim_start_matches("version=")
+                .to_string()
+        })
+        .collect();
+    check(
+        &mut checks,
+        "web2 deployed v2.0.0 then v2.0.1, one deployment each",
+        versions == ["v2.0.0", "v2.0.1"],
+        format!("{versions:?}"),
+    );
+    check(
+        &mut checks,
+        "both web2 deployments succeeded",
+        deployments.iter().all(|d| d.status == "Succeeded"),
+        format!(
+            "{:?}",
+            deployments.iter().map(|d| &d.status).collect::<Vec<_>>()
+        ),
+    );
+    let waited = p
+        .world
+        .deployer_outcomes
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|o| o["outcome"] == "waiting" && o["version"] == "v2.0.1");
+    check(&mut checks, "v2.0.1 waited for v2.0.0", waited, "");
+    let (_, serving) = p.clients.service_image("web2").await;
+    check(
+        &mut checks,
+        "web2 serves v2.0.1",
+        serving == image_of("web2", &v201),
+        serving,
+    );
+    let successes = p.slack.headlines()[slack_before..]
+        .iter()
+        .filter(|h| h.contains("web2") && h.contains("deployed to production"))
+        .count();
+    check(
+        &mut checks,
+        "Slack: both web2 releases announced as deployed",
+        successes == 2,
+        format!("{successes}"),
+    );
+    checks
+}
