@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aws_sdk_ecs::types::{AwsVpcConfiguration, LaunchType, LoadBalancer, NetworkConfiguration};
 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 use serde_json::Value;
 
@@ -16,7 +15,9 @@ use crate::codedeploy::{CodeDeployStandIn, GroupSpec, Lifecycle};
 use crate::moto::{workspace_root, MotoServer};
 use crate::receivers::{GreenApp, Health, SlackReceiver};
 use crate::runtime::{FunctionHost, Invoked};
-use crate::world::{push_event, seed_app, Clients, SeededApp, CLUSTER, TABLE};
+use crate::world::{
+    create_green_task_set, push_event, seed_app, Clients, SeededApp, CLUSTER, GREEN_TASK_IP, TABLE,
+};
 
 pub const HOOK_FUNCTION: &str = "CodeDeployHook_greenlight";
 const CONFIG_PARAMETER: &str = "/greenlight/config";
@@ -392,54 +393,14 @@ impl Lifecycle for World {
         container: &str,
         port: i64,
     ) -> Result<String, String> {
-        let app = self.app(group);
-        let set = self
-            .clients
-            .ecs
-            .create_task_set()
-            .cluster(&group.cluster)
-            .service(&group.service)
-            .task_definition(task_definition)
-            .launch_type(LaunchType::Fargate)
-            .load_balancers(
-                LoadBalancer::builder()
-                    .target_group_arn(&app.green_target_group)
-                    .container_name(container)
-                    .container_port(port as i32)
-                    .build(),
-            )
-            .network_configuration(
-                NetworkConfiguration::builder()
-                    .awsvpc_configuration(
-                        AwsVpcConfiguration::builder()
-                            .set_subnets(Some(app.subnets.clone()))
-                            .security_groups(&app.security_group)
-                            .build()
-                            .map_err(|e| e.to_string())?,
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| format!("CreateTaskSet: {e:?}"))?;
-        let id = set
-            .task_set()
-            .and_then(|t| t.id())
-            .unwrap_or_default()
-            .to_string();
-        self.clients
-            .elb
-            .register_targets()
-            .target_group_arn(&app.green_target_group)
-            .targets(
-                TargetDescription::builder()
-                    .id("10.0.1.10")
-                    .port(3000)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| format!("RegisterTargets: {e:?}"))?;
+        let id = create_green_task_set(
+            &self.clients,
+            self.app(group),
+            task_definition,
+            container,
+            port as i32,
+        )
+        .await?;
         self.timeline.log(
             "codedeploy",
             format!(
@@ -577,7 +538,7 @@ impl World {
             .send()
             .await;
         let target = TargetDescription::builder()
-            .id("10.0.1.10")
+            .id(GREEN_TASK_IP)
             .port(3000)
             .build();
         let _ = self

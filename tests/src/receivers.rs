@@ -12,13 +12,16 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::Value;
 
+/// A scripted answer: HTTP status and optional Retry-After seconds.
+type Answer = (u16, Option<u64>);
+
 /// Records every message posted; answers are scripted (default 200 "ok").
 #[derive(Clone, Default)]
 pub struct SlackReceiver {
     pub url: String,
     messages: Arc<Mutex<Vec<Value>>>,
     /// (status, Retry-After seconds) answers, used in order before falling back to 200.
-    answers: Arc<Mutex<VecDeque<(u16, Option<u64>)>>>,
+    answers: Arc<Mutex<VecDeque<Answer>>>,
 }
 
 impl SlackReceiver {
@@ -40,7 +43,7 @@ impl SlackReceiver {
         receiver
     }
 
-    pub fn script(&self, answers: &[(u16, Option<u64>)]) {
+    pub fn script(&self, answers: &[Answer]) {
         self.answers.lock().unwrap().extend(answers.iter().copied());
     }
 

@@ -411,6 +411,66 @@ pub async fn seed_app(c: &Clients, name: &str, listener_port: i32) -> SeededApp 
     }
 }
 
+/// Creates a green task set for `task_definition` in the app's service and registers its task
+/// in the green target group, as CodeDeploy's Install step would; returns the task set id.
+pub async fn create_green_task_set(
+    c: &Clients,
+    app: &SeededApp,
+    task_definition: &str,
+    container: &str,
+    port: i32,
+) -> Result<String, String> {
+    use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
+    let network = AwsVpcConfiguration::builder()
+        .set_subnets(Some(app.subnets.clone()))
+        .security_groups(&app.security_group)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let set = c
+        .ecs
+        .create_task_set()
+        .cluster(&app.group.cluster)
+        .service(&app.group.service)
+        .task_definition(task_definition)
+        .launch_type(LaunchType::Fargate)
+        .load_balancers(
+            LoadBalancer::builder()
+                .target_group_arn(&app.green_target_group)
+                .container_name(container)
+                .container_port(port)
+                .build(),
+        )
+        .network_configuration(
+            NetworkConfiguration::builder()
+                .awsvpc_configuration(network)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| format!("CreateTaskSet: {e:?}"))?;
+    let id = set
+        .task_set()
+        .and_then(|t| t.id())
+        .unwrap_or_default()
+        .to_string();
+    c.elb
+        .register_targets()
+        .target_group_arn(&app.green_target_group)
+        .targets(
+            TargetDescription::builder()
+                .id(GREEN_TASK_IP)
+                .port(3000)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| format!("RegisterTargets: {e:?}"))?;
+    Ok(id)
+}
+
+/// The address the green task registers in its target group.
+pub const GREEN_TASK_IP: &str = "10.0.1.10";
+
 /// The EventBridge "ECR Image Action" event of a push, shaped like `events/ecr-push-version.json`.
 pub fn push_event(
     repository: &str,

@@ -187,8 +187,10 @@ async fn version_push_registers_one_revision_and_starts_one_deployment() {
 
 #[tokio::test]
 async fn skipped_events_make_no_aws_or_ledger_call() {
-    let mut ledger = FakeLedger::default();
-    ledger.unreachable = true; // any ledger call would fail the test
+    let ledger = FakeLedger {
+        unreachable: true, // any ledger call would fail the test
+        ..Default::default()
+    };
     let w = World::with(ledger, |_| {});
     for name in [
         "ecr-push-latest",
@@ -557,8 +559,10 @@ async fn missing_deployment_group_is_a_clear_error_and_frees_nothing_it_did_not_
 
 #[tokio::test]
 async fn unreachable_ledger_fails_before_any_aws_call() {
-    let mut ledger = FakeLedger::default();
-    ledger.unreachable = true;
+    let ledger = FakeLedger {
+        unreachable: true, // any ledger call would fail the test
+        ..Default::default()
+    };
     let w = World::with(ledger, |_| {});
     let err = w
         .run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1")

@@ -38,7 +38,9 @@ async fn main() {
     })
     .await;
 
-    println!("\nSlack messages received:");
+    let payloads = serde_json::to_string_pretty(&pipeline.slack.messages()).unwrap_or_default();
+    let _ = std::fs::write("target/greenlight-logs/slack-messages.json", payloads);
+    println!("\nSlack messages received (payloads in target/greenlight-logs/slack-messages.json):");
     for headline in pipeline.slack.headlines() {
         println!("  • {headline}");
     }
