@@ -132,6 +132,7 @@ struct Inner {
     /// The task definition each group serves, for rollbacks.
     serving: HashMap<String, String>,
     counter: u64,
+    instant_success: bool,
 }
 
 #[derive(Clone)]
@@ -201,6 +202,11 @@ impl CodeDeployStandIn {
             .serving
             .insert(spec.group.clone(), serving_task_definition.to_string());
         inner.groups.push(spec);
+    }
+
+    /// Deployments succeed as soon as they are created (for timing a deploy command alone).
+    pub fn succeed_instantly(&self) {
+        self.inner.lock().unwrap().instant_success = true;
     }
 
     pub fn attach(&self, lifecycle: Arc<dyn Lifecycle>) {
@@ -664,6 +670,10 @@ async fn serve(State(s): State<CodeDeployStandIn>, headers: HeaderMap, body: Str
                     "computePlatform": "ECS",
                     "deploymentStyle": {"deploymentType": "BLUE_GREEN", "deploymentOption": "WITH_TRAFFIC_CONTROL"},
                     "autoRollbackConfiguration": {"enabled": true, "events": ["DEPLOYMENT_FAILURE"]},
+                "blueGreenDeploymentConfiguration": {
+                    "deploymentReadyOption": {"actionOnTimeout": "CONTINUE_DEPLOYMENT", "waitTimeInMinutes": 0},
+                    "terminateBlueInstancesOnDeploymentSuccess": {"action": "TERMINATE", "terminationWaitTimeInMinutes": 5},
+                },
                     "ecsServices": [{"serviceName": g.service, "clusterName": g.cluster}],
                     "loadBalancerInfo": {"targetGroupPairInfoList": [{
                         "targetGroups": [{"name": g.target_groups.0}, {"name": g.target_groups.1}],
@@ -671,6 +681,26 @@ async fn serve(State(s): State<CodeDeployStandIn>, headers: HeaderMap, body: Str
                         "testTrafficRoute": {"listenerArns": [g.test_listener]},
                     }]},
                 }})),
+            }
+        }
+        "GetApplication" => {
+            let name = text("applicationName");
+            if s.inner
+                .lock()
+                .unwrap()
+                .groups
+                .iter()
+                .any(|g| g.application == name)
+            {
+                ok(
+                    json!({"application": {"applicationName": name, "applicationId": format!("app-{name}"), "computePlatform": "ECS", "createTime": now()}}),
+                )
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "ApplicationDoesNotExistException",
+                    format!("No application found for name: {name}"),
+                )
             }
         }
         "CreateDeployment" => {
@@ -699,7 +729,11 @@ async fn serve(State(s): State<CodeDeployStandIn>, headers: HeaderMap, body: Str
                             tokio::spawn(s.clone().drive(lifecycle, id.clone(), group));
                         }
                         None => {
-                            s.update(&id, |d| d.status = "InProgress".into());
+                            let instant = s.inner.lock().unwrap().instant_success;
+                            s.update(&id, |d| {
+                                d.status = if instant { "Succeeded" } else { "InProgress" }.into();
+                                d.complete_time = instant.then(now);
+                            });
                         }
                     }
                     ok(json!({"deploymentId": id}))

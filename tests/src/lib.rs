@@ -2,6 +2,7 @@
 //! pipeline (`greenlight-local`): moto server, a CodeDeploy stand-in, a Lambda Runtime API
 //! host for the real function binaries, a Slack webhook receiver and the green task's web app.
 
+pub mod aws_stub;
 pub mod codedeploy;
 pub mod moto;
 pub mod pipeline;

@@ -46,6 +46,7 @@ struct HostState {
     queue: Arc<Mutex<mpsc::Receiver<Pending>>>,
     waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Invoked>>>>,
     function_arn: String,
+    first_poll: Arc<std::sync::OnceLock<std::time::Instant>>,
 }
 
 pub struct FunctionHost {
@@ -53,6 +54,9 @@ pub struct FunctionHost {
     sender: mpsc::Sender<Pending>,
     waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Invoked>>>>,
     child: std::sync::Mutex<Option<Child>>,
+    /// When the process was started, and when it first asked for an invocation (its init done).
+    pub spawned_at: std::time::Instant,
+    first_poll: Arc<std::sync::OnceLock<std::time::Instant>>,
     timeout: Duration,
     counter: std::sync::atomic::AtomicU64,
     /// Serialises invocations: Lambda runs one at a time per execution environment.
@@ -74,7 +78,9 @@ impl FunctionHost {
         let addr = listener.local_addr().expect("runtime API address");
         let (sender, receiver) = mpsc::channel(64);
         let waiting = Arc::new(Mutex::new(HashMap::new()));
+        let first_poll = Arc::new(std::sync::OnceLock::new());
         let state = HostState {
+            first_poll: first_poll.clone(),
             queue: Arc::new(Mutex::new(receiver)),
             waiting: waiting.clone(),
             function_arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),
@@ -92,6 +98,7 @@ impl FunctionHost {
             let _ = axum::serve(listener, app).await;
         });
         let log_file = std::fs::File::create(log).expect("function log file");
+        let spawned_at = std::time::Instant::now();
         let child = Command::new(binary)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
@@ -110,6 +117,8 @@ impl FunctionHost {
             sender,
             waiting,
             child: std::sync::Mutex::new(Some(child)),
+            spawned_at,
+            first_poll,
             timeout,
             counter: Default::default(),
             turn: Mutex::new(()),
@@ -150,6 +159,14 @@ impl FunctionHost {
         }
     }
 
+    /// Time from process start to its first request for an invocation (the cold start's init),
+    /// once it has happened.
+    pub fn init_duration(&self) -> Option<Duration> {
+        self.first_poll
+            .get()
+            .map(|t| t.duration_since(self.spawned_at))
+    }
+
     /// The process id of the function (for memory measurements).
     pub fn pid(&self) -> Option<u32> {
         self.child.lock().unwrap().as_ref().map(|c| c.id())
@@ -166,6 +183,7 @@ impl Drop for FunctionHost {
 }
 
 async fn next(State(s): State<HostState>) -> Response {
+    s.first_poll.get_or_init(std::time::Instant::now);
     let pending = s.queue.lock().await.recv().await;
     let Some(p) = pending else {
         return StatusCode::GONE.into_response();
