@@ -323,6 +323,28 @@ impl DynamoLedger {
             .item)
     }
 
+    /// The app's release items matching `filter` (which names its one value `:v`).
+    async fn query_releases(
+        &self,
+        app: &str,
+        filter: &str,
+        value: AttributeValue,
+    ) -> Result<Vec<Item>, LedgerError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :release)")
+            .filter_expression(filter)
+            .expression_attribute_values(":pk", partition(app))
+            .expression_attribute_values(":release", s("release#"))
+            .expression_attribute_values(":v", value)
+            .send()
+            .await
+            .map_err(failed("Query"))?;
+        Ok(out.items.unwrap_or_default())
+    }
+
     /// Sets a release's status (and extra attributes), appending to its history.
     async fn update_release(
         &self,
@@ -719,37 +741,22 @@ impl Ledger for DynamoLedger {
         app: &str,
         digest: &str,
     ) -> Result<Vec<ReleaseRecord>, LedgerError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :release)")
-            .filter_expression("superseded_by = :d")
-            .expression_attribute_values(":pk", partition(app))
-            .expression_attribute_values(":release", s("release#"))
-            .expression_attribute_values(":d", s(digest))
-            .send()
-            .await
-            .map_err(failed("Query"))?;
-        Ok(out.items().iter().filter_map(record_of).collect())
+        let items = self
+            .query_releases(app, "superseded_by = :v", s(digest))
+            .await?;
+        Ok(items.iter().filter_map(record_of).collect())
     }
 
     async fn last_succeeded(&self, app: &str) -> Result<Option<ReleaseRecord>, LedgerError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :release)")
-            .filter_expression("release_status = :succeeded")
-            .expression_attribute_values(":pk", partition(app))
-            .expression_attribute_values(":release", s("release#"))
-            .expression_attribute_values(":succeeded", s(ReleaseStatus::Succeeded.as_str()))
-            .send()
-            .await
-            .map_err(failed("Query"))?;
+        let items = self
+            .query_releases(
+                app,
+                "release_status = :v",
+                s(ReleaseStatus::Succeeded.as_str()),
+            )
+            .await?;
         // ISO-8601 UTC timestamps sort as text.
-        Ok(out
-            .items()
+        Ok(items
             .iter()
             .max_by_key(|item| get_s(item, "updated_at").unwrap_or_default())
             .and_then(record_of))

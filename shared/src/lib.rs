@@ -13,6 +13,7 @@ pub mod invocation;
 pub mod ledger;
 pub mod secrets;
 pub mod slack;
+pub mod startup;
 pub mod tag_rule;
 pub mod task_definition;
 pub mod telemetry;
