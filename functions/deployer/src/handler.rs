@@ -348,7 +348,16 @@ async fn deploy_or_wait(
                 .await?;
             arn
         }
-        (None, None) => unreachable!("a fresh release always reads the current task definition"),
+        // A release without a registered revision always reads the current task definition above.
+        (None, None) => {
+            return Err(DeployError::Ledger(LedgerError {
+                operation: "resume",
+                message: format!(
+                    "release {}/{} has no task definition to deploy",
+                    app.name, record.digest
+                ),
+            }))
+        }
     };
 
     let appspec = AppSpec {

@@ -252,7 +252,7 @@ async fn webhook_for(deps: &Deps, app: &AppConfig) -> Result<Secret, NotifyError
         return Ok(secret.clone());
     }
     let secret = deps.secrets.read(&reference).await?;
-    info!(app = %app.name, secret = %key, "Slack webhook read");
+    info!(app = %app.name, webhook_ref = %key, "Slack webhook read (reference only, never the value)");
     cache.insert(key, secret.clone());
     Ok(secret)
 }

@@ -23,15 +23,49 @@ pub async fn sdk_config() -> SdkConfig {
         .await
 }
 
+/// The roots AWS endpoints chain to (Amazon Trust Services and the Starfield roots that
+/// cross-sign them), from the Mozilla CA bundle.
+const AWS_TRUST_ROOTS: &[u8] = include_bytes!("amazon-trust-roots.pem");
+
 /// The SDK's HTTP client: hyper with rustls on the `ring` provider (HTTP and HTTPS).
+///
+/// It trusts only the roots AWS endpoints use: parsing the system's whole CA store (hundreds
+/// of certificates) was most of a cold start's time beyond the Lambda runtime itself.
+/// `GREENLIGHT_SYSTEM_ROOTS=1` trusts the system store instead (an endpoint behind another CA,
+/// such as a TLS-inspecting proxy).
 pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https()
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    let trust = match std::env::var_os("GREENLIGHT_SYSTEM_ROOTS") {
+        Some(_) => TrustStore::default(),
+        None => TrustStore::empty().with_pem_certificate(AWS_TRUST_ROOTS),
+    };
+    let builder = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
+    match TlsContext::builder().with_trust_store(trust).build() {
+        Ok(context) => builder.tls_context(context).build_https(),
+        // Unreachable with the bundled PEM; fall back to the defaults rather than fail.
+        Err(_) => builder.build_https(),
+    }
 }
 
 /// Seconds since the epoch as a UTC time (CodeDeploy API timestamps).
 pub(crate) fn to_utc(t: &aws_smithy_types::DateTime) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_aws_roots_build_a_tls_context() {
+        use aws_smithy_http_client::tls::{TlsContext, TrustStore};
+        let pem = String::from_utf8_lossy(AWS_TRUST_ROOTS);
+        assert_eq!(pem.matches("-----BEGIN CERTIFICATE-----").count(), 6);
+        let store = TrustStore::empty().with_pem_certificate(AWS_TRUST_ROOTS);
+        assert!(TlsContext::builder()
+            .with_trust_store(store)
+            .build()
+            .is_ok());
+    }
 }
