@@ -86,7 +86,6 @@ REQUIRED_ACTIONS = {
         "codedeploy:ListDeploymentTargets",
         "codedeploy:BatchGetDeploymentTargets",
         "codedeploy:PutLifecycleEventHookExecutionStatus",
-        "ecs:DescribeServices",
         "ecs:DescribeTaskSets",
         "elasticloadbalancing:DescribeTargetHealth",
         "elasticloadbalancing:DescribeTargetGroups",
