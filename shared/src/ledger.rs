@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::{DateTime, Utc};
 
@@ -292,6 +293,16 @@ where
         .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
 
+/// Sends a conditional update; whether its condition held (a failed condition is not an error:
+/// someone else got there first, or there was nothing to change).
+async fn update_if(request: UpdateItemFluentBuilder) -> Result<bool, LedgerError> {
+    match request.send().await {
+        Ok(_) => Ok(true),
+        Err(e) if is_condition_failure(&e) => Ok(false),
+        Err(e) => Err(failed("UpdateItem")(e)),
+    }
+}
+
 impl DynamoLedger {
     pub fn new(
         client: aws_sdk_dynamodb::Client,
@@ -321,6 +332,15 @@ impl DynamoLedger {
             .await
             .map_err(failed("GetItem"))?
             .item)
+    }
+
+    /// An UpdateItem on one of the app's items, table and key filled in.
+    fn update(&self, app: &str, sort_key: AttributeValue) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", partition(app))
+            .key("sk", sort_key)
     }
 
     /// The app's release items matching `filter` (which names its one value `:v`).
@@ -356,11 +376,7 @@ impl DynamoLedger {
         let now = Utc::now();
         let mut expr = "SET release_status = :status, updated_at = :now, status_history = list_append(if_not_exists(status_history, :empty), :entry)".to_string();
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", partition(app))
-            .key("sk", release_key(digest))
+            .update(app, release_key(digest))
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":status", s(status.as_str()))
             .expression_attribute_values(":now", s(now.to_rfc3339()))
@@ -370,13 +386,9 @@ impl DynamoLedger {
             expr.push_str(&format!(", {name} = :{name}"));
             req = req.expression_attribute_values(format!(":{name}"), value.clone());
         }
-        match req.update_expression(expr).send().await {
-            Ok(_) => Ok(()),
-            // A release item that does not exist has nothing to record (a deployment not started
-            // by Greenlight, or a ledger emptied by hand).
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(failed("UpdateItem")(e)),
-        }
+        // A release item that does not exist has nothing to record (a deployment not started
+        // by Greenlight, or a ledger emptied by hand).
+        update_if(req.update_expression(expr)).await.map(drop)
     }
 }
 
@@ -431,11 +443,7 @@ impl Ledger for DynamoLedger {
             }
             // Take over: the holder died (lease expired) or this is its own retry.
             let take = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", partition(&push.app))
-                .key("sk", release_key(&push.digest))
+                .update(&push.app, release_key(&push.digest))
                 .update_expression("SET lease_owner = :me, lease_until = :lease")
                 .condition_expression("lease_owner = :old_owner AND lease_until = :old_lease")
                 .expression_attribute_values(":me", s(owner))
@@ -498,11 +506,7 @@ impl Ledger for DynamoLedger {
     async fn acquire_slot(&self, app: &str, digest: &str) -> Result<Slot, LedgerError> {
         let now = Utc::now();
         let take = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", partition(app))
-            .key("sk", s(SLOT_KEY))
+            .update(app, s(SLOT_KEY))
             .update_expression("SET active_digest = :d, active_lease_until = :lease")
             .condition_expression(
                 "attribute_not_exists(active_digest) OR active_digest = :d OR \
@@ -528,21 +532,11 @@ impl Ledger for DynamoLedger {
 
     async fn release_slot(&self, app: &str, digest: &str) -> Result<(), LedgerError> {
         let free = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", partition(app))
-            .key("sk", s(SLOT_KEY))
+            .update(app, s(SLOT_KEY))
             .update_expression("REMOVE active_digest, active_lease_until, active_deployment_id")
             .condition_expression("active_digest = :d")
-            .expression_attribute_values(":d", s(digest))
-            .send()
-            .await;
-        match free {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(failed("UpdateItem")(e)),
-        }
+            .expression_attribute_values(":d", s(digest));
+        update_if(free).await.map(drop)
     }
 
     async fn record_deploying(
@@ -552,28 +546,18 @@ impl Ledger for DynamoLedger {
         deployment_id: &str,
     ) -> Result<(), LedgerError> {
         let slot = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", partition(app))
-            .key("sk", s(SLOT_KEY))
+            .update(app, s(SLOT_KEY))
             .update_expression("SET active_deployment_id = :id")
             .condition_expression("active_digest = :d")
             .expression_attribute_values(":id", s(deployment_id))
-            .expression_attribute_values(":d", s(digest))
-            .send()
-            .await;
-        match slot {
-            Ok(_) => {}
-            Err(e) if is_condition_failure(&e) => {
-                tracing::warn!(
-                    app,
-                    digest,
-                    deployment_id,
-                    "deployment started without holding the slot"
-                );
-            }
-            Err(e) => return Err(failed("UpdateItem")(e)),
+            .expression_attribute_values(":d", s(digest));
+        if !update_if(slot).await? {
+            tracing::warn!(
+                app,
+                digest,
+                deployment_id,
+                "deployment started without holding the slot"
+            );
         }
         self.update_release(
             app,
@@ -586,12 +570,7 @@ impl Ledger for DynamoLedger {
 
     async fn park(&self, release: &ReleaseRecord) -> Result<Parked, LedgerError> {
         let pushed = release.pushed_at.timestamp_millis();
-        let parked = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", partition(&release.app))
-            .key("sk", s(SLOT_KEY))
+        let parked = self.update(&release.app, s(SLOT_KEY))
             .update_expression("SET pending_digest = :d, pending_pushed_at = :t")
             .condition_expression("attribute_not_exists(pending_digest) OR pending_digest = :d OR pending_pushed_at < :t")
             .expression_attribute_values(":d", s(&release.digest))
@@ -642,11 +621,7 @@ impl Ledger for DynamoLedger {
         outcome: ReleaseStatus,
     ) -> Result<Option<String>, LedgerError> {
         let freed = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", partition(app))
-            .key("sk", s(SLOT_KEY))
+            .update(app, s(SLOT_KEY))
             .update_expression("REMOVE active_digest, active_lease_until, active_deployment_id")
             .condition_expression("active_deployment_id = :id")
             .expression_attribute_values(":id", s(deployment_id))
@@ -674,11 +649,7 @@ impl Ledger for DynamoLedger {
     ) -> Result<Option<ReleaseRecord>, LedgerError> {
         let now = Utc::now();
         let moved = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", partition(app))
-            .key("sk", s(SLOT_KEY))
+            .update(app, s(SLOT_KEY))
             .update_expression(
                 "SET active_digest = pending_digest, active_lease_until = :lease \
                  REMOVE pending_digest, pending_pushed_at, active_deployment_id",
@@ -704,12 +675,7 @@ impl Ledger for DynamoLedger {
             Err(e) if is_condition_failure(&e) => return Ok(None),
             Err(e) => return Err(failed("UpdateItem")(e)),
         };
-        let claimed = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", partition(app))
-            .key("sk", release_key(&digest))
+        let claimed = self.update(app, release_key(&digest))
             .update_expression(
                 "SET release_status = :claimed, lease_owner = :me, lease_until = :lease, updated_at = :now_s, \
                  status_history = list_append(if_not_exists(status_history, :empty), :entry)",
@@ -770,25 +736,15 @@ impl Ledger for DynamoLedger {
         passed: bool,
         reason: &str,
     ) -> Result<(), LedgerError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", partition(app))
-            .key("sk", release_key(digest))
+        let verdict = self
+            .update(app, release_key(digest))
             .update_expression("SET hook_event = :event, hook_passed = :passed, hook_reason = :reason, updated_at = :now")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":event", s(lifecycle_event))
             .expression_attribute_values(":passed", AttributeValue::Bool(passed))
             .expression_attribute_values(":reason", s(reason))
-            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(failed("UpdateItem")(e)),
-        }
+            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()));
+        update_if(verdict).await.map(drop)
     }
 }
 
