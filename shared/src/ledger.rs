@@ -17,8 +17,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
 
 use crate::events::ImagePush;
@@ -397,38 +398,52 @@ impl Ledger for DynamoLedger {
     async fn claim(&self, push: &ImagePush, owner: &str) -> Result<Claim, LedgerError> {
         for _ in 0..3 {
             let now = Utc::now();
-            let Some(item) = self.get(&push.app, release_key(&push.digest)).await? else {
-                let record = ReleaseRecord {
-                    owner: Some(owner.to_string()),
-                    lease_until: DateTime::from_timestamp_millis(self.lease_until(now)),
-                    ..ReleaseRecord::from_push(push)
-                };
-                let put = self
-                    .client
-                    .put_item()
-                    .table_name(&self.table)
-                    .item("pk", partition(&push.app))
-                    .item("sk", release_key(&push.digest))
-                    .item("app", s(&push.app))
-                    .item("digest", s(&push.digest))
-                    .item("release_version", s(&push.version))
-                    .item("image", s(&push.image))
-                    .item("pushed_at_ms", n(push.pushed_at.timestamp_millis()))
-                    .item("pushed_at", s(push.pushed_at.to_rfc3339()))
-                    .item("release_status", s(ReleaseStatus::Claimed.as_str()))
-                    .item("lease_owner", s(owner))
-                    .item("lease_until", n(self.lease_until(now)))
-                    .item("created_at", s(now.to_rfc3339()))
-                    .item("updated_at", s(now.to_rfc3339()))
-                    .item("status_history", history_entry(ReleaseStatus::Claimed, now))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .send()
-                    .await;
-                match put {
-                    Ok(_) => return Ok(Claim::Acquired(record)),
-                    Err(e) if is_condition_failure(&e) => continue,
-                    Err(e) => return Err(failed("PutItem")(e)),
+            // Write first: a fresh push costs one call; a claim that exists comes back with the
+            // failed condition.
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", partition(&push.app))
+                .item("sk", release_key(&push.digest))
+                .item("app", s(&push.app))
+                .item("digest", s(&push.digest))
+                .item("release_version", s(&push.version))
+                .item("image", s(&push.image))
+                .item("pushed_at_ms", n(push.pushed_at.timestamp_millis()))
+                .item("pushed_at", s(push.pushed_at.to_rfc3339()))
+                .item("release_status", s(ReleaseStatus::Claimed.as_str()))
+                .item("lease_owner", s(owner))
+                .item("lease_until", n(self.lease_until(now)))
+                .item("created_at", s(now.to_rfc3339()))
+                .item("updated_at", s(now.to_rfc3339()))
+                .item("status_history", history_entry(ReleaseStatus::Claimed, now))
+                .condition_expression("attribute_not_exists(pk)")
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let returned = match put {
+                Ok(_) => {
+                    return Ok(Claim::Acquired(ReleaseRecord {
+                        owner: Some(owner.to_string()),
+                        lease_until: DateTime::from_timestamp_millis(self.lease_until(now)),
+                        ..ReleaseRecord::from_push(push)
+                    }))
                 }
+                Err(e) if is_condition_failure(&e) => match e.into_service_error() {
+                    PutItemError::ConditionalCheckFailedException(c) => c.item,
+                    _ => None,
+                },
+                Err(e) => return Err(failed("PutItem")(e)),
+            };
+            let item = match returned {
+                Some(item) => item,
+                None => match self.get(&push.app, release_key(&push.digest)).await? {
+                    Some(item) => item,
+                    None => continue,
+                },
             };
             let record = record_of(&item).ok_or_else(|| LedgerError {
                 operation: "GetItem",
@@ -752,7 +767,6 @@ impl Ledger for DynamoLedger {
 mod tests {
     use super::*;
     use crate::mocked;
-    use aws_sdk_dynamodb::operation::get_item::{GetItemError, GetItemOutput};
     use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
     use aws_sdk_dynamodb::types::error::{
         ConditionalCheckFailedException, ProvisionedThroughputExceededException,
@@ -772,10 +786,10 @@ mod tests {
 
     #[tokio::test]
     async fn throttled_claim_is_retried_then_claims() {
-        let get = mock!(aws_sdk_dynamodb::Client::get_item)
+        let put = mock!(aws_sdk_dynamodb::Client::put_item)
             .sequence()
             .error(|| {
-                GetItemError::ProvisionedThroughputExceededException(
+                PutItemError::ProvisionedThroughputExceededException(
                     ProvisionedThroughputExceededException::builder()
                         .message("slow down")
                         .meta(
@@ -786,12 +800,10 @@ mod tests {
                         .build(),
                 )
             })
-            .output(|| GetItemOutput::builder().build())
+            .output(|| PutItemOutput::builder().build())
             .build();
-        let put = mock!(aws_sdk_dynamodb::Client::put_item)
-            .then_output(|| PutItemOutput::builder().build());
         let ledger = DynamoLedger::new(
-            mocked!(aws_sdk_dynamodb, &get, &put),
+            mocked!(aws_sdk_dynamodb, &put),
             "ledger",
             Duration::from_secs(60),
         );
@@ -800,52 +812,50 @@ mod tests {
             matches!(claim, Claim::Acquired(ref r) if r.owner.as_deref() == Some("req-1")),
             "{claim:?}"
         );
-        assert_eq!(get.num_calls(), 2);
+        assert_eq!(put.num_calls(), 2);
     }
 
     #[tokio::test]
     async fn unreachable_ledger_fails_the_claim() {
-        let get = mock!(aws_sdk_dynamodb::Client::get_item)
+        let put = mock!(aws_sdk_dynamodb::Client::put_item)
             .sequence()
             .http_status(500, None)
             .times(3)
             .build();
         let ledger = DynamoLedger::new(
-            mocked!(aws_sdk_dynamodb, &get),
+            mocked!(aws_sdk_dynamodb, &put),
             "ledger",
             Duration::from_secs(60),
         );
         let err = ledger.claim(&push(), "req-1").await.unwrap_err();
-        assert_eq!(err.operation, "GetItem");
+        assert_eq!(err.operation, "PutItem");
+        assert_eq!(put.num_calls(), 3);
     }
 
     #[tokio::test]
     async fn lost_race_reads_the_winner() {
-        let get = mock!(aws_sdk_dynamodb::Client::get_item)
-            .sequence()
-            .output(|| GetItemOutput::builder().build())
-            .output(|| {
-                GetItemOutput::builder()
-                    .set_item(Some(HashMap::from([
-                        ("app".to_string(), s("web1")),
-                        ("digest".to_string(), s("sha256:aa")),
-                        ("release_status".to_string(), s("claimed")),
-                        ("lease_owner".to_string(), s("req-other")),
-                        (
-                            "lease_until".to_string(),
-                            n(Utc::now().timestamp_millis() + 60_000),
-                        ),
-                    ])))
-                    .build()
-            })
-            .build();
-        let put = mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| {
+        let winner = || {
+            HashMap::from([
+                ("app".to_string(), s("web1")),
+                ("digest".to_string(), s("sha256:aa")),
+                ("release_status".to_string(), s("claimed")),
+                ("lease_owner".to_string(), s("req-other")),
+                (
+                    "lease_until".to_string(),
+                    n(Utc::now().timestamp_millis() + 60_000),
+                ),
+            ])
+        };
+        // The failed condition carries the winner's item: no second read.
+        let put = mock!(aws_sdk_dynamodb::Client::put_item).then_error(move || {
             PutItemError::ConditionalCheckFailedException(
-                ConditionalCheckFailedException::builder().build(),
+                ConditionalCheckFailedException::builder()
+                    .set_item(Some(winner()))
+                    .build(),
             )
         });
         let ledger = DynamoLedger::new(
-            mocked!(aws_sdk_dynamodb, &get, &put),
+            mocked!(aws_sdk_dynamodb, &put),
             "ledger",
             Duration::from_secs(60),
         );
@@ -854,5 +864,6 @@ mod tests {
             matches!(claim, Claim::HeldElsewhere(ref r) if r.owner.as_deref() == Some("req-other")),
             "{claim:?}"
         );
+        assert_eq!(put.num_calls(), 1);
     }
 }
