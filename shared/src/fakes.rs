@@ -30,6 +30,8 @@ pub struct FakeSlot {
 pub struct FakeLedger {
     pub releases: Mutex<HashMap<String, ReleaseRecord>>,
     pub slots: Mutex<HashMap<String, FakeSlot>>,
+    /// Announcements claimed, by `deployment/state`: whether they were posted.
+    pub notices: Mutex<HashMap<String, bool>>,
     pub unreachable: bool,
 }
 
@@ -300,6 +302,32 @@ impl Ledger for FakeLedger {
             .values()
             .find(|r| r.status == ReleaseStatus::Succeeded)
             .cloned())
+    }
+    async fn claim_notice(&self, deployment_id: &str, state: &str) -> Result<bool, LedgerError> {
+        self.check()?;
+        let mut notices = self.notices.lock().unwrap();
+        let key = format!("{deployment_id}/{state}");
+        if notices.contains_key(&key) {
+            return Ok(false);
+        }
+        notices.insert(key, false);
+        Ok(true)
+    }
+    async fn notice_posted(&self, deployment_id: &str, state: &str) -> Result<(), LedgerError> {
+        self.check()?;
+        self.notices
+            .lock()
+            .unwrap()
+            .insert(format!("{deployment_id}/{state}"), true);
+        Ok(())
+    }
+    async fn release_notice(&self, deployment_id: &str, state: &str) -> Result<(), LedgerError> {
+        self.check()?;
+        self.notices
+            .lock()
+            .unwrap()
+            .remove(&format!("{deployment_id}/{state}"));
+        Ok(())
     }
     async fn record_hook_verdict(
         &self,

@@ -9,6 +9,8 @@
 //! - one deployment slot (`slot`): the release being deployed (`active_*`) and at most one
 //!   release waiting (`pending_*`). A push that finds the slot busy waits there; a newer push
 //!   replaces an older waiting one (which is marked superseded), never the other way round.
+//! - one announcement marker per deployment state (partition `notice#<deployment id>`), so a
+//!   redelivered state-change event is not posted to Slack twice; it expires after 30 days.
 //!
 //! Every error other than a failed condition fails the invocation (so Lambda retries it):
 //! nothing is deployed without a claim.
@@ -196,6 +198,13 @@ pub trait Ledger: Send + Sync {
     ) -> Result<Vec<ReleaseRecord>, LedgerError>;
     /// The app's most recent release that deployed successfully (what production serves).
     async fn last_succeeded(&self, app: &str) -> Result<Option<ReleaseRecord>, LedgerError>;
+    /// Claims the announcement of one state of one deployment. `false` when it was announced
+    /// already, or another invocation is announcing it now (EventBridge delivers at least once).
+    async fn claim_notice(&self, deployment_id: &str, state: &str) -> Result<bool, LedgerError>;
+    /// The announcement was delivered: redeliveries of the event post nothing.
+    async fn notice_posted(&self, deployment_id: &str, state: &str) -> Result<(), LedgerError>;
+    /// The announcement failed: give the claim back so the retried event can post it.
+    async fn release_notice(&self, deployment_id: &str, state: &str) -> Result<(), LedgerError>;
     /// Records the health hook's verdict on a release (`reason` is kept for the notifier).
     async fn record_hook_verdict(
         &self,
@@ -244,6 +253,13 @@ fn release_key(digest: &str) -> AttributeValue {
 }
 
 const SLOT_KEY: &str = "slot";
+
+/// Announcement markers expire (DynamoDB TTL on `expires_at`) after 30 days.
+const NOTICE_RETENTION_SECS: i64 = 30 * 24 * 3600;
+
+fn notice_key(deployment_id: &str) -> AttributeValue {
+    s(format!("notice#{deployment_id}"))
+}
 
 fn history_entry(status: ReleaseStatus, at: DateTime<Utc>) -> AttributeValue {
     AttributeValue::L(vec![AttributeValue::M(HashMap::from([
@@ -741,6 +757,55 @@ impl Ledger for DynamoLedger {
             .iter()
             .max_by_key(|item| get_s(item, "updated_at").unwrap_or_default())
             .and_then(record_of))
+    }
+
+    async fn claim_notice(&self, deployment_id: &str, state: &str) -> Result<bool, LedgerError> {
+        let now = Utc::now();
+        let claim = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", notice_key(deployment_id))
+            .item("sk", s(state))
+            .item("notice_status", s("posting"))
+            .item("lease_until", n(self.lease_until(now)))
+            .item("expires_at", n(now.timestamp() + NOTICE_RETENTION_SECS))
+            .condition_expression(
+                "attribute_not_exists(pk) OR (notice_status = :posting AND lease_until < :now)",
+            )
+            .expression_attribute_values(":posting", s("posting"))
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .send()
+            .await;
+        match claim {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(failed("PutItem")(e)),
+        }
+    }
+
+    async fn notice_posted(&self, deployment_id: &str, state: &str) -> Result<(), LedgerError> {
+        let posted = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", notice_key(deployment_id))
+            .key("sk", s(state))
+            .update_expression("SET notice_status = :posted")
+            .expression_attribute_values(":posted", s("posted"));
+        update_if(posted).await.map(drop)
+    }
+
+    async fn release_notice(&self, deployment_id: &str, state: &str) -> Result<(), LedgerError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", notice_key(deployment_id))
+            .key("sk", s(state))
+            .send()
+            .await
+            .map_err(failed("DeleteItem"))?;
+        Ok(())
     }
 
     async fn record_hook_verdict(

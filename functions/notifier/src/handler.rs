@@ -156,6 +156,49 @@ pub async fn handle(
         });
     }
 
+    // EventBridge delivers at least once: announce each state of a deployment once. Without a
+    // reachable ledger, a possible duplicate message beats a lost one.
+    let claimed = match &deps.ledger {
+        Some(ledger) => match ledger.claim_notice(deployment_id, state).await {
+            Ok(true) => true,
+            Ok(false) => {
+                info!(app = %app.name, deployment_id = %deployment_id, state = %state, "ignored: already announced");
+                return Ok(Notified::Ignored {
+                    reason: format!("{state} of {deployment_id} was already announced"),
+                });
+            }
+            Err(e) => {
+                warn!(app = %app.name, deployment_id = %deployment_id, error = %e, "announcing without de-duplication");
+                false
+            }
+        },
+        None => false,
+    };
+    let result = announce(deps, &event, app, invocation).await;
+    if let (true, Some(ledger)) = (claimed, &deps.ledger) {
+        let recorded = match &result {
+            Ok(_) => ledger.notice_posted(deployment_id, state).await,
+            Err(_) => ledger.release_notice(deployment_id, state).await,
+        };
+        if let Err(e) = recorded {
+            warn!(app = %app.name, deployment_id = %deployment_id, error = %e, "could not record the announcement");
+        }
+    }
+    result
+}
+
+/// Builds the message of one state change and posts it.
+async fn announce(
+    deps: &Deps,
+    event: &CodeDeployEvent,
+    app: &AppConfig,
+    invocation: &Invocation,
+) -> Result<Notified, NotifyError> {
+    let detail = &event.detail;
+    let application = detail.application.as_deref().unwrap_or("");
+    let group = detail.deployment_group.as_deref().unwrap_or("");
+    let deployment_id = detail.deployment_id.as_deref().unwrap_or("");
+    let state = detail.state.as_str();
     let webhook = webhook_for(deps, app).await?;
 
     let mut notice = Notice {

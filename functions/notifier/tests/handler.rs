@@ -814,3 +814,51 @@ async fn unreadable_webhook_fails_without_posting() {
     );
     assert!(w.slack.bodies().is_empty());
 }
+
+#[tokio::test]
+async fn redelivered_event_is_announced_once() {
+    let w = World::new(Answer::OK).await;
+    w.add_deployment(greenlight_deployment(DEPLOYMENT, "v1.4.2", 1, "Succeeded"));
+
+    assert!(matches!(
+        w.run(event("SUCCESS")).await.unwrap(),
+        Notified::Posted { .. }
+    ));
+    let again = w.run(event("SUCCESS")).await.unwrap();
+
+    assert_eq!(
+        again,
+        Notified::Ignored {
+            reason: format!("SUCCESS of {DEPLOYMENT} was already announced")
+        }
+    );
+    assert_eq!(w.slack.bodies().len(), 1);
+    assert_eq!(
+        w.calls.count("GetDeployment"),
+        1,
+        "a duplicate costs no AWS call"
+    );
+    // Other states of the same deployment are their own announcements.
+    assert!(matches!(
+        w.run(event("READY")).await.unwrap(),
+        Notified::Posted { .. }
+    ));
+}
+
+#[tokio::test]
+async fn failed_announcement_is_posted_by_the_retried_event() {
+    let w = World::with(vec![Answer::status(400)], Answer::OK, true, None).await;
+    w.add_deployment(greenlight_deployment(DEPLOYMENT, "v1.4.2", 1, "Succeeded"));
+
+    assert!(w.run(event("SUCCESS")).await.is_err());
+    let retried = w.run(event("SUCCESS")).await.unwrap();
+
+    assert!(matches!(retried, Notified::Posted { .. }), "{retried:?}");
+    assert_eq!(
+        w.slack.bodies().len(),
+        2,
+        "one refused attempt, then the message"
+    );
+    let marker = format!("{DEPLOYMENT}/SUCCESS");
+    assert_eq!(w.ledger.notices.lock().unwrap().get(&marker), Some(&true));
+}
