@@ -457,11 +457,13 @@ impl Lifecycle for World {
             return;
         };
         let function = function.to_string();
-        let busy_guard = Busy::new(&self.busy);
-        std::mem::forget(busy_guard); // released when the spawned invocation ends
+        // Asynchronous, as CodeDeploy invokes hooks; the deployment stays active meanwhile, so
+        // `settle` cannot end before the hook has answered.
         tokio::spawn(async move {
-            let answer = world.hook.invoke(payload).await;
-            world.busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = {
+                let _busy = Busy::new(&world.busy);
+                world.hook.invoke(payload).await
+            };
             match answer {
                 Invoked::Response(v) => {
                     let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
