@@ -120,17 +120,38 @@ pub enum Notified {
     },
 }
 
+/// The fields of a state-change event the notifier keys on (empty when the event omits one).
+struct StateChange<'e> {
+    application: &'e str,
+    group: &'e str,
+    deployment_id: &'e str,
+    state: &'e str,
+}
+
+impl<'e> StateChange<'e> {
+    fn of(event: &'e CodeDeployEvent) -> Self {
+        let d = &event.detail;
+        Self {
+            application: d.application.as_deref().unwrap_or(""),
+            group: d.deployment_group.as_deref().unwrap_or(""),
+            deployment_id: d.deployment_id.as_deref().unwrap_or(""),
+            state: d.state.as_str(),
+        }
+    }
+}
+
 /// Entry point: one CodeDeploy deployment state change becomes one Slack message.
 pub async fn handle(
     deps: &Deps,
     event: CodeDeployEvent,
     invocation: &Invocation,
 ) -> Result<Notified, NotifyError> {
-    let detail = &event.detail;
-    let application = detail.application.as_deref().unwrap_or("");
-    let group = detail.deployment_group.as_deref().unwrap_or("");
-    let deployment_id = detail.deployment_id.as_deref().unwrap_or("");
-    let state = detail.state.as_str();
+    let StateChange {
+        application,
+        group,
+        deployment_id,
+        state,
+    } = StateChange::of(&event);
 
     if let Some(kind) = event
         .detail_type
@@ -195,10 +216,12 @@ async fn announce(
     invocation: &Invocation,
 ) -> Result<Notified, NotifyError> {
     let detail = &event.detail;
-    let application = detail.application.as_deref().unwrap_or("");
-    let group = detail.deployment_group.as_deref().unwrap_or("");
-    let deployment_id = detail.deployment_id.as_deref().unwrap_or("");
-    let state = detail.state.as_str();
+    let StateChange {
+        application,
+        group,
+        deployment_id,
+        state,
+    } = StateChange::of(event);
     let webhook = webhook_for(deps, app).await?;
 
     let mut notice = Notice {
