@@ -192,8 +192,7 @@ mod tests {
     }
 
     fn sample(name: &str) -> EcrImageEvent {
-        let path = format!("{}/../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+        serde_json::from_value(crate::fakes::sample_event(name)).unwrap()
     }
 
     fn classify(event: &EcrImageEvent) -> Result<ImagePush, SkipReason> {

@@ -633,3 +633,16 @@ impl LoadBalancingApi for FakeLoadBalancing {
         Ok(self.test_listener.clone())
     }
 }
+
+/// A sample event of `events/`, as `cargo lambda invoke` and the tests send it.
+pub fn sample_event(name: &str) -> serde_json::Value {
+    let path = format!("{}/../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A well-formed image digest: `sha256:` and 64 times the hex digits of `n`.
+pub fn digest(n: u8) -> String {
+    let hex: String = format!("{n:x}").repeat(64).chars().take(64).collect();
+    format!("sha256:{hex}")
+}

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use greenlight_deployer::{handle, DeployError, Deps, Outcome};
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::codedeploy::Deployment;
-use greenlight_shared::fakes::{Calls, FakeCodeDeploy, FakeEcs, FakeLedger, FakeSlot};
+use greenlight_shared::fakes::{
+    digest, sample_event as sample, Calls, FakeCodeDeploy, FakeEcs, FakeLedger, FakeSlot,
+};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{ReleaseRecord, ReleaseStatus};
 use greenlight_shared::{AwsError, AwsErrorKind, Config};
@@ -64,22 +66,6 @@ impl World {
         )
         .await
     }
-}
-
-fn sample(name: &str) -> Value {
-    let path = format!("{}/../../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn digest(n: u8) -> String {
-    format!(
-        "sha256:{}",
-        format!("{n:x}")
-            .repeat(64)
-            .chars()
-            .take(64)
-            .collect::<String>()
-    )
 }
 
 fn image(n: u8) -> String {

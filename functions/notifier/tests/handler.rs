@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use greenlight_notifier::{handle, Deps, Notified, NotifyError, SecretSource};
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::codedeploy::Deployment;
-use greenlight_shared::fakes::{Calls, FakeCodeDeploy, FakeLedger};
+use greenlight_shared::fakes::{digest, sample_event as sample, Calls, FakeCodeDeploy, FakeLedger};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{Ledger, ReleaseRecord, ReleaseStatus};
 use greenlight_shared::secrets::{Secret, SecretError, SecretRef};
@@ -226,11 +226,6 @@ impl World {
     }
 }
 
-fn sample(name: &str) -> Value {
-    let path = format!("{}/../../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 /// The sample event of `state` (SUCCESS's envelope for states without a sample), for `id`.
 fn sample_of(id: &str, state: &str) -> Value {
     let name = match state {
@@ -263,17 +258,6 @@ fn event_of_app(application: &str, group: &str, state: &str) -> CodeDeployEvent 
 
 fn at(text: &str) -> DateTime<Utc> {
     text.parse().unwrap()
-}
-
-fn digest(n: u8) -> String {
-    format!(
-        "sha256:{}",
-        format!("{n:x}")
-            .repeat(64)
-            .chars()
-            .take(64)
-            .collect::<String>()
-    )
 }
 
 fn task_definition(n: u8) -> String {
