@@ -10,26 +10,22 @@ use crate::aws::codedeploy::{
 use crate::aws::ecs::{EcsApi, EcsServiceInfo, LoadBalancedContainer, TaskSetState};
 use crate::aws::elb::{ListenerEndpoint, LoadBalancingApi, TargetState};
 use crate::events::ImagePush;
-use crate::ledger::{Claim, Ledger, LedgerError, Parked, ReleaseRecord, ReleaseStatus, Slot};
+use crate::ledger::{
+    Claim, LedgerError, NoticeLedger, QueueLedger, ReleaseLedger, ReleaseRecord, ReleaseStatus,
+};
+use crate::queue::{Lease, Plan, Queue};
 use crate::{AwsError, AwsErrorKind};
 use async_trait::async_trait;
 use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
 use aws_sdk_ecs::types::{ContainerDefinition, Tag, TaskDefinition};
-use chrono::{Duration, Utc};
+use chrono::Utc;
 
-#[derive(Default, Clone, Debug)]
-pub struct FakeSlot {
-    pub active_digest: Option<String>,
-    pub active_deployment_id: Option<String>,
-    pub active_lease_until: Option<chrono::DateTime<Utc>>,
-    pub pending_digest: Option<String>,
-    pub pending_pushed_at: Option<chrono::DateTime<Utc>>,
-}
-
+/// The ledger in memory: release records, queues and notices, with DynamoDB's rules (claims by
+/// lease, queue writes conditional on the version read, transactions all or nothing).
 #[derive(Default)]
 pub struct FakeLedger {
     pub releases: Mutex<HashMap<String, ReleaseRecord>>,
-    pub slots: Mutex<HashMap<String, FakeSlot>>,
+    pub queues: Mutex<HashMap<String, Queue>>,
     /// Announcements claimed, by `deployment/state`: whether they were posted.
     pub notices: Mutex<HashMap<String, bool>>,
     pub unreachable: bool,
@@ -39,8 +35,8 @@ impl FakeLedger {
     pub fn record(&self, digest: &str) -> Option<ReleaseRecord> {
         self.releases.lock().unwrap().get(digest).cloned()
     }
-    pub fn slot(&self, app: &str) -> FakeSlot {
-        self.slots
+    pub fn queue_of(&self, app: &str) -> Queue {
+        self.queues
             .lock()
             .unwrap()
             .get(app)
@@ -53,8 +49,8 @@ impl FakeLedger {
             .unwrap()
             .insert(record.digest.clone(), record);
     }
-    pub fn set_slot(&self, app: &str, slot: FakeSlot) {
-        self.slots.lock().unwrap().insert(app.to_string(), slot);
+    pub fn set_queue(&self, app: &str, queue: Queue) {
+        self.queues.lock().unwrap().insert(app.to_string(), queue);
     }
     fn check(&self) -> Result<(), LedgerError> {
         if self.unreachable {
@@ -65,27 +61,19 @@ impl FakeLedger {
         }
         Ok(())
     }
-    fn set_status(&self, digest: &str, status: ReleaseStatus) {
-        if let Some(r) = self.releases.lock().unwrap().get_mut(digest) {
-            r.status = status;
-        }
-    }
-}
-
-fn lease() -> chrono::DateTime<Utc> {
-    Utc::now() + Duration::seconds(60)
 }
 
 #[async_trait]
-impl Ledger for FakeLedger {
-    async fn claim(&self, push: &ImagePush, owner: &str) -> Result<Claim, LedgerError> {
+impl ReleaseLedger for FakeLedger {
+    async fn claim(&self, push: &ImagePush, lease: &Lease) -> Result<Claim, LedgerError> {
         self.check()?;
+        let until = chrono::DateTime::from_timestamp_millis(lease.until_ms);
         let mut releases = self.releases.lock().unwrap();
         match releases.get_mut(&push.digest) {
             None => {
                 let record = ReleaseRecord {
-                    owner: Some(owner.into()),
-                    lease_until: Some(lease()),
+                    owner: Some(lease.owner.clone()),
+                    lease_until: until,
                     ..ReleaseRecord::from_push(push)
                 };
                 releases.insert(push.digest.clone(), record.clone());
@@ -93,14 +81,15 @@ impl Ledger for FakeLedger {
             }
             Some(r) if !r.status.is_in_flight() => Ok(Claim::Done(r.clone())),
             Some(r)
-                if r.lease_until.is_some_and(|t| t > Utc::now())
-                    && r.owner.as_deref() != Some(owner) =>
+                if r.lease_until
+                    .is_some_and(|t| t.timestamp_millis() > lease.now_ms)
+                    && r.owner.as_deref() != Some(lease.owner.as_str()) =>
             {
                 Ok(Claim::HeldElsewhere(r.clone()))
             }
             Some(r) => {
-                r.owner = Some(owner.into());
-                r.lease_until = Some(lease());
+                r.owner = Some(lease.owner.clone());
+                r.lease_until = until;
                 Ok(Claim::Acquired(r.clone()))
             }
         }
@@ -117,158 +106,6 @@ impl Ledger for FakeLedger {
             r.task_definition_arn = Some(arn.into());
         }
         Ok(())
-    }
-    async fn record_status(
-        &self,
-        _app: &str,
-        digest: &str,
-        status: ReleaseStatus,
-    ) -> Result<(), LedgerError> {
-        self.check()?;
-        self.set_status(digest, status);
-        Ok(())
-    }
-    async fn acquire_slot(&self, app: &str, digest: &str) -> Result<Slot, LedgerError> {
-        self.check()?;
-        let mut slots = self.slots.lock().unwrap();
-        let slot = slots.entry(app.into()).or_default();
-        let free = match &slot.active_digest {
-            None => true,
-            Some(d) if d == digest => true,
-            Some(_) => {
-                slot.active_deployment_id.is_none()
-                    && slot.active_lease_until.is_some_and(|t| t < Utc::now())
-            }
-        };
-        if free {
-            slot.active_digest = Some(digest.into());
-            slot.active_lease_until = Some(lease());
-            Ok(Slot::Acquired)
-        } else {
-            Ok(Slot::Busy {
-                active_digest: slot.active_digest.clone().unwrap_or_default(),
-                active_deployment_id: slot.active_deployment_id.clone(),
-            })
-        }
-    }
-    async fn release_slot(&self, app: &str, digest: &str) -> Result<(), LedgerError> {
-        self.check()?;
-        let mut slots = self.slots.lock().unwrap();
-        if let Some(slot) = slots.get_mut(app) {
-            if slot.active_digest.as_deref() == Some(digest) {
-                slot.active_digest = None;
-                slot.active_deployment_id = None;
-                slot.active_lease_until = None;
-            }
-        }
-        Ok(())
-    }
-    async fn record_deploying(
-        &self,
-        app: &str,
-        digest: &str,
-        deployment_id: &str,
-    ) -> Result<(), LedgerError> {
-        self.check()?;
-        if let Some(slot) = self.slots.lock().unwrap().get_mut(app) {
-            if slot.active_digest.as_deref() == Some(digest) {
-                slot.active_deployment_id = Some(deployment_id.into());
-            }
-        }
-        if let Some(r) = self.releases.lock().unwrap().get_mut(digest) {
-            r.status = ReleaseStatus::Deploying;
-            r.deployment_id = Some(deployment_id.into());
-        }
-        Ok(())
-    }
-    async fn park(&self, release: &ReleaseRecord) -> Result<Parked, LedgerError> {
-        self.check()?;
-        let mut slots = self.slots.lock().unwrap();
-        let slot = slots.entry(release.app.clone()).or_default();
-        let replaceable = match (&slot.pending_digest, slot.pending_pushed_at) {
-            (None, _) => true,
-            (Some(d), _) if *d == release.digest => true,
-            (Some(_), at) => at.is_some_and(|t| t < release.pushed_at),
-        };
-        let mut releases = self.releases.lock().unwrap();
-        if replaceable {
-            let replaced = slot
-                .pending_digest
-                .replace(release.digest.clone())
-                .filter(|d| *d != release.digest);
-            slot.pending_pushed_at = Some(release.pushed_at);
-            if let Some(r) = releases.get_mut(&release.digest) {
-                r.status = ReleaseStatus::Pending;
-                r.task_definition_arn = release
-                    .task_definition_arn
-                    .clone()
-                    .or(r.task_definition_arn.clone());
-            }
-            if let Some(older) = &replaced {
-                if let Some(r) = releases.get_mut(older) {
-                    r.status = ReleaseStatus::Superseded;
-                    r.superseded_by = Some(release.digest.clone());
-                }
-            }
-            Ok(Parked::Waiting { replaced })
-        } else {
-            let by = slot.pending_digest.clone().unwrap_or_default();
-            if let Some(r) = releases.get_mut(&release.digest) {
-                r.status = ReleaseStatus::Superseded;
-                r.superseded_by = Some(by.clone());
-            }
-            Ok(Parked::Superseded { by })
-        }
-    }
-    async fn finish(
-        &self,
-        app: &str,
-        deployment_id: &str,
-        outcome: ReleaseStatus,
-    ) -> Result<Option<String>, LedgerError> {
-        self.check()?;
-        let mut slots = self.slots.lock().unwrap();
-        let Some(slot) = slots.get_mut(app) else {
-            return Ok(None);
-        };
-        if slot.active_deployment_id.as_deref() != Some(deployment_id) {
-            return Ok(None);
-        }
-        let digest = slot.active_digest.take();
-        slot.active_deployment_id = None;
-        slot.active_lease_until = None;
-        if let Some(d) = &digest {
-            self.set_status(d, outcome);
-        }
-        Ok(digest)
-    }
-    async fn take_pending(
-        &self,
-        app: &str,
-        owner: &str,
-    ) -> Result<Option<ReleaseRecord>, LedgerError> {
-        self.check()?;
-        let mut slots = self.slots.lock().unwrap();
-        let Some(slot) = slots.get_mut(app) else {
-            return Ok(None);
-        };
-        let free = slot.active_digest.is_none()
-            || (slot.active_deployment_id.is_none()
-                && slot.active_lease_until.is_some_and(|t| t < Utc::now()));
-        if slot.pending_digest.is_none() || !free {
-            return Ok(None);
-        }
-        let digest = slot.pending_digest.take().unwrap();
-        slot.pending_pushed_at = None;
-        slot.active_digest = Some(digest.clone());
-        slot.active_deployment_id = None;
-        slot.active_lease_until = Some(lease());
-        let mut releases = self.releases.lock().unwrap();
-        let r = releases.get_mut(&digest).unwrap();
-        r.status = ReleaseStatus::Claimed;
-        r.owner = Some(owner.into());
-        r.lease_until = Some(lease());
-        Ok(Some(r.clone()))
     }
     async fn release(
         &self,
@@ -303,6 +140,76 @@ impl Ledger for FakeLedger {
             .find(|r| r.status == ReleaseStatus::Succeeded)
             .cloned())
     }
+    async fn record_hook_verdict(
+        &self,
+        _app: &str,
+        digest: &str,
+        _event: &str,
+        _passed: bool,
+        reason: &str,
+    ) -> Result<(), LedgerError> {
+        self.check()?;
+        if let Some(r) = self.releases.lock().unwrap().get_mut(digest) {
+            r.hook_reason = Some(reason.into());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl QueueLedger for FakeLedger {
+    async fn queue(&self, app: &str) -> Result<Queue, LedgerError> {
+        self.check()?;
+        Ok(self.queue_of(app))
+    }
+    async fn queues(&self, apps: &[String]) -> Result<Vec<Queue>, LedgerError> {
+        self.check()?;
+        Ok(apps.iter().map(|a| self.queue_of(a)).collect())
+    }
+    async fn commit(&self, app: &str, read: &Queue, plan: &Plan) -> Result<bool, LedgerError> {
+        self.check()?;
+        let mut queues = self.queues.lock().unwrap();
+        let current = queues.entry(app.to_string()).or_default();
+        if current.version != read.version {
+            return Ok(false);
+        }
+        let mut releases = self.releases.lock().unwrap();
+        if plan
+            .changes
+            .iter()
+            .any(|c| !releases.contains_key(&c.release.digest))
+        {
+            return Err(LedgerError {
+                operation: "TransactWriteItems",
+                message: format!("a release item of app {app} that the queue names is missing"),
+            });
+        }
+        *current = Queue {
+            version: read.version + 1,
+            ..plan.queue.clone()
+        };
+        for change in &plan.changes {
+            let r = releases
+                .get_mut(&change.release.digest)
+                .expect("checked above");
+            r.status = change.status;
+            if let Some(id) = &change.deployment_id {
+                r.deployment_id = Some(id.clone());
+            }
+            if let Some(by) = &change.superseded_by {
+                r.superseded_by = Some(by.clone());
+            }
+            if let Some((owner, until)) = &change.lease {
+                r.owner = Some(owner.clone());
+                r.lease_until = chrono::DateTime::from_timestamp_millis(*until);
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl NoticeLedger for FakeLedger {
     async fn claim_notice(&self, deployment_id: &str, state: &str) -> Result<bool, LedgerError> {
         self.check()?;
         let mut notices = self.notices.lock().unwrap();
@@ -327,20 +234,6 @@ impl Ledger for FakeLedger {
             .lock()
             .unwrap()
             .remove(&format!("{deployment_id}/{state}"));
-        Ok(())
-    }
-    async fn record_hook_verdict(
-        &self,
-        _app: &str,
-        digest: &str,
-        _event: &str,
-        _passed: bool,
-        reason: &str,
-    ) -> Result<(), LedgerError> {
-        self.check()?;
-        if let Some(r) = self.releases.lock().unwrap().get_mut(digest) {
-            r.hook_reason = Some(reason.into());
-        }
         Ok(())
     }
 }
@@ -428,7 +321,11 @@ impl CodeDeployApi for FakeCodeDeploy {
             id.clone(),
             Deployment {
                 id: id.clone(),
+                application: request.application.clone(),
+                deployment_group: request.deployment_group.clone(),
                 status: "InProgress".into(),
+                description: Some(request.description.clone()),
+                created_at: Some(Utc::now()),
                 ..Default::default()
             },
         );
@@ -449,6 +346,39 @@ impl CodeDeployApi for FakeCodeDeploy {
                     "no such deployment",
                 )
             })
+    }
+    async fn deployments_since(
+        &self,
+        _application: &str,
+        _group: &str,
+        since: chrono::DateTime<Utc>,
+    ) -> Result<Vec<Deployment>, AwsError> {
+        self.calls.push("ListDeployments");
+        let mut found: Vec<Deployment> = self
+            .deployments
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|d| d.created_at.is_none_or(|t| t >= since))
+            .cloned()
+            .collect();
+        found.sort_by_key(|d| std::cmp::Reverse(d.created_at));
+        Ok(found)
+    }
+    async fn active_deployments(
+        &self,
+        _application: &str,
+        _group: &str,
+    ) -> Result<Vec<Deployment>, AwsError> {
+        self.calls.push("ListDeployments");
+        Ok(self
+            .deployments
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|d| d.is_active())
+            .cloned()
+            .collect())
     }
     async fn ecs_target(
         &self,

@@ -1,14 +1,17 @@
-//! The release ledger: exactly-once deployment and "newest wins" in DynamoDB.
+//! The release ledger in DynamoDB: exactly once, newest wins, nothing lost.
 //!
-//! One table, two kinds of item per app (partition `app#<name>`):
-//! - a release item per pushed digest (`release#<digest>`): claimed with a conditional write
-//!   before any other call, then records each step done (`registered` task definition,
-//!   `deploying` deployment id) and its end (`succeeded`, `failed`, `stopped`, `superseded`,
-//!   `already_running`), with a status history. A claim carries a lease: an invocation that
-//!   died is taken over once its lease expires, and resumes after the last step recorded.
-//! - one deployment slot (`slot`): the release being deployed (`active_*`) and at most one
-//!   release waiting (`pending_*`). A push that finds the slot busy waits there; a newer push
-//!   replaces an older waiting one (which is marked superseded), never the other way round.
+//! One table, three kinds of item:
+//! - a release item per pushed digest (partition `app#<name>`, sort key `release#<digest>`):
+//!   claimed with a conditional write before any other call, then records each step done
+//!   (`registered` task definition, `deploying` deployment id) and its end (`succeeded`,
+//!   `failed`, `stopped`, `superseded`, `already_running`), with a status history. A claim
+//!   carries a lease until the claiming invocation's deadline: an invocation that died is taken
+//!   over after it, and the release resumes after the last step recorded. Release items are
+//!   the history; they expire (DynamoDB TTL) 400 days after the push.
+//! - one queue per app (sort key `queue`): the release being deployed, the one waiting and the
+//!   newest that started (`crate::queue`). It changes only by [`QueueLedger::commit`]: one
+//!   TransactWriteItems that writes the queue, conditional on the version read, together with
+//!   every release item the change touches. No step can tear between two items.
 //! - one announcement marker per deployment state (partition `notice#<deployment id>`), so a
 //!   redelivered state-change event is not posted to Slack twice; it expires after 30 days.
 //!
@@ -20,11 +23,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
+};
 use chrono::{DateTime, Utc};
 
 use crate::events::ImagePush;
+use crate::queue::{Change, Lease, Plan, Queue};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReleaseStatus {
@@ -74,6 +82,18 @@ impl ReleaseStatus {
     /// Whether an invocation holding the claim still has work to do.
     pub fn is_in_flight(self) -> bool {
         matches!(self, Self::Claimed | Self::Registered)
+    }
+
+    /// Whether the release has ended (nothing will happen to it any more).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded
+                | Self::Failed
+                | Self::Stopped
+                | Self::Superseded
+                | Self::AlreadyRunning
+        )
     }
 }
 
@@ -125,23 +145,6 @@ pub enum Claim {
     Done(ReleaseRecord),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Slot {
-    Acquired,
-    Busy {
-        active_digest: String,
-        active_deployment_id: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parked {
-    /// Waiting for the running deployment; `replaced` is the older release it superseded.
-    Waiting { replaced: Option<String> },
-    /// A newer release is already waiting: this one is superseded by it.
-    Superseded { by: String },
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("release ledger: {operation} failed: {message}")]
 pub struct LedgerError {
@@ -149,46 +152,17 @@ pub struct LedgerError {
     pub message: String,
 }
 
+/// Release items: claims, steps, and the history the notifier and operators read.
 #[async_trait]
-pub trait Ledger: Send + Sync {
-    async fn claim(&self, push: &ImagePush, owner: &str) -> Result<Claim, LedgerError>;
+pub trait ReleaseLedger: Send + Sync {
+    /// Claims a pushed release for the invocation `lease` names, until its lease ends.
+    async fn claim(&self, push: &ImagePush, lease: &Lease) -> Result<Claim, LedgerError>;
     async fn record_registered(
         &self,
         app: &str,
         digest: &str,
         task_definition_arn: &str,
     ) -> Result<(), LedgerError>;
-    async fn record_status(
-        &self,
-        app: &str,
-        digest: &str,
-        status: ReleaseStatus,
-    ) -> Result<(), LedgerError>;
-    /// Takes the app's deployment slot for this release.
-    async fn acquire_slot(&self, app: &str, digest: &str) -> Result<Slot, LedgerError>;
-    /// Gives the slot back (the deployment could not be started).
-    async fn release_slot(&self, app: &str, digest: &str) -> Result<(), LedgerError>;
-    async fn record_deploying(
-        &self,
-        app: &str,
-        digest: &str,
-        deployment_id: &str,
-    ) -> Result<(), LedgerError>;
-    /// Stores the release as the app's pending release ("newest wins").
-    async fn park(&self, release: &ReleaseRecord) -> Result<Parked, LedgerError>;
-    /// Frees the slot if this deployment holds it and records how it ended; the digest it held.
-    async fn finish(
-        &self,
-        app: &str,
-        deployment_id: &str,
-        outcome: ReleaseStatus,
-    ) -> Result<Option<String>, LedgerError>;
-    /// Moves the pending release into a free slot and claims it for `owner`.
-    async fn take_pending(
-        &self,
-        app: &str,
-        owner: &str,
-    ) -> Result<Option<ReleaseRecord>, LedgerError>;
     async fn release(&self, app: &str, digest: &str) -> Result<Option<ReleaseRecord>, LedgerError>;
     /// Releases superseded in favour of `digest`.
     async fn superseded_by(
@@ -198,13 +172,6 @@ pub trait Ledger: Send + Sync {
     ) -> Result<Vec<ReleaseRecord>, LedgerError>;
     /// The app's most recent release that deployed successfully (what production serves).
     async fn last_succeeded(&self, app: &str) -> Result<Option<ReleaseRecord>, LedgerError>;
-    /// Claims the announcement of one state of one deployment. `false` when it was announced
-    /// already, or another invocation is announcing it now (EventBridge delivers at least once).
-    async fn claim_notice(&self, deployment_id: &str, state: &str) -> Result<bool, LedgerError>;
-    /// The announcement was delivered: redeliveries of the event post nothing.
-    async fn notice_posted(&self, deployment_id: &str, state: &str) -> Result<(), LedgerError>;
-    /// The announcement failed: give the claim back so the retried event can post it.
-    async fn release_notice(&self, deployment_id: &str, state: &str) -> Result<(), LedgerError>;
     /// Records the health hook's verdict on a release (`reason` is kept for the notifier).
     async fn record_hook_verdict(
         &self,
@@ -215,6 +182,34 @@ pub trait Ledger: Send + Sync {
         reason: &str,
     ) -> Result<(), LedgerError>;
 }
+
+/// The apps' deployment queues (`crate::queue`).
+#[async_trait]
+pub trait QueueLedger: Send + Sync {
+    /// The app's queue as last written (strongly consistent).
+    async fn queue(&self, app: &str) -> Result<Queue, LedgerError>;
+    /// The queues of several apps, in the order asked.
+    async fn queues(&self, apps: &[String]) -> Result<Vec<Queue>, LedgerError>;
+    /// Writes `plan` if the queue is still as `read`; `false` when another writer got there first.
+    async fn commit(&self, app: &str, read: &Queue, plan: &Plan) -> Result<bool, LedgerError>;
+}
+
+/// Announcement markers: each state of a deployment is posted to Slack once.
+#[async_trait]
+pub trait NoticeLedger: Send + Sync {
+    /// Claims the announcement of one state of one deployment. `false` when it was announced
+    /// already, or another invocation is announcing it now (EventBridge delivers at least once).
+    async fn claim_notice(&self, deployment_id: &str, state: &str) -> Result<bool, LedgerError>;
+    /// The announcement was delivered: redeliveries of the event post nothing.
+    async fn notice_posted(&self, deployment_id: &str, state: &str) -> Result<(), LedgerError>;
+    /// The announcement failed: give the claim back so the retried event can post it.
+    async fn release_notice(&self, deployment_id: &str, state: &str) -> Result<(), LedgerError>;
+}
+
+/// The whole ledger, as one table serves it.
+pub trait Ledger: ReleaseLedger + QueueLedger + NoticeLedger {}
+
+impl<T: ReleaseLedger + QueueLedger + NoticeLedger> Ledger for T {}
 
 /// The ledger in a DynamoDB table (`pk`, `sk` string keys).
 #[derive(Debug, Clone)]
@@ -252,7 +247,10 @@ fn release_key(digest: &str) -> AttributeValue {
     s(format!("release#{digest}"))
 }
 
-const SLOT_KEY: &str = "slot";
+const QUEUE_KEY: &str = "queue";
+
+/// Release items are history: DynamoDB's TTL removes them 400 days after the push.
+const RELEASE_RETENTION_SECS: i64 = 400 * 24 * 3600;
 
 /// Announcement markers expire (DynamoDB TTL on `expires_at`) after 30 days.
 const NOTICE_RETENTION_SECS: i64 = 30 * 24 * 3600;
@@ -360,15 +358,14 @@ impl DynamoLedger {
             .key("sk", sort_key)
     }
 
-    /// The app's release items matching `filter` (which names its one value `:v`).
+    /// The app's release items matching `filter` (which names its one value `:v`), every page.
     async fn query_releases(
         &self,
         app: &str,
         filter: &str,
         value: AttributeValue,
     ) -> Result<Vec<Item>, LedgerError> {
-        let out = self
-            .client
+        self.client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :release)")
@@ -376,10 +373,12 @@ impl DynamoLedger {
             .expression_attribute_values(":pk", partition(app))
             .expression_attribute_values(":release", s("release#"))
             .expression_attribute_values(":v", value)
+            .into_paginator()
+            .items()
             .send()
+            .collect::<Result<Vec<_>, _>>()
             .await
-            .map_err(failed("Query"))?;
-        Ok(out.items.unwrap_or_default())
+            .map_err(failed("Query"))
     }
 
     /// Sets a release's status (and extra attributes), appending to its history.
@@ -390,30 +389,88 @@ impl DynamoLedger {
         status: ReleaseStatus,
         extra: &[(&str, AttributeValue)],
     ) -> Result<(), LedgerError> {
-        let now = Utc::now();
-        let mut expr = "SET release_status = :status, updated_at = :now, status_history = list_append(if_not_exists(status_history, :empty), :entry)".to_string();
-        let mut req = self
+        let (expr, values) = status_update(status, extra);
+        let req = self
             .update(app, release_key(digest))
             .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":status", s(status.as_str()))
-            .expression_attribute_values(":now", s(now.to_rfc3339()))
-            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
-            .expression_attribute_values(":entry", history_entry(status, now));
-        for (name, value) in extra {
-            expr.push_str(&format!(", {name} = :{name}"));
-            req = req.expression_attribute_values(format!(":{name}"), value.clone());
-        }
+            .update_expression(expr)
+            .set_expression_attribute_values(Some(values));
         // A release item that does not exist has nothing to record (a deployment not started
         // by Greenlight, or a ledger emptied by hand).
-        update_if(req.update_expression(expr)).await.map(drop)
+        update_if(req).await.map(drop)
+    }
+
+    fn queue_key(&self, app: &str) -> Item {
+        HashMap::from([
+            ("pk".to_string(), partition(app)),
+            ("sk".to_string(), s(QUEUE_KEY)),
+        ])
+    }
+
+    /// One release change of a queue transaction.
+    fn change_item(&self, app: &str, change: &Change) -> Result<TransactWriteItem, LedgerError> {
+        let mut extra = vec![];
+        if let Some(id) = &change.deployment_id {
+            extra.push(("deployment_id", s(id)));
+        }
+        if let Some(by) = &change.superseded_by {
+            extra.push(("superseded_by", s(by)));
+        }
+        if let Some((owner, until)) = &change.lease {
+            extra.push(("lease_owner", s(owner)));
+            extra.push(("lease_until", n(*until)));
+        }
+        let (expr, values) = status_update(change.status, &extra);
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", partition(app))
+            .key("sk", release_key(&change.release.digest))
+            .update_expression(expr)
+            .set_expression_attribute_values(Some(values))
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .map_err(|e| LedgerError {
+                operation: "TransactWriteItems",
+                message: e.to_string(),
+            })?;
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 }
 
+/// The update expression and values that set a release's status, append it to the status
+/// history, and set `extra` attributes.
+fn status_update(
+    status: ReleaseStatus,
+    extra: &[(&str, AttributeValue)],
+) -> (String, HashMap<String, AttributeValue>) {
+    let now = Utc::now();
+    let mut expr = "SET release_status = :status, updated_at = :now, status_history = list_append(if_not_exists(status_history, :empty), :entry)".to_string();
+    let mut values = HashMap::from([
+        (":status".to_string(), s(status.as_str())),
+        (":now".to_string(), s(now.to_rfc3339())),
+        (":empty".to_string(), AttributeValue::L(vec![])),
+        (":entry".to_string(), history_entry(status, now)),
+    ]);
+    for (name, value) in extra {
+        expr.push_str(&format!(", {name} = :{name}"));
+        values.insert(format!(":{name}"), value.clone());
+    }
+    (expr, values)
+}
+
+fn queue_of(item: Item) -> Result<Queue, LedgerError> {
+    serde_dynamo::from_item(item).map_err(|e| LedgerError {
+        operation: "GetItem",
+        message: format!("queue item is malformed: {e}"),
+    })
+}
+
 #[async_trait]
-impl Ledger for DynamoLedger {
-    async fn claim(&self, push: &ImagePush, owner: &str) -> Result<Claim, LedgerError> {
+impl ReleaseLedger for DynamoLedger {
+    async fn claim(&self, push: &ImagePush, lease: &Lease) -> Result<Claim, LedgerError> {
         for _ in 0..3 {
             let now = Utc::now();
+            let owner = lease.owner.as_str();
             // Write first: a fresh push costs one call; a claim that exists comes back with the
             // failed condition.
             let put = self
@@ -430,7 +487,11 @@ impl Ledger for DynamoLedger {
                 .item("pushed_at", s(push.pushed_at.to_rfc3339()))
                 .item("release_status", s(ReleaseStatus::Claimed.as_str()))
                 .item("lease_owner", s(owner))
-                .item("lease_until", n(self.lease_until(now)))
+                .item("lease_until", n(lease.until_ms))
+                .item(
+                    "expires_at",
+                    n(push.pushed_at.timestamp() + RELEASE_RETENTION_SECS),
+                )
                 .item("created_at", s(now.to_rfc3339()))
                 .item("updated_at", s(now.to_rfc3339()))
                 .item("status_history", history_entry(ReleaseStatus::Claimed, now))
@@ -444,7 +505,7 @@ impl Ledger for DynamoLedger {
                 Ok(_) => {
                     return Ok(Claim::Acquired(ReleaseRecord {
                         owner: Some(owner.to_string()),
-                        lease_until: DateTime::from_timestamp_millis(self.lease_until(now)),
+                        lease_until: DateTime::from_timestamp_millis(lease.until_ms),
                         ..ReleaseRecord::from_push(push)
                     }))
                 }
@@ -478,7 +539,7 @@ impl Ledger for DynamoLedger {
                 .update_expression("SET lease_owner = :me, lease_until = :lease")
                 .condition_expression("lease_owner = :old_owner AND lease_until = :old_lease")
                 .expression_attribute_values(":me", s(owner))
-                .expression_attribute_values(":lease", n(self.lease_until(now)))
+                .expression_attribute_values(":lease", n(lease.until_ms))
                 .expression_attribute_values(
                     ":old_owner",
                     s(record.owner.clone().unwrap_or_default()),
@@ -493,7 +554,7 @@ impl Ledger for DynamoLedger {
                 Ok(_) => {
                     return Ok(Claim::Acquired(ReleaseRecord {
                         owner: Some(owner.to_string()),
-                        lease_until: DateTime::from_timestamp_millis(self.lease_until(now)),
+                        lease_until: DateTime::from_timestamp_millis(lease.until_ms),
                         ..record
                     }))
                 }
@@ -523,206 +584,6 @@ impl Ledger for DynamoLedger {
             &[("task_definition", s(task_definition_arn))],
         )
         .await
-    }
-
-    async fn record_status(
-        &self,
-        app: &str,
-        digest: &str,
-        status: ReleaseStatus,
-    ) -> Result<(), LedgerError> {
-        self.update_release(app, digest, status, &[]).await
-    }
-
-    async fn acquire_slot(&self, app: &str, digest: &str) -> Result<Slot, LedgerError> {
-        let now = Utc::now();
-        let take = self
-            .update(app, s(SLOT_KEY))
-            .update_expression("SET active_digest = :d, active_lease_until = :lease")
-            .condition_expression(
-                "attribute_not_exists(active_digest) OR active_digest = :d OR \
-                 (attribute_not_exists(active_deployment_id) AND active_lease_until < :now)",
-            )
-            .expression_attribute_values(":d", s(digest))
-            .expression_attribute_values(":lease", n(self.lease_until(now)))
-            .expression_attribute_values(":now", n(now.timestamp_millis()))
-            .send()
-            .await;
-        match take {
-            Ok(_) => Ok(Slot::Acquired),
-            Err(e) if is_condition_failure(&e) => {
-                let slot = self.get(app, s(SLOT_KEY)).await?.unwrap_or_default();
-                Ok(Slot::Busy {
-                    active_digest: get_s(&slot, "active_digest").unwrap_or_default(),
-                    active_deployment_id: get_s(&slot, "active_deployment_id"),
-                })
-            }
-            Err(e) => Err(failed("UpdateItem")(e)),
-        }
-    }
-
-    async fn release_slot(&self, app: &str, digest: &str) -> Result<(), LedgerError> {
-        let free = self
-            .update(app, s(SLOT_KEY))
-            .update_expression("REMOVE active_digest, active_lease_until, active_deployment_id")
-            .condition_expression("active_digest = :d")
-            .expression_attribute_values(":d", s(digest));
-        update_if(free).await.map(drop)
-    }
-
-    async fn record_deploying(
-        &self,
-        app: &str,
-        digest: &str,
-        deployment_id: &str,
-    ) -> Result<(), LedgerError> {
-        let slot = self
-            .update(app, s(SLOT_KEY))
-            .update_expression("SET active_deployment_id = :id")
-            .condition_expression("active_digest = :d")
-            .expression_attribute_values(":id", s(deployment_id))
-            .expression_attribute_values(":d", s(digest));
-        if !update_if(slot).await? {
-            tracing::warn!(
-                app,
-                digest,
-                deployment_id,
-                "deployment started without holding the slot"
-            );
-        }
-        self.update_release(
-            app,
-            digest,
-            ReleaseStatus::Deploying,
-            &[("deployment_id", s(deployment_id))],
-        )
-        .await
-    }
-
-    async fn park(&self, release: &ReleaseRecord) -> Result<Parked, LedgerError> {
-        let pushed = release.pushed_at.timestamp_millis();
-        let parked = self.update(&release.app, s(SLOT_KEY))
-            .update_expression("SET pending_digest = :d, pending_pushed_at = :t")
-            .condition_expression("attribute_not_exists(pending_digest) OR pending_digest = :d OR pending_pushed_at < :t")
-            .expression_attribute_values(":d", s(&release.digest))
-            .expression_attribute_values(":t", n(pushed))
-            .return_values(ReturnValue::UpdatedOld)
-            .send()
-            .await;
-        match parked {
-            Ok(out) => {
-                let old = out.attributes.unwrap_or_default();
-                let replaced = get_s(&old, "pending_digest").filter(|d| *d != release.digest);
-                self.update_release(&release.app, &release.digest, ReleaseStatus::Pending, &[])
-                    .await?;
-                if let Some(older) = &replaced {
-                    self.update_release(
-                        &release.app,
-                        older,
-                        ReleaseStatus::Superseded,
-                        &[("superseded_by", s(&release.digest))],
-                    )
-                    .await?;
-                }
-                Ok(Parked::Waiting { replaced })
-            }
-            Err(e) if is_condition_failure(&e) => {
-                let slot = self
-                    .get(&release.app, s(SLOT_KEY))
-                    .await?
-                    .unwrap_or_default();
-                let newer = get_s(&slot, "pending_digest").unwrap_or_default();
-                self.update_release(
-                    &release.app,
-                    &release.digest,
-                    ReleaseStatus::Superseded,
-                    &[("superseded_by", s(&newer))],
-                )
-                .await?;
-                Ok(Parked::Superseded { by: newer })
-            }
-            Err(e) => Err(failed("UpdateItem")(e)),
-        }
-    }
-
-    async fn finish(
-        &self,
-        app: &str,
-        deployment_id: &str,
-        outcome: ReleaseStatus,
-    ) -> Result<Option<String>, LedgerError> {
-        let freed = self
-            .update(app, s(SLOT_KEY))
-            .update_expression("REMOVE active_digest, active_lease_until, active_deployment_id")
-            .condition_expression("active_deployment_id = :id")
-            .expression_attribute_values(":id", s(deployment_id))
-            .return_values(ReturnValue::UpdatedOld)
-            .send()
-            .await;
-        let digest = match freed {
-            Ok(out) => out
-                .attributes
-                .as_ref()
-                .and_then(|a| get_s(a, "active_digest")),
-            Err(e) if is_condition_failure(&e) => None,
-            Err(e) => return Err(failed("UpdateItem")(e)),
-        };
-        if let Some(digest) = &digest {
-            self.update_release(app, digest, outcome, &[]).await?;
-        }
-        Ok(digest)
-    }
-
-    async fn take_pending(
-        &self,
-        app: &str,
-        owner: &str,
-    ) -> Result<Option<ReleaseRecord>, LedgerError> {
-        let now = Utc::now();
-        let moved = self
-            .update(app, s(SLOT_KEY))
-            .update_expression(
-                "SET active_digest = pending_digest, active_lease_until = :lease \
-                 REMOVE pending_digest, pending_pushed_at, active_deployment_id",
-            )
-            .condition_expression(
-                "attribute_exists(pending_digest) AND (attribute_not_exists(active_digest) OR \
-                 (attribute_not_exists(active_deployment_id) AND active_lease_until < :now))",
-            )
-            .expression_attribute_values(":lease", n(self.lease_until(now)))
-            .expression_attribute_values(":now", n(now.timestamp_millis()))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        let digest = match moved {
-            Ok(out) => match out
-                .attributes
-                .as_ref()
-                .and_then(|a| get_s(a, "active_digest"))
-            {
-                Some(d) => d,
-                None => return Ok(None),
-            },
-            Err(e) if is_condition_failure(&e) => return Ok(None),
-            Err(e) => return Err(failed("UpdateItem")(e)),
-        };
-        let claimed = self.update(app, release_key(&digest))
-            .update_expression(
-                "SET release_status = :claimed, lease_owner = :me, lease_until = :lease, updated_at = :now_s, \
-                 status_history = list_append(if_not_exists(status_history, :empty), :entry)",
-            )
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":claimed", s(ReleaseStatus::Claimed.as_str()))
-            .expression_attribute_values(":me", s(owner))
-            .expression_attribute_values(":lease", n(self.lease_until(now)))
-            .expression_attribute_values(":now_s", s(now.to_rfc3339()))
-            .expression_attribute_values(":empty", AttributeValue::L(vec![]))
-            .expression_attribute_values(":entry", history_entry(ReleaseStatus::Claimed, now))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(failed("UpdateItem"))?;
-        Ok(claimed.attributes.as_ref().and_then(record_of))
     }
 
     async fn release(&self, app: &str, digest: &str) -> Result<Option<ReleaseRecord>, LedgerError> {
@@ -759,6 +620,161 @@ impl Ledger for DynamoLedger {
             .and_then(record_of))
     }
 
+    async fn record_hook_verdict(
+        &self,
+        app: &str,
+        digest: &str,
+        lifecycle_event: &str,
+        passed: bool,
+        reason: &str,
+    ) -> Result<(), LedgerError> {
+        let verdict = self
+            .update(app, release_key(digest))
+            .update_expression("SET hook_event = :event, hook_passed = :passed, hook_reason = :reason, updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":event", s(lifecycle_event))
+            .expression_attribute_values(":passed", AttributeValue::Bool(passed))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()));
+        update_if(verdict).await.map(drop)
+    }
+}
+
+#[async_trait]
+impl QueueLedger for DynamoLedger {
+    async fn queue(&self, app: &str) -> Result<Queue, LedgerError> {
+        match self.get(app, s(QUEUE_KEY)).await? {
+            Some(item) => queue_of(item),
+            None => Ok(Queue::default()),
+        }
+    }
+
+    async fn queues(&self, apps: &[String]) -> Result<Vec<Queue>, LedgerError> {
+        let mut found: HashMap<String, Queue> = HashMap::new();
+        // BatchGetItem takes 100 keys a call and may hand some back unprocessed.
+        for chunk in apps.chunks(100) {
+            let mut keys: Vec<Item> = chunk.iter().map(|a| self.queue_key(a)).collect();
+            for _ in 0..5 {
+                if keys.is_empty() {
+                    break;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| LedgerError {
+                        operation: "BatchGetItem",
+                        message: e.to_string(),
+                    })?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(failed("BatchGetItem"))?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    let app = get_s(&item, "pk")
+                        .and_then(|pk| pk.strip_prefix("app#").map(str::to_string))
+                        .unwrap_or_default();
+                    found.insert(app, queue_of(item)?);
+                }
+                keys = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+            }
+            if !keys.is_empty() {
+                return Err(LedgerError {
+                    operation: "BatchGetItem",
+                    message: "queues left unprocessed after retries".into(),
+                });
+            }
+        }
+        Ok(apps
+            .iter()
+            .map(|a| found.remove(a).unwrap_or_default())
+            .collect())
+    }
+
+    async fn commit(&self, app: &str, read: &Queue, plan: &Plan) -> Result<bool, LedgerError> {
+        let written = Queue {
+            version: read.version + 1,
+            ..plan.queue.clone()
+        };
+        let mut item: Item = serde_dynamo::to_item(written).map_err(|e| LedgerError {
+            operation: "TransactWriteItems",
+            message: e.to_string(),
+        })?;
+        item.extend(self.queue_key(app));
+        let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
+        put = if read.version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("version = :read")
+                .expression_attribute_values(":read", n(read.version as i64))
+        };
+        let put = put.build().map_err(|e| LedgerError {
+            operation: "TransactWriteItems",
+            message: e.to_string(),
+        })?;
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        for change in &plan.changes {
+            items.push(self.change_item(app, change)?);
+        }
+        let sent = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let message = crate::error::describe_sdk_error(&e);
+                let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                    e.into_service_error().into()
+                else {
+                    return Err(LedgerError {
+                        operation: "TransactWriteItems",
+                        message,
+                    });
+                };
+                let codes: Vec<&str> = cancelled
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code().unwrap_or("None"))
+                    .collect();
+                match codes.first() {
+                    // The queue moved (or another transaction holds it): read it again.
+                    Some(&"ConditionalCheckFailed") | Some(&"TransactionConflict") | None => {
+                        Ok(false)
+                    }
+                    _ if codes.iter().skip(1).any(|c| *c == "ConditionalCheckFailed") => {
+                        Err(LedgerError {
+                            operation: "TransactWriteItems",
+                            message: format!(
+                                "a release item of app {app} that the queue names is missing"
+                            ),
+                        })
+                    }
+                    _ => Err(LedgerError {
+                        operation: "TransactWriteItems",
+                        message,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl NoticeLedger for DynamoLedger {
     async fn claim_notice(&self, deployment_id: &str, state: &str) -> Result<bool, LedgerError> {
         let now = Utc::now();
         let claim = self
@@ -807,25 +823,6 @@ impl Ledger for DynamoLedger {
             .map_err(failed("DeleteItem"))?;
         Ok(())
     }
-
-    async fn record_hook_verdict(
-        &self,
-        app: &str,
-        digest: &str,
-        lifecycle_event: &str,
-        passed: bool,
-        reason: &str,
-    ) -> Result<(), LedgerError> {
-        let verdict = self
-            .update(app, release_key(digest))
-            .update_expression("SET hook_event = :event, hook_passed = :passed, hook_reason = :reason, updated_at = :now")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":event", s(lifecycle_event))
-            .expression_attribute_values(":passed", AttributeValue::Bool(passed))
-            .expression_attribute_values(":reason", s(reason))
-            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()));
-        update_if(verdict).await.map(drop)
-    }
 }
 
 #[cfg(test)]
@@ -837,6 +834,15 @@ mod tests {
         ConditionalCheckFailedException, ProvisionedThroughputExceededException,
     };
     use aws_smithy_mocks::mock;
+
+    fn lease(owner: &str) -> Lease {
+        let now_ms = Utc::now().timestamp_millis();
+        Lease {
+            owner: owner.into(),
+            until_ms: now_ms + 60_000,
+            now_ms,
+        }
+    }
 
     fn push() -> ImagePush {
         ImagePush {
@@ -872,7 +878,7 @@ mod tests {
             "ledger",
             Duration::from_secs(60),
         );
-        let claim = ledger.claim(&push(), "req-1").await.unwrap();
+        let claim = ledger.claim(&push(), &lease("req-1")).await.unwrap();
         assert!(
             matches!(claim, Claim::Acquired(ref r) if r.owner.as_deref() == Some("req-1")),
             "{claim:?}"
@@ -892,7 +898,7 @@ mod tests {
             "ledger",
             Duration::from_secs(60),
         );
-        let err = ledger.claim(&push(), "req-1").await.unwrap_err();
+        let err = ledger.claim(&push(), &lease("req-1")).await.unwrap_err();
         assert_eq!(err.operation, "PutItem");
         assert_eq!(put.num_calls(), 3);
     }
@@ -924,7 +930,7 @@ mod tests {
             "ledger",
             Duration::from_secs(60),
         );
-        let claim = ledger.claim(&push(), "req-1").await.unwrap();
+        let claim = ledger.claim(&push(), &lease("req-1")).await.unwrap();
         assert!(
             matches!(claim, Claim::HeldElsewhere(ref r) if r.owner.as_deref() == Some("req-other")),
             "{claim:?}"

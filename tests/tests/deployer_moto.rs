@@ -8,7 +8,7 @@ use chrono::{TimeZone, Utc};
 use greenlight_deployer::{handle, Deps, Outcome};
 use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs};
 use greenlight_shared::invocation::Invocation;
-use greenlight_shared::ledger::{DynamoLedger, Ledger, ReleaseStatus};
+use greenlight_shared::ledger::{DynamoLedger, ReleaseLedger, ReleaseStatus};
 use greenlight_shared::Config;
 use greenlight_tests::codedeploy::CodeDeployStandIn;
 use greenlight_tests::moto::MotoServer;
@@ -56,6 +56,7 @@ async fn env(apps: &[&str]) -> (Env, Vec<SeededApp>) {
         ecs: Arc::new(Ecs(clients.ecs.clone())),
         ledger: ledger.clone(),
         hook_function: "CodeDeployHook_greenlight".into(),
+        lease_margin: Duration::ZERO,
     });
     (
         Env {

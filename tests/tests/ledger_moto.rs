@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use greenlight_shared::ledger::{DynamoLedger, Ledger};
+use greenlight_shared::ledger::{DynamoLedger, NoticeLedger};
 use greenlight_tests::codedeploy::CodeDeployStandIn;
 use greenlight_tests::moto::MotoServer;
 use greenlight_tests::world::{Clients, TABLE};

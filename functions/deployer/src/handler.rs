@@ -1,22 +1,31 @@
 //! The deployer's decisions, over the ports of `greenlight_shared::aws` and the ledger.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lambda_events::codedeploy::CodeDeployEvent;
+use chrono::Utc;
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::codedeploy::{CodeDeployApi, NewDeployment};
 use greenlight_shared::aws::ecs::EcsApi;
 use greenlight_shared::events::{classify_push, EcrImageEvent, Location};
 use greenlight_shared::invocation::Invocation;
-use greenlight_shared::ledger::{
-    Claim, Ledger, LedgerError, Parked, ReleaseRecord, ReleaseStatus, Slot,
-};
+use greenlight_shared::ledger::{Claim, Ledger, LedgerError, ReleaseRecord, ReleaseStatus};
+use greenlight_shared::queue::{Lease, Next, Plan, Queue, Ticket};
 use greenlight_shared::task_definition::{
     container_image, next_revision, ReleaseImage, RewriteError,
 };
 use greenlight_shared::{AppConfig, AwsError, AwsErrorKind, Config};
 use serde::Serialize;
 use tracing::{info, warn};
+
+/// How long after an invocation's deadline its claims and queue lease stay its own: Lambda
+/// has stopped it by then; the margin covers clock differences between hosts.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
+
+/// How far back a resumed release looks for a deployment of its own, before it took the queue
+/// (clock differences between CodeDeploy and the function).
+const ADOPTION_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 pub struct Deps {
     pub config: Config,
@@ -25,6 +34,8 @@ pub struct Deps {
     pub ledger: Arc<dyn Ledger>,
     /// Name or ARN of the health-hook function, written into each AppSpec.
     pub hook_function: String,
+    /// How long past its deadline an invocation's leases last ([`LEASE_MARGIN`] in Lambda).
+    pub lease_margin: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +54,8 @@ pub enum DeployError {
         "ECS service {cluster}/{service} has no load-balanced container: blue/green needs one"
     )]
     NoLoadBalancer { cluster: String, service: String },
+    #[error("the queue of app {0} kept changing under contention")]
+    Contention(String),
 }
 
 impl DeployError {
@@ -59,6 +72,20 @@ impl DeployError {
             Self::Ledger(_) => "LedgerUnavailable",
             Self::Rewrite(_) => "TaskDefinitionRewrite",
             Self::NoLoadBalancer { .. } => "NoLoadBalancer",
+            Self::Contention(_) => "LedgerContention",
+        }
+    }
+
+    /// Whether retrying cannot help: the release is closed as failed rather than holding the
+    /// queue for ever.
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::Aws(e) => matches!(
+                e.kind,
+                AwsErrorKind::NotFound | AwsErrorKind::AccessDenied | AwsErrorKind::Invalid
+            ),
+            Self::Rewrite(_) | Self::NoLoadBalancer { .. } => true,
+            _ => false,
         }
     }
 }
@@ -114,6 +141,11 @@ pub enum Outcome {
         deployment_id: String,
         next: Option<Box<Outcome>>,
     },
+    /// The periodic sweep: what it found to do in each app's queue.
+    Swept {
+        apps: usize,
+        actions: Vec<Outcome>,
+    },
 }
 
 /// Entry point: routes an EventBridge event by its source.
@@ -133,10 +165,19 @@ pub async fn handle(
                 .map_err(|e| DeployError::MalformedEvent(format!("CodeDeploy event: {e}")))?;
             handle_deployment_end(deps, &event, invocation).await
         }
+        Some("aws.events") => sweep(deps, invocation).await,
         other => Err(DeployError::MalformedEvent(format!(
             "unexpected event source {}",
             other.unwrap_or("<none>")
         ))),
+    }
+}
+
+fn lease_of(deps: &Deps, invocation: &Invocation) -> Lease {
+    Lease {
+        owner: invocation.request_id.clone(),
+        until_ms: (invocation.deadline_ms + deps.lease_margin.as_millis() as u64) as i64,
+        now_ms: Utc::now().timestamp_millis(),
     }
 }
 
@@ -163,33 +204,66 @@ async fn handle_push(
         }
     };
     info!(app = %push.app, version = %push.version, digest = %push.digest, "release pushed");
-    match deps.ledger.claim(&push, &invocation.request_id).await? {
+    let mut driver = Driver::new(deps, app, invocation);
+    let record = match deps.ledger.claim(&push, &driver.lease).await? {
         Claim::HeldElsewhere(record) => {
-            info!(app = %record.app, version = %record.version, "another invocation is deploying this release");
-            Ok(Outcome::InProgressElsewhere {
+            info!(app = %record.app, version = %record.version, digest = %record.digest, "another invocation is deploying this release");
+            return Ok(Outcome::InProgressElsewhere {
                 app: record.app,
                 version: record.version,
-            })
+            });
         }
         Claim::Done(record) => {
-            info!(app = %record.app, version = %record.version, status = record.status.as_str(), "release already handled");
-            Ok(Outcome::Duplicate {
+            info!(app = %record.app, version = %record.version, digest = %record.digest, status = record.status.as_str(), "release already handled");
+            return Ok(Outcome::Duplicate {
                 app: record.app,
                 version: record.version,
                 status: record.status.as_str().to_string(),
-            })
+            });
         }
-        Claim::Acquired(record) => match deploy_or_wait(deps, app, record).await? {
-            Step::WaitingBehindGreenlight(outcome) => {
-                // The running release may have ended while this one was being parked: its end
-                // found nothing pending, so start the pending release now if the group is free.
-                Ok(start_pending(deps, app, &invocation.request_id)
-                    .await?
-                    .unwrap_or(outcome))
+        Claim::Acquired(record) => record,
+    };
+    let ticket = ticket_of(&record);
+    let next = driver.apply(|q, lease| q.admit(&ticket, lease)).await?;
+    let outcome = match &next {
+        Next::Waiting { replaced } => {
+            info!(app = %app.name, version = %record.version, digest = %record.digest,
+                  replaced = replaced.as_deref().unwrap_or(""), "deployment group busy: the release waits");
+            Outcome::Waiting {
+                app: app.name.clone(),
+                version: record.version.clone(),
+                replaced: replaced.clone(),
             }
-            Step::Done(outcome) => Ok(outcome),
+        }
+        Next::Superseded { by } => {
+            warn!(app = %app.name, version = %record.version, digest = %record.digest, by = %by,
+                  "superseded: a newer release has started or is waiting; this one will not deploy");
+            Outcome::Superseded {
+                app: app.name.clone(),
+                version: record.version.clone(),
+                by: by.clone(),
+            }
+        }
+        Next::HeldElsewhere => Outcome::InProgressElsewhere {
+            app: app.name.clone(),
+            version: record.version.clone(),
         },
-    }
+        Next::Deploying { .. } | Next::Idle => Outcome::Duplicate {
+            app: app.name.clone(),
+            version: record.version.clone(),
+            status: record.status.as_str().to_string(),
+        },
+        Next::Deploy { .. } => Outcome::Skipped {
+            reason: String::new(),
+        },
+    };
+    let next = match next {
+        // A waiting push looks at what holds the group: its end event may have been lost, or
+        // its invocation may have died.
+        Next::Waiting { .. } => driver.settle().await?,
+        next => next,
+    };
+    driver.follow(next, outcome, Some(record)).await
 }
 
 /// A deployment of the app ended: free its group and start the waiting release, if any.
@@ -200,16 +274,11 @@ async fn handle_deployment_end(
 ) -> Result<Outcome, DeployError> {
     let d = &event.detail;
     let deployment_id = d.deployment_id.clone().unwrap_or_default();
-    let outcome = match d.state.as_str() {
-        "SUCCESS" => ReleaseStatus::Succeeded,
-        "FAILURE" => ReleaseStatus::Failed,
-        "STOP" => ReleaseStatus::Stopped,
-        other => {
-            info!(deployment_id = %deployment_id, state = other, "skipped: not the end of a deployment");
-            return Ok(Outcome::Skipped {
-                reason: format!("state {other} is not the end of a deployment"),
-            });
-        }
+    let Some(outcome) = end_status(&d.state) else {
+        info!(deployment_id = %deployment_id, state = %d.state, "skipped: not the end of a deployment");
+        return Ok(Outcome::Skipped {
+            reason: format!("state {} is not the end of a deployment", d.state),
+        });
     };
     let (application, group) = (
         d.application.as_deref().unwrap_or(""),
@@ -225,242 +294,432 @@ async fn handle_deployment_end(
             reason: format!("deployment group {application}/{group} is not managed"),
         });
     };
-    let finished = deps
-        .ledger
-        .finish(&app.name, &deployment_id, outcome)
+    let mut driver = Driver::new(deps, app, invocation);
+    info!(app = %app.name, deployment_id = %deployment_id, state = %d.state, "deployment ended");
+    let next = driver
+        .apply(|q, lease| q.end(&deployment_id, outcome, lease))
         .await?;
-    info!(app = %app.name, deployment_id = %deployment_id, state = %d.state, digest = finished.as_deref().unwrap_or(""), "deployment ended");
-    let next = start_pending(deps, app, &invocation.request_id).await?;
-    Ok(Outcome::Finished {
+    let finished = Outcome::Finished {
         app: app.name.clone(),
-        deployment_id,
-        next: next.map(Box::new),
+        deployment_id: deployment_id.clone(),
+        next: None,
+    };
+    let after = driver.follow(next, finished.clone(), None).await?;
+    Ok(if after == finished {
+        finished
+    } else {
+        Outcome::Finished {
+            app: app.name.clone(),
+            deployment_id,
+            next: Some(Box::new(after)),
+        }
     })
 }
 
-/// Starts the app's pending release if the group is free.
-async fn start_pending(
-    deps: &Deps,
-    app: &AppConfig,
-    owner: &str,
-) -> Result<Option<Outcome>, DeployError> {
-    let Some(record) = deps.ledger.take_pending(&app.name, owner).await? else {
-        return Ok(None);
-    };
-    info!(app = %app.name, version = %record.version, "starting the pending release");
-    Ok(Some(
-        deploy_or_wait(deps, app, record).await?.into_outcome(),
-    ))
-}
-
-/// Where a release stands after an attempt to deploy it.
-enum Step {
-    Done(Outcome),
-    /// Parked behind a release Greenlight is deploying (the ledger's slot was taken).
-    WaitingBehindGreenlight(Outcome),
-}
-
-impl Step {
-    fn into_outcome(self) -> Outcome {
-        match self {
-            Self::Done(o) | Self::WaitingBehindGreenlight(o) => o,
+/// The periodic sweep (an EventBridge schedule): finishes what lost events left behind. A
+/// deployment whose end event never arrived is read back; a release whose invocation died
+/// is resumed; a waiting release in a free queue starts. One ledger read for all the apps and
+/// no AWS call when every queue is idle.
+async fn sweep(deps: &Deps, invocation: &Invocation) -> Result<Outcome, DeployError> {
+    let names: Vec<String> = deps.config.apps.iter().map(|a| a.name.clone()).collect();
+    let queues = deps.ledger.queues(&names).await?;
+    let mut actions = vec![];
+    let mut first_error = None;
+    for (app, queue) in deps.config.apps.iter().zip(queues) {
+        if queue.active.is_none() && queue.pending.is_none() {
+            continue;
         }
-    }
-}
-
-/// Deploys a claimed release, resuming after the last step its record shows; waits when busy.
-async fn deploy_or_wait(
-    deps: &Deps,
-    app: &AppConfig,
-    record: ReleaseRecord,
-) -> Result<Step, DeployError> {
-    let group = deps
-        .codedeploy
-        .deployment_group(&app.application, &app.deployment_group)
-        .await?;
-    let service = deps.ecs.service(&group.cluster, &group.service).await?;
-    let lb = service
-        .load_balancers
-        .first()
-        .ok_or_else(|| DeployError::NoLoadBalancer {
-            cluster: group.cluster.clone(),
-            service: group.service.clone(),
-        })?;
-    let container = app
-        .container
-        .clone()
-        .unwrap_or_else(|| lb.container_name.clone());
-
-    // A fresh release: read the service's task definition (needed to register the next one).
-    let current = match &record.task_definition_arn {
-        Some(_) => None,
-        None => {
-            let (td, tags) = deps
-                .ecs
-                .task_definition(&service.task_definition_arn)
-                .await?;
-            if container_image(&td, &container) == Some(record.image.as_str()) {
-                info!(app = %app.name, version = %record.version, digest = %record.digest, "service already runs this image");
-                deps.ledger
-                    .record_status(&app.name, &record.digest, ReleaseStatus::AlreadyRunning)
-                    .await?;
-                deps.ledger.release_slot(&app.name, &record.digest).await?;
-                return Ok(Step::Done(Outcome::AlreadyRunning {
-                    app: app.name.clone(),
-                    version: record.version,
-                }));
-            }
-            Some((td, tags))
-        }
-    };
-
-    if let Slot::Busy {
-        active_digest,
-        active_deployment_id,
-    } = acquire_slot(deps, app, &record).await?
-    {
-        info!(app = %app.name, version = %record.version, active_digest = %active_digest,
-              active_deployment = active_deployment_id.as_deref().unwrap_or(""), "deployment group busy");
-        return Ok(Step::WaitingBehindGreenlight(park(deps, &record).await?));
-    }
-
-    let task_definition = match (&record.task_definition_arn, current) {
-        (Some(arn), _) => {
-            info!(app = %app.name, task_definition = %arn, "resuming after registration");
-            arn.clone()
-        }
-        (None, Some((td, tags))) => {
-            let request = next_revision(
-                &td,
-                &tags,
-                &ReleaseImage {
-                    app: &app.name,
-                    container: &container,
-                    image: &record.image,
-                    version: &record.version,
-                    digest: &record.digest,
-                },
-            )?;
-            let arn = deps.ecs.register_task_definition(request).await?;
-            info!(app = %app.name, version = %record.version, task_definition = %arn, "task definition registered");
-            deps.ledger
-                .record_registered(&app.name, &record.digest, &arn)
-                .await?;
-            arn
-        }
-        // A release without a registered revision always reads the current task definition above.
-        (None, None) => {
-            return Err(DeployError::Ledger(LedgerError {
-                operation: "resume",
-                message: format!(
-                    "release {}/{} has no task definition to deploy",
-                    app.name, record.digest
-                ),
-            }))
-        }
-    };
-
-    let appspec = AppSpec {
-        task_definition_arn: task_definition.clone(),
-        container_name: lb.container_name.clone(),
-        container_port: lb.container_port,
-        hooks: app
-            .hooks
-            .iter()
-            .map(|h| (h.clone(), deps.hook_function.clone()))
-            .collect(),
-    };
-    let request = NewDeployment {
-        application: app.application.clone(),
-        deployment_group: app.deployment_group.clone(),
-        appspec: appspec.to_json(),
-        description: ReleaseDescription {
-            app: app.name.clone(),
-            version: record.version.clone(),
-            digest: record.digest.clone(),
-        }
-        .to_string(),
-    };
-    match deps.codedeploy.create_deployment(&request).await {
-        Ok(deployment_id) => {
-            info!(app = %app.name, version = %record.version, deployment_id = %deployment_id, task_definition = %task_definition, "deployment created");
-            deps.ledger
-                .record_deploying(&app.name, &record.digest, &deployment_id)
-                .await?;
-            Ok(Step::Done(Outcome::Deployed {
-                app: app.name.clone(),
-                version: record.version,
-                digest: record.digest,
-                task_definition,
-                deployment_id,
-            }))
-        }
-        Err(e) if e.kind == AwsErrorKind::DeploymentLimitExceeded => {
-            // Someone else (a manual deployment, a rollback) holds the group: wait for its end.
-            info!(app = %app.name, version = %record.version, reason = %e.message, "deployment group busy outside Greenlight");
-            deps.ledger.release_slot(&app.name, &record.digest).await?;
-            let parked = ReleaseRecord {
-                task_definition_arn: Some(task_definition),
-                ..record
+        let mut driver = Driver::new(deps, app, invocation);
+        driver.known = Some(queue);
+        let result = async {
+            let next = driver.settle().await?;
+            let idle = Outcome::Skipped {
+                reason: "nothing to do".into(),
             };
-            Ok(Step::Done(park(deps, &parked).await?))
+            driver.follow(next, idle, None).await
         }
-        Err(e) => {
-            deps.ledger.release_slot(&app.name, &record.digest).await?;
-            Err(e.into())
+        .await;
+        match result {
+            Ok(Outcome::Skipped { .. }) => {}
+            Ok(outcome) => {
+                info!(app = %app.name, ?outcome, "sweep moved the queue on");
+                actions.push(outcome);
+            }
+            Err(e) => {
+                warn!(app = %app.name, error = %e, "sweep could not move the queue on");
+                first_error.get_or_insert(e);
+            }
         }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(Outcome::Swept {
+            apps: names.len(),
+            actions,
+        }),
     }
 }
 
-/// Takes the slot; a slot held by a deployment that has in fact ended (its end event was
-/// lost) is reconciled with CodeDeploy once.
-async fn acquire_slot(
-    deps: &Deps,
-    app: &AppConfig,
-    record: &ReleaseRecord,
-) -> Result<Slot, DeployError> {
-    let slot = deps.ledger.acquire_slot(&app.name, &record.digest).await?;
-    let Slot::Busy {
-        active_deployment_id: Some(active),
-        ..
-    } = &slot
-    else {
-        return Ok(slot);
-    };
-    let deployment = deps.codedeploy.deployment(active).await?;
-    if deployment.is_active() {
-        return Ok(slot);
+fn end_status(state: &str) -> Option<ReleaseStatus> {
+    match state {
+        "SUCCESS" => Some(ReleaseStatus::Succeeded),
+        "FAILURE" => Some(ReleaseStatus::Failed),
+        "STOP" => Some(ReleaseStatus::Stopped),
+        _ => None,
     }
-    let outcome = match deployment.status.as_str() {
+}
+
+/// How a deployment that CodeDeploy reports as ended ended, for the ledger.
+fn ended_status(status: &str) -> ReleaseStatus {
+    match status {
         "Succeeded" => ReleaseStatus::Succeeded,
         "Stopped" => ReleaseStatus::Stopped,
         _ => ReleaseStatus::Failed,
-    };
-    warn!(app = %app.name, deployment_id = %active, status = %deployment.status, "slot held by an ended deployment: freeing it");
-    deps.ledger.finish(&app.name, active, outcome).await?;
-    Ok(deps.ledger.acquire_slot(&app.name, &record.digest).await?)
+    }
 }
 
-async fn park(deps: &Deps, record: &ReleaseRecord) -> Result<Outcome, DeployError> {
-    match deps.ledger.park(record).await? {
-        Parked::Waiting { replaced } => {
-            if let Some(older) = &replaced {
-                warn!(app = %record.app, superseded = %older, by = %record.digest, version = %record.version, "older pending release superseded");
+fn ticket_of(record: &ReleaseRecord) -> Ticket {
+    Ticket {
+        pushed_at_ms: record.pushed_at.timestamp_millis(),
+        digest: record.digest.clone(),
+        version: record.version.clone(),
+    }
+}
+
+/// Drives one app's queue for one invocation: each decision is a pure function of the queue
+/// (`greenlight_shared::queue`), written with the release changes it implies in one
+/// conditional transaction, decided again from a fresh read when another writer got there first.
+struct Driver<'a> {
+    deps: &'a Deps,
+    app: &'a AppConfig,
+    lease: Lease,
+    /// The queue as this invocation last read or wrote it.
+    known: Option<Queue>,
+}
+
+impl<'a> Driver<'a> {
+    fn new(deps: &'a Deps, app: &'a AppConfig, invocation: &Invocation) -> Self {
+        Self {
+            deps,
+            app,
+            lease: lease_of(deps, invocation),
+            known: None,
+        }
+    }
+
+    /// Decides with `decide` and writes the plan; returns what to do next.
+    async fn apply(
+        &mut self,
+        decide: impl Fn(&Queue, &Lease) -> Plan,
+    ) -> Result<Next, DeployError> {
+        for _ in 0..8 {
+            self.lease.now_ms = Utc::now().timestamp_millis();
+            let (read, cached) = match self.known.take() {
+                Some(q) => (q, true),
+                None => (self.deps.ledger.queue(&self.app.name).await?, false),
+            };
+            let plan = decide(&read, &self.lease);
+            if !plan.writes(&read) {
+                if cached {
+                    // Deciding to do nothing is only trusted on a fresh read.
+                    continue;
+                }
+                self.known = Some(read);
+                return Ok(plan.next);
             }
-            info!(app = %record.app, version = %record.version, "release waits for the running deployment");
-            Ok(Outcome::Waiting {
-                app: record.app.clone(),
-                version: record.version.clone(),
-                replaced,
-            })
+            if self
+                .deps
+                .ledger
+                .commit(&self.app.name, &read, &plan)
+                .await?
+            {
+                for change in &plan.changes {
+                    if change.status == ReleaseStatus::Superseded {
+                        warn!(app = %self.app.name, version = %change.release.version, digest = %change.release.digest,
+                              by = change.superseded_by.as_deref().unwrap_or(""), "superseded by a newer release");
+                    }
+                }
+                self.known = Some(Queue {
+                    version: read.version + 1,
+                    ..plan.queue
+                });
+                return Ok(plan.next);
+            }
         }
-        Parked::Superseded { by } => {
-            warn!(app = %record.app, version = %record.version, by = %by, "a newer release is already waiting: this one is superseded");
-            Ok(Outcome::Superseded {
-                app: record.app.clone(),
-                version: record.version.clone(),
-                by,
-            })
+        Err(DeployError::Contention(self.app.name.clone()))
+    }
+
+    /// Reads back the deployment holding the queue; one that has ended (its end event was
+    /// lost) is finished here.
+    async fn check_active(&mut self) -> Result<Next, DeployError> {
+        let queue = match self.known.clone() {
+            Some(q) => q,
+            None => self.deps.ledger.queue(&self.app.name).await?,
+        };
+        let Some(id) = queue.active_deployment().map(str::to_string) else {
+            self.known = Some(queue);
+            return Ok(Next::Idle);
+        };
+        self.known = Some(queue);
+        let deployment = self.deps.codedeploy.deployment(&id).await?;
+        if deployment.is_active() {
+            return Ok(Next::Idle);
         }
+        warn!(app = %self.app.name, deployment_id = %id, status = %deployment.status,
+              "the queue was held by a deployment that has ended (its end event was lost): finishing it");
+        let outcome = ended_status(&deployment.status);
+        self.apply(|q, lease| q.end(&id, outcome, lease)).await
+    }
+
+    /// Finishes what lost events left: a deployment that ended, a release whose invocation
+    /// died, a waiting release in a free queue.
+    async fn settle(&mut self) -> Result<Next, DeployError> {
+        match self.check_active().await? {
+            Next::Idle => self.apply(|q, lease| q.advance(lease)).await,
+            next => Ok(next),
+        }
+    }
+
+    /// Carries out `next` and whatever it leads to; returns the outcome of the last action.
+    async fn follow(
+        &mut self,
+        mut next: Next,
+        mut outcome: Outcome,
+        mut fresh: Option<ReleaseRecord>,
+    ) -> Result<Outcome, DeployError> {
+        for _ in 0..8 {
+            let Next::Deploy { digest, resumed } = next else {
+                return Ok(outcome);
+            };
+            let record = match fresh.take().filter(|r| r.digest == digest) {
+                Some(r) => r,
+                None => self
+                    .deps
+                    .ledger
+                    .release(&self.app.name, &digest)
+                    .await?
+                    .ok_or_else(|| LedgerError {
+                        operation: "GetItem",
+                        message: format!(
+                            "the queue names release {}/{digest}, which has no item",
+                            self.app.name
+                        ),
+                    })?,
+            };
+            (outcome, next) = match self.deploy(&record, resumed).await {
+                Ok(done) => done,
+                Err(e) if e.is_permanent() => {
+                    warn!(app = %self.app.name, version = %record.version, digest = %record.digest, error = %e,
+                          "the release cannot be deployed: closed as failed, the queue moves on");
+                    let digest = record.digest.clone();
+                    self.apply(|q, lease| {
+                        q.close_without_deployment(&digest, ReleaseStatus::Failed, lease)
+                    })
+                    .await?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(outcome)
+    }
+
+    /// Deploys the release that holds the queue: reconcile when resumed, register its revision
+    /// unless done, create the deployment, record it.
+    async fn deploy(
+        &mut self,
+        record: &ReleaseRecord,
+        resumed: bool,
+    ) -> Result<(Outcome, Next), DeployError> {
+        let (deps, app) = (self.deps, self.app);
+        let group = deps
+            .codedeploy
+            .deployment_group(&app.application, &app.deployment_group)
+            .await?;
+        if resumed {
+            let since = self
+                .known
+                .as_ref()
+                .and_then(|q| q.active.as_ref())
+                .and_then(|a| chrono::DateTime::from_timestamp_millis(a.since_ms))
+                .unwrap_or(record.pushed_at)
+                - ADOPTION_WINDOW;
+            let earlier = deps
+                .codedeploy
+                .deployments_since(&app.application, &app.deployment_group, since)
+                .await?;
+            if let Some(own) = earlier.iter().find(|d| names_release(d, record)) {
+                return self.adopt(record, own).await;
+            }
+        }
+        let service = deps.ecs.service(&group.cluster, &group.service).await?;
+        let lb = service
+            .load_balancers
+            .first()
+            .ok_or_else(|| DeployError::NoLoadBalancer {
+                cluster: group.cluster.clone(),
+                service: group.service.clone(),
+            })?;
+        let container = app
+            .container
+            .clone()
+            .unwrap_or_else(|| lb.container_name.clone());
+
+        let task_definition = match &record.task_definition_arn {
+            Some(arn) => {
+                info!(app = %app.name, task_definition = %arn, "resuming after registration");
+                arn.clone()
+            }
+            None => {
+                let (td, tags) = deps
+                    .ecs
+                    .task_definition(&service.task_definition_arn)
+                    .await?;
+                if container_image(&td, &container) == Some(record.image.as_str()) {
+                    info!(app = %app.name, version = %record.version, digest = %record.digest, "service already runs this image");
+                    let digest = record.digest.clone();
+                    let next = self
+                        .apply(|q, lease| {
+                            q.close_without_deployment(
+                                &digest,
+                                ReleaseStatus::AlreadyRunning,
+                                lease,
+                            )
+                        })
+                        .await?;
+                    let outcome = Outcome::AlreadyRunning {
+                        app: app.name.clone(),
+                        version: record.version.clone(),
+                    };
+                    return Ok((outcome, next));
+                }
+                let request = next_revision(
+                    &td,
+                    &tags,
+                    &ReleaseImage {
+                        app: &app.name,
+                        container: &container,
+                        image: &record.image,
+                        version: &record.version,
+                        digest: &record.digest,
+                    },
+                )?;
+                let arn = deps.ecs.register_task_definition(request).await?;
+                info!(app = %app.name, version = %record.version, task_definition = %arn, "task definition registered");
+                deps.ledger
+                    .record_registered(&app.name, &record.digest, &arn)
+                    .await?;
+                arn
+            }
+        };
+
+        let appspec = AppSpec {
+            task_definition_arn: task_definition.clone(),
+            container_name: lb.container_name.clone(),
+            container_port: lb.container_port,
+            hooks: app
+                .hooks
+                .iter()
+                .map(|h| (h.clone(), deps.hook_function.clone()))
+                .collect(),
+        };
+        let request = NewDeployment {
+            application: app.application.clone(),
+            deployment_group: app.deployment_group.clone(),
+            appspec: appspec.to_json(),
+            description: ReleaseDescription {
+                app: app.name.clone(),
+                version: record.version.clone(),
+                digest: record.digest.clone(),
+            }
+            .to_string(),
+        };
+        match deps.codedeploy.create_deployment(&request).await {
+            Ok(deployment_id) => {
+                info!(app = %app.name, version = %record.version, digest = %record.digest, deployment_id = %deployment_id, task_definition = %task_definition, "deployment created");
+                let next = self
+                    .apply(|q, _| q.deploying(&record.digest, &deployment_id))
+                    .await?;
+                Ok((deployed(record, &task_definition, &deployment_id), next))
+            }
+            Err(e) if e.kind == AwsErrorKind::DeploymentLimitExceeded => {
+                // Ours, created by an earlier attempt whose answer was lost (the SDK's retry
+                // then meets it), or someone else's (a rollback, a manual deployment).
+                let active = deps
+                    .codedeploy
+                    .active_deployments(&app.application, &app.deployment_group)
+                    .await?;
+                if let Some(own) = active.iter().find(|d| names_release(d, record)) {
+                    return self.adopt(record, own).await;
+                }
+                let Some(foreign) = active.first() else {
+                    // It ended in between: fail so that the retry creates it.
+                    return Err(e.into());
+                };
+                info!(app = %app.name, version = %record.version, digest = %record.digest, deployment_id = %foreign.id,
+                      "deployment group busy with a deployment Greenlight did not start: the release waits for its end");
+                let next = self
+                    .apply(|q, lease| q.blocked_by_foreign(&record.digest, &foreign.id, lease))
+                    .await?;
+                let outcome = match &next {
+                    Next::Superseded { by } => Outcome::Superseded {
+                        app: app.name.clone(),
+                        version: record.version.clone(),
+                        by: by.clone(),
+                    },
+                    _ => Outcome::Waiting {
+                        app: app.name.clone(),
+                        version: record.version.clone(),
+                        replaced: None,
+                    },
+                };
+                Ok((outcome, next))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records an existing deployment of the release (created by an attempt whose answer was
+    /// lost) instead of creating another; finishes it at once when it has already ended.
+    async fn adopt(
+        &mut self,
+        record: &ReleaseRecord,
+        found: &greenlight_shared::aws::codedeploy::Deployment,
+    ) -> Result<(Outcome, Next), DeployError> {
+        warn!(app = %self.app.name, version = %record.version, digest = %record.digest, deployment_id = %found.id,
+              status = %found.status, "adopting this release's deployment, created by an attempt whose answer was lost");
+        let mut next = self
+            .apply(|q, _| q.deploying(&record.digest, &found.id))
+            .await?;
+        if !found.is_active() {
+            let outcome = ended_status(&found.status);
+            next = self
+                .apply(|q, lease| q.end(&found.id, outcome, lease))
+                .await?;
+        }
+        let task_definition = record.task_definition_arn.clone().unwrap_or_default();
+        Ok((deployed(record, &task_definition, &found.id), next))
+    }
+}
+
+/// Whether a deployment's description names this release.
+fn names_release(
+    deployment: &greenlight_shared::aws::codedeploy::Deployment,
+    record: &ReleaseRecord,
+) -> bool {
+    deployment
+        .description
+        .as_deref()
+        .and_then(ReleaseDescription::parse)
+        .is_some_and(|d| d.app == record.app && d.digest == record.digest)
+}
+
+fn deployed(record: &ReleaseRecord, task_definition: &str, deployment_id: &str) -> Outcome {
+    Outcome::Deployed {
+        app: record.app.clone(),
+        version: record.version.clone(),
+        digest: record.digest.clone(),
+        task_definition: task_definition.to_string(),
+        deployment_id: deployment_id.to_string(),
     }
 }

@@ -12,4 +12,4 @@
 
 pub mod handler;
 
-pub use handler::{handle, DeployError, Deps, Outcome};
+pub use handler::{handle, DeployError, Deps, Outcome, LEASE_MARGIN};

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use greenlight_deployer::{handle, Deps};
+use greenlight_deployer::{handle, Deps, LEASE_MARGIN};
 use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::startup::Startup;
@@ -18,6 +18,7 @@ async fn main() -> Result<(), Error> {
         codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(&startup.sdk))),
         ecs: Arc::new(Ecs(aws_sdk_ecs::Client::new(&startup.sdk))),
         config: startup.config,
+        lease_margin: LEASE_MARGIN,
     };
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let invocation = Invocation::from_context(&event.context);

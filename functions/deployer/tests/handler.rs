@@ -8,10 +8,11 @@ use greenlight_deployer::{handle, DeployError, Deps, Outcome};
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::codedeploy::Deployment;
 use greenlight_shared::fakes::{
-    digest, sample_event as sample, Calls, FakeCodeDeploy, FakeEcs, FakeLedger, FakeSlot,
+    digest, sample_event as sample, Calls, FakeCodeDeploy, FakeEcs, FakeLedger,
 };
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{ReleaseRecord, ReleaseStatus};
+use greenlight_shared::queue::{Active, Queue, Ticket};
 use greenlight_shared::{AwsError, AwsErrorKind, Config};
 use serde_json::{json, Value};
 
@@ -48,6 +49,7 @@ impl World {
             ecs: ecs.clone(),
             ledger: ledger.clone(),
             hook_function: "CodeDeployHook_greenlight".into(),
+            lease_margin: Duration::ZERO,
         };
         Self {
             deps,
@@ -88,6 +90,30 @@ fn deployment_end(id: &str, state: &str) -> Value {
     e["detail"]["deploymentId"] = json!(id);
     e["detail"]["state"] = json!(state);
     e
+}
+
+/// A queue whose active release `n` was taken by an invocation that died.
+fn held_by_dead_invocation(n: u8, deployment_id: Option<&str>) -> Queue {
+    let ticket = Ticket {
+        pushed_at_ms: "2026-11-25T10:00:00Z"
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+            .timestamp_millis(),
+        digest: digest(n),
+        version: "v1.4.2".into(),
+    };
+    Queue {
+        active: Some(Active {
+            release: Some(ticket.clone()),
+            deployment_id: deployment_id.map(str::to_string),
+            owner: "req-dead".into(),
+            lease_until_ms: Utc::now().timestamp_millis() - 5_000,
+            since_ms: Utc::now().timestamp_millis() - 60_000,
+        }),
+        pending: None,
+        newest_started: Some(ticket),
+        version: 3,
+    }
 }
 
 fn record(n: u8, version: &str, status: ReleaseStatus) -> ReleaseRecord {
@@ -164,7 +190,7 @@ async fn version_push_registers_one_revision_and_starts_one_deployment() {
     assert_eq!(r.status, ReleaseStatus::Deploying);
     assert_eq!(r.deployment_id.as_deref(), Some("d-FAKE1"));
     assert_eq!(
-        w.ledger.slot("web1").active_deployment_id.as_deref(),
+        w.ledger.queue_of("web1").active_deployment(),
         Some("d-FAKE1")
     );
     // GetDeploymentGroup, DescribeServices, DescribeTaskDefinition, RegisterTaskDefinition, CreateDeployment.
@@ -255,6 +281,7 @@ async fn crash_after_registration_resumes_without_registering_again() {
         task_definition_arn: Some(td.into()),
         ..record(1, "v1.4.2", ReleaseStatus::Registered)
     });
+    ledger.set_queue("web1", held_by_dead_invocation(1, None));
     let w = World::with(ledger, |_| {});
     let out = w
         .run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-retry")
@@ -265,6 +292,8 @@ async fn crash_after_registration_resumes_without_registering_again() {
         "{out:?}"
     );
     assert_eq!(w.calls.count("RegisterTaskDefinition"), 0);
+    // Resumed: it first looks for a deployment of its own whose answer was lost.
+    assert_eq!(w.calls.count("ListDeployments"), 1);
     assert_eq!(w.calls.count("CreateDeployment"), 1);
     assert_eq!(
         AppSpec::task_definition_of(&w.codedeploy.created.lock().unwrap()[0].appspec).as_deref(),
@@ -276,6 +305,7 @@ async fn crash_after_registration_resumes_without_registering_again() {
 async fn claim_with_expired_lease_is_taken_over() {
     let ledger = FakeLedger::default();
     ledger.insert(record(1, "v1.4.2", ReleaseStatus::Claimed));
+    ledger.set_queue("web1", held_by_dead_invocation(1, None));
     let w = World::with(ledger, |_| {});
     let out = w
         .run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-2")
@@ -378,7 +408,10 @@ async fn older_push_does_not_replace_a_newer_pending_one() {
             by: digest(3)
         }
     );
-    assert_eq!(w.ledger.slot("web1").pending_digest, Some(digest(3)));
+    assert_eq!(
+        w.ledger.queue_of("web1").pending.map(|t| t.digest),
+        Some(digest(3))
+    );
 }
 
 #[tokio::test]
@@ -439,7 +472,7 @@ async fn end_of_deployment_with_nothing_pending_does_nothing_more() {
         w.ledger.record(&digest(1)).unwrap().status,
         ReleaseStatus::Failed
     );
-    assert_eq!(w.ledger.slot("web1").active_digest, None);
+    assert_eq!(w.ledger.queue_of("web1").active, None);
 }
 
 #[tokio::test]
@@ -463,6 +496,15 @@ async fn group_busy_outside_greenlight_waits_for_its_end() {
             AwsErrorKind::DeploymentLimitExceeded,
             "DeploymentLimitExceededException: The Deployment Group 'web1-bluegreen' already has an active Deployment 'd-MANUAL'",
         ));
+        cd.deployments.lock().unwrap().insert(
+            "d-MANUAL".into(),
+            Deployment {
+                id: "d-MANUAL".into(),
+                status: "InProgress".into(),
+                description: Some("hotfix by hand".into()),
+                ..Default::default()
+            },
+        );
     });
     let out = w
         .run(push("v1", 1, "2026-11-25T10:00:00Z"), "req-1")
@@ -476,11 +518,13 @@ async fn group_busy_outside_greenlight_waits_for_its_end() {
             replaced: None
         }
     );
+    let queue = w.ledger.queue_of("web1");
     assert_eq!(
-        w.ledger.slot("web1").active_digest,
-        None,
-        "the slot is given back"
+        queue.active_deployment(),
+        Some("d-MANUAL"),
+        "the foreign deployment holds the queue"
     );
+    assert_eq!(queue.pending.map(|t| t.digest), Some(digest(1)));
     let pending = w.ledger.record(&digest(1)).unwrap();
     assert_eq!(pending.status, ReleaseStatus::Pending);
     assert!(
@@ -488,6 +532,13 @@ async fn group_busy_outside_greenlight_waits_for_its_end() {
         "the registered revision is kept"
     );
     // The manual deployment ends: the release ships, without registering a second revision.
+    w.codedeploy
+        .deployments
+        .lock()
+        .unwrap()
+        .get_mut("d-MANUAL")
+        .unwrap()
+        .status = "Succeeded".into();
     let out = w
         .run(deployment_end("d-MANUAL", "SUCCESS"), "req-2")
         .await
@@ -498,19 +549,23 @@ async fn group_busy_outside_greenlight_waits_for_its_end() {
     );
     assert_eq!(w.calls.count("RegisterTaskDefinition"), 1);
     assert_eq!(w.codedeploy.created.lock().unwrap().len(), 1);
+    assert_eq!(
+        w.ledger.record(&digest(1)).unwrap().status,
+        ReleaseStatus::Deploying
+    );
 }
 
 #[tokio::test]
 async fn slot_held_by_an_ended_deployment_is_reconciled() {
     let ledger = FakeLedger::default();
-    ledger.set_slot(
-        "web1",
-        FakeSlot {
-            active_digest: Some(digest(9)),
-            active_deployment_id: Some("d-LOST".into()),
-            ..Default::default()
-        },
-    );
+    ledger.insert(ReleaseRecord {
+        deployment_id: Some("d-LOST".into()),
+        ..record(9, "v0", ReleaseStatus::Deploying)
+    });
+    let mut queue = held_by_dead_invocation(9, Some("d-LOST"));
+    queue.newest_started.as_mut().unwrap().pushed_at_ms -= 60_000;
+    queue.active.as_mut().unwrap().release = queue.newest_started.clone();
+    ledger.set_queue("web1", queue);
     let w = World::with(ledger, |cd| {
         cd.deployments.lock().unwrap().insert(
             "d-LOST".into(),
@@ -526,6 +581,11 @@ async fn slot_held_by_an_ended_deployment_is_reconciled() {
         .await
         .unwrap();
     assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
+    assert_eq!(
+        w.ledger.record(&digest(9)).unwrap().status,
+        ReleaseStatus::Succeeded,
+        "the ended deployment's result is recorded"
+    );
 }
 
 #[tokio::test]

@@ -109,6 +109,20 @@ pub trait CodeDeployApi: Send + Sync {
     /// Starts a deployment; a busy group is `AwsErrorKind::DeploymentLimitExceeded`.
     async fn create_deployment(&self, request: &NewDeployment) -> Result<String, AwsError>;
     async fn deployment(&self, id: &str) -> Result<Deployment, AwsError>;
+    /// The group's deployments created at or after `since`, newest first (to find one whose
+    /// answer was lost).
+    async fn deployments_since(
+        &self,
+        application: &str,
+        group: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Deployment>, AwsError>;
+    /// The group's deployments in progress (CodeDeploy runs at most one).
+    async fn active_deployments(
+        &self,
+        application: &str,
+        group: &str,
+    ) -> Result<Vec<Deployment>, AwsError>;
     /// The ECS target of a deployment (`None` when CodeDeploy lists none yet).
     async fn ecs_target(
         &self,
@@ -125,6 +139,36 @@ pub trait CodeDeployApi: Send + Sync {
 
 #[derive(Debug, Clone)]
 pub struct CodeDeploy(pub aws_sdk_codedeploy::Client);
+
+impl CodeDeploy {
+    /// Every deployment a ListDeployments request names, read with GetDeployment, newest first.
+    async fn listed(
+        &self,
+        list: aws_sdk_codedeploy::operation::list_deployments::builders::ListDeploymentsFluentBuilder,
+        application: &str,
+        group: &str,
+    ) -> Result<Vec<Deployment>, AwsError> {
+        let ids: Vec<String> = list
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "ListDeployments",
+                    format!("deployment group {application}/{group}"),
+                    e,
+                )
+            })?;
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.push(self.deployment(&id).await?);
+        }
+        found.sort_by_key(|d| std::cmp::Reverse(d.created_at));
+        Ok(found)
+    }
+}
 
 #[async_trait]
 impl CodeDeployApi for CodeDeploy {
@@ -264,6 +308,45 @@ impl CodeDeployApi for CodeDeploy {
                 .and_then(|r| r.app_spec_content.as_ref())
                 .and_then(|a| a.content.clone()),
         })
+    }
+
+    async fn deployments_since(
+        &self,
+        application: &str,
+        group: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Deployment>, AwsError> {
+        let list = self
+            .0
+            .list_deployments()
+            .application_name(application)
+            .deployment_group_name(group)
+            .create_time_range(
+                aws_sdk_codedeploy::types::TimeRange::builder()
+                    .start(aws_smithy_types::DateTime::from_secs(since.timestamp()))
+                    .build(),
+            );
+        self.listed(list, application, group).await
+    }
+
+    async fn active_deployments(
+        &self,
+        application: &str,
+        group: &str,
+    ) -> Result<Vec<Deployment>, AwsError> {
+        let list = self
+            .0
+            .list_deployments()
+            .application_name(application)
+            .deployment_group_name(group)
+            .set_include_only_statuses(Some(vec![
+                DeploymentStatus::Created,
+                DeploymentStatus::Queued,
+                DeploymentStatus::InProgress,
+                DeploymentStatus::Baking,
+                DeploymentStatus::Ready,
+            ]));
+        self.listed(list, application, group).await
     }
 
     async fn ecs_target(
