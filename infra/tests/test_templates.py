@@ -64,6 +64,7 @@ REQUIRED_ACTIONS = {
         "codedeploy:GetDeploymentGroup",
         "codedeploy:CreateDeployment",
         "codedeploy:GetDeployment",
+        "codedeploy:ListDeployments",
         "codedeploy:GetDeploymentConfig",
         "codedeploy:RegisterApplicationRevision",
         "ecs:DescribeServices",
@@ -72,9 +73,9 @@ REQUIRED_ACTIONS = {
         "ecs:TagResource",
         "iam:PassRole",
         "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
-        "dynamodb:Query",
         "ssm:GetParameter",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
@@ -382,7 +383,7 @@ def single_rule(template: dict, function: str, source: str) -> tuple[str, dict]:
     found = {
         name: rule
         for name, rule in rules_targeting(template, function).items()
-        if rule["Properties"]["EventPattern"]["source"] == [source]
+        if rule["Properties"].get("EventPattern", {}).get("source") == [source]
     }
     assert len(found) == 1, f"expected one {source} rule for {function}, found {sorted(found)}"
     return next(iter(found.items()))
@@ -470,6 +471,16 @@ def test_rules_do_not_cross_sources(sam: dict):
             assert not event_matches(pattern_of(rule), load_event(sample))
 
 
+def test_deployer_sweeps_the_queues_on_a_schedule(sam: dict):
+    (schedule,) = [
+        rule for rule in rules_targeting(sam, "DeployerFunction").values() if "ScheduleExpression" in rule["Properties"]
+    ]
+    assert schedule["Properties"]["ScheduleExpression"] == "rate(5 minutes)"
+    assert "EventPattern" not in schedule["Properties"]
+    # The scheduled event's envelope, as the deployer routes it.
+    assert load_event("scheduled-sweep")["source"] == "aws.events"
+
+
 def test_matcher_itself():
     assert event_matches({"a": ["x"]}, {"a": "x"})
     assert event_matches({"a": ["x", "y"]}, {"a": ["z", "y"]})
@@ -482,7 +493,7 @@ def test_matcher_itself():
 
 def test_every_rule_is_wired_reliably(sam: dict):
     rules = resources_of_type(sam, "AWS::Events::Rule")
-    assert len(rules) == 3
+    assert len(rules) == 4
     permissions = resources_of_type(sam, "AWS::Lambda::Permission")
     queue_policy = next(iter(resources_of_type(sam, "AWS::SQS::QueuePolicy").values()))
     (statement,) = queue_policy["Properties"]["PolicyDocument"]["Statement"]

@@ -749,6 +749,12 @@ async fn serve(State(s): State<CodeDeployStandIn>, headers: HeaderMap, body: Str
             Some(d) => ok(json!({"deploymentInfo": s.deployment_json(&d)})),
         },
         "ListDeployments" => {
+            // Filters as CodeDeploy applies them: statuses, and creation time (epoch seconds).
+            let statuses: Vec<&str> = input["includeOnlyStatuses"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let created_from = input["createTimeRange"]["start"].as_f64();
             let inner = s.inner.lock().unwrap();
             let ids: Vec<&String> = inner
                 .order
@@ -757,6 +763,8 @@ async fn serve(State(s): State<CodeDeployStandIn>, headers: HeaderMap, body: Str
                     let d = &inner.deployments[*id];
                     d.application == text("applicationName")
                         && d.group == text("deploymentGroupName")
+                        && (statuses.is_empty() || statuses.contains(&d.status.as_str()))
+                        && created_from.is_none_or(|t| d.create_time >= t.floor())
                 })
                 .collect();
             ok(json!({"deployments": ids}))

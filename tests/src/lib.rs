@@ -4,6 +4,8 @@
 
 pub mod aws_stub;
 pub mod codedeploy;
+pub mod deployer_case;
+pub mod faults;
 pub mod moto;
 pub mod pipeline;
 pub mod receivers;

@@ -105,12 +105,17 @@ impl Clients {
     }
 
     pub async fn create_ledger_table(&self) {
+        self.create_table(TABLE).await
+    }
+
+    /// A table shaped like the stack's release ledger.
+    pub async fn create_table(&self, name: &str) {
         use aws_sdk_dynamodb::types::{
             AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
         };
         self.dynamodb
             .create_table()
-            .table_name(TABLE)
+            .table_name(name)
             .billing_mode(BillingMode::PayPerRequest)
             .attribute_definitions(
                 AttributeDefinition::builder()

@@ -1,0 +1,237 @@
+//! One isolated deployer world per test case, for the fault matrix and the push storm: the
+//! real deployer handler with the real SDK clients, talking through fault proxies to a shared
+//! moto server (its own ledger table) and its own CodeDeploy stand-in. Invocations can be
+//! failed or killed; the checks read the truth from the stand-in and the ledger directly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use greenlight_deployer::{handle, Deps, Outcome};
+use greenlight_shared::appspec::ReleaseDescription;
+use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs};
+use greenlight_shared::invocation::Invocation;
+use greenlight_shared::ledger::{DynamoLedger, QueueLedger, ReleaseLedger, ReleaseRecord};
+use greenlight_shared::queue::Queue;
+use greenlight_shared::Config;
+use serde_json::{json, Value};
+
+use crate::codedeploy::{CodeDeployStandIn, DeploymentState};
+use crate::faults::{FaultProxy, Faults};
+use crate::world::{push_event, sdk_config, Clients, SeededApp, ACCOUNT, REGION};
+
+pub const APP: &str = "web1";
+
+const CONFIG: &str = r#"
+[apps.web1]
+repository = "web1"
+application = "web1"
+deployment_group = "web1-bluegreen"
+"#;
+
+/// What one delivery of an event came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivered {
+    Done(Outcome),
+    Failed(String),
+    /// Dropped after a call, as Lambda ends an invocation at its timeout.
+    Killed,
+}
+
+pub struct Case {
+    pub deps: Arc<Deps>,
+    pub stand_in: CodeDeployStandIn,
+    pub faults: Faults,
+    /// The ledger read directly (not through the proxies), for the checks.
+    pub ledger: DynamoLedger,
+    /// Each invocation's time budget: its leases end with it.
+    pub budget: Duration,
+}
+
+/// An SDK config on `endpoint` whose retries back off in milliseconds, so that injected
+/// errors cost the matrix little time (the retry policy itself is the SDK's standard one).
+async fn fast_retry_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "greenlight-tests",
+        ))
+        .retry_config(
+            RetryConfig::standard()
+                .with_initial_backoff(Duration::from_millis(2))
+                .with_max_backoff(Duration::from_millis(20)),
+        )
+        .http_client(greenlight_shared::aws::http_client())
+        .load()
+        .await
+}
+
+impl Case {
+    /// A new world on `moto` (where `app` is seeded), with the ledger in table `table`.
+    pub async fn start(
+        moto_endpoint: &str,
+        clients: &Clients,
+        app: &SeededApp,
+        table: &str,
+        budget: Duration,
+    ) -> Self {
+        clients.create_table(table).await;
+        let stand_in = CodeDeployStandIn::start(Duration::from_secs(30)).await;
+        stand_in.add_group(app.group.clone(), &app.task_definition);
+        let faults = Faults::default();
+        let moto = FaultProxy::start(moto_endpoint, &faults).await;
+        let codedeploy = FaultProxy::start(&stand_in.endpoint, &faults).await;
+        let via_moto = fast_retry_config(&moto.endpoint).await;
+        let via_codedeploy = fast_retry_config(&codedeploy.endpoint).await;
+        let deps = Arc::new(Deps {
+            config: Config::parse(CONFIG).expect("config"),
+            codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(&via_codedeploy))),
+            ecs: Arc::new(Ecs(aws_sdk_ecs::Client::new(&via_moto))),
+            ledger: Arc::new(DynamoLedger::new(
+                aws_sdk_dynamodb::Client::new(&via_moto),
+                table,
+                Duration::from_secs(60),
+            )),
+            hook_function: "CodeDeployHook_greenlight".into(),
+            lease_margin: Duration::ZERO,
+        });
+        let direct = sdk_config(moto_endpoint).await;
+        Self {
+            deps,
+            stand_in,
+            faults,
+            ledger: DynamoLedger::new(
+                aws_sdk_dynamodb::Client::new(&direct),
+                table,
+                Duration::from_secs(60),
+            ),
+            budget,
+        }
+    }
+
+    /// Delivers one event to the real handler, as Lambda would with `request_id`.
+    pub async fn deliver(&self, event: &Value, request_id: &str) -> Delivered {
+        let invocation = Invocation::for_test(request_id, self.budget);
+        tokio::select! {
+            result = handle(&self.deps, event.clone(), &invocation) => match result {
+                Ok(outcome) => Delivered::Done(outcome),
+                Err(e) => Delivered::Failed(e.to_string()),
+            },
+            _ = self.faults.killed() => Delivered::Killed,
+        }
+    }
+
+    /// The stand-in's deployments that name `digest`, in creation order.
+    pub fn deployments_of(&self, digest: &str) -> Vec<DeploymentState> {
+        self.stand_in
+            .deployments()
+            .into_iter()
+            .filter(|d| {
+                d.description
+                    .as_deref()
+                    .and_then(ReleaseDescription::parse)
+                    .is_some_and(|r| r.digest == digest)
+            })
+            .collect()
+    }
+
+    /// Ends every deployment still running (successfully, or as `fail` says) and delivers
+    /// its end event.
+    pub async fn end_running(&self, fail: &(dyn Fn(&str) -> bool + Sync), request: &str) {
+        for d in self.stand_in.deployments() {
+            if matches!(d.status.as_str(), "Created" | "InProgress") {
+                let digest = d
+                    .description
+                    .as_deref()
+                    .and_then(ReleaseDescription::parse)
+                    .map(|r| r.digest)
+                    .unwrap_or_default();
+                let status = if fail(&digest) { "Failed" } else { "Succeeded" };
+                let event = self.stand_in.complete(&d.id, status);
+                self.deliver_until_done(&event, &format!("{request}-{}", d.id))
+                    .await;
+            }
+        }
+    }
+
+    /// Delivers until the handler answers (a retried event keeps its request id, as Lambda's
+    /// retries do); after a kill, waits for the dead invocation's lease to run out first.
+    pub async fn deliver_until_done(&self, event: &Value, request_id: &str) -> Outcome {
+        for _ in 0..6 {
+            match self.deliver(event, request_id).await {
+                Delivered::Done(outcome) => return outcome,
+                Delivered::Killed => tokio::time::sleep(self.budget).await,
+                Delivered::Failed(_) => {}
+            }
+        }
+        panic!("event {event} still failing after 6 deliveries");
+    }
+
+    /// Ends what is running and sweeps until the queue is idle and nothing runs.
+    pub async fn drain(&self, fail: &(dyn Fn(&str) -> bool + Sync)) {
+        tokio::time::sleep(self.budget).await;
+        for round in 0..10 {
+            self.end_running(fail, &format!("drain-{round}")).await;
+            self.deliver_until_done(&sweep_event(), &format!("sweep-{round}"))
+                .await;
+            let queue = self.queue().await;
+            let running = self
+                .stand_in
+                .deployments()
+                .iter()
+                .any(|d| matches!(d.status.as_str(), "Created" | "InProgress"));
+            if queue.active.is_none() && queue.pending.is_none() && !running {
+                return;
+            }
+        }
+        panic!("the queue did not settle: {:?}", self.queue().await);
+    }
+
+    pub async fn queue(&self) -> Queue {
+        self.ledger.queue(APP).await.expect("queue")
+    }
+
+    pub async fn release(&self, digest: &str) -> Option<ReleaseRecord> {
+        self.ledger.release(APP, digest).await.expect("release")
+    }
+}
+
+/// An EventBridge scheduled event (`events/scheduled-sweep.json`).
+pub fn sweep_event() -> Value {
+    json!({
+        "version": "0",
+        "id": "sweep",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "region": REGION,
+        "resources": [],
+        "detail": {},
+    })
+}
+
+/// A release of the storm or the matrix: its tag, digest and push time.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub version: String,
+    pub digest: String,
+    pub pushed_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Release {
+    pub fn push(&self) -> Value {
+        push_event(APP, &self.version, &self.digest, self.pushed_at)
+    }
+
+    /// The `latest` twin ECR sends for the same push.
+    pub fn latest(&self) -> Value {
+        push_event(APP, "latest", &self.digest, self.pushed_at)
+    }
+}

@@ -1,0 +1,255 @@
+//! A fault-injecting loopback proxy for the AWS endpoints (moto, the CodeDeploy stand-in).
+//!
+//! The functions' SDK clients point at the proxy, which forwards each request to the real
+//! endpoint one at a time (moto's DynamoDB takes no lock, so racing conditional writes are only
+//! atomic when they arrive one by one) and records each operation by its `X-Amz-Target`. One
+//! fault may be armed at a time, on the n-th call of an operation:
+//!
+//! - [`Fault::ServerError`]: answered 500 without forwarding, once (the SDK retries);
+//! - [`Fault::Throttled`]: answered `ThrottlingException` without forwarding, once;
+//! - [`Fault::Down`]: answered 500 without forwarding for every attempt the SDK makes (three),
+//!   so the invocation sees the error;
+//! - [`Fault::AnswerLost`]: forwarded (the server acts) and then answered 500, as a timeout
+//!   after the server acted looks to the SDK, which retries;
+//! - [`Fault::KilledAfter`]: forwarded, then never answered; [`Faults::killed`] fires so that
+//!   the test drops the invocation, as Lambda ends one at its timeout.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::sync::Notify;
+
+/// The SDK's attempts per call (its standard retry policy).
+const SDK_ATTEMPTS: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    ServerError,
+    Throttled,
+    Down,
+    AnswerLost,
+    KilledAfter,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 5] = [
+        Fault::ServerError,
+        Fault::Throttled,
+        Fault::Down,
+        Fault::AnswerLost,
+        Fault::KilledAfter,
+    ];
+
+    /// Whether the invocation itself fails (so it is delivered again).
+    pub fn fails_the_invocation(self) -> bool {
+        matches!(self, Fault::Down | Fault::KilledAfter)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Armed {
+    operation: String,
+    /// 1-based occurrence of the operation.
+    nth: usize,
+    fault: Fault,
+    /// Requests still to fail (for `Down`).
+    left: usize,
+}
+
+#[derive(Default)]
+struct State0 {
+    calls: Vec<String>,
+    counts: HashMap<String, usize>,
+    armed: Option<Armed>,
+    fired: bool,
+}
+
+/// The fault plan and the call log, shared by every proxy of one test case.
+#[derive(Clone, Default)]
+pub struct Faults {
+    state: Arc<Mutex<State0>>,
+    killed: Arc<Notify>,
+    /// One request at a time through every proxy of the case.
+    serial: Arc<tokio::sync::Mutex<()>>,
+}
+
+enum Action {
+    Forward,
+    Refuse(Fault),
+    ForwardThen(Fault),
+}
+
+impl Faults {
+    /// Arms `fault` on the `nth` call of `operation` (e.g. `TransactWriteItems`).
+    pub fn arm(&self, operation: &str, nth: usize, fault: Fault) {
+        let mut s = self.state.lock().unwrap();
+        s.armed = Some(Armed {
+            operation: operation.to_string(),
+            nth,
+            fault,
+            left: if fault == Fault::Down {
+                SDK_ATTEMPTS
+            } else {
+                1
+            },
+        });
+        s.fired = false;
+    }
+
+    /// Whether the armed fault has been injected.
+    pub fn fired(&self) -> bool {
+        self.state.lock().unwrap().fired
+    }
+
+    /// Every operation forwarded or refused, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Resolves when an invocation was "killed" after a call.
+    pub async fn killed(&self) {
+        self.killed.notified().await
+    }
+
+    fn decide(&self, operation: &str) -> Action {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(operation.to_string());
+        let count = {
+            let c = s.counts.entry(operation.to_string()).or_default();
+            *c += 1;
+            *c
+        };
+        let Some(armed) = s.armed.as_mut() else {
+            return Action::Forward;
+        };
+        // `Down` fails the n-th call and the SDK's retries of it.
+        let hit = armed.operation == operation
+            && (count == armed.nth || (armed.fault == Fault::Down && count > armed.nth))
+            && armed.left > 0;
+        if !hit {
+            return Action::Forward;
+        }
+        armed.left -= 1;
+        let fault = armed.fault;
+        s.fired = true;
+        match fault {
+            Fault::ServerError | Fault::Throttled | Fault::Down => Action::Refuse(fault),
+            Fault::AnswerLost | Fault::KilledAfter => Action::ForwardThen(fault),
+        }
+    }
+}
+
+/// One proxy in front of one endpoint.
+pub struct FaultProxy {
+    pub endpoint: String,
+}
+
+#[derive(Clone)]
+struct Route {
+    upstream: String,
+    faults: Faults,
+    http: reqwest::Client,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str, faults: &Faults) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fault proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let route = Route {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            faults: faults.clone(),
+            http: reqwest::Client::new(),
+        };
+        let app = Router::new().fallback(forward).with_state(route);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            endpoint: format!("http://{addr}"),
+        }
+    }
+}
+
+fn aws_error(status: StatusCode, code: &str) -> Response {
+    (
+        status,
+        [("content-type", "application/x-amz-json-1.0")],
+        format!(r#"{{"__type":"{code}","message":"injected by the fault proxy"}}"#),
+    )
+        .into_response()
+}
+
+async fn forward(
+    State(route): State<Route>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let operation = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.rsplit('.').next())
+        .unwrap_or("unknown")
+        .to_string();
+    let serial = route.faults.serial.clone();
+    let answer = {
+        let _one_at_a_time = serial.lock().await;
+        let action = route.faults.decide(&operation);
+        if let Action::Refuse(fault) = action {
+            return match fault {
+                Fault::Throttled => aws_error(StatusCode::BAD_REQUEST, "ThrottlingException"),
+                _ => aws_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
+            };
+        }
+        let mut request = route.http.request(
+            method,
+            format!(
+                "{}{}",
+                route.upstream,
+                uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+            ),
+        );
+        for (name, value) in &headers {
+            if name != "host" && name != "content-length" {
+                request = request.header(name, value);
+            }
+        }
+        let answer = match request.body(body).send().await {
+            Ok(r) => {
+                let status = r.status();
+                let content_type = r
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("application/x-amz-json-1.0")
+                    .to_string();
+                let bytes = r.bytes().await.unwrap_or_default();
+                (status, [("content-type", content_type)], bytes).into_response()
+            }
+            Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        };
+        match action {
+            Action::ForwardThen(Fault::AnswerLost) => {
+                aws_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError")
+            }
+            Action::ForwardThen(_) => {
+                route.faults.killed.notify_one();
+                // The invocation is dropped; this answer never arrives.
+                drop(_one_at_a_time);
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return aws_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError");
+            }
+            _ => answer,
+        }
+    };
+    answer
+}
