@@ -267,6 +267,8 @@ pub struct FakeCodeDeploy {
     pub create_errors: Mutex<Vec<AwsError>>,
     pub deployments: Mutex<HashMap<String, Deployment>>,
     pub group_missing: bool,
+    /// Refuse a deployment while another is active, as CodeDeploy does.
+    pub one_at_a_time: bool,
 }
 
 impl FakeCodeDeploy {
@@ -280,6 +282,7 @@ impl FakeCodeDeploy {
             create_errors: Mutex::default(),
             deployments: Mutex::default(),
             group_missing: false,
+            one_at_a_time: false,
         }
     }
 }
@@ -313,6 +316,22 @@ impl CodeDeployApi for FakeCodeDeploy {
         let mut errors = self.create_errors.lock().unwrap();
         if !errors.is_empty() {
             return Err(errors.remove(0));
+        }
+        if self.one_at_a_time {
+            if let Some(active) = self
+                .deployments
+                .lock()
+                .unwrap()
+                .values()
+                .find(|d| d.is_active())
+            {
+                return Err(AwsError::new(
+                    "CreateDeployment",
+                    format!("deployment group {}/{}", request.application, request.deployment_group),
+                    AwsErrorKind::DeploymentLimitExceeded,
+                    format!("DeploymentLimitExceededException: the group already has an active Deployment '{}'", active.id),
+                ));
+            }
         }
         let mut created = self.created.lock().unwrap();
         created.push(request.clone());

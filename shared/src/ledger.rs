@@ -34,7 +34,8 @@ use chrono::{DateTime, Utc};
 use crate::events::ImagePush;
 use crate::queue::{Change, Lease, Plan, Queue};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ReleaseStatus {
     Claimed,
     Registered,

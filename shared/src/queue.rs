@@ -71,8 +71,22 @@ pub struct Queue {
     pub pending: Option<Ticket>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest_started: Option<Ticket>,
+    /// End events that arrived while the active release's deployment was not recorded yet (a
+    /// deployment can fail within a second of its creation, and events arrive out of order):
+    /// the one for its deployment is applied when that is recorded. At most
+    /// [`EARLY_ENDS_KEPT`], the newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub early_ends: Vec<EarlyEnd>,
     /// Bumped by every write; 0 when the queue was never written.
     pub version: u64,
+}
+
+pub const EARLY_ENDS_KEPT: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarlyEnd {
+    pub deployment_id: String,
+    pub outcome: ReleaseStatus,
 }
 
 /// Who is deciding, and until when it may hold the queue.
@@ -175,6 +189,7 @@ impl Queue {
             since_ms: lease.now_ms,
         });
         self.newest_started = Some(release.clone());
+        self.early_ends.clear();
         changes.push(Change::claimed(release, lease));
         Next::Deploy {
             digest: release.digest.clone(),
@@ -307,7 +322,29 @@ impl Queue {
             .as_ref()
             .is_some_and(|a| a.deployment_id.as_deref() == Some(deployment_id));
         if !holds {
-            return self.advance(lease);
+            let being_created = self
+                .active
+                .as_ref()
+                .is_some_and(|a| a.release.is_some() && a.deployment_id.is_none());
+            if !being_created {
+                return self.advance(lease);
+            }
+            // Possibly the deployment the active release is creating: keep its end for when
+            // the deployment is recorded.
+            let mut q = self.clone();
+            if !q
+                .early_ends
+                .iter()
+                .any(|e| e.deployment_id == deployment_id)
+            {
+                q.early_ends.push(EarlyEnd {
+                    deployment_id: deployment_id.to_string(),
+                    outcome,
+                });
+                let excess = q.early_ends.len().saturating_sub(EARLY_ENDS_KEPT);
+                q.early_ends.drain(..excess);
+            }
+            return q.advance(lease);
         }
         let mut freed = self.clone();
         let mut changes = vec![];
@@ -321,13 +358,32 @@ impl Queue {
     }
 
     /// The release's deployment exists: record it.
-    pub fn deploying(&self, digest: &str, deployment_id: &str) -> Plan {
+    pub fn deploying(&self, digest: &str, deployment_id: &str, lease: &Lease) -> Plan {
         match &self.active {
             Some(Active {
                 release: Some(release),
                 deployment_id: None,
                 ..
             }) if release.digest == digest => {
+                if let Some(ended) = self
+                    .early_ends
+                    .iter()
+                    .find(|e| e.deployment_id == deployment_id)
+                {
+                    // Its end event came first: the deployment is recorded as ended.
+                    let mut freed = self.clone();
+                    freed.active = None;
+                    freed.early_ends.clear();
+                    let mut plan = freed.advance(lease);
+                    plan.changes.insert(
+                        0,
+                        Change {
+                            deployment_id: Some(deployment_id.to_string()),
+                            ..Change::status(release, ended.outcome)
+                        },
+                    );
+                    return plan;
+                }
                 let mut q = self.clone();
                 if let Some(a) = q.active.as_mut() {
                     a.deployment_id = Some(deployment_id.to_string());
@@ -497,7 +553,7 @@ mod tests {
     #[test]
     fn a_late_push_older_than_the_one_that_started_is_superseded_not_deployed() {
         let mut q = Queue::default().admit(&t(20, "new"), &me()).queue;
-        q = q.deploying("new", "d-1").queue;
+        q = q.deploying("new", "d-1", &me()).queue;
         q = q.end("d-1", ReleaseStatus::Succeeded, &me()).queue;
         assert_eq!(q.active, None);
         let late = q.admit(&t(10, "old"), &me());
@@ -508,7 +564,7 @@ mod tests {
     #[test]
     fn the_end_of_a_deployment_starts_the_waiting_release_in_the_same_write() {
         let mut q = Queue::default().admit(&t(10, "a"), &me()).queue;
-        q = q.deploying("a", "d-1").queue;
+        q = q.deploying("a", "d-1", &me()).queue;
         q = q.admit(&t(20, "b"), &me()).queue;
         let end = q.end("d-1", ReleaseStatus::Failed, &lease("ender", 2_000));
         assert_eq!(
@@ -526,12 +582,19 @@ mod tests {
             }
         );
         assert_eq!(end.queue.active.as_ref().unwrap().owner, "ender");
-        // Redelivered: the queue no longer holds d-1, and b is owned by a live invocation.
+        // Redelivered: the queue no longer holds d-1 and b is owned by a live invocation, so it
+        // changes no release; it is kept as a possible early end, which b's own deployment
+        // (another id) ignores.
         let again = end
             .queue
             .end("d-1", ReleaseStatus::Failed, &lease("ender-2", 3_000));
         assert_eq!(again.next, Next::Idle);
-        assert!(!again.writes(&end.queue));
+        assert!(again.changes.is_empty());
+        let b_deploys = again.queue.deploying("b", "d-2", &me());
+        assert_eq!(
+            statuses(&b_deploys),
+            vec![("b".into(), ReleaseStatus::Deploying)]
+        );
     }
 
     #[test]
@@ -599,8 +662,8 @@ mod tests {
     #[test]
     fn recording_a_deployment_twice_or_after_losing_the_release_writes_nothing() {
         let q = Queue::default().admit(&t(10, "a"), &me()).queue;
-        let once = q.deploying("a", "d-1");
-        let twice = once.queue.deploying("a", "d-1");
+        let once = q.deploying("a", "d-1", &me());
+        let twice = once.queue.deploying("a", "d-1", &me());
         assert!(!twice.writes(&once.queue));
         assert_eq!(
             twice.next,
@@ -608,7 +671,44 @@ mod tests {
                 deployment_id: "d-1".into()
             }
         );
-        assert_eq!(Queue::default().deploying("a", "d-1").next, Next::Idle);
+        assert_eq!(
+            Queue::default().deploying("a", "d-1", &me()).next,
+            Next::Idle
+        );
+    }
+
+    #[test]
+    fn an_end_event_that_overtakes_the_deployment_record_is_applied_when_it_is_recorded() {
+        let mut q = Queue::default().admit(&t(10, "a"), &me()).queue;
+        q = q.admit(&t(20, "b"), &me()).queue;
+        // The deployment failed at once; its end event is handled before `deploying` is written.
+        let early = q.end("d-1", ReleaseStatus::Failed, &lease("ender", 2_000));
+        assert_eq!(early.next, Next::Idle);
+        assert!(early.writes(&q));
+        let recorded = early.queue.deploying("a", "d-1", &me());
+        assert_eq!(
+            statuses(&recorded),
+            vec![
+                ("a".into(), ReleaseStatus::Failed),
+                ("b".into(), ReleaseStatus::Claimed)
+            ]
+        );
+        assert_eq!(recorded.changes[0].deployment_id.as_deref(), Some("d-1"));
+        assert!(matches!(recorded.next, Next::Deploy { ref digest, .. } if digest == "b"));
+        assert!(recorded.queue.early_ends.is_empty());
+    }
+
+    #[test]
+    fn a_late_end_of_an_older_deployment_does_not_hide_the_early_end_of_the_new_one() {
+        let q = Queue::default().admit(&t(10, "a"), &me()).queue;
+        let early = q.end("d-2", ReleaseStatus::Succeeded, &me()).queue;
+        let stale = early.end("d-1", ReleaseStatus::Succeeded, &me()).queue;
+        let recorded = stale.deploying("a", "d-2", &me());
+        assert_eq!(
+            statuses(&recorded),
+            vec![("a".into(), ReleaseStatus::Succeeded)]
+        );
+        assert_eq!(recorded.queue.active, None);
     }
 
     #[test]

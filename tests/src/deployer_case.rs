@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 
 use crate::codedeploy::{CodeDeployStandIn, DeploymentState};
 use crate::faults::{FaultProxy, Faults};
-use crate::world::{push_event, sdk_config, Clients, SeededApp, ACCOUNT, REGION};
+use crate::moto::MotoServer;
+use crate::world::{push_event, sdk_config, seed_app, Clients, SeededApp, ACCOUNT, REGION};
 
 pub const APP: &str = "web1";
 
@@ -175,7 +176,6 @@ impl Case {
 
     /// Ends what is running and sweeps until the queue is idle and nothing runs.
     pub async fn drain(&self, fail: &(dyn Fn(&str) -> bool + Sync)) {
-        tokio::time::sleep(self.budget).await;
         for round in 0..10 {
             self.end_running(fail, &format!("drain-{round}")).await;
             self.deliver_until_done(&sweep_event(), &format!("sweep-{round}"))
@@ -199,6 +199,81 @@ impl Case {
 
     pub async fn release(&self, digest: &str) -> Option<ReleaseRecord> {
         self.ledger.release(APP, digest).await.expect("release")
+    }
+
+    /// The release promises, checked against the stand-in and the ledger; each violation as
+    /// a sentence: at most one deployment per release and exactly one for the newest push;
+    /// deployments in push order; every release final and recorded as its deployment ended;
+    /// the queue idle.
+    pub async fn violations(&self, releases: &[Release]) -> Vec<String> {
+        let case = self;
+        let mut found = vec![];
+        let pushed_at = |digest: &str| {
+            releases
+                .iter()
+                .find(|r| r.digest == digest)
+                .map(|r| r.pushed_at)
+        };
+        for r in releases {
+            let deployments = case.deployments_of(&r.digest);
+            if deployments.len() > 1 {
+                found.push(format!(
+                    "{} deployed {} times",
+                    r.version,
+                    deployments.len()
+                ));
+            }
+            match case.release(&r.digest).await {
+                None => found.push(format!("{} has no release record", r.version)),
+                Some(record) if !record.status.is_final() => found.push(format!(
+                    "{} left {} (not final)",
+                    r.version,
+                    record.status.as_str()
+                )),
+                Some(record) => {
+                    if let Some(d) = deployments.first() {
+                        let expected = match d.status.as_str() {
+                            "Succeeded" => "succeeded",
+                            "Stopped" => "stopped",
+                            _ => "failed",
+                        };
+                        if record.status.as_str() != expected {
+                            found.push(format!(
+                                "{} recorded {} but its deployment {} {}",
+                                r.version,
+                                record.status.as_str(),
+                                d.id,
+                                d.status
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let newest = releases.iter().max_by_key(|r| r.pushed_at).unwrap();
+        if case.deployments_of(&newest.digest).len() != 1 {
+            found.push(format!(
+                "the newest push {} did not ship once",
+                newest.version
+            ));
+        }
+        let order: Vec<_> = case
+            .stand_in
+            .deployments()
+            .iter()
+            .filter_map(|d| d.description.as_deref().and_then(ReleaseDescription::parse))
+            .filter_map(|r| pushed_at(&r.digest).map(|t| (t, r.version)))
+            .collect();
+        if order.windows(2).any(|w| w[1].0 < w[0].0) {
+            found.push(format!(
+                "an older release deployed after a newer one: {order:?}"
+            ));
+        }
+        let queue = case.queue().await;
+        if queue.active.is_some() || queue.pending.is_some() {
+            found.push(format!("the queue did not end idle: {queue:?}"));
+        }
+        found
     }
 }
 
@@ -233,5 +308,50 @@ impl Release {
     /// The `latest` twin ECR sends for the same push.
     pub fn latest(&self) -> Value {
         push_event(APP, "latest", &self.digest, self.pushed_at)
+    }
+}
+
+/// One moto server with the app seeded, shared by the cases of a test.
+pub struct MotoWorld {
+    _moto: MotoServer,
+    pub endpoint: String,
+    pub clients: Clients,
+    pub app: SeededApp,
+}
+
+impl MotoWorld {
+    pub async fn start() -> Arc<Self> {
+        let moto = MotoServer::start().await;
+        let clients = Clients::new(&moto.endpoint, &moto.endpoint).await;
+        let app = seed_app(&clients, APP, 80).await;
+        Arc::new(Self {
+            endpoint: moto.endpoint.clone(),
+            _moto: moto,
+            clients,
+            app,
+        })
+    }
+
+    /// Pushes `count` releases to ECR, `v1.0.1` at 10:01 and so on, one minute apart.
+    pub async fn push_releases(&self, count: u32) -> Vec<Release> {
+        let mut out = vec![];
+        for i in 1..=count {
+            let version = format!("v1.0.{i}");
+            let digest = self
+                .clients
+                .push_image(APP, &version, &format!("{APP}-{version}"))
+                .await;
+            out.push(Release {
+                version,
+                digest,
+                pushed_at: chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 11, 25, 10, i, 0)
+                    .unwrap(),
+            });
+        }
+        out
+    }
+
+    pub async fn case(&self, table: &str, budget: Duration) -> Case {
+        Case::start(&self.endpoint, &self.clients, &self.app, table, budget).await
     }
 }

@@ -14,12 +14,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
-use greenlight_shared::appspec::ReleaseDescription;
-use greenlight_tests::deployer_case::{Case, Delivered, Release, APP};
+use greenlight_tests::deployer_case::{Case, Delivered, MotoWorld, Release};
 use greenlight_tests::faults::Fault;
-use greenlight_tests::moto::MotoServer;
-use greenlight_tests::world::{seed_app, Clients, SeededApp};
 use serde_json::Value;
 
 /// Each invocation's budget (and lease): a killed one is resumed after it.
@@ -36,7 +32,7 @@ enum Redelivery {
 }
 
 /// v1 ships; v2 and v3 are pushed while it deploys (v3 replaces v2); v1 ends and v3 starts; a
-/// push of v0, older than all, arrives late; v3 ends.
+/// push of v0, older than all, arrives late; v3 ends. (`releases` are v0..v3 in push order.)
 fn scenario(releases: &[Release]) -> Vec<Step> {
     let [v0, v1, v2, v3] = releases else {
         panic!("four releases")
@@ -97,126 +93,15 @@ async fn play(case: &Case, releases: &[Release], redelivery: Redelivery) {
     case.drain(&|_| false).await;
 }
 
-/// The invariants; each violation as a sentence.
-async fn violations(case: &Case, releases: &[Release]) -> Vec<String> {
-    let mut found = vec![];
-    let pushed_at = |digest: &str| {
-        releases
-            .iter()
-            .find(|r| r.digest == digest)
-            .map(|r| r.pushed_at)
-    };
-    for r in releases {
-        let deployments = case.deployments_of(&r.digest);
-        if deployments.len() > 1 {
-            found.push(format!(
-                "{} deployed {} times",
-                r.version,
-                deployments.len()
-            ));
-        }
-        match case.release(&r.digest).await {
-            None => found.push(format!("{} has no release record", r.version)),
-            Some(record) if !record.status.is_final() => found.push(format!(
-                "{} left {} (not final)",
-                r.version,
-                record.status.as_str()
-            )),
-            Some(record) => {
-                if let Some(d) = deployments.first() {
-                    let expected = match d.status.as_str() {
-                        "Succeeded" => "succeeded",
-                        "Stopped" => "stopped",
-                        _ => "failed",
-                    };
-                    if record.status.as_str() != expected {
-                        found.push(format!(
-                            "{} recorded {} but its deployment {} {}",
-                            r.version,
-                            record.status.as_str(),
-                            d.id,
-                            d.status
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    let newest = releases.iter().max_by_key(|r| r.pushed_at).unwrap();
-    if case.deployments_of(&newest.digest).len() != 1 {
-        found.push(format!(
-            "the newest push {} did not ship once",
-            newest.version
-        ));
-    }
-    let order: Vec<_> = case
-        .stand_in
-        .deployments()
-        .iter()
-        .filter_map(|d| d.description.as_deref().and_then(ReleaseDescription::parse))
-        .filter_map(|r| pushed_at(&r.digest).map(|t| (t, r.version)))
-        .collect();
-    if order.windows(2).any(|w| w[1].0 < w[0].0) {
-        found.push(format!(
-            "an older release deployed after a newer one: {order:?}"
-        ));
-    }
-    let queue = case.queue().await;
-    if queue.active.is_some() || queue.pending.is_some() {
-        found.push(format!("the queue did not end idle: {queue:?}"));
-    }
-    found
-}
-
-async fn releases(clients: &Clients) -> Vec<Release> {
-    let mut out = vec![];
-    for (minute, version) in [(0, "v1.0.0"), (1, "v1.1.0"), (2, "v1.2.0"), (3, "v1.3.0")] {
-        let digest = clients
-            .push_image(APP, version, &format!("{APP}-{version}"))
-            .await;
-        out.push(Release {
-            version: version.into(),
-            digest,
-            pushed_at: Utc.with_ymd_and_hms(2026, 11, 25, 10, minute, 0).unwrap(),
-        });
-    }
-    out
-}
-
-struct World {
-    _moto: MotoServer,
-    endpoint: String,
-    clients: Clients,
-    app: SeededApp,
-    releases: Vec<Release>,
-}
-
-async fn world() -> Arc<World> {
-    let moto = MotoServer::start().await;
-    let clients = Clients::new(&moto.endpoint, &moto.endpoint).await;
-    let app = seed_app(&clients, APP, 80).await;
-    let releases = releases(&clients).await;
-    Arc::new(World {
-        endpoint: moto.endpoint.clone(),
-        _moto: moto,
-        clients,
-        app,
-        releases,
-    })
-}
-
-async fn case(w: &World, table: &str) -> Case {
-    Case::start(&w.endpoint, &w.clients, &w.app, table, BUDGET).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_fault_at_every_call_deploys_each_release_at_most_once_and_the_newest_ships() {
-    let w = world().await;
+    let w = MotoWorld::start().await;
+    let releases = w.push_releases(4).await;
 
     // The fault-free run: its invariants, and the calls to inject faults into.
-    let clean = case(&w, "ledger-clean").await;
-    play(&clean, &w.releases, Redelivery::Retry).await;
-    assert_eq!(violations(&clean, &w.releases).await, Vec::<String>::new());
+    let clean = w.case("ledger-clean", BUDGET).await;
+    play(&clean, &releases, Redelivery::Retry).await;
+    assert_eq!(clean.violations(&releases).await, Vec::<String>::new());
     let calls = clean.faults.calls();
     let mut points = vec![];
     let mut seen = std::collections::HashMap::<String, usize>::new();
@@ -257,14 +142,14 @@ async fn every_fault_at_every_call_deploys_each_release_at_most_once_and_the_new
     let gate = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
     let mut runs = vec![];
     for (i, (op, nth, fault, redelivery)) in cases.into_iter().enumerate() {
-        let (w, gate) = (w.clone(), gate.clone());
+        let (w, gate, releases) = (w.clone(), gate.clone(), releases.clone());
         runs.push(tokio::spawn(async move {
             let _slot = gate.acquire().await.unwrap();
-            let c = case(&w, &format!("ledger-{i}")).await;
+            let c = w.case(&format!("ledger-{i}"), BUDGET).await;
             c.faults.arm(&op, nth, fault);
-            play(&c, &w.releases, redelivery).await;
+            play(&c, &releases, redelivery).await;
             let label = format!("{fault:?} at {op} #{nth}, {redelivery:?}");
-            let mut found = violations(&c, &w.releases).await;
+            let mut found = c.violations(&releases).await;
             if !c.faults.fired() {
                 found.push("the fault was never injected".into());
             }

@@ -412,7 +412,7 @@ impl<'a> Driver<'a> {
         &mut self,
         decide: impl Fn(&Queue, &Lease) -> Plan,
     ) -> Result<Next, DeployError> {
-        for _ in 0..8 {
+        for _ in 0..16 {
             self.lease.now_ms = Utc::now().timestamp_millis();
             let (read, cached) = match self.known.take() {
                 Some(q) => (q, true),
@@ -638,7 +638,7 @@ impl<'a> Driver<'a> {
             Ok(deployment_id) => {
                 info!(app = %app.name, version = %record.version, digest = %record.digest, deployment_id = %deployment_id, task_definition = %task_definition, "deployment created");
                 let next = self
-                    .apply(|q, _| q.deploying(&record.digest, &deployment_id))
+                    .apply(|q, lease| q.deploying(&record.digest, &deployment_id, lease))
                     .await?;
                 Ok((deployed(record, &task_definition, &deployment_id), next))
             }
@@ -689,7 +689,7 @@ impl<'a> Driver<'a> {
         warn!(app = %self.app.name, version = %record.version, digest = %record.digest, deployment_id = %found.id,
               status = %found.status, "adopting this release's deployment, created by an attempt whose answer was lost");
         let mut next = self
-            .apply(|q, _| q.deploying(&record.digest, &found.id))
+            .apply(|q, lease| q.deploying(&record.digest, &found.id, lease))
             .await?;
         if !found.is_active() {
             let outcome = ended_status(&found.status);

@@ -112,6 +112,7 @@ fn held_by_dead_invocation(n: u8, deployment_id: Option<&str>) -> Queue {
         }),
         pending: None,
         newest_started: Some(ticket),
+        early_ends: vec![],
         version: 3,
     }
 }
