@@ -98,7 +98,10 @@ async fn aws(State(stub): State<AwsStub>, headers: HeaderMap, body: String) -> R
     *stub.calls.lock().unwrap().entry(op.clone()).or_default() += 1;
     let description = format!("greenlight app=web1 version=v1.4.2 digest={DIGEST}");
     match op.as_str() {
-        "DynamoDB.GetItem" | "DynamoDB.PutItem" => json_ok(json!({})),
+        "DynamoDB.GetItem" | "DynamoDB.PutItem" | "DynamoDB.TransactWriteItems" => {
+            json_ok(json!({}))
+        }
+        "DynamoDB.BatchGetItem" => json_ok(json!({"Responses": {}})),
         "DynamoDB.UpdateItem" => json_ok(json!({"Attributes": {}})),
         "DynamoDB.Query" => json_ok(json!({"Items": [], "Count": 0, "ScannedCount": 0})),
         "CodeDeploy.GetDeploymentGroup" => json_ok(json!({"deploymentGroupInfo": {
