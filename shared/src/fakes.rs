@@ -154,6 +154,18 @@ impl ReleaseLedger for FakeLedger {
         }
         Ok(())
     }
+    async fn record_hook_reported(
+        &self,
+        _app: &str,
+        digest: &str,
+        execution_id: &str,
+    ) -> Result<(), LedgerError> {
+        self.check()?;
+        if let Some(r) = self.releases.lock().unwrap().get_mut(digest) {
+            r.hook_reported_execution = Some(execution_id.into());
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]

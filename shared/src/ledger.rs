@@ -113,6 +113,8 @@ pub struct ReleaseRecord {
     pub superseded_by: Option<String>,
     /// Why the health hook failed the release, when it did.
     pub hook_reason: Option<String>,
+    /// The last hook execution whose verdict CodeDeploy accepted.
+    pub hook_reported_execution: Option<String>,
 }
 
 impl ReleaseRecord {
@@ -130,6 +132,7 @@ impl ReleaseRecord {
             deployment_id: None,
             superseded_by: None,
             hook_reason: None,
+            hook_reported_execution: None,
         }
     }
 }
@@ -181,6 +184,13 @@ pub trait ReleaseLedger: Send + Sync {
         lifecycle_event: &str,
         passed: bool,
         reason: &str,
+    ) -> Result<(), LedgerError>;
+    /// CodeDeploy accepted the verdict of this hook execution: a redelivery may skip it.
+    async fn record_hook_reported(
+        &self,
+        app: &str,
+        digest: &str,
+        execution_id: &str,
     ) -> Result<(), LedgerError>;
 }
 
@@ -283,6 +293,7 @@ fn record_of(item: &Item) -> Option<ReleaseRecord> {
         deployment_id: get_s(item, "deployment_id"),
         superseded_by: get_s(item, "superseded_by"),
         hook_reason: get_s(item, "hook_reason"),
+        hook_reported_execution: get_s(item, "hook_reported_execution"),
     })
 }
 
@@ -638,6 +649,20 @@ impl ReleaseLedger for DynamoLedger {
             .expression_attribute_values(":reason", s(reason))
             .expression_attribute_values(":now", s(Utc::now().to_rfc3339()));
         update_if(verdict).await.map(drop)
+    }
+
+    async fn record_hook_reported(
+        &self,
+        app: &str,
+        digest: &str,
+        execution_id: &str,
+    ) -> Result<(), LedgerError> {
+        let reported = self
+            .update(app, release_key(digest))
+            .update_expression("SET hook_reported_execution = :execution")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":execution", s(execution_id));
+        update_if(reported).await.map(drop)
     }
 }
 

@@ -155,10 +155,24 @@ struct Route {
     upstream: String,
     faults: Faults,
     http: reqwest::Client,
+    /// Fill in the task counts moto leaves out of DescribeTaskSets.
+    task_set_counts: bool,
 }
 
 impl FaultProxy {
     pub async fn start(upstream: &str, faults: &Faults) -> Self {
+        Self::serve(upstream, faults, false).await
+    }
+
+    /// A proxy to moto's ECS whose DescribeTaskSets answers carry the task counts real ECS
+    /// reports (`computedDesiredCount`, `runningCount`; moto leaves both out): one task wanted
+    /// and running, as a started task set has. A harness workaround, like the others in
+    /// `world.rs`, so that the hook's "no task wanted is not ready" rule can run locally.
+    pub async fn moto_ecs(upstream: &str) -> Self {
+        Self::serve(upstream, &Faults::default(), true).await
+    }
+
+    async fn serve(upstream: &str, faults: &Faults, task_set_counts: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fault proxy");
@@ -167,6 +181,7 @@ impl FaultProxy {
             upstream: upstream.trim_end_matches('/').to_string(),
             faults: faults.clone(),
             http: reqwest::Client::new(),
+            task_set_counts,
         };
         let app = Router::new().fallback(forward).with_state(route);
         tokio::spawn(async move {
@@ -232,7 +247,10 @@ async fn forward(
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("application/x-amz-json-1.0")
                     .to_string();
-                let bytes = r.bytes().await.unwrap_or_default();
+                let mut bytes = r.bytes().await.unwrap_or_default();
+                if route.task_set_counts && operation == "DescribeTaskSets" {
+                    bytes = with_task_counts(&bytes).into();
+                }
                 (status, [("content-type", content_type)], bytes).into_response()
             }
             Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
@@ -252,4 +270,20 @@ async fn forward(
         }
     };
     answer
+}
+
+fn with_task_counts(body: &[u8]) -> Vec<u8> {
+    let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return body.to_vec();
+    };
+    if let Some(sets) = answer["taskSets"].as_array_mut() {
+        for set in sets {
+            for key in ["computedDesiredCount", "runningCount"] {
+                if set.get(key).is_none() {
+                    set[key] = 1.into();
+                }
+            }
+        }
+    }
+    answer.to_string().into_bytes()
 }

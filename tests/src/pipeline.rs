@@ -172,8 +172,10 @@ impl Pipeline {
             .await
             .expect("Slack secret");
 
+        let ecs = crate::faults::FaultProxy::moto_ecs(&moto.endpoint).await;
         let env: Vec<(String, String)> = [
             ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_ECS", ecs.endpoint.as_str()),
             ("AWS_ENDPOINT_URL_CODEDEPLOY", stand_in.endpoint.as_str()),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ACCESS_KEY_ID", "testing"),

@@ -77,7 +77,8 @@ pub async fn task_set(
                         t.desired_count,
                         t.stability.as_deref().unwrap_or("stability unknown")
                     );
-                    if steady && t.running_count >= t.desired_count {
+                    // A set that wants no task, or runs fewer than it wants, is not ready.
+                    if steady && t.desired_count > 0 && t.running_count >= t.desired_count {
                         return CheckResult::pass(NAME, detail);
                     }
                     detail

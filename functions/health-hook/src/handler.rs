@@ -1,5 +1,6 @@
 //! The hook's decision and its one report to CodeDeploy.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use greenlight_shared::aws::elb::LoadBalancingApi;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::Ledger;
 use greenlight_shared::{AwsError, AwsErrorKind, Config};
+use futures_util::FutureExt;
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -87,41 +89,61 @@ struct Findings {
     checks: Vec<CheckResult>,
 }
 
+/// How long before the Lambda deadline the report must be sent at the latest.
+const REPORT_GUARD: Duration = Duration::from_millis(250);
+/// The most the ledger write before the report may take.
+const LEDGER_WRITE_BUDGET: Duration = Duration::from_secs(1);
+
 pub async fn handle(
     deps: &Deps,
     event: CodeDeployLifecycleEvent,
     invocation: &Invocation,
 ) -> Result<HookReport, HookError> {
-    let deadline = invocation.deadline_minus(deps.safety_margin);
+    let checks_deadline = invocation.deadline_minus(deps.safety_margin);
+    let report_deadline = invocation.deadline_minus(REPORT_GUARD);
     let deployment_id = event.deployment_id.clone();
+    let execution_id = event.lifecycle_event_hook_execution_id.clone();
     let mut found = Findings::default();
+    // The checks run where a panic is a verdict, and never past their deadline: whatever
+    // happens in them, the report below is sent.
     let outcome = tokio::time::timeout_at(
-        deadline,
-        evaluate(deps, &deployment_id, deadline, &mut found),
+        checks_deadline,
+        AssertUnwindSafe(evaluate(
+            deps,
+            &deployment_id,
+            &execution_id,
+            checks_deadline,
+            &mut found,
+        ))
+        .catch_unwind(),
     )
     .await;
     let (verdict, reason) = match outcome {
-        Ok(Ok(())) => match found.checks.iter().find(|c| !c.passed) {
+        Ok(Ok(Ok(()))) => match found.checks.iter().find(|c| !c.passed) {
             Some(failed) => (
                 HookVerdict::Failed,
                 format!("{} failed: {}", failed.check, failed.detail),
             ),
             None => (HookVerdict::Succeeded, "all checks passed".to_string()),
         },
-        Ok(Err(Unfit::AlreadyAnswered)) => {
-            info!(deployment_id = %deployment_id, "no lifecycle event is waiting: hook already answered");
+        Ok(Ok(Err(Unfit::AlreadyAnswered))) => {
+            info!(deployment_id = %deployment_id, execution_id = %execution_id, "this hook execution was already answered");
             return Ok(HookReport {
                 deployment_id,
-                lifecycle_event: None,
+                lifecycle_event: found.lifecycle_event,
                 app: found.app,
                 version: found.version,
                 status: "Skipped",
-                reason: "no lifecycle event of this deployment is waiting for a hook".to_string(),
+                reason: "this hook execution was already answered".to_string(),
                 checks: found.checks,
                 already_reported: true,
             });
         }
-        Ok(Err(e)) => (HookVerdict::Failed, e.to_string()),
+        Ok(Ok(Err(e))) => (HookVerdict::Failed, e.to_string()),
+        Ok(Err(panic)) => (
+            HookVerdict::Failed,
+            format!("a check failed unexpectedly: {}", panic_message(&panic)),
+        ),
         Err(_) => (
             HookVerdict::Failed,
             format!(
@@ -142,45 +164,60 @@ pub async fn handle(
           lifecycle_event = found.lifecycle_event.as_deref().unwrap_or(""),
           verdict = status, reason = %reason, "verdict");
 
-    // Keep the reason for the notifier before CodeDeploy acts on the verdict; best effort.
+    // Keep the reason for the notifier before CodeDeploy acts on the verdict; best effort,
+    // and never with the time the report needs.
     if let (Some(ledger), Some(app), Some(digest)) = (&deps.ledger, &found.app, &found.digest) {
         let event_name = found.lifecycle_event.as_deref().unwrap_or("unknown");
-        if let Err(e) = ledger
-            .record_hook_verdict(
-                app,
-                digest,
-                event_name,
-                verdict == HookVerdict::Succeeded,
-                &reason,
-            )
-            .await
-        {
-            warn!(error = %e, "could not record the verdict in the release ledger");
+        let until = (Instant::now() + LEDGER_WRITE_BUDGET).min(report_deadline - REPORT_GUARD);
+        let write = ledger.record_hook_verdict(
+            app,
+            digest,
+            event_name,
+            verdict == HookVerdict::Succeeded,
+            &reason,
+        );
+        match tokio::time::timeout_at(until, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not record the verdict in the release ledger"),
+            Err(_) => warn!("recording the verdict in the release ledger took too long: skipped"),
         }
     }
 
-    let already_reported = match deps
+    let report = deps
         .codedeploy
-        .report_hook(
-            &deployment_id,
-            &event.lifecycle_event_hook_execution_id,
-            verdict,
-        )
-        .await
-    {
-        Ok(()) => false,
-        Err(e) if e.kind == AwsErrorKind::AlreadyCompleted => {
+        .report_hook(&deployment_id, &execution_id, verdict);
+    let already_reported = match tokio::time::timeout_at(report_deadline, report).await {
+        Ok(Ok(())) => false,
+        Ok(Err(e)) if e.kind == AwsErrorKind::AlreadyCompleted => {
             info!(deployment_id = %deployment_id, "CodeDeploy already had a status for this hook");
             true
         }
-        Err(source) => {
+        Ok(Err(source)) => {
             error!(deployment_id = %deployment_id, error = %source, "could not report the verdict");
             return Err(HookError::Report {
                 verdict: status,
                 source,
             });
         }
+        Err(_) => {
+            error!(deployment_id = %deployment_id, "the report did not complete before the deadline");
+            return Err(HookError::Report {
+                verdict: status,
+                source: AwsError::new(
+                    "PutLifecycleEventHookExecutionStatus",
+                    format!("deployment {deployment_id}"),
+                    AwsErrorKind::Unavailable,
+                    "no answer before the invocation's deadline",
+                ),
+            });
+        }
     };
+    if let (Some(ledger), Some(app), Some(digest)) = (&deps.ledger, &found.app, &found.digest) {
+        let marked = ledger.record_hook_reported(app, digest, &execution_id);
+        if let Ok(Err(e)) = tokio::time::timeout_at(report_deadline, marked).await {
+            warn!(error = %e, "could not mark the hook execution as answered in the ledger");
+        }
+    }
     Ok(HookReport {
         deployment_id,
         lifecycle_event: found.lifecycle_event,
@@ -193,10 +230,21 @@ pub async fn handle(
     })
 }
 
+/// The message of a panic, clipped (it is logged and sent to CodeDeploy's console).
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string());
+    text.chars().take(200).collect()
+}
+
 /// Finds the green task set and runs the app's checks, in order, stopping at the first failure.
 async fn evaluate(
     deps: &Deps,
     deployment_id: &str,
+    execution_id: &str,
     deadline: Instant,
     found: &mut Findings,
 ) -> Result<(), Unfit> {
@@ -215,27 +263,37 @@ async fn evaluate(
         found.version = Some(release.version);
         found.digest = Some(release.digest);
     }
+    // A redelivered invocation skips only what the ledger says CodeDeploy accepted: a
+    // duplicate report costs one LifecycleEventAlreadyCompletedException, a skipped one can
+    // hold the deployment for an hour.
+    if let (Some(ledger), Some(digest)) = (&deps.ledger, &found.digest) {
+        match ledger.release(&app.name, digest).await {
+            Ok(Some(r)) if r.hook_reported_execution.as_deref() == Some(execution_id) => {
+                return Err(Unfit::AlreadyAnswered);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "could not read the release ledger; checking anyway"),
+        }
+    }
     let group = deps
         .codedeploy
         .deployment_group(&app.application, &app.deployment_group)
         .await?;
 
-    let green = match deps.codedeploy.ecs_target(deployment_id).await? {
-        Some(target) => {
-            found.lifecycle_event = target.lifecycle_event_in_progress.clone();
-            if found.lifecycle_event.is_none() && !target.lifecycle_events_unknown() {
-                return Err(Unfit::AlreadyAnswered);
-            }
-            let green = target.green().cloned().ok_or_else(|| {
-                Unfit::Unexpected("the deployment has no green task set".to_string())
-            })?;
+    let target = deps.codedeploy.ecs_target(deployment_id).await?;
+    found.lifecycle_event = target
+        .as_ref()
+        .and_then(|t| t.lifecycle_event_in_progress.clone());
+    // Green by its label when CodeDeploy gives one; otherwise (the published
+    // GetDeploymentTarget output has none) the task set running the AppSpec's task definition.
+    let green = match target.as_ref().and_then(|t| t.green()).cloned() {
+        Some(green) => {
             let arn = match &green.target_group {
                 Some(name) => Some(deps.elb.target_group_arn(name).await?),
                 None => None,
             };
             (green, arn)
         }
-        // No deployment target listed: match the service's task sets against the AppSpec.
         None => {
             let wanted = deployment
                 .appspec

@@ -151,6 +151,7 @@ impl World {
             deployment_id: Some("d-1".into()),
             superseded_by: None,
             hook_reason: None,
+            hook_reported_execution: None,
         });
         let deps = Deps {
             config: Config::parse(CONFIG).unwrap(),
@@ -184,6 +185,28 @@ impl World {
 
     async fn run(&self) -> HookReport {
         self.run_with_budget(Duration::from_secs(5)).await
+    }
+
+    async fn run_deps(&self, deps: &Deps, budget: Duration) -> HookReport {
+        let event: CodeDeployLifecycleEvent = serde_json::from_value(serde_json::json!({
+            "DeploymentId": "d-1", "LifecycleEventHookExecutionId": "exec-1"
+        }))
+        .unwrap();
+        handle(deps, event, &Invocation::for_test("req", budget))
+            .await
+            .unwrap()
+    }
+
+    fn deps_clone(&self) -> Deps {
+        Deps {
+            config: self.deps.config.clone(),
+            codedeploy: self.deps.codedeploy.clone(),
+            ecs: self.deps.ecs.clone(),
+            elb: self.deps.elb.clone(),
+            prober: self.deps.prober.clone(),
+            ledger: self.deps.ledger.clone(),
+            safety_margin: self.deps.safety_margin,
+        }
     }
 
     fn reports(&self) -> Vec<HookVerdict> {
@@ -423,7 +446,9 @@ async fn unmanaged_deployment_group_reports_failed() {
 }
 
 #[tokio::test]
-async fn redelivered_invocation_after_the_hook_was_answered_does_not_report_again() {
+async fn a_target_read_showing_no_event_in_progress_still_reports() {
+    // A stale read of the target (or the published output, which may list no lifecycle
+    // events) must not skip the answer: a skipped answer holds the deployment for an hour.
     let w = World::new(FakeProber::default());
     w.codedeploy
         .targets
@@ -431,10 +456,120 @@ async fn redelivered_invocation_after_the_hook_was_answered_does_not_report_agai
         .unwrap()
         .insert("d-1".into(), green_target(None));
     let report = w.run().await;
-    assert_eq!(report.status, "Skipped");
-    assert!(report.already_reported);
-    assert!(w.reports().is_empty());
-    assert_eq!(w.calls.count("PutLifecycleEventHookExecutionStatus"), 0);
+    assert_eq!(report.status, "Succeeded", "{report:?}");
+    assert_eq!(w.reports(), vec![HookVerdict::Succeeded]);
+}
+
+#[tokio::test]
+async fn redelivered_invocation_after_the_hook_was_answered_does_not_report_again() {
+    let w = World::new(FakeProber::default());
+    assert_eq!(w.run().await.status, "Succeeded");
+    assert_eq!(
+        w.ledger
+            .record(DIGEST)
+            .unwrap()
+            .hook_reported_execution
+            .as_deref(),
+        Some("exec-1")
+    );
+    let again = w.run().await;
+    assert_eq!(again.status, "Skipped");
+    assert!(again.already_reported);
+    assert_eq!(w.calls.count("PutLifecycleEventHookExecutionStatus"), 1);
+}
+
+#[tokio::test]
+async fn green_without_a_label_is_found_by_the_task_definition_of_the_appspec() {
+    let w = World::new(FakeProber::default());
+    let td = "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:8";
+    let mut target = green_target(Some("AfterAllowTestTraffic"));
+    for set in &mut target.task_sets {
+        set.label = None;
+    }
+    w.codedeploy
+        .targets
+        .lock()
+        .unwrap()
+        .insert("d-1".into(), target);
+    w.codedeploy
+        .deployments
+        .lock()
+        .unwrap()
+        .get_mut("d-1")
+        .unwrap()
+        .appspec = Some(
+        greenlight_shared::appspec::AppSpec {
+            task_definition_arn: td.into(),
+            container_name: "web1".into(),
+            container_port: 3000,
+            hooks: vec![],
+        }
+        .to_json(),
+    );
+    let mut sets = steady(2, 2, "STEADY_STATE");
+    sets[0].task_definition_arn = Some(td.into());
+    sets[0].target_group_arn = Some("arn:tg-green".into());
+    *w.ecs.task_set_answers.lock().unwrap() = vec![Ok(sets)];
+    let report = w.run().await;
+    assert_eq!(report.status, "Succeeded", "{report:?}");
+    assert_eq!(w.reports(), vec![HookVerdict::Succeeded]);
+}
+
+#[tokio::test]
+async fn a_green_task_set_that_wants_no_tasks_fails() {
+    let w = World::new(FakeProber::default());
+    *w.ecs.task_set_answers.lock().unwrap() = vec![Ok(steady(0, 0, "STEADY_STATE"))];
+    let report = w.run_with_budget(Duration::from_millis(400)).await;
+    assert_eq!(report.status, "Failed", "{report:?}");
+    assert!(report.reason.starts_with("task_set failed"), "{}", report.reason);
+    assert_eq!(w.reports(), vec![HookVerdict::Failed]);
+}
+
+/// A prober that panics, or never answers.
+struct BrokenProber {
+    hang: bool,
+}
+
+#[async_trait]
+impl Prober for BrokenProber {
+    async fn get(&self, _url: &str, _timeout: Duration) -> Result<u16, String> {
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        panic!("index out of bounds: the len is 0 but the index is 0")
+    }
+}
+
+#[tokio::test]
+async fn a_check_that_panics_is_reported_failed() {
+    let w = World::new(FakeProber::default());
+    let deps = Deps {
+        prober: Arc::new(BrokenProber { hang: false }),
+        ..w.deps_clone()
+    };
+    let report = w.run_deps(&deps, Duration::from_secs(5)).await;
+    assert_eq!(report.status, "Failed");
+    assert_eq!(
+        report.reason,
+        "a check failed unexpectedly: index out of bounds: the len is 0 but the index is 0"
+    );
+    assert_eq!(w.reports(), vec![HookVerdict::Failed]);
+}
+
+#[tokio::test]
+async fn a_check_that_hangs_is_reported_failed_before_the_deadline() {
+    let w = World::new(FakeProber::default());
+    let deps = Deps {
+        prober: Arc::new(BrokenProber { hang: true }),
+        ..w.deps_clone()
+    };
+    let started = std::time::Instant::now();
+    let budget = Duration::from_millis(800);
+    let report = w.run_deps(&deps, budget).await;
+    assert_eq!(report.status, "Failed");
+    assert!(report.reason.starts_with("time budget ran out"), "{}", report.reason);
+    assert_eq!(w.reports(), vec![HookVerdict::Failed]);
+    assert!(started.elapsed() < budget, "answered after the deadline");
 }
 
 #[tokio::test]

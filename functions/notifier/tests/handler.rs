@@ -318,6 +318,7 @@ fn record(n: u8, version: &str, status: ReleaseStatus) -> ReleaseRecord {
         deployment_id: None,
         superseded_by: None,
         hook_reason: None,
+            hook_reported_execution: None,
     }
 }
 
