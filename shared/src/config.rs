@@ -23,8 +23,10 @@ pub const ECS_HOOK_EVENTS: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config is not valid TOML: {0}")]
-    Syntax(#[from] toml::de::Error),
+    /// Never carries a value from the document (it may hold a webhook URL): the line, and
+    /// the problem with every quoted value taken out.
+    #[error("config line {line}: {problem}")]
+    Syntax { line: usize, problem: String },
     #[error("config key `{key}`: {problem}")]
     Invalid { key: String, problem: String },
     #[error("cannot read config file {path}: {source}")]
@@ -37,6 +39,35 @@ pub enum ConfigError {
     Parameter { name: String, message: String },
     #[error("environment variable {0} is not set")]
     MissingEnv(&'static str),
+}
+
+/// A parse error as a line number and a problem, with values redacted: serde and toml quote
+/// values in double quotes (`invalid type: string "https://…"`), keys in backticks.
+fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+        .unwrap_or(0);
+    let mut problem = String::new();
+    let mut quoted = false;
+    for c in e.message().chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                quoted = true;
+                problem.push_str("\"…");
+            }
+            ('"', true) => {
+                quoted = false;
+                problem.push('"');
+            }
+            (_, true) => {}
+            (c, false) => problem.push(c),
+        }
+    }
+    ConfigError::Syntax {
+        line,
+        problem: problem.trim().chars().take(300).collect(),
+    }
 }
 
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
@@ -195,7 +226,7 @@ pub struct Config {
 
 impl Config {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
         let default_pattern = raw
             .defaults
             .tag_pattern
@@ -403,6 +434,34 @@ fn merge_health(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_webhook_under_a_wrong_key_or_type_never_reaches_the_error() {
+        const URL: &str = "https://hooks.slack.com/services/T000/B000/XXXXSECRET";
+        let documents = [
+            format!("[slack]\nwebhook_url = '{URL}'\n"),
+            format!("[slack]\nwebhook = {{ url = '{URL}' }}\n"),
+            format!("[slack]\nmention_on_failure = ['{URL}']\n"),
+            format!("[apps.web1]\nrepository = 'web1'\napplication = 'web1'\ndeployment_group = 'g'\n[apps.web1.health]\nsuccesses = '{URL}'\n"),
+            format!("[apps.web1.slack]\nhook = \"{URL}\"\n"),
+            format!("[slack]\nwebhook = '{URL}\n"),
+            format!("{URL}\n"),
+            format!("[ledger]\ntable = 7\nsecret = '{URL}'\n"),
+        ];
+        for doc in &documents {
+            let err = Config::parse(doc).expect_err(doc);
+            for shown in [err.to_string(), format!("{err:?}")] {
+                assert!(!shown.contains("SECRET"), "{shown}");
+                assert!(!shown.contains("hooks.slack.com"), "{shown}");
+            }
+        }
+        let err = Config::parse(&documents[0]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config line 2: unknown field `webhook_url`"),
+            "{err}"
+        );
+    }
 
     const EXAMPLE: &str = r#"
 [defaults]

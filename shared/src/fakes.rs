@@ -222,7 +222,12 @@ impl QueueLedger for FakeLedger {
 
 #[async_trait]
 impl NoticeLedger for FakeLedger {
-    async fn claim_notice(&self, deployment_id: &str, state: &str) -> Result<bool, LedgerError> {
+    async fn claim_notice(
+        &self,
+        deployment_id: &str,
+        state: &str,
+        _lease: &Lease,
+    ) -> Result<bool, LedgerError> {
         self.check()?;
         let mut notices = self.notices.lock().unwrap();
         let key = format!("{deployment_id}/{state}");

@@ -19,7 +19,6 @@
 //! nothing is deployed without a claim.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -210,7 +209,12 @@ pub trait QueueLedger: Send + Sync {
 pub trait NoticeLedger: Send + Sync {
     /// Claims the announcement of one state of one deployment. `false` when it was announced
     /// already, or another invocation is announcing it now (EventBridge delivers at least once).
-    async fn claim_notice(&self, deployment_id: &str, state: &str) -> Result<bool, LedgerError>;
+    async fn claim_notice(
+        &self,
+        deployment_id: &str,
+        state: &str,
+        lease: &Lease,
+    ) -> Result<bool, LedgerError>;
     /// The announcement was delivered: redeliveries of the event post nothing.
     async fn notice_posted(&self, deployment_id: &str, state: &str) -> Result<(), LedgerError>;
     /// The announcement failed: give the claim back so the retried event can post it.
@@ -227,7 +231,6 @@ impl<T: ReleaseLedger + QueueLedger + NoticeLedger> Ledger for T {}
 pub struct DynamoLedger {
     client: aws_sdk_dynamodb::Client,
     table: String,
-    lease: Duration,
 }
 
 type Item = HashMap<String, AttributeValue>;
@@ -331,20 +334,11 @@ async fn update_if(request: UpdateItemFluentBuilder) -> Result<bool, LedgerError
 }
 
 impl DynamoLedger {
-    pub fn new(
-        client: aws_sdk_dynamodb::Client,
-        table: impl Into<String>,
-        lease: Duration,
-    ) -> Self {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
         Self {
             client,
             table: table.into(),
-            lease,
         }
-    }
-
-    fn lease_until(&self, now: DateTime<Utc>) -> i64 {
-        now.timestamp_millis() + self.lease.as_millis() as i64
     }
 
     async fn get(&self, app: &str, sort_key: AttributeValue) -> Result<Option<Item>, LedgerError> {
@@ -801,8 +795,15 @@ impl QueueLedger for DynamoLedger {
 
 #[async_trait]
 impl NoticeLedger for DynamoLedger {
-    async fn claim_notice(&self, deployment_id: &str, state: &str) -> Result<bool, LedgerError> {
+    async fn claim_notice(
+        &self,
+        deployment_id: &str,
+        state: &str,
+        lease: &Lease,
+    ) -> Result<bool, LedgerError> {
         let now = Utc::now();
+        // A claim still "posting" is taken over when its invocation has ended, or by that
+        // invocation's own retry.
         let claim = self
             .client
             .put_item()
@@ -810,12 +811,15 @@ impl NoticeLedger for DynamoLedger {
             .item("pk", notice_key(deployment_id))
             .item("sk", s(state))
             .item("notice_status", s("posting"))
-            .item("lease_until", n(self.lease_until(now)))
+            .item("lease_owner", s(&lease.owner))
+            .item("lease_until", n(lease.until_ms))
             .item("expires_at", n(now.timestamp() + NOTICE_RETENTION_SECS))
             .condition_expression(
-                "attribute_not_exists(pk) OR (notice_status = :posting AND lease_until < :now)",
+                "attribute_not_exists(pk) OR (notice_status = :posting AND \
+                 (lease_until < :now OR lease_owner = :me))",
             )
             .expression_attribute_values(":posting", s("posting"))
+            .expression_attribute_values(":me", s(&lease.owner))
             .expression_attribute_values(":now", n(now.timestamp_millis()))
             .send()
             .await;
@@ -899,11 +903,7 @@ mod tests {
             })
             .output(|| PutItemOutput::builder().build())
             .build();
-        let ledger = DynamoLedger::new(
-            mocked!(aws_sdk_dynamodb, &put),
-            "ledger",
-            Duration::from_secs(60),
-        );
+        let ledger = DynamoLedger::new(mocked!(aws_sdk_dynamodb, &put), "ledger");
         let claim = ledger.claim(&push(), &lease("req-1")).await.unwrap();
         assert!(
             matches!(claim, Claim::Acquired(ref r) if r.owner.as_deref() == Some("req-1")),
@@ -919,11 +919,7 @@ mod tests {
             .http_status(500, None)
             .times(3)
             .build();
-        let ledger = DynamoLedger::new(
-            mocked!(aws_sdk_dynamodb, &put),
-            "ledger",
-            Duration::from_secs(60),
-        );
+        let ledger = DynamoLedger::new(mocked!(aws_sdk_dynamodb, &put), "ledger");
         let err = ledger.claim(&push(), &lease("req-1")).await.unwrap_err();
         assert_eq!(err.operation, "PutItem");
         assert_eq!(put.num_calls(), 3);
@@ -951,11 +947,7 @@ mod tests {
                     .build(),
             )
         });
-        let ledger = DynamoLedger::new(
-            mocked!(aws_sdk_dynamodb, &put),
-            "ledger",
-            Duration::from_secs(60),
-        );
+        let ledger = DynamoLedger::new(mocked!(aws_sdk_dynamodb, &put), "ledger");
         let claim = ledger.claim(&push(), &lease("req-1")).await.unwrap();
         assert!(
             matches!(claim, Claim::HeldElsewhere(ref r) if r.owner.as_deref() == Some("req-other")),

@@ -2,30 +2,42 @@
 //! document, and the release ledger.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_config::SdkConfig;
 
 use crate::config::{Config, ConfigError, ConfigSource};
 use crate::ledger::{DynamoLedger, Ledger};
 
-/// A claim outlives the longest deployer invocation (30 s) with room to spare, and expires
-/// before Lambda's first asynchronous retry of an invocation that died.
-pub const LEDGER_LEASE: Duration = Duration::from_secs(120);
-
 pub struct Startup {
     pub sdk: SdkConfig,
     pub config: Config,
 }
 
+/// A cold start whose config could not be loaded; the SDK configuration is still usable
+/// (the health hook answers CodeDeploy with it).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct StartupError {
+    pub sdk: SdkConfig,
+    pub error: ConfigError,
+}
+
 impl Startup {
     /// Initialises logging, loads the SDK configuration and the config (`GREENLIGHT_CONFIG`).
-    pub async fn load() -> Result<Self, ConfigError> {
+    pub async fn load() -> Result<Self, StartupError> {
         crate::telemetry::init();
         let sdk = crate::aws::sdk_config().await;
-        let config =
-            Config::load(&ConfigSource::from_env()?, &aws_sdk_ssm::Client::new(&sdk)).await?;
-        Ok(Self { sdk, config })
+        let loaded = match ConfigSource::from_env() {
+            Ok(source) => Config::load(&source, &aws_sdk_ssm::Client::new(&sdk)).await,
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok(config) => Ok(Self { sdk, config }),
+            Err(error) => {
+                tracing::error!(error = %error, "cold start failed: the config cannot be used");
+                Err(StartupError { sdk, error })
+            }
+        }
     }
 
     /// The ledger's table: `GREENLIGHT_LEDGER_TABLE`, else the config's `[ledger] table`.
@@ -36,7 +48,6 @@ impl Startup {
         Some(Arc::new(DynamoLedger::new(
             aws_sdk_dynamodb::Client::new(&self.sdk),
             table,
-            LEDGER_LEASE,
         )))
     }
 }

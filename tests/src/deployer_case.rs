@@ -97,7 +97,6 @@ impl Case {
             ledger: Arc::new(DynamoLedger::new(
                 aws_sdk_dynamodb::Client::new(&via_moto),
                 table,
-                Duration::from_secs(60),
             )),
             hook_function: "CodeDeployHook_greenlight".into(),
             lease_margin: Duration::ZERO,
@@ -107,11 +106,7 @@ impl Case {
             deps,
             stand_in,
             faults,
-            ledger: DynamoLedger::new(
-                aws_sdk_dynamodb::Client::new(&direct),
-                table,
-                Duration::from_secs(60),
-            ),
+            ledger: DynamoLedger::new(aws_sdk_dynamodb::Client::new(&direct), table),
             budget,
         }
     }

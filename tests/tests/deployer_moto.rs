@@ -45,11 +45,7 @@ async fn env(apps: &[&str]) -> (Env, Vec<SeededApp>) {
         stand_in.add_group(s.group.clone(), &s.task_definition);
         seeded.push(s);
     }
-    let ledger = Arc::new(DynamoLedger::new(
-        clients.dynamodb.clone(),
-        TABLE,
-        Duration::from_secs(60),
-    ));
+    let ledger = Arc::new(DynamoLedger::new(clients.dynamodb.clone(), TABLE));
     let deps = Arc::new(Deps {
         config: Config::parse(CONFIG).unwrap(),
         codedeploy: Arc::new(CodeDeploy(clients.codedeploy.clone())),

@@ -13,9 +13,9 @@ use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs, elb::LoadBalancin
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::Config;
 use greenlight_tests::codedeploy::CodeDeployStandIn;
+use greenlight_tests::faults::FaultProxy;
 use greenlight_tests::moto::{free_port, MotoServer};
 use greenlight_tests::receivers::{GreenApp, Health};
-use greenlight_tests::faults::FaultProxy;
 use greenlight_tests::world::{create_green_task_set, sdk_config, seed_app, Clients};
 
 struct Case {

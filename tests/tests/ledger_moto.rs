@@ -3,9 +3,20 @@
 use std::time::Duration;
 
 use greenlight_shared::ledger::{DynamoLedger, NoticeLedger};
+use greenlight_shared::queue::Lease;
 use greenlight_tests::codedeploy::CodeDeployStandIn;
 use greenlight_tests::moto::MotoServer;
 use greenlight_tests::world::{Clients, TABLE};
+
+/// The lease of an invocation `owner` with `budget` left.
+fn lease(owner: &str, budget_ms: i64) -> Lease {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    Lease {
+        owner: owner.into(),
+        until_ms: now_ms + budget_ms,
+        now_ms,
+    }
+}
 
 #[tokio::test]
 async fn each_deployment_state_is_claimed_for_announcement_once() {
@@ -13,42 +24,72 @@ async fn each_deployment_state_is_claimed_for_announcement_once() {
     let stand_in = CodeDeployStandIn::start(Duration::from_secs(5)).await;
     let clients = Clients::new(&moto.endpoint, &stand_in.endpoint).await;
     clients.create_ledger_table().await;
-    let ledger = DynamoLedger::new(clients.dynamodb.clone(), TABLE, Duration::from_secs(60));
+    let ledger = DynamoLedger::new(clients.dynamodb.clone(), TABLE);
 
-    assert!(ledger.claim_notice("d-1", "SUCCESS").await.unwrap());
+    let me = lease("req-1", 60_000);
+    assert!(ledger.claim_notice("d-1", "SUCCESS", &me).await.unwrap());
     assert!(
-        !ledger.claim_notice("d-1", "SUCCESS").await.unwrap(),
+        !ledger
+            .claim_notice("d-1", "SUCCESS", &lease("req-2", 60_000))
+            .await
+            .unwrap(),
         "in flight elsewhere"
     );
     assert!(
-        ledger.claim_notice("d-1", "START").await.unwrap(),
+        ledger.claim_notice("d-1", "START", &me).await.unwrap(),
         "another state is its own notice"
     );
 
     // A failed post gives the claim back: the retried event may post.
     ledger.release_notice("d-1", "SUCCESS").await.unwrap();
-    assert!(ledger.claim_notice("d-1", "SUCCESS").await.unwrap());
+    assert!(ledger
+        .claim_notice("d-1", "SUCCESS", &lease("req-3", 60_000))
+        .await
+        .unwrap());
 
     // Once posted, never again.
     ledger.notice_posted("d-1", "SUCCESS").await.unwrap();
-    assert!(!ledger.claim_notice("d-1", "SUCCESS").await.unwrap());
+    assert!(!ledger.claim_notice("d-1", "SUCCESS", &me).await.unwrap());
 }
 
 #[tokio::test]
-async fn an_announcement_whose_claim_expired_can_be_taken_over() {
+async fn an_announcement_claim_is_retaken_by_its_own_retry_or_after_its_deadline() {
     let moto = MotoServer::start().await;
     let stand_in = CodeDeployStandIn::start(Duration::from_secs(5)).await;
     let clients = Clients::new(&moto.endpoint, &stand_in.endpoint).await;
     clients.create_ledger_table().await;
-    // A lease of zero: the claim of an invocation that died is stale at once.
-    let ledger = DynamoLedger::new(clients.dynamodb.clone(), TABLE, Duration::ZERO);
+    let ledger = DynamoLedger::new(clients.dynamodb.clone(), TABLE);
 
-    assert!(ledger.claim_notice("d-2", "FAILURE").await.unwrap());
+    // The invocation that claimed it crashed with a minute left: Lambda's retry keeps the
+    // request id, and may claim it again at once (no notice is lost to its own marker).
+    assert!(ledger
+        .claim_notice("d-2", "FAILURE", &lease("req-1", 60_000))
+        .await
+        .unwrap());
+    assert!(ledger
+        .claim_notice("d-2", "FAILURE", &lease("req-1", 60_000))
+        .await
+        .unwrap());
+    // Another invocation may take it once the holder's deadline has passed.
+    assert!(!ledger
+        .claim_notice("d-2", "FAILURE", &lease("req-2", 60_000))
+        .await
+        .unwrap());
+    assert!(ledger
+        .claim_notice("d-3", "FAILURE", &lease("req-dead", 0))
+        .await
+        .unwrap());
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert!(ledger.claim_notice("d-2", "FAILURE").await.unwrap());
-    ledger.notice_posted("d-2", "FAILURE").await.unwrap();
+    assert!(ledger
+        .claim_notice("d-3", "FAILURE", &lease("req-2", 60_000))
+        .await
+        .unwrap());
+    ledger.notice_posted("d-3", "FAILURE").await.unwrap();
     assert!(
-        !ledger.claim_notice("d-2", "FAILURE").await.unwrap(),
+        !ledger
+            .claim_notice("d-3", "FAILURE", &lease("req-1", 60_000))
+            .await
+            .unwrap(),
         "a posted notice is never taken over"
     );
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::codedeploy::CodeDeployLifecycleEvent;
+use futures_util::FutureExt;
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::codedeploy::{CodeDeployApi, HookVerdict, TaskSetInfo};
 use greenlight_shared::aws::ecs::EcsApi;
@@ -12,7 +13,6 @@ use greenlight_shared::aws::elb::LoadBalancingApi;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::Ledger;
 use greenlight_shared::{AwsError, AwsErrorKind, Config};
-use futures_util::FutureExt;
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -226,6 +226,56 @@ pub async fn handle(
         status,
         reason,
         checks: found.checks,
+        already_reported,
+    })
+}
+
+/// Answers a lifecycle event when the hook cannot run its checks at all (its config could not
+/// be loaded at cold start): CodeDeploy still gets its one `Failed` answer, with the reason
+/// (which names the config key at fault, never a value), rather than waiting an hour.
+pub async fn report_unusable(
+    codedeploy: &dyn CodeDeployApi,
+    event: CodeDeployLifecycleEvent,
+    reason: &str,
+    invocation: &Invocation,
+) -> Result<HookReport, HookError> {
+    let deployment_id = event.deployment_id.clone();
+    error!(deployment_id = %deployment_id, reason = %reason, verdict = "Failed", "verdict");
+    let report = codedeploy.report_hook(
+        &deployment_id,
+        &event.lifecycle_event_hook_execution_id,
+        HookVerdict::Failed,
+    );
+    let already_reported =
+        match tokio::time::timeout_at(invocation.deadline_minus(REPORT_GUARD), report).await {
+            Ok(Ok(())) => false,
+            Ok(Err(e)) if e.kind == AwsErrorKind::AlreadyCompleted => true,
+            Ok(Err(source)) => {
+                return Err(HookError::Report {
+                    verdict: "Failed",
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(HookError::Report {
+                    verdict: "Failed",
+                    source: AwsError::new(
+                        "PutLifecycleEventHookExecutionStatus",
+                        format!("deployment {deployment_id}"),
+                        AwsErrorKind::Unavailable,
+                        "no answer before the invocation's deadline",
+                    ),
+                })
+            }
+        };
+    Ok(HookReport {
+        deployment_id,
+        lifecycle_event: None,
+        app: None,
+        version: None,
+        status: "Failed",
+        reason: reason.to_string(),
+        checks: vec![],
         already_reported,
     })
 }

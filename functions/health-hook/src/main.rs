@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use aws_lambda_events::codedeploy::CodeDeployLifecycleEvent;
 use greenlight_health_hook::probe::HttpProber;
-use greenlight_health_hook::{handle, Deps};
+use greenlight_health_hook::{handle, report_unusable, Deps};
 use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs, elb::LoadBalancing};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::startup::Startup;
@@ -11,7 +11,25 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let startup = Startup::load().await?;
+    let startup = match Startup::load().await {
+        Ok(startup) => startup,
+        // Without a usable config the hook still answers every lifecycle event: Failed, with
+        // the reason, through a CodeDeploy client that needs nothing from the config.
+        Err(failed) => {
+            let codedeploy = CodeDeploy(aws_sdk_codedeploy::Client::new(&failed.sdk));
+            let reason = format!("the health hook cannot start: {}", failed.error);
+            return run(service_fn(
+                |event: LambdaEvent<CodeDeployLifecycleEvent>| {
+                    let invocation = Invocation::from_context(&event.context);
+                    let (codedeploy, reason) = (&codedeploy, reason.as_str());
+                    async move {
+                        report_unusable(codedeploy, event.payload, reason, &invocation).await
+                    }
+                },
+            ))
+            .await;
+        }
+    };
     let margin_ms = std::env::var("GREENLIGHT_HOOK_SAFETY_MARGIN_MS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -521,7 +521,11 @@ async fn a_green_task_set_that_wants_no_tasks_fails() {
     *w.ecs.task_set_answers.lock().unwrap() = vec![Ok(steady(0, 0, "STEADY_STATE"))];
     let report = w.run_with_budget(Duration::from_millis(400)).await;
     assert_eq!(report.status, "Failed", "{report:?}");
-    assert!(report.reason.starts_with("task_set failed"), "{}", report.reason);
+    assert!(
+        report.reason.starts_with("task_set failed"),
+        "{}",
+        report.reason
+    );
     assert_eq!(w.reports(), vec![HookVerdict::Failed]);
 }
 
@@ -567,7 +571,11 @@ async fn a_check_that_hangs_is_reported_failed_before_the_deadline() {
     let budget = Duration::from_millis(800);
     let report = w.run_deps(&deps, budget).await;
     assert_eq!(report.status, "Failed");
-    assert!(report.reason.starts_with("time budget ran out"), "{}", report.reason);
+    assert!(
+        report.reason.starts_with("time budget ran out"),
+        "{}",
+        report.reason
+    );
     assert_eq!(w.reports(), vec![HookVerdict::Failed]);
     assert!(started.elapsed() < budget, "answered after the deadline");
 }

@@ -27,6 +27,11 @@ pub const DEPLOYMENT_STATE_CHANGE: &str = "CodeDeploy Deployment State-change No
 /// this invocation rather than cut off by Lambda.
 const SLACK_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
+/// An event older than this has been through Lambda's retries (the stack allows two, about a
+/// minute and two minutes after the first attempt): if CodeDeploy still cannot be read, the
+/// state is announced without details rather than not at all.
+pub const LAST_ATTEMPT_AGE: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+
 /// Where webhook URLs come from (Secrets Manager, SSM, or the environment for local runs).
 #[async_trait]
 pub trait SecretSource: Send + Sync {
@@ -75,6 +80,14 @@ pub enum NotifyError {
         #[source]
         source: SlackError,
     },
+    #[error("deployment {deployment_id} of app `{app}` cannot be read, so its {state} message would not be reliable; retried: {source}")]
+    DeploymentUnreadable {
+        app: String,
+        deployment_id: String,
+        state: String,
+        #[source]
+        source: greenlight_shared::AwsError,
+    },
     #[error("the {state} message of app `{app}` was not posted: {source}")]
     SlackGaveUp {
         app: String,
@@ -92,6 +105,7 @@ impl NotifyError {
             Self::WebhookUnreadable(_) => "SlackWebhookUnreadable",
             Self::SlackRejected { .. } => "SlackRejected",
             Self::SlackGaveUp { .. } => "SlackUnavailable",
+            Self::DeploymentUnreadable { .. } => "DeploymentUnreadable",
         }
     }
 }
@@ -180,7 +194,10 @@ pub async fn handle(
     // EventBridge delivers at least once: announce each state of a deployment once. Without a
     // reachable ledger, a possible duplicate message beats a lost one.
     let claimed = match &deps.ledger {
-        Some(ledger) => match ledger.claim_notice(deployment_id, state).await {
+        Some(ledger) => match ledger
+            .claim_notice(deployment_id, state, &notice_lease(invocation))
+            .await
+        {
             Ok(true) => true,
             Ok(false) => {
                 info!(app = %app.name, deployment_id = %deployment_id, state = %state, "ignored: already announced");
@@ -206,6 +223,16 @@ pub async fn handle(
         }
     }
     result
+}
+
+/// The announcement's claim lasts as long as this invocation (and 2 s): a retry after a crash
+/// (same request id) or after the deadline can always claim it again.
+fn notice_lease(invocation: &Invocation) -> greenlight_shared::queue::Lease {
+    greenlight_shared::queue::Lease {
+        owner: invocation.request_id.clone(),
+        until_ms: invocation.deadline_ms as i64 + 2_000,
+        now_ms: Utc::now().timestamp_millis(),
+    }
 }
 
 /// Builds the message of one state change and posts it.
@@ -243,9 +270,23 @@ async fn announce(
     };
     match deps.codedeploy.deployment(deployment_id).await {
         Ok(deployment) => enrich(deps, app, &deployment, event.time, &mut notice).await,
-        Err(e) => {
-            warn!(app = %app.name, deployment_id = %deployment_id, state = %state, error = %e,
-                        "cannot read the deployment: the message says what the event says")
+        // Whether the deployment is a rollback decides the headline: without it, fail so that
+        // Lambda retries; on the last attempt, announce without details (never as a success).
+        Err(source) => {
+            let age = Utc::now() - event.time;
+            if age < LAST_ATTEMPT_AGE {
+                warn!(app = %app.name, deployment_id = %deployment_id, state = %state, error = %source,
+                      "cannot read the deployment: failing so that the event is retried");
+                return Err(NotifyError::DeploymentUnreadable {
+                    app: app.name.clone(),
+                    deployment_id: deployment_id.to_string(),
+                    state: state.to_string(),
+                    source,
+                });
+            }
+            warn!(app = %app.name, deployment_id = %deployment_id, state = %state, error = %source,
+                  "cannot read the deployment on the last attempt: announcing without details");
+            notice.details_unavailable = true;
         }
     }
 

@@ -118,6 +118,9 @@ pub struct Notice {
     pub rollback: Option<Rollback>,
     /// Versions skipped in favour of this one (announced once, on its START).
     pub superseded: Vec<String>,
+    /// CodeDeploy could not be read, so whether this is a rollback is unknown: the message
+    /// says only what the event says.
+    pub details_unavailable: bool,
 }
 
 impl Notice {
@@ -142,6 +145,9 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn of(notice: &Notice) -> Self {
+        if notice.details_unavailable {
+            return Self::Unknown;
+        }
         match notice.state.as_str() {
             "SUCCESS" if notice.is_rollback() => Self::RolledBack,
             "SUCCESS" => Self::Succeeded,
@@ -231,6 +237,21 @@ pub fn build(notice: &Notice) -> Message {
 /// The one line read at a glance.
 pub fn headline(n: &Notice) -> String {
     let (app, env) = (&n.app, &n.environment);
+    if n.details_unavailable {
+        // Never a success headline: the deployment may be a rollback.
+        let state = match n.state.as_str() {
+            "START" => "STARTED",
+            "READY" => "READY",
+            "SUCCESS" => "SUCCEEDED",
+            "FAILURE" => "FAILED",
+            "STOP" => "STOPPED",
+            other => other,
+        };
+        return format!(
+            ":grey_question: {app} deployment {} {state} on {env}; details unavailable",
+            n.deployment_id
+        );
+    }
     if n.is_rollback() {
         let to = n.version.as_deref().unwrap_or(PREVIOUS_VERSION);
         return match n.state.as_str() {

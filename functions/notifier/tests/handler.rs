@@ -219,6 +219,21 @@ impl World {
     }
 
     /// The only message posted.
+    /// CodeDeploy knows the deployment, but nothing of a release (no Greenlight description).
+    fn knows_the_deployment(&self, application: &str, group: &str) {
+        self.codedeploy.deployments.lock().unwrap().insert(
+            DEPLOYMENT.into(),
+            Deployment {
+                id: DEPLOYMENT.into(),
+                application: application.into(),
+                deployment_group: group.into(),
+                status: "InProgress".into(),
+                creator: Some("user".into()),
+                ..Default::default()
+            },
+        );
+    }
+
     fn posted(&self) -> Value {
         let bodies = self.slack.bodies();
         assert_eq!(bodies.len(), 1, "{bodies:#?}");
@@ -318,7 +333,7 @@ fn record(n: u8, version: &str, status: ReleaseStatus) -> ReleaseRecord {
         deployment_id: None,
         superseded_by: None,
         hook_reason: None,
-            hook_reported_execution: None,
+        hook_reported_execution: None,
     }
 }
 
@@ -524,6 +539,7 @@ async fn refused_message_fails_at_once_without_retrying() {
 #[tokio::test]
 async fn every_sample_event_posts_its_headline() {
     let w = World::new(Answer::OK).await;
+    w.knows_the_deployment("web1", "web1-bluegreen");
     let expected = [
         (
             "codedeploy-start",
@@ -587,24 +603,39 @@ async fn unmanaged_application_is_ignored_and_posts_nothing() {
 }
 
 #[tokio::test]
-async fn unreadable_deployment_still_posts_what_the_event_says() {
+async fn unreadable_deployment_fails_the_invocation_so_that_it_is_retried() {
     let w = World::new(Answer::OK).await; // d-7GQK2M4XB is unknown to CodeDeploy
+    let mut fresh = event("SUCCESS");
+    fresh.time = chrono::Utc::now();
 
-    let out = w.run(event("FAILURE")).await.unwrap();
+    let err = w.run(fresh).await.unwrap_err();
 
     assert_eq!(
-        posted_headline(&out),
-        ":x: web1 deployment d-7GQK2M4XB FAILED on production"
+        lambda_runtime::Diagnostic::from(err).error_type,
+        "DeploymentUnreadable"
+    );
+    assert!(w.slack.bodies().is_empty(), "nothing posted");
+    assert_eq!(w.calls.count("GetDeployment"), 1);
+}
+
+#[tokio::test]
+async fn unreadable_deployment_on_the_last_attempt_is_announced_without_a_success_headline() {
+    let w = World::new(Answer::OK).await;
+    let mut late = event("SUCCESS");
+    late.time = chrono::Utc::now() - chrono::TimeDelta::minutes(3);
+
+    let out = w.run(late).await.unwrap();
+
+    // It may have been a rollback: never a success headline without the facts.
+    let headline = posted_headline(&out);
+    assert_eq!(
+        headline,
+        ":grey_question: web1 deployment d-7GQK2M4XB SUCCEEDED on production; details unavailable"
     );
     let body = w.posted();
-    assert_eq!(
-        body["text"],
-        json!("<!here> :x: web1 deployment d-7GQK2M4XB FAILED on production")
-    );
-    assert_eq!(colour(&body), "#E01E5A");
+    assert!(!body.to_string().contains("white_check_mark"), "{body}");
+    assert_eq!(colour(&body), "#8D8D8D");
     assert_eq!(field(&body, "Deployment").as_deref(), Some(DEPLOYMENT));
-    assert_eq!(field(&body, "Version"), None);
-    assert_eq!(w.calls.count("GetDeployment"), 1);
 }
 
 #[tokio::test]
@@ -755,6 +786,7 @@ async fn app_without_a_webhook_and_no_default_is_a_clear_error() {
 #[tokio::test]
 async fn default_webhook_serves_apps_without_one_and_is_read_once_per_cold_start() {
     let w = World::with(vec![], Answer::OK, true, Some("env:TEST_WEBHOOK")).await;
+    w.knows_the_deployment("web2", "web2-bluegreen");
 
     let start = w
         .run(event_of_app("web2", "web2-bluegreen", "START"))

@@ -15,12 +15,26 @@ use aws_config::{BehaviorVersion, SdkConfig};
 ///
 /// rustls with the `ring` provider (smaller and faster to build than aws-lc); credentials,
 /// region and endpoint overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`) from the
-/// standard chain, so local stand-ins need no code path of their own.
+/// standard chain, so local stand-ins need no code path of their own. Every call is bounded
+/// ([`timeouts`]): a hung endpoint costs a retry, never the invocation's deadline.
 pub async fn sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(http_client())
+        .timeout_config(timeouts())
         .load()
         .await
+}
+
+/// Connect within 3 s, an attempt within 5 s, a call with its retries within 12 s: AWS control
+/// planes answer in well under a second, and the shortest budget (the hook's, 5 s kept back
+/// from its deadline for the report) must survive one hung attempt.
+pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    use std::time::Duration;
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(5))
+        .operation_timeout(Duration::from_secs(12))
+        .build()
 }
 
 /// The roots AWS endpoints chain to (Amazon Trust Services and the Starfield roots that
