@@ -141,6 +141,7 @@ struct RawSlack {
 struct RawHealth {
     path: Option<String>,
     url: Option<String>,
+    host: Option<String>,
     expect_status: Option<u16>,
     successes: Option<u32>,
     failures: Option<u32>,
@@ -183,6 +184,9 @@ pub struct HealthSettings {
     pub path: String,
     /// Explicit URL to probe instead of the test listener (from config only, never from events).
     pub url: Option<String>,
+    /// The name the probe asks for (Host header and TLS server name) while connecting to the
+    /// listener's address: for HTTPS test listeners and listeners that route by host header.
+    pub host: Option<String>,
     pub expect_status: u16,
     /// Consecutive good answers needed.
     pub successes: u32,
@@ -387,6 +391,7 @@ fn merge_health(
             .or_else(|| defaults.path.clone())
             .unwrap_or_else(|| "/".to_string()),
         url: app.url.clone().or_else(|| defaults.url.clone()),
+        host: app.host.clone().or_else(|| defaults.host.clone()),
         expect_status: app.expect_status.or(defaults.expect_status).unwrap_or(200),
         successes: app.successes.or(defaults.successes).unwrap_or(3),
         failures: app.failures.or(defaults.failures).unwrap_or(3),
@@ -404,6 +409,15 @@ fn merge_health(
     };
     if !settings.path.starts_with('/') {
         return Err(invalid(format!("{key}.path"), "must start with `/`"));
+    }
+    if let Some(host) = &settings.host {
+        let name_chars = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '-';
+        if host.is_empty() || host.len() > 253 || !host.chars().all(name_chars) {
+            return Err(invalid(
+                format!("{key}.host"),
+                "must be a DNS name (letters, digits, `.` and `-`), without scheme or port",
+            ));
+        }
     }
     if let Some(url) = &settings.url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {

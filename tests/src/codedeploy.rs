@@ -251,6 +251,37 @@ impl CodeDeployStandIn {
         self.state_event(&d, state)
     }
 
+    /// Fails a deployment by hand and rolls it back as CodeDeploy does (tests without a
+    /// lifecycle): the rollback deployment (created by `codeDeployRollback`) succeeds. Returns
+    /// the FAILURE event of the deployment and the SUCCESS event of its rollback.
+    pub fn fail_and_roll_back(&self, id: &str) -> (Value, Value) {
+        let d = self.update(id, |d| {
+            d.status = "Failed".into();
+            d.complete_time = Some(now());
+            d.error = Some((
+                "HOOK_EXECUTION_FAILURE".into(),
+                "The deployment failed because a specified lifecycle event hook failed".into(),
+            ));
+        });
+        let rollback = self
+            .new_deployment(&d.application, &d.group, None, None, "codeDeployRollback")
+            .expect("the group is free once the deployment failed");
+        let d = self.update(id, |d| {
+            d.rollback_deployment_id = Some(rollback.clone());
+            d.rollback_message = Some(format!("Rolled back by {rollback}"));
+        });
+        let r = self.update(&rollback, |r| {
+            r.status = "Succeeded".into();
+            r.complete_time = Some(now());
+            r.rolls_back = Some(id.to_string());
+            r.rollback_message = Some(format!("Automatic rollback of {id}"));
+        });
+        (
+            self.state_event(&d, "FAILURE"),
+            self.state_event(&r, "SUCCESS"),
+        )
+    }
+
     /// Starts a hook execution on a deployment by hand; returns its execution id.
     pub fn open_hook(&self, deployment_id: &str, event: &str) -> String {
         let mut inner = self.inner.lock().unwrap();

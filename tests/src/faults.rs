@@ -12,7 +12,9 @@
 //! - [`Fault::AnswerLost`]: forwarded (the server acts) and then answered 500, as a timeout
 //!   after the server acted looks to the SDK, which retries;
 //! - [`Fault::KilledAfter`]: forwarded, then never answered; [`Faults::killed`] fires so that
-//!   the test drops the invocation, as Lambda ends one at its timeout.
+//!   the test drops the invocation, as Lambda ends one at its timeout;
+//! - [`Fault::Hung`]: never forwarded and never answered, for every attempt (an endpoint that
+//!   accepts the connection and then says nothing).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +37,7 @@ pub enum Fault {
     Down,
     AnswerLost,
     KilledAfter,
+    Hung,
 }
 
 impl Fault {
@@ -93,13 +96,18 @@ impl Faults {
             operation: operation.to_string(),
             nth,
             fault,
-            left: if fault == Fault::Down {
-                SDK_ATTEMPTS
-            } else {
-                1
+            left: match fault {
+                Fault::Down => SDK_ATTEMPTS,
+                Fault::Hung => usize::MAX,
+                _ => 1,
             },
         });
         s.fired = false;
+    }
+
+    /// Forgets the calls counted and the fault armed (a new case on the same proxies).
+    pub fn reset(&self) {
+        *self.state.lock().unwrap() = State0::default();
     }
 
     /// Whether the armed fault has been injected.
@@ -128,9 +136,10 @@ impl Faults {
         let Some(armed) = s.armed.as_mut() else {
             return Action::Forward;
         };
-        // `Down` fails the n-th call and the SDK's retries of it.
+        // `Down` and `Hung` fail the n-th call and the SDK's retries of it.
+        let repeats = matches!(armed.fault, Fault::Down | Fault::Hung);
         let hit = armed.operation == operation
-            && (count == armed.nth || (armed.fault == Fault::Down && count > armed.nth))
+            && (count == armed.nth || (repeats && count > armed.nth))
             && armed.left > 0;
         if !hit {
             return Action::Forward;
@@ -139,7 +148,9 @@ impl Faults {
         let fault = armed.fault;
         s.fired = true;
         match fault {
-            Fault::ServerError | Fault::Throttled | Fault::Down => Action::Refuse(fault),
+            Fault::ServerError | Fault::Throttled | Fault::Down | Fault::Hung => {
+                Action::Refuse(fault)
+            }
             Fault::AnswerLost | Fault::KilledAfter => Action::ForwardThen(fault),
         }
     }
@@ -169,7 +180,12 @@ impl FaultProxy {
     /// and running, as a started task set has. A harness workaround, like the others in
     /// `world.rs`, so that the hook's "no task wanted is not ready" rule can run locally.
     pub async fn moto_ecs(upstream: &str) -> Self {
-        Self::serve(upstream, &Faults::default(), true).await
+        Self::moto(upstream, &Faults::default()).await
+    }
+
+    /// A fault proxy to moto that also fills in the task counts (see [`Self::moto_ecs`]).
+    pub async fn moto(upstream: &str, faults: &Faults) -> Self {
+        Self::serve(upstream, faults, true).await
     }
 
     async fn serve(upstream: &str, faults: &Faults, task_set_counts: bool) -> Self {
@@ -209,12 +225,21 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // JSON protocols name the operation in X-Amz-Target; the query protocol (ELBv2) in the
+    // form's `Action`.
     let operation = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .and_then(|t| t.rsplit('.').next())
-        .unwrap_or("unknown")
-        .to_string();
+        .map(str::to_string)
+        .or_else(|| {
+            std::str::from_utf8(&body)
+                .ok()?
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("Action="))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".to_string());
     let serial = route.faults.serial.clone();
     let answer = {
         let _one_at_a_time = serial.lock().await;
@@ -222,6 +247,11 @@ async fn forward(
         if let Action::Refuse(fault) = action {
             return match fault {
                 Fault::Throttled => aws_error(StatusCode::BAD_REQUEST, "ThrottlingException"),
+                Fault::Hung => {
+                    drop(_one_at_a_time);
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    aws_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError")
+                }
                 _ => aws_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
             };
         }

@@ -149,6 +149,7 @@ pub async fn http_probe(
     settings: &HealthSettings,
     deadline: Instant,
 ) -> CheckResult {
+    let host = settings.host.as_deref();
     const NAME: &str = "http_probe";
     let timeout = Duration::from_millis(settings.timeout_ms);
     let interval = Duration::from_millis(settings.interval_ms);
@@ -159,7 +160,7 @@ pub async fn http_probe(
             return CheckResult::fail(NAME, format!("{url}: {good}/{} good answers in a row when the budget ran out after {attempts} probes", settings.successes));
         }
         attempts += 1;
-        let answer = prober.get(url, timeout.min(remaining)).await;
+        let answer = prober.get(url, host, timeout.min(remaining)).await;
         let last = match answer {
             Ok(status) if status == settings.expect_status => {
                 good += 1;

@@ -91,7 +91,7 @@ struct Findings {
 
 /// How long before the Lambda deadline the report must be sent at the latest.
 const REPORT_GUARD: Duration = Duration::from_millis(250);
-/// The most the ledger write before the report may take.
+/// The most a ledger read or write (before the report) may take.
 const LEDGER_WRITE_BUDGET: Duration = Duration::from_secs(1);
 
 pub async fn handle(
@@ -317,12 +317,14 @@ async fn evaluate(
     // duplicate report costs one LifecycleEventAlreadyCompletedException, a skipped one can
     // hold the deployment for an hour.
     if let (Some(ledger), Some(digest)) = (&deps.ledger, &found.digest) {
-        match ledger.release(&app.name, digest).await {
-            Ok(Some(r)) if r.hook_reported_execution.as_deref() == Some(execution_id) => {
+        let read = tokio::time::timeout(LEDGER_WRITE_BUDGET, ledger.release(&app.name, digest));
+        match read.await {
+            Ok(Ok(Some(r))) if r.hook_reported_execution.as_deref() == Some(execution_id) => {
                 return Err(Unfit::AlreadyAnswered);
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "could not read the release ledger; checking anyway"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not read the release ledger; checking anyway"),
+            Err(_) => warn!("the release ledger did not answer in time; checking anyway"),
         }
     }
     let group = deps
@@ -404,8 +406,8 @@ async fn evaluate(
         }
     }
     if settings.check_http {
-        let url = match &settings.url {
-            Some(url) => url.clone(),
+        let (url, through_listener) = match &settings.url {
+            Some(url) => (url.clone(), false),
             None => {
                 let listener = group.test_listeners.first().ok_or_else(|| {
                     Unfit::Unexpected(format!(
@@ -413,16 +415,29 @@ async fn evaluate(
                         app.deployment_group, app.name
                     ))
                 })?;
-                deps.elb
-                    .listener_endpoint(listener)
-                    .await?
-                    .url(&settings.path)
+                let endpoint = deps.elb.listener_endpoint(listener).await?;
+                if endpoint.protocol.eq_ignore_ascii_case("HTTPS") && settings.host.is_none() {
+                    push(found, CheckResult {
+                        check: "http_probe",
+                        passed: false,
+                        detail: format!(
+                            "the test listener is HTTPS: its certificate cannot be checked against the load balancer's name {}; set apps.{}.health.host to the name it is for",
+                            endpoint.host, app.name
+                        ),
+                    });
+                    return Ok(());
+                }
+                (endpoint.url(&settings.path), true)
             }
         };
-        push(
-            found,
-            checks::http_probe(deps.prober.as_ref(), &url, settings, deadline).await,
-        );
+        let mut result = checks::http_probe(deps.prober.as_ref(), &url, settings, deadline).await;
+        if !result.passed && through_listener && settings.host.is_none() {
+            result.detail.push_str(&format!(
+                " (if the test listener routes by host header, set apps.{}.health.host)",
+                app.name
+            ));
+        }
+        push(found, result);
     }
     Ok(())
 }

@@ -52,7 +52,7 @@ impl FakeProber {
 
 #[async_trait]
 impl Prober for FakeProber {
-    async fn get(&self, url: &str, _timeout: Duration) -> Result<u16, String> {
+    async fn get(&self, url: &str, _host: Option<&str>, _timeout: Duration) -> Result<u16, String> {
         self.urls.lock().unwrap().push(url.to_string());
         let mut answers = self.answers.lock().unwrap();
         if answers.len() > 1 {
@@ -536,7 +536,12 @@ struct BrokenProber {
 
 #[async_trait]
 impl Prober for BrokenProber {
-    async fn get(&self, _url: &str, _timeout: Duration) -> Result<u16, String> {
+    async fn get(
+        &self,
+        _url: &str,
+        _host: Option<&str>,
+        _timeout: Duration,
+    ) -> Result<u16, String> {
         if self.hang {
             std::future::pending::<()>().await;
         }
@@ -656,4 +661,36 @@ async fn without_a_deployment_target_the_task_set_is_found_from_the_appspec() {
     *w.ecs.task_set_answers.lock().unwrap() = vec![Ok(set)];
     let report = w.run().await;
     assert_eq!(report.status, "Succeeded", "{report:?}");
+}
+
+#[tokio::test]
+async fn an_https_test_listener_without_a_host_fails_saying_what_to_set() {
+    let w = World::new(FakeProber::default());
+    let mut elb = FakeLoadBalancing::new(w.calls.clone());
+    elb.test_listener.protocol = "HTTPS".into();
+    let deps = Deps {
+        elb: Arc::new(elb),
+        ..w.deps_clone()
+    };
+    let report = w.run_deps(&deps, Duration::from_secs(5)).await;
+    assert_eq!(report.status, "Failed");
+    assert_eq!(
+        report.reason,
+        "http_probe failed: the test listener is HTTPS: its certificate cannot be checked against the load balancer's name web1-test.elb.local; set apps.web1.health.host to the name it is for"
+    );
+    assert!(w.prober.urls.lock().unwrap().is_empty(), "nothing probed");
+}
+
+#[tokio::test]
+async fn a_probe_through_the_listener_that_fails_hints_at_host_routing() {
+    let w = World::new(FakeProber::answering(vec![Ok(404)]));
+    let report = w.run().await;
+    assert_eq!(report.status, "Failed");
+    assert!(
+        report
+            .reason
+            .ends_with("(if the test listener routes by host header, set apps.web1.health.host)"),
+        "{}",
+        report.reason
+    );
 }
