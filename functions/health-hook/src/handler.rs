@@ -431,7 +431,11 @@ async fn evaluate(
             }
         };
         let mut result = checks::http_probe(deps.prober.as_ref(), &url, settings, deadline).await;
-        if !result.passed && through_listener && settings.host.is_none() {
+        // What a listener answers when no rule matches the host: its default action.
+        let unrouted = ["HTTP 404", "HTTP 421", "HTTP 503"]
+            .iter()
+            .any(|status| result.detail.contains(&format!("(last: {status},")));
+        if !result.passed && through_listener && settings.host.is_none() && unrouted {
             result.detail.push_str(&format!(
                 " (if the test listener routes by host header, set apps.{}.health.host)",
                 app.name
