@@ -48,25 +48,9 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
         .span()
         .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
         .unwrap_or(0);
-    let mut problem = String::new();
-    let mut quoted = false;
-    for c in e.message().chars() {
-        match (c, quoted) {
-            ('"', false) => {
-                quoted = true;
-                problem.push_str("\"…");
-            }
-            ('"', true) => {
-                quoted = false;
-                problem.push('"');
-            }
-            (_, true) => {}
-            (c, false) => problem.push(c),
-        }
-    }
     ConfigError::Syntax {
         line,
-        problem: problem.trim().chars().take(300).collect(),
+        problem: crate::error::redact_quoted(e.message()),
     }
 }
 

@@ -169,3 +169,26 @@ where
         }
     }
 }
+
+/// Why an event or document could not be read, safe to log and answer: every double-quoted
+/// value the parser quoted is taken out (it may be a secret or megabytes of input), and the
+/// rest is clipped to 200 characters. Keys stay (parsers quote them in backticks).
+pub fn redact_quoted(message: &str) -> String {
+    let mut out = String::new();
+    let mut quoted = false;
+    for c in message.chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                quoted = true;
+                out.push_str("\"…");
+            }
+            ('"', true) => {
+                quoted = false;
+                out.push('"');
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
+        }
+    }
+    out.trim().chars().take(200).collect()
+}

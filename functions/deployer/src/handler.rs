@@ -156,13 +156,13 @@ pub async fn handle(
 ) -> Result<Outcome, DeployError> {
     match event.get("source").and_then(|s| s.as_str()) {
         Some("aws.ecr") => {
-            let event: EcrImageEvent = serde_json::from_value(event)
-                .map_err(|e| DeployError::MalformedEvent(format!("ECR event: {e}")))?;
+            let event: EcrImageEvent =
+                serde_json::from_value(event).map_err(|e| malformed("ECR event", &e))?;
             handle_push(deps, &event, invocation).await
         }
         Some("aws.codedeploy") => {
-            let event: CodeDeployEvent = serde_json::from_value(event)
-                .map_err(|e| DeployError::MalformedEvent(format!("CodeDeploy event: {e}")))?;
+            let event: CodeDeployEvent =
+                serde_json::from_value(event).map_err(|e| malformed("CodeDeploy event", &e))?;
             handle_deployment_end(deps, &event, invocation).await
         }
         Some("aws.events") => sweep(deps, invocation).await,
@@ -171,6 +171,14 @@ pub async fn handle(
             other.unwrap_or("<none>")
         ))),
     }
+}
+
+/// A short reason, without the values the parser quoted (they may be anything, of any size).
+fn malformed(what: &str, e: &serde_json::Error) -> DeployError {
+    DeployError::MalformedEvent(format!(
+        "{what}: {}",
+        greenlight_shared::error::redact_quoted(&e.to_string())
+    ))
 }
 
 fn lease_of(deps: &Deps, invocation: &Invocation) -> Lease {

@@ -34,6 +34,8 @@ pub struct Deps {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
+    #[error("malformed lifecycle event: {0}")]
+    MalformedEvent(String),
     /// The verdict could not be delivered: failing the invocation lets Lambda retry it.
     #[error("could not report {verdict} to CodeDeploy: {source}")]
     Report {
@@ -45,11 +47,34 @@ pub enum HookError {
 
 impl From<HookError> for lambda_runtime::Diagnostic {
     fn from(e: HookError) -> Self {
+        let error_type = match e {
+            HookError::Report { .. } => "HookReportFailed",
+            HookError::MalformedEvent(_) => "MalformedEvent",
+        };
         lambda_runtime::Diagnostic {
-            error_type: "HookReportFailed".to_string(),
+            error_type: error_type.to_string(),
             error_message: e.to_string(),
         }
     }
+}
+
+/// Reads a lifecycle hook invocation; one that is not (it cannot be answered: it names no
+/// deployment or execution) is a `MalformedEvent` with a short reason.
+pub fn parse_event(payload: serde_json::Value) -> Result<CodeDeployLifecycleEvent, HookError> {
+    serde_json::from_value::<CodeDeployLifecycleEvent>(payload)
+        .map_err(|e| {
+            HookError::MalformedEvent(greenlight_shared::error::redact_quoted(&e.to_string()))
+        })
+        .and_then(|event| {
+            if event.deployment_id.is_empty() || event.lifecycle_event_hook_execution_id.is_empty()
+            {
+                Err(HookError::MalformedEvent(
+                    "the event names no DeploymentId or LifecycleEventHookExecutionId".into(),
+                ))
+            } else {
+                Ok(event)
+            }
+        })
 }
 
 /// What the hook decided and did (the invocation's response payload).

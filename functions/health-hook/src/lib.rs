@@ -17,4 +17,4 @@ pub mod checks;
 pub mod handler;
 pub mod probe;
 
-pub use handler::{handle, report_unusable, Deps, HookReport};
+pub use handler::{handle, parse_event, report_unusable, Deps, HookReport};

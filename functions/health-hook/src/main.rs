@@ -1,9 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::codedeploy::CodeDeployLifecycleEvent;
 use greenlight_health_hook::probe::HttpProber;
-use greenlight_health_hook::{handle, report_unusable, Deps};
+use greenlight_health_hook::{handle, parse_event, report_unusable, Deps};
 use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs, elb::LoadBalancing};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::startup::Startup;
@@ -18,15 +17,14 @@ async fn main() -> Result<(), Error> {
         Err(failed) => {
             let codedeploy = CodeDeploy(aws_sdk_codedeploy::Client::new(&failed.sdk));
             let reason = format!("the health hook cannot start: {}", failed.error);
-            return run(service_fn(
-                |event: LambdaEvent<CodeDeployLifecycleEvent>| {
-                    let invocation = Invocation::from_context(&event.context);
-                    let (codedeploy, reason) = (&codedeploy, reason.as_str());
-                    async move {
-                        report_unusable(codedeploy, event.payload, reason, &invocation).await
-                    }
-                },
-            ))
+            return run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+                let invocation = Invocation::from_context(&event.context);
+                let (codedeploy, reason) = (&codedeploy, reason.as_str());
+                async move {
+                    let payload = parse_event(event.payload)?;
+                    report_unusable(codedeploy, payload, reason, &invocation).await
+                }
+            }))
             .await;
         }
     };
@@ -46,12 +44,10 @@ async fn main() -> Result<(), Error> {
         safety_margin: Duration::from_millis(margin_ms),
         config: startup.config,
     };
-    run(service_fn(
-        |event: LambdaEvent<CodeDeployLifecycleEvent>| {
-            let invocation = Invocation::from_context(&event.context);
-            let deps = &deps;
-            async move { handle(deps, event.payload, &invocation).await }
-        },
-    ))
+    run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        let invocation = Invocation::from_context(&event.context);
+        let deps = &deps;
+        async move { handle(deps, parse_event(event.payload)?, &invocation).await }
+    }))
     .await
 }

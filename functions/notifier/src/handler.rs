@@ -65,6 +65,8 @@ pub struct Deps {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
+    #[error("malformed state-change event: {0}")]
+    MalformedEvent(String),
     #[error(
         "no Slack webhook for app `{app}`: set `slack.webhook` for it (or in [slack]) in the config, or GREENLIGHT_SLACK_WEBHOOK"
     )]
@@ -86,7 +88,7 @@ pub enum NotifyError {
         deployment_id: String,
         state: String,
         #[source]
-        source: greenlight_shared::AwsError,
+        source: Box<greenlight_shared::AwsError>,
     },
     #[error("the {state} message of app `{app}` was not posted: {source}")]
     SlackGaveUp {
@@ -100,6 +102,7 @@ pub enum NotifyError {
 impl NotifyError {
     fn error_type(&self) -> &'static str {
         match self {
+            Self::MalformedEvent(_) => "MalformedEvent",
             Self::NoWebhook { .. } => "NoSlackWebhook",
             Self::BadWebhookReference { .. } => "BadSlackWebhookReference",
             Self::WebhookUnreadable(_) => "SlackWebhookUnreadable",
@@ -152,6 +155,14 @@ impl<'e> StateChange<'e> {
             state: d.state.as_str(),
         }
     }
+}
+
+/// Reads a deployment state-change event; anything else is a `MalformedEvent` with a short
+/// reason.
+pub fn parse_event(payload: serde_json::Value) -> Result<CodeDeployEvent, NotifyError> {
+    serde_json::from_value(payload).map_err(|e| {
+        NotifyError::MalformedEvent(greenlight_shared::error::redact_quoted(&e.to_string()))
+    })
 }
 
 /// Entry point: one CodeDeploy deployment state change becomes one Slack message.
@@ -281,7 +292,7 @@ async fn announce(
                     app: app.name.clone(),
                     deployment_id: deployment_id.to_string(),
                     state: state.to_string(),
-                    source,
+                    source: Box::new(source),
                 });
             }
             warn!(app = %app.name, deployment_id = %deployment_id, state = %state, error = %source,

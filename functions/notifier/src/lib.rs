@@ -29,4 +29,4 @@
 pub mod handler;
 pub mod message;
 
-pub use handler::{handle, Deps, Notified, NotifyError, SecretSource, WebhookCache};
+pub use handler::{handle, parse_event, Deps, Notified, NotifyError, SecretSource, WebhookCache};

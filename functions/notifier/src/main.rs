@@ -1,7 +1,6 @@
 use std::sync::Arc;
 
-use aws_lambda_events::codedeploy::CodeDeployEvent;
-use greenlight_notifier::{handle, Deps};
+use greenlight_notifier::{handle, parse_event, Deps};
 use greenlight_shared::aws::codedeploy::CodeDeploy;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::secrets::{SecretReader, SecretRef};
@@ -31,10 +30,10 @@ async fn main() -> Result<(), Error> {
         webhooks: Default::default(),
         config: startup.config,
     };
-    run(service_fn(|event: LambdaEvent<CodeDeployEvent>| {
+    run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let invocation = Invocation::from_context(&event.context);
         let deps = &deps;
-        async move { handle(deps, event.payload, &invocation).await }
+        async move { handle(deps, parse_event(event.payload)?, &invocation).await }
     }))
     .await
 }
