@@ -54,6 +54,18 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
     }
 }
 
+impl ConfigError {
+    /// The errorType a failed cold start reports to Lambda.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Syntax { .. } => "ConfigSyntax",
+            Self::Invalid { .. } => "ConfigInvalid",
+            Self::File { .. } | Self::Parameter { .. } => "ConfigUnreadable",
+            Self::MissingEnv(_) => "ConfigMissing",
+        }
+    }
+}
+
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),

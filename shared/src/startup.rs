@@ -22,6 +22,33 @@ pub struct StartupError {
     pub error: ConfigError,
 }
 
+impl StartupError {
+    /// Tells the Lambda Runtime API why the cold start failed (Lambda then shows this errorType
+    /// and message rather than `Runtime.ExitError`), and ends the process. The error was
+    /// already logged, once, as a structured line.
+    pub async fn report_and_exit(self) -> ! {
+        report_init_error(self.error.error_type(), &self.error.to_string()).await;
+        std::process::exit(1)
+    }
+}
+
+/// Posts an init error to the Runtime API (`/runtime/init/error`), when there is one.
+pub async fn report_init_error(error_type: &str, message: &str) {
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
+        return;
+    };
+    let sent = reqwest::Client::new()
+        .post(format!("http://{api}/2018-06-01/runtime/init/error"))
+        .header("Lambda-Runtime-Function-Error-Type", error_type)
+        .timeout(std::time::Duration::from_secs(2))
+        .json(&serde_json::json!({"errorType": error_type, "errorMessage": message}))
+        .send()
+        .await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %e.without_url(), "could not report the init error to the Runtime API");
+    }
+}
+
 impl Startup {
     /// Initialises logging, loads the SDK configuration and the config (`GREENLIGHT_CONFIG`).
     pub async fn load() -> Result<Self, StartupError> {

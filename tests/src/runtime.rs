@@ -47,6 +47,8 @@ struct HostState {
     waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Invoked>>>>,
     function_arn: String,
     first_poll: Arc<std::sync::OnceLock<std::time::Instant>>,
+    /// What the function reported to `/runtime/init/error`: (error type header, body).
+    init_error: Arc<Mutex<Option<(String, Value)>>>,
 }
 
 pub struct FunctionHost {
@@ -61,6 +63,7 @@ pub struct FunctionHost {
     counter: std::sync::atomic::AtomicU64,
     /// Serialises invocations: Lambda runs one at a time per execution environment.
     turn: Mutex<()>,
+    init_error: Arc<Mutex<Option<(String, Value)>>>,
 }
 
 impl FunctionHost {
@@ -79,7 +82,9 @@ impl FunctionHost {
         let (sender, receiver) = mpsc::channel(64);
         let waiting = Arc::new(Mutex::new(HashMap::new()));
         let first_poll = Arc::new(std::sync::OnceLock::new());
+        let init_error = Arc::new(Mutex::new(None));
         let state = HostState {
+            init_error: init_error.clone(),
             first_poll: first_poll.clone(),
             queue: Arc::new(Mutex::new(receiver)),
             waiting: waiting.clone(),
@@ -92,7 +97,7 @@ impl FunctionHost {
                 post(respond),
             )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(fail))
-            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .route("/2018-06-01/runtime/init/error", post(record_init_error))
             .with_state(state);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -122,7 +127,13 @@ impl FunctionHost {
             timeout,
             counter: Default::default(),
             turn: Mutex::new(()),
+            init_error,
         }
+    }
+
+    /// The init error the function reported, if any: (error type header, body).
+    pub async fn init_error(&self) -> Option<(String, Value)> {
+        self.init_error.lock().await.clone()
     }
 
     /// Invokes the function and waits for its answer (or the timeout, reported as an error).
@@ -233,7 +244,17 @@ async fn fail(
     StatusCode::ACCEPTED
 }
 
-async fn init_error(body: String) -> StatusCode {
-    eprintln!("function failed to initialise: {body}");
+async fn record_init_error(
+    State(s): State<HostState>,
+    headers: HeaderMap,
+    body: String,
+) -> StatusCode {
+    let error_type = headers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    *s.init_error.lock().await = Some((error_type, body));
     StatusCode::ACCEPTED
 }

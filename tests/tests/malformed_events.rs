@@ -90,3 +90,58 @@ async fn every_function_answers_a_malformed_event_with_a_typed_short_error() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_broken_config_is_one_json_line_and_an_init_error_naming_the_key_never_the_value() {
+    const SECRET: &str = "https://hooks.slack.com/services/T0000/B0000/SECRETSECRETSECRET";
+    let logs = workspace_root().join("target/greenlight-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    for (bin, document, error_type, message) in [
+        (
+            "greenlight-deployer",
+            format!("[slack]\nwebhook_url = '{SECRET}'\n"),
+            "ConfigSyntax",
+            "config line 2: unknown field `webhook_url`, expected one of `webhook`, `mention_on_failure`, `channel`",
+        ),
+        (
+            "greenlight-notifier",
+            format!("[slack]\nwebhook = '{SECRET}'\n[apps.web1]\nrepository = 'web1'\napplication = 'web1'\n"),
+            "ConfigInvalid",
+            "config key `apps.web1.slack.webhook`: must be `secretsmanager:<id>`, `ssm:<name>` or `env:<VAR>` (never the secret itself)",
+        ),
+    ] {
+        let config = logs.join(format!("init-error-{bin}.toml"));
+        std::fs::write(&config, document).unwrap();
+        let log = logs.join(format!("init-error-{bin}.log"));
+        let env: Vec<(String, String)> = [
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("GREENLIGHT_CONFIG", config.to_str().unwrap()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let host = FunctionHost::start(bin, &binary(bin), &env, Duration::from_secs(5), &log).await;
+        let mut reported = None;
+        for _ in 0..100 {
+            reported = host.init_error().await;
+            if reported.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (header, body) = reported.unwrap_or_else(|| panic!("{bin} reported no init error"));
+        assert_eq!(header, error_type, "{bin}");
+        assert_eq!(body, json!({"errorType": error_type, "errorMessage": message}), "{bin}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(!logged.contains("SECRET"), "{bin}: {logged}");
+        let lines: Vec<Value> = logged
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("{bin} logged a line that is not JSON: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{bin}: {logged}");
+        assert_eq!(lines[0]["level"], "ERROR");
+        assert_eq!(lines[0]["error"], message);
+    }
+}

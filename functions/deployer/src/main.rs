@@ -3,18 +3,26 @@ use std::sync::Arc;
 use greenlight_deployer::{handle, Deps, LEASE_MARGIN};
 use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs};
 use greenlight_shared::invocation::Invocation;
-use greenlight_shared::startup::Startup;
+use greenlight_shared::startup::{report_init_error, Startup};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let startup = Startup::load().await?;
+    let startup = match Startup::load().await {
+        Ok(startup) => startup,
+        Err(failed) => failed.report_and_exit().await,
+    };
+    let (Some(ledger), Ok(hook_function)) =
+        (startup.ledger(), std::env::var("GREENLIGHT_HOOK_FUNCTION"))
+    else {
+        let message = "GREENLIGHT_LEDGER_TABLE (or the config's [ledger] table) and GREENLIGHT_HOOK_FUNCTION must be set";
+        tracing::error!("cold start failed: {message}");
+        report_init_error("ConfigMissing", message).await;
+        std::process::exit(1);
+    };
     let deps = Deps {
-        ledger: startup
-            .ledger()
-            .ok_or("GREENLIGHT_LEDGER_TABLE is not set and the config names no [ledger] table")?,
-        hook_function: std::env::var("GREENLIGHT_HOOK_FUNCTION")
-            .map_err(|_| "GREENLIGHT_HOOK_FUNCTION is not set")?,
+        ledger,
+        hook_function,
         codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(&startup.sdk))),
         ecs: Arc::new(Ecs(aws_sdk_ecs::Client::new(&startup.sdk))),
         config: startup.config,

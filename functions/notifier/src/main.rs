@@ -5,18 +5,29 @@ use greenlight_shared::aws::codedeploy::CodeDeploy;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::secrets::{SecretReader, SecretRef};
 use greenlight_shared::slack::SlackPoster;
-use greenlight_shared::startup::Startup;
+use greenlight_shared::startup::{report_init_error, Startup};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let startup = Startup::load().await?;
+    let startup = match Startup::load().await {
+        Ok(startup) => startup,
+        Err(failed) => failed.report_and_exit().await,
+    };
     let sdk = &startup.sdk;
-    let default_webhook = std::env::var("GREENLIGHT_SLACK_WEBHOOK")
+    let default_webhook = match std::env::var("GREENLIGHT_SLACK_WEBHOOK")
         .ok()
         .map(|v| SecretRef::parse(&v))
         .transpose()
-        .map_err(|problem| format!("GREENLIGHT_SLACK_WEBHOOK {problem}"))?;
+    {
+        Ok(reference) => reference,
+        Err(problem) => {
+            let message = format!("GREENLIGHT_SLACK_WEBHOOK {problem}");
+            tracing::error!("cold start failed: {message}");
+            report_init_error("ConfigInvalid", &message).await;
+            std::process::exit(1);
+        }
+    };
     let deps = Deps {
         codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(sdk))),
         ledger: startup.ledger(),
