@@ -106,6 +106,25 @@ fn is_sha256_digest(digest: &str) -> bool {
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// Whether `id` has the form of a CodeDeploy deployment id (`d-` and nine upper-case letters
+/// or digits). Ids come from events: anything else is not a deployment Greenlight can know,
+/// and is not worth a log line of its size, a ledger key or a Slack message.
+pub fn is_deployment_id(id: &str) -> bool {
+    id.len() == 11
+        && id.starts_with("d-")
+        && id[2..]
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// At most `max` characters of untrusted text, for a log line.
+pub fn clipped(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 /// The registry host of an account's private ECR registry in a region.
 pub fn registry_host(account: &str, region: &str) -> String {
     let suffix = if region.starts_with("cn-") {
@@ -180,6 +199,25 @@ pub fn classify_push<'c>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deployment_ids_are_recognised_by_their_format() {
+        assert!(is_deployment_id("d-7GQK2M4XB"));
+        assert!(is_deployment_id("d-000000001"));
+        for not_one in [
+            "",
+            "d-",
+            "d-7gqk2m4xb",
+            "d-7GQK2M4X",
+            "d-7GQK2M4XBB",
+            "x-7GQK2M4XB",
+            "d-7GQK2M4X\u{e9}",
+        ] {
+            assert!(!is_deployment_id(not_one), "{not_one}");
+        }
+        assert_eq!(clipped(&"x".repeat(500_000), 8), "xxxxxxxx…");
+        assert_eq!(clipped("short", 8), "short");
+    }
 
     const CONFIG: &str =
         "[apps.web1]\nrepository='web1'\napplication='web1'\ndeployment_group='web1-bluegreen'\n";

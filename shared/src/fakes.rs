@@ -352,7 +352,7 @@ impl CodeDeployApi for FakeCodeDeploy {
         }
         let mut created = self.created.lock().unwrap();
         created.push(request.clone());
-        let id = format!("d-FAKE{}", created.len());
+        let id = format!("d-FAKE{:05}", created.len());
         self.deployments.lock().unwrap().insert(
             id.clone(),
             Deployment {

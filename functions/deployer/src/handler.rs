@@ -8,7 +8,9 @@ use chrono::Utc;
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::codedeploy::{CodeDeployApi, NewDeployment};
 use greenlight_shared::aws::ecs::EcsApi;
-use greenlight_shared::events::{classify_push, EcrImageEvent, Location};
+use greenlight_shared::events::{
+    classify_push, clipped, is_deployment_id, EcrImageEvent, Location,
+};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{Claim, Ledger, LedgerError, ReleaseRecord, ReleaseStatus};
 use greenlight_shared::queue::{Lease, Next, Plan, Queue, Ticket};
@@ -282,6 +284,13 @@ async fn handle_deployment_end(
 ) -> Result<Outcome, DeployError> {
     let d = &event.detail;
     let deployment_id = d.deployment_id.clone().unwrap_or_default();
+    if !is_deployment_id(&deployment_id) {
+        let shown = clipped(&deployment_id, 40);
+        info!(deployment_id = %shown, "skipped: not a CodeDeploy deployment id");
+        return Ok(Outcome::Skipped {
+            reason: format!("`{shown}` is not a CodeDeploy deployment id"),
+        });
+    }
     let Some(outcome) = end_status(&d.state) else {
         info!(deployment_id = %deployment_id, state = %d.state, "skipped: not the end of a deployment");
         return Ok(Outcome::Skipped {

@@ -150,7 +150,7 @@ async fn version_push_registers_one_revision_and_starts_one_deployment() {
     else {
         panic!("{out:?}")
     };
-    assert_eq!(deployment_id, "d-FAKE1");
+    assert_eq!(deployment_id, "d-FAKE00001");
     assert_eq!(
         task_definition,
         "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:8"
@@ -190,10 +190,10 @@ async fn version_push_registers_one_revision_and_starts_one_deployment() {
 
     let r = w.ledger.record(&digest(1)).unwrap();
     assert_eq!(r.status, ReleaseStatus::Deploying);
-    assert_eq!(r.deployment_id.as_deref(), Some("d-FAKE1"));
+    assert_eq!(r.deployment_id.as_deref(), Some("d-FAKE00001"));
     assert_eq!(
         w.ledger.queue_of("web1").active_deployment(),
-        Some("d-FAKE1")
+        Some("d-FAKE00001")
     );
     // GetDeploymentGroup, DescribeServices, DescribeTaskDefinition, RegisterTaskDefinition, CreateDeployment.
     assert_eq!(w.calls.total(), 5);
@@ -426,7 +426,7 @@ async fn end_of_running_deployment_starts_the_pending_release() {
         .await
         .unwrap();
     let out = w
-        .run(deployment_end("d-FAKE1", "SUCCESS"), "req-3")
+        .run(deployment_end("d-FAKE00001", "SUCCESS"), "req-3")
         .await
         .unwrap();
     let Outcome::Finished {
@@ -436,7 +436,7 @@ async fn end_of_running_deployment_starts_the_pending_release() {
         panic!("{out:?}")
     };
     assert!(
-        matches!(next.as_ref(), Outcome::Deployed { version, deployment_id, .. } if version == "v2" && deployment_id == "d-FAKE2"),
+        matches!(next.as_ref(), Outcome::Deployed { version, deployment_id, .. } if version == "v2" && deployment_id == "d-FAKE00002"),
         "{next:?}"
     );
     assert_eq!(
@@ -458,14 +458,14 @@ async fn end_of_deployment_with_nothing_pending_does_nothing_more() {
         .unwrap();
     let calls_before = w.calls.total();
     let out = w
-        .run(deployment_end("d-FAKE1", "FAILURE"), "req-2")
+        .run(deployment_end("d-FAKE00001", "FAILURE"), "req-2")
         .await
         .unwrap();
     assert_eq!(
         out,
         Outcome::Finished {
             app: "web1".into(),
-            deployment_id: "d-FAKE1".into(),
+            deployment_id: "d-FAKE00001".into(),
             next: None
         }
     );
@@ -496,12 +496,12 @@ async fn group_busy_outside_greenlight_waits_for_its_end() {
             "CreateDeployment",
             "deployment group web1/web1-bluegreen",
             AwsErrorKind::DeploymentLimitExceeded,
-            "DeploymentLimitExceededException: The Deployment Group 'web1-bluegreen' already has an active Deployment 'd-MANUAL'",
+            "DeploymentLimitExceededException: The Deployment Group 'web1-bluegreen' already has an active Deployment 'd-MANUAL001'",
         ));
         cd.deployments.lock().unwrap().insert(
-            "d-MANUAL".into(),
+            "d-MANUAL001".into(),
             Deployment {
-                id: "d-MANUAL".into(),
+                id: "d-MANUAL001".into(),
                 status: "InProgress".into(),
                 description: Some("hotfix by hand".into()),
                 ..Default::default()
@@ -523,7 +523,7 @@ async fn group_busy_outside_greenlight_waits_for_its_end() {
     let queue = w.ledger.queue_of("web1");
     assert_eq!(
         queue.active_deployment(),
-        Some("d-MANUAL"),
+        Some("d-MANUAL001"),
         "the foreign deployment holds the queue"
     );
     assert_eq!(queue.pending.map(|t| t.digest), Some(digest(1)));
@@ -538,11 +538,11 @@ async fn group_busy_outside_greenlight_waits_for_its_end() {
         .deployments
         .lock()
         .unwrap()
-        .get_mut("d-MANUAL")
+        .get_mut("d-MANUAL001")
         .unwrap()
         .status = "Succeeded".into();
     let out = w
-        .run(deployment_end("d-MANUAL", "SUCCESS"), "req-2")
+        .run(deployment_end("d-MANUAL001", "SUCCESS"), "req-2")
         .await
         .unwrap();
     assert!(
@@ -561,18 +561,18 @@ async fn group_busy_outside_greenlight_waits_for_its_end() {
 async fn slot_held_by_an_ended_deployment_is_reconciled() {
     let ledger = FakeLedger::default();
     ledger.insert(ReleaseRecord {
-        deployment_id: Some("d-LOST".into()),
+        deployment_id: Some("d-LOST00001".into()),
         ..record(9, "v0", ReleaseStatus::Deploying)
     });
-    let mut queue = held_by_dead_invocation(9, Some("d-LOST"));
+    let mut queue = held_by_dead_invocation(9, Some("d-LOST00001"));
     queue.newest_started.as_mut().unwrap().pushed_at_ms -= 60_000;
     queue.active.as_mut().unwrap().release = queue.newest_started.clone();
     ledger.set_queue("web1", queue);
     let w = World::with(ledger, |cd| {
         cd.deployments.lock().unwrap().insert(
-            "d-LOST".into(),
+            "d-LOST00001".into(),
             Deployment {
-                id: "d-LOST".into(),
+                id: "d-LOST00001".into(),
                 status: "Succeeded".into(),
                 ..Default::default()
             },
@@ -636,4 +636,18 @@ async fn malformed_events_are_clear_errors() {
         err.to_string(),
         "malformed event: unexpected event source <none>"
     );
+}
+
+#[tokio::test]
+async fn an_end_event_whose_id_is_not_a_deployment_id_is_skipped_without_a_call() {
+    let w = World::new();
+    let out = w
+        .run(deployment_end(&"d-".repeat(250_000), "SUCCESS"), "req-1")
+        .await
+        .unwrap();
+    let Outcome::Skipped { reason } = out else {
+        panic!("{out:?}")
+    };
+    assert!(reason.len() < 100, "{} bytes", reason.len());
+    assert_eq!(w.calls.total(), 0);
 }

@@ -119,7 +119,7 @@ impl World {
             .map(|(i, request)| {
                 let d = ReleaseDescription::parse(&request.description).unwrap();
                 let n = (1u8..=255).find(|n| digest(*n) == d.digest).unwrap();
-                let status = deployments[&format!("d-FAKE{}", i + 1)].status.clone();
+                let status = deployments[&format!("d-FAKE{:05}", i + 1)].status.clone();
                 (n, status)
             })
             .collect()

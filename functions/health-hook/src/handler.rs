@@ -66,10 +66,13 @@ pub fn parse_event(payload: serde_json::Value) -> Result<CodeDeployLifecycleEven
             HookError::MalformedEvent(greenlight_shared::error::redact_quoted(&e.to_string()))
         })
         .and_then(|event| {
-            if event.deployment_id.is_empty() || event.lifecycle_event_hook_execution_id.is_empty()
+            if !greenlight_shared::events::is_deployment_id(&event.deployment_id)
+                || event.lifecycle_event_hook_execution_id.is_empty()
+                || event.lifecycle_event_hook_execution_id.len() > 1024
             {
                 Err(HookError::MalformedEvent(
-                    "the event names no DeploymentId or LifecycleEventHookExecutionId".into(),
+                    "the event names no valid DeploymentId and LifecycleEventHookExecutionId"
+                        .into(),
                 ))
             } else {
                 Ok(event)

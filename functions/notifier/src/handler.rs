@@ -195,10 +195,11 @@ pub async fn handle(
             reason: format!("deployment group {application}/{group} is not managed"),
         });
     };
-    if deployment_id.is_empty() {
-        info!(app = %app.name, state = %state, "ignored: the event names no deployment");
+    if !greenlight_shared::events::is_deployment_id(deployment_id) {
+        let shown = greenlight_shared::events::clipped(deployment_id, 40);
+        info!(app = %app.name, deployment_id = %shown, "ignored: not a CodeDeploy deployment id");
         return Ok(Notified::Ignored {
-            reason: "the event names no deployment".to_string(),
+            reason: format!("`{shown}` is not a CodeDeploy deployment id"),
         });
     }
 

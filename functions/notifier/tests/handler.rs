@@ -879,3 +879,21 @@ async fn failed_announcement_is_posted_by_the_retried_event() {
     let marker = format!("{DEPLOYMENT}/SUCCESS");
     assert_eq!(w.ledger.notices.lock().unwrap().get(&marker), Some(&true));
 }
+
+#[tokio::test]
+async fn an_oversized_deployment_id_is_ignored_without_a_call_a_marker_or_a_post() {
+    let w = World::new(Answer::OK).await;
+    let mut e = sample_of(&"D".repeat(500_000), "FAILURE");
+    e["detail"]["deploymentId"] = json!("d-".to_string() + &"D".repeat(500_000));
+    let out = w.run(serde_json::from_value(e).unwrap()).await.unwrap();
+    let Notified::Ignored { reason } = out else {
+        panic!("{out:?}")
+    };
+    assert!(reason.len() < 100, "{} bytes", reason.len());
+    assert!(
+        reason.ends_with("is not a CodeDeploy deployment id"),
+        "{reason}"
+    );
+    assert_eq!(w.calls.total(), 0);
+    assert!(w.slack.bodies().is_empty());
+}
