@@ -26,6 +26,9 @@ const FIELDS_PER_SECTION: usize = 10;
 /// Slack accepts at most 2000 characters per field text; titles and markup need some room.
 const FIELD_VALUE_MAX_CHARS: usize = 1900;
 
+/// Slack accepts at most 3000 characters of section text (the headline, with its mention).
+const SECTION_TEXT_MAX_CHARS: usize = 2900;
+
 /// Who started a deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartedBy {
@@ -197,6 +200,7 @@ pub fn build(notice: &Notice) -> Message {
         Some(mention) if outcome.mentions() => format!("{mention} {}", escape(&headline)),
         _ => escape(&headline),
     };
+    let lead = clip_to(&lead, SECTION_TEXT_MAX_CHARS);
 
     let mut blocks = vec![json!({
         "type": "section",
@@ -407,10 +411,15 @@ fn escape(text: &str) -> String {
 }
 
 fn clip(text: &str) -> String {
-    if text.chars().count() <= FIELD_VALUE_MAX_CHARS {
+    clip_to(text, FIELD_VALUE_MAX_CHARS)
+}
+
+/// At most `max` characters, the last an ellipsis when cut.
+fn clip_to(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
         return text.to_string();
     }
-    let mut clipped: String = text.chars().take(FIELD_VALUE_MAX_CHARS - 1).collect();
+    let mut clipped: String = text.chars().take(max - 1).collect();
     clipped.push('…');
     clipped
 }
