@@ -189,10 +189,14 @@ def test_aws_credentials_come_from_oidc_not_keys(workflow: dict, job: dict) -> N
     assert "AWS_ACCESS_KEY_ID" not in text and "AWS_SECRET_ACCESS_KEY" not in text
 
 
-def test_actions_are_pinned_to_major_versions(job: dict) -> None:
+def test_actions_are_pinned_to_full_commit_shas_with_their_version(job: dict) -> None:
+    # The job holds id-token: write: a moved tag must not change the code that gets it.
     for step in steps(job):
         if "uses" in step:
-            assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+", step["uses"]), step["uses"]
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+    text = RELEASE.read_text()
+    pinned = re.findall(r"uses: ([\w.-]+/[\w.-]+)@([0-9a-f]{40}) # (v\d+\.\d+\.\d+)\n", text)
+    assert len(pinned) == sum("uses" in s for s in steps(job)), "each pin names its version in a comment"
     assert uses_steps(job, "aws-actions/amazon-ecr-login")
     assert uses_steps(job, "docker/setup-buildx-action")
 
