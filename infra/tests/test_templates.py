@@ -604,6 +604,67 @@ def test_role_allows_what_the_function_calls(sam: dict, function: str):
     assert not unexpected, f"{role_name} grants more than {function} calls: {sorted(unexpected)}"
 
 
+# What the Rust tests saw each function call, through their fault proxies (each matrix
+# records the union of its calls in target/greenlight-calls/<function>.json).
+CALLS_DIR = ROOT / "target" / "greenlight-calls"
+RECORDED = {"DeployerFunction": "deployer", "HealthHookFunction": "health-hook", "NotifierFunction": "notifier"}
+SERVICE_OF_OPERATION = {
+    **{op: "dynamodb" for op in ["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchGetItem"]},
+    **{op: "ecs" for op in ["DescribeServices", "DescribeTaskDefinition", "RegisterTaskDefinition", "DescribeTaskSets"]},
+    **{
+        op: "elasticloadbalancing"
+        for op in ["DescribeTargetGroups", "DescribeTargetHealth", "DescribeListeners", "DescribeLoadBalancers"]
+    },
+    **{
+        op: "codedeploy"
+        for op in [
+            "GetDeployment",
+            "GetDeploymentGroup",
+            "CreateDeployment",
+            "ListDeployments",
+            "ListDeploymentTargets",
+            "BatchGetDeploymentTargets",
+            "PutLifecycleEventHookExecutionStatus",
+        ]
+    },
+    "GetParameter": "ssm",
+    "GetSecretValue": "secretsmanager",
+}
+# Authorized without a call of their own: TransactWriteItems as the writes it contains; what
+# Lambda does for the function (logs, the on-failure queue); what CreateDeployment and
+# RegisterTaskDefinition need besides themselves; the config read at cold start (the in-process
+# matrices of the deployer and notifier load no config).
+NOT_A_CALL_OF_ITS_OWN = {
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "sqs:SendMessage",
+    "iam:PassRole",
+    "ecs:TagResource",
+    "codedeploy:RegisterApplicationRevision",
+    "codedeploy:GetDeploymentConfig",
+    "ssm:GetParameter",
+}
+
+
+def actions_of(operation: str) -> set[str]:
+    if operation == "TransactWriteItems":
+        return {"dynamodb:PutItem", "dynamodb:UpdateItem"}
+    assert operation in SERVICE_OF_OPERATION, f"a call the role map does not know: {operation}"
+    return {f"{SERVICE_OF_OPERATION[operation]}:{operation}"}
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_role_grants_exactly_the_calls_the_tests_saw(sam: dict, function: str):
+    path = CALLS_DIR / f"{RECORDED[function]}.json"
+    assert path.exists(), f"{path} is missing: the Rust tests record it (scripts/test runs them first)"
+    derived = set().union(*(actions_of(op) for op in json.loads(path.read_text())))
+    role_name, _ = role_of(sam, function)
+    granted = {a for s in role_statements(sam, role_name) for a in as_list(s["Action"])}
+    assert not derived - granted, f"{role_name} lacks {sorted(derived - granted)}, which the code calls"
+    unused = granted - derived - NOT_A_CALL_OF_ITS_OWN
+    assert not unused, f"{role_name} grants {sorted(unused)}, which no test saw called"
+
+
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_role_managed_policies_are_the_allowed_ones(sam: dict, function: str):
     _, role = role_of(sam, function)

@@ -105,6 +105,11 @@ impl Faults {
         s.fired = false;
     }
 
+    /// Takes the armed fault away (a retry after it), keeping the calls seen.
+    pub fn disarm(&self) {
+        self.state.lock().unwrap().armed = None;
+    }
+
     /// Forgets the calls counted and the fault armed (a new case on the same proxies).
     pub fn reset(&self) {
         *self.state.lock().unwrap() = State0::default();
@@ -316,4 +321,19 @@ fn with_task_counts(body: &[u8]) -> Vec<u8> {
         }
     }
     answer.to_string().into_bytes()
+}
+
+/// Adds `calls` (operation names) to the record of what `function` was seen calling, in
+/// `target/greenlight-calls/<function>.json`; the template checks derive each role's IAM
+/// actions from these records.
+pub fn record_calls(function: &str, calls: &[String]) {
+    let dir = crate::moto::workspace_root().join("target/greenlight-calls");
+    std::fs::create_dir_all(&dir).expect("calls directory");
+    let path = dir.join(format!("{function}.json"));
+    let mut all: std::collections::BTreeSet<String> = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    all.extend(calls.iter().cloned());
+    std::fs::write(&path, serde_json::to_vec_pretty(&all).expect("JSON")).expect("write calls");
 }

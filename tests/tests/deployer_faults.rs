@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use greenlight_tests::deployer_case::{Case, Delivered, MotoWorld, Release};
-use greenlight_tests::faults::Fault;
+use greenlight_tests::faults::{record_calls, Fault};
 use serde_json::Value;
 
 /// Each invocation's budget (and lease): a killed one is resumed after it.
@@ -153,16 +153,19 @@ async fn every_fault_at_every_call_deploys_each_release_at_most_once_and_the_new
             if !c.faults.fired() {
                 found.push("the fault was never injected".into());
             }
-            (label, found)
+            (label, found, c.faults.calls())
         }));
     }
     let mut failures = vec![];
+    let mut seen_calls = calls.clone();
     for run in runs {
-        let (label, found) = run.await.unwrap();
+        let (label, found, calls) = run.await.unwrap();
+        seen_calls.extend(calls);
         if !found.is_empty() {
             failures.push(format!("{label}: {}", found.join("; ")));
         }
     }
+    record_calls("deployer", &seen_calls);
     println!(
         "fault matrix: {} calls x {} fault kinds (+ late/duplicate redelivery for the 2 that fail the invocation) = {total} cases, {} violated",
         points.len(),

@@ -13,7 +13,7 @@ use greenlight_shared::events::ImagePush;
 use greenlight_shared::ledger::{DynamoLedger, ReleaseLedger};
 use greenlight_shared::queue::Lease;
 use greenlight_tests::codedeploy::CodeDeployStandIn;
-use greenlight_tests::faults::{Fault, FaultProxy, Faults};
+use greenlight_tests::faults::{record_calls, Fault, FaultProxy, Faults};
 use greenlight_tests::moto::{workspace_root, MotoServer};
 use greenlight_tests::pipeline::binary;
 use greenlight_tests::receivers::{GreenApp, Health};
@@ -245,6 +245,7 @@ async fn every_fault_at_every_hook_call_still_gets_codedeploy_one_answer_in_time
         .collect();
 
     let mut failures = vec![];
+    let mut seen_calls = calls.clone();
     let mut cases = 0;
     for (op, nth) in &points {
         for fault in [
@@ -258,6 +259,7 @@ async fn every_fault_at_every_hook_call_still_gets_codedeploy_one_answer_in_time
             w.faults.reset();
             w.faults.arm(op, *nth, fault);
             let first = invoke(&hook, &deployment, &execution).await;
+            seen_calls.extend(w.faults.calls());
             w.faults.reset();
             if first.is_none() {
                 // The report could not be delivered: Lambda retries the invocation.
@@ -323,6 +325,44 @@ async fn every_fault_at_every_hook_call_still_gets_codedeploy_one_answer_in_time
             w.answers(&execution)
         ));
     }
+    seen_calls.extend(w.faults.calls());
+    drop(cold);
+
+    // Probing through the group's test listener (no `health.url`): the listener is read from
+    // ELB; moto's load balancer name resolves nowhere here, so the probe fails, and says so.
+    cases += 1;
+    w.faults.reset();
+    w.clients
+        .ssm
+        .put_parameter()
+        .name("/greenlight/config")
+        .overwrite(true)
+        .value(
+            "[apps.web1]\nrepository='web1'\napplication='web1'\ndeployment_group='web1-bluegreen'\n\
+             [apps.web1.health]\npath='/api/health'\nsuccesses=1\nfailures=1\ninterval_ms=50\ntimeout_ms=300\n",
+        )
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
+    let through_listener = w.hook("listener").await;
+    let (deployment, execution) = w.new_hook_execution().await;
+    let answer = invoke(&through_listener, &deployment, &execution)
+        .await
+        .unwrap();
+    assert_eq!(answer["status"], "Failed", "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("http_probe failed"),
+        "{answer}"
+    );
+    seen_calls.extend(w.faults.calls());
+    for op in ["DescribeListeners", "DescribeLoadBalancers"] {
+        assert!(seen_calls.iter().any(|c| c == op), "no {op}");
+    }
+    record_calls("health-hook", &seen_calls);
 
     println!(
         "hook fault matrix: {} calls x 4 faults + 2 probe faults + SSM at cold start = {cases} cases, {} violated",

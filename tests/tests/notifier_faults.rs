@@ -20,7 +20,7 @@ use greenlight_shared::secrets::{SecretReader, SecretRef};
 use greenlight_shared::slack::SlackPoster;
 use greenlight_shared::Config;
 use greenlight_tests::codedeploy::CodeDeployStandIn;
-use greenlight_tests::faults::{Fault, FaultProxy, Faults};
+use greenlight_tests::faults::{record_calls, Fault, FaultProxy, Faults};
 use greenlight_tests::moto::MotoServer;
 use greenlight_tests::receivers::SlackReceiver;
 use greenlight_tests::world::{sdk_config, seed_app, Clients};
@@ -168,7 +168,7 @@ impl Case {
             if handle(&self.deps, event, &invocation).await.is_ok() {
                 return attempt;
             }
-            self.faults.reset();
+            self.faults.disarm();
         }
         panic!("still failing after 4 attempts: {event}");
     }
@@ -209,6 +209,7 @@ async fn every_fault_at_every_notifier_call_posts_each_state_once_and_never_a_su
     assert_eq!(baseline, 2);
 
     let mut failures = vec![];
+    let mut seen_calls = calls.clone();
     let mut cases = 0;
     let mut n = 1;
     // Slack down once, and down for longer than one invocation's budget.
@@ -239,6 +240,7 @@ async fn every_fault_at_every_notifier_call_posts_each_state_once_and_never_a_su
             for (i, e) in events.iter().enumerate() {
                 c.deliver(e, &format!("case-{n}-{i}")).await;
             }
+            seen_calls.extend(c.faults.calls());
             let posted: Vec<Value> = w.slack.messages()[before..].to_vec();
             let headlines: Vec<String> = posted
                 .iter()
@@ -262,6 +264,7 @@ async fn every_fault_at_every_notifier_call_posts_each_state_once_and_never_a_su
             }
         }
     }
+    record_calls("notifier", &seen_calls);
     println!(
         "notifier fault matrix: {} calls x 2 faults + 2 Slack outages = {cases} cases, {} violated",
         points.len(),
