@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::SdkConfig;
 use greenlight_deployer::{handle, Deps, Outcome};
 use greenlight_shared::appspec::ReleaseDescription;
 use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs};
@@ -20,7 +20,9 @@ use serde_json::{json, Value};
 use crate::codedeploy::{CodeDeployStandIn, DeploymentState};
 use crate::faults::{FaultProxy, Faults};
 use crate::moto::MotoServer;
-use crate::world::{push_event, sdk_config, seed_app, Clients, SeededApp, ACCOUNT, REGION};
+use crate::world::{
+    push_event, sdk_config, sdk_config_retrying, seed_app, Clients, SeededApp, ACCOUNT, REGION,
+};
 
 pub const APP: &str = "web1";
 
@@ -53,24 +55,13 @@ pub struct Case {
 /// An SDK config on `endpoint` whose retries back off in milliseconds, so that injected
 /// errors cost the matrix little time (the retry policy itself is the SDK's standard one).
 async fn fast_retry_config(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_ecs::config::Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "greenlight-tests",
-        ))
-        .retry_config(
-            RetryConfig::standard()
-                .with_initial_backoff(Duration::from_millis(2))
-                .with_max_backoff(Duration::from_millis(20)),
-        )
-        .http_client(greenlight_shared::aws::http_client())
-        .load()
-        .await
+    sdk_config_retrying(
+        endpoint,
+        RetryConfig::standard()
+            .with_initial_backoff(Duration::from_millis(2))
+            .with_max_backoff(Duration::from_millis(20)),
+    )
+    .await
 }
 
 impl Case {

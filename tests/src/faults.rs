@@ -161,6 +161,19 @@ impl Faults {
     }
 }
 
+/// Each call of `calls` as (operation, which call of it): the points a matrix injects at.
+pub fn injection_points(calls: &[String]) -> Vec<(String, usize)> {
+    let mut seen = HashMap::<&str, usize>::new();
+    calls
+        .iter()
+        .map(|op| {
+            let n = seen.entry(op.as_str()).or_default();
+            *n += 1;
+            (op.clone(), *n)
+        })
+        .collect()
+}
+
 /// One proxy in front of one endpoint.
 pub struct FaultProxy {
     pub endpoint: String,

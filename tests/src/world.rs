@@ -20,6 +20,14 @@ pub const CLUSTER: &str = "apps";
 pub const TABLE: &str = "greenlight-releases";
 
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    sdk_config_retrying(endpoint, aws_config::retry::RetryConfig::standard()).await
+}
+
+/// An SDK config on `endpoint` with its own retry settings.
+pub async fn sdk_config_retrying(
+    endpoint: &str,
+    retry: aws_config::retry::RetryConfig,
+) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(REGION))
         .endpoint_url(endpoint)
@@ -30,6 +38,7 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
             None,
             "greenlight-tests",
         ))
+        .retry_config(retry)
         .http_client(greenlight_shared::aws::http_client())
         .load()
         .await

@@ -13,7 +13,7 @@ use greenlight_shared::events::ImagePush;
 use greenlight_shared::ledger::{DynamoLedger, ReleaseLedger};
 use greenlight_shared::queue::Lease;
 use greenlight_tests::codedeploy::CodeDeployStandIn;
-use greenlight_tests::faults::{record_calls, Fault, FaultProxy, Faults};
+use greenlight_tests::faults::{injection_points, record_calls, Fault, FaultProxy, Faults};
 use greenlight_tests::moto::{workspace_root, MotoServer};
 use greenlight_tests::pipeline::binary;
 use greenlight_tests::receivers::{GreenApp, Health};
@@ -234,15 +234,7 @@ async fn every_fault_at_every_hook_call_still_gets_codedeploy_one_answer_in_time
     ] {
         assert!(calls.iter().any(|c| c == op), "no {op} in {calls:?}");
     }
-    let mut seen = std::collections::HashMap::<String, usize>::new();
-    let points: Vec<(String, usize)> = calls
-        .iter()
-        .map(|op| {
-            let n = seen.entry(op.clone()).or_default();
-            *n += 1;
-            (op.clone(), *n)
-        })
-        .collect();
+    let points = injection_points(&calls);
 
     let mut failures = vec![];
     let mut seen_calls = calls.clone();

@@ -20,7 +20,7 @@ use greenlight_shared::secrets::{SecretReader, SecretRef};
 use greenlight_shared::slack::SlackPoster;
 use greenlight_shared::Config;
 use greenlight_tests::codedeploy::CodeDeployStandIn;
-use greenlight_tests::faults::{record_calls, Fault, FaultProxy, Faults};
+use greenlight_tests::faults::{injection_points, record_calls, Fault, FaultProxy, Faults};
 use greenlight_tests::moto::MotoServer;
 use greenlight_tests::receivers::SlackReceiver;
 use greenlight_tests::world::{sdk_config, seed_app, Clients};
@@ -196,15 +196,7 @@ async fn every_fault_at_every_notifier_call_posts_each_state_once_and_never_a_su
     ] {
         assert!(calls.iter().any(|c| c == op), "no {op} in {calls:?}");
     }
-    let mut seen = std::collections::HashMap::<String, usize>::new();
-    let points: Vec<(String, usize)> = calls
-        .iter()
-        .map(|op| {
-            let n = seen.entry(op.clone()).or_default();
-            *n += 1;
-            (op.clone(), *n)
-        })
-        .collect();
+    let points = injection_points(&calls);
     let baseline = w.slack.messages().len();
     assert_eq!(baseline, 2);
 

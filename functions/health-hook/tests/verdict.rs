@@ -197,6 +197,25 @@ impl World {
             .unwrap()
     }
 
+    /// The deployment's AppSpec deploys `task_definition`.
+    fn deploys(&self, task_definition: &str) {
+        self.codedeploy
+            .deployments
+            .lock()
+            .unwrap()
+            .get_mut("d-1")
+            .unwrap()
+            .appspec = Some(
+            greenlight_shared::appspec::AppSpec {
+                task_definition_arn: task_definition.into(),
+                container_name: "web1".into(),
+                container_port: 3000,
+                hooks: vec![],
+            }
+            .to_json(),
+        );
+    }
+
     fn deps_clone(&self) -> Deps {
         Deps {
             config: self.deps.config.clone(),
@@ -491,21 +510,7 @@ async fn green_without_a_label_is_found_by_the_task_definition_of_the_appspec() 
         .lock()
         .unwrap()
         .insert("d-1".into(), target);
-    w.codedeploy
-        .deployments
-        .lock()
-        .unwrap()
-        .get_mut("d-1")
-        .unwrap()
-        .appspec = Some(
-        greenlight_shared::appspec::AppSpec {
-            task_definition_arn: td.into(),
-            container_name: "web1".into(),
-            container_port: 3000,
-            hooks: vec![],
-        }
-        .to_json(),
-    );
+    w.deploys(td);
     let mut sets = steady(2, 2, "STEADY_STATE");
     sets[0].task_definition_arn = Some(td.into());
     sets[0].target_group_arn = Some("arn:tg-green".into());
@@ -640,21 +645,7 @@ async fn without_a_deployment_target_the_task_set_is_found_from_the_appspec() {
     let w = World::new(FakeProber::default());
     w.codedeploy.targets.lock().unwrap().clear();
     let td = "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:8";
-    w.codedeploy
-        .deployments
-        .lock()
-        .unwrap()
-        .get_mut("d-1")
-        .unwrap()
-        .appspec = Some(
-        greenlight_shared::appspec::AppSpec {
-            task_definition_arn: td.into(),
-            container_name: "web1".into(),
-            container_port: 3000,
-            hooks: vec![],
-        }
-        .to_json(),
-    );
+    w.deploys(td);
     let mut set = steady(1, 1, "STEADY_STATE");
     set[0].task_definition_arn = Some(td.into());
     set[0].target_group_arn = Some("arn:tg-green".into());
