@@ -510,3 +510,75 @@ pub fn push_event(
         }
     })
 }
+
+/// Starts a deployment of release `version`/`digest` of `app` as Greenlight would (its
+/// description names the release; with `task_definition`, an AppSpec deploys it); its id.
+pub async fn create_release_deployment(
+    codedeploy: &aws_sdk_codedeploy::Client,
+    app: &str,
+    version: &str,
+    digest: &str,
+    task_definition: Option<&str>,
+) -> String {
+    use aws_sdk_codedeploy::types::{AppSpecContent, RevisionLocation, RevisionLocationType};
+    let revision = task_definition.map(|td| {
+        let appspec = greenlight_shared::appspec::AppSpec {
+            task_definition_arn: td.to_string(),
+            container_name: app.to_string(),
+            container_port: 3000,
+            hooks: vec![],
+        };
+        RevisionLocation::builder()
+            .revision_type(RevisionLocationType::AppSpecContent)
+            .app_spec_content(AppSpecContent::builder().content(appspec.to_json()).build())
+            .build()
+    });
+    codedeploy
+        .create_deployment()
+        .application_name(app)
+        .deployment_group_name(format!("{app}-bluegreen"))
+        .description(
+            greenlight_shared::appspec::ReleaseDescription {
+                app: app.to_string(),
+                version: version.to_string(),
+                digest: digest.to_string(),
+            }
+            .to_string(),
+        )
+        .set_revision(revision)
+        .send()
+        .await
+        .expect("CreateDeployment")
+        .deployment_id
+        .expect("deployment id")
+}
+
+/// Writes the release record of `version`/`digest` of `app` into the ledger `table`, as the
+/// deployer's claim does (its lease already over).
+pub async fn record_release(
+    clients: &Clients,
+    table: &str,
+    app: &str,
+    version: &str,
+    digest: &str,
+) {
+    use greenlight_shared::ledger::{DynamoLedger, ReleaseLedger};
+    let now = chrono::Utc::now();
+    let push = greenlight_shared::events::ImagePush {
+        app: app.to_string(),
+        repository: app.to_string(),
+        version: version.to_string(),
+        digest: digest.to_string(),
+        image: format!("{app}@{digest}"),
+        pushed_at: now,
+    };
+    let lease = greenlight_shared::queue::Lease {
+        owner: "deployer".into(),
+        until_ms: now.timestamp_millis(),
+        now_ms: now.timestamp_millis(),
+    };
+    DynamoLedger::new(clients.dynamodb.clone(), table)
+        .claim(&push, &lease)
+        .await
+        .expect("claim the release");
+}

@@ -7,22 +7,20 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
-use greenlight_shared::events::ImagePush;
-use greenlight_shared::ledger::{DynamoLedger, ReleaseLedger};
-use greenlight_shared::queue::Lease;
 use greenlight_tests::codedeploy::CodeDeployStandIn;
 use greenlight_tests::faults::{injection_points, record_calls, Fault, FaultProxy, Faults};
 use greenlight_tests::moto::{workspace_root, MotoServer};
 use greenlight_tests::pipeline::binary;
 use greenlight_tests::receivers::{GreenApp, Health};
 use greenlight_tests::runtime::{FunctionHost, Invoked};
-use greenlight_tests::world::{create_green_task_set, seed_app, Clients, SeededApp};
+use greenlight_tests::world::{
+    create_green_task_set, create_release_deployment, record_release, seed_app, Clients, SeededApp,
+};
 use serde_json::{json, Value};
 
-/// The function's timeout: each case's deadline.
-const TIMEOUT: Duration = Duration::from_secs(4);
+/// The function's timeout: each case's deadline (room for a debug build on a busy machine to
+/// spend 1 s on a hung ledger read and still run every check).
+const TIMEOUT: Duration = Duration::from_secs(6);
 const DIGEST: &str = "sha256:5e1f0c0de5e1f0c0de5e1f0c0de5e1f0c0de5e1f0c0de5e1f0c0de5e1f0c0de";
 const TABLE: &str = "hook-ledger";
 
@@ -43,23 +41,7 @@ async fn world() -> World {
     let app = seed_app(&clients, "web1", 80).await;
     stand_in.add_group(app.group.clone(), &app.task_definition);
     clients.create_table(TABLE).await;
-    let lease = Lease {
-        owner: "deployer".into(),
-        until_ms: Utc::now().timestamp_millis(),
-        now_ms: Utc::now().timestamp_millis(),
-    };
-    let push = ImagePush {
-        app: "web1".into(),
-        repository: "web1".into(),
-        version: "v1.4.2".into(),
-        digest: DIGEST.into(),
-        image: format!("web1@{DIGEST}"),
-        pushed_at: Utc::now(),
-    };
-    DynamoLedger::new(clients.dynamodb.clone(), TABLE)
-        .claim(&push, &lease)
-        .await
-        .unwrap();
+    record_release(&clients, TABLE, "web1", "v1.4.2", DIGEST).await;
     let green = GreenApp::start().await;
     let config = format!(
         "[apps.web1]\nrepository='web1'\napplication='web1'\ndeployment_group='web1-bluegreen'\n\
@@ -127,41 +109,14 @@ impl World {
                 self.stand_in.complete(&d.id, "Succeeded");
             }
         }
-        let appspec = AppSpec {
-            task_definition_arn: self.app.task_definition.clone(),
-            container_name: "web1".into(),
-            container_port: 3000,
-            hooks: vec![],
-        };
-        let deployment_id = self
-            .clients
-            .codedeploy
-            .create_deployment()
-            .application_name("web1")
-            .deployment_group_name("web1-bluegreen")
-            .description(
-                ReleaseDescription {
-                    app: "web1".into(),
-                    version: "v1.4.2".into(),
-                    digest: DIGEST.into(),
-                }
-                .to_string(),
-            )
-            .revision(
-                aws_sdk_codedeploy::types::RevisionLocation::builder()
-                    .revision_type(aws_sdk_codedeploy::types::RevisionLocationType::AppSpecContent)
-                    .app_spec_content(
-                        aws_sdk_codedeploy::types::AppSpecContent::builder()
-                            .content(appspec.to_json())
-                            .build(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap()
-            .deployment_id
-            .unwrap();
+        let deployment_id = create_release_deployment(
+            &self.clients.codedeploy,
+            "web1",
+            "v1.4.2",
+            DIGEST,
+            Some(&self.app.task_definition),
+        )
+        .await;
         let green = create_green_task_set(
             &self.clients,
             &self.app,

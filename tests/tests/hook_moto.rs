@@ -8,7 +8,6 @@ use std::time::Duration;
 use aws_lambda_events::codedeploy::CodeDeployLifecycleEvent;
 use greenlight_health_hook::probe::HttpProber;
 use greenlight_health_hook::{handle, Deps, HookReport};
-use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs, elb::LoadBalancing};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::Config;
@@ -16,7 +15,9 @@ use greenlight_tests::codedeploy::CodeDeployStandIn;
 use greenlight_tests::faults::FaultProxy;
 use greenlight_tests::moto::{free_port, MotoServer};
 use greenlight_tests::receivers::{GreenApp, Health};
-use greenlight_tests::world::{create_green_task_set, sdk_config, seed_app, Clients};
+use greenlight_tests::world::{
+    create_green_task_set, create_release_deployment, sdk_config, seed_app, Clients,
+};
 
 struct Case {
     _moto: MotoServer,
@@ -32,40 +33,14 @@ async fn case(health_url: &str) -> Case {
     let clients = Clients::new(&moto.endpoint, &stand_in.endpoint).await;
     let app = seed_app(&clients, "web1", 80).await;
     stand_in.add_group(app.group.clone(), &app.task_definition);
-    let appspec = AppSpec {
-        task_definition_arn: app.task_definition.clone(),
-        container_name: "web1".into(),
-        container_port: 3000,
-        hooks: vec![],
-    };
-    let deployment_id = clients
-        .codedeploy
-        .create_deployment()
-        .application_name("web1")
-        .deployment_group_name("web1-bluegreen")
-        .description(
-            ReleaseDescription {
-                app: "web1".into(),
-                version: "v1.4.2".into(),
-                digest: "sha256:ab".into(),
-            }
-            .to_string(),
-        )
-        .revision(
-            aws_sdk_codedeploy::types::RevisionLocation::builder()
-                .revision_type(aws_sdk_codedeploy::types::RevisionLocationType::AppSpecContent)
-                .app_spec_content(
-                    aws_sdk_codedeploy::types::AppSpecContent::builder()
-                        .content(appspec.to_json())
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .deployment_id
-        .unwrap();
+    let deployment_id = create_release_deployment(
+        &clients.codedeploy,
+        "web1",
+        "v1.4.2",
+        "sha256:ab",
+        Some(&app.task_definition),
+    )
+    .await;
     let green = create_green_task_set(&clients, &app, &app.task_definition, "web1", 3000)
         .await
         .unwrap();

@@ -8,14 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use greenlight_notifier::{handle, Deps};
-use greenlight_shared::appspec::ReleaseDescription;
 use greenlight_shared::aws::codedeploy::CodeDeploy;
-use greenlight_shared::events::ImagePush;
 use greenlight_shared::invocation::Invocation;
-use greenlight_shared::ledger::{DynamoLedger, ReleaseLedger};
-use greenlight_shared::queue::Lease;
+use greenlight_shared::ledger::DynamoLedger;
 use greenlight_shared::secrets::{SecretReader, SecretRef};
 use greenlight_shared::slack::SlackPoster;
 use greenlight_shared::Config;
@@ -23,7 +19,9 @@ use greenlight_tests::codedeploy::CodeDeployStandIn;
 use greenlight_tests::faults::{injection_points, record_calls, Fault, FaultProxy, Faults};
 use greenlight_tests::moto::MotoServer;
 use greenlight_tests::receivers::SlackReceiver;
-use greenlight_tests::world::{sdk_config, seed_app, Clients};
+use greenlight_tests::world::{
+    create_release_deployment, record_release, sdk_config, seed_app, Clients,
+};
 use serde_json::Value;
 
 const DIGEST: &str = "sha256:0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f";
@@ -78,23 +76,7 @@ impl World {
     async fn case(&self, n: usize) -> Case {
         let table = format!("notices-{n}");
         self.clients.create_table(&table).await;
-        let lease = Lease {
-            owner: "deployer".into(),
-            until_ms: 0,
-            now_ms: Utc::now().timestamp_millis(),
-        };
-        let push = ImagePush {
-            app: "web1".into(),
-            repository: "web1".into(),
-            version: "v1.4.3".into(),
-            digest: DIGEST.into(),
-            image: format!("web1@{DIGEST}"),
-            pushed_at: Utc::now(),
-        };
-        DynamoLedger::new(self.clients.dynamodb.clone(), &table)
-            .claim(&push, &lease)
-            .await
-            .unwrap();
+        record_release(&self.clients, &table, "web1", "v1.4.3", DIGEST).await;
         // Each case has its own CodeDeploy (its deployment ids start again at d-000000001).
         let stand_in = CodeDeployStandIn::start(Duration::from_secs(30)).await;
         stand_in.add_group(self.group.clone(), &self.serving);
@@ -139,23 +121,9 @@ impl Case {
     /// The release's deployment fails and is rolled back: its FAILURE and the rollback's
     /// SUCCESS, as EventBridge delivers them (now).
     async fn failed_and_rolled_back(&self) -> Vec<Value> {
-        let id = aws_sdk_codedeploy::Client::new(&sdk_config(&self.stand_in.endpoint).await)
-            .create_deployment()
-            .application_name("web1")
-            .deployment_group_name("web1-bluegreen")
-            .description(
-                ReleaseDescription {
-                    app: "web1".into(),
-                    version: "v1.4.3".into(),
-                    digest: DIGEST.into(),
-                }
-                .to_string(),
-            )
-            .send()
-            .await
-            .unwrap()
-            .deployment_id
-            .unwrap();
+        let codedeploy =
+            aws_sdk_codedeploy::Client::new(&sdk_config(&self.stand_in.endpoint).await);
+        let id = create_release_deployment(&codedeploy, "web1", "v1.4.3", DIGEST, None).await;
         let (failure, rollback) = self.stand_in.fail_and_roll_back(&id);
         vec![failure, rollback]
     }
