@@ -11,12 +11,14 @@ Run: python -m pytest infra/tests -q   (tools from requirements-test.txt)
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ EVENTS = ROOT / "events"
 SAM_TEMPLATE = INFRA / "template.yaml"
 EXAMPLE_TEMPLATE = INFRA / "example-service.yaml"
 TEMPLATES = [SAM_TEMPLATE, EXAMPLE_TEMPLATE]
+EXPANDED_SAM_TEMPLATE = "template.expanded.json"
 
 # Values given to list parameters when event patterns are evaluated.
 PARAMETER_VALUES = {
@@ -150,9 +153,34 @@ def load_template(path: Path) -> dict:
         return yaml.load(f, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
 
 
+LANGUAGE_EXTENSIONS = "AWS::LanguageExtensions"
+
+
+def expand_language_extensions(template: dict, values: dict[str, list[str]]) -> dict:
+    """The template as CloudFormation's `AWS::LanguageExtensions` transform hands it on (its
+    `Fn::ForEach` loops unrolled) for the given list-parameter values, by cfn-lint's
+    implementation of that transform; SAM's transform comes after it."""
+    from cfnlint.template.transforms._language_extensions import language_extension
+
+    template = copy.deepcopy(template)
+    for name, value in values.items():
+        template["Parameters"][name]["Default"] = ",".join(value)
+    cfn = types.SimpleNamespace(template=template, regions=["us-east-1"], filename=str(SAM_TEMPLATE))
+    matches, expanded = language_extension(cfn)
+    assert not matches, f"LanguageExtensions transform failed: {[m.message for m in matches]}"
+    assert not any(k.startswith("Fn::ForEach") for k in expanded["Resources"])
+    expanded["Transform"] = [t for t in expanded["Transform"] if t != LANGUAGE_EXTENSIONS]
+    return expanded
+
+
+def sam_template(values: dict[str, list[str]] = PARAMETER_VALUES) -> dict:
+    """infra/template.yaml after the LanguageExtensions transform, for these parameter values."""
+    return expand_language_extensions(load_template(SAM_TEMPLATE), values)
+
+
 @pytest.fixture(scope="module")
 def sam() -> dict:
-    return load_template(SAM_TEMPLATE)
+    return sam_template()
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +264,7 @@ def test_sam_template_translates_and_the_result_lints_clean(tmp_path: Path, monk
         def load(self) -> dict:
             return {}
 
-    template = load_template(SAM_TEMPLATE)
+    template = sam_template()
     template["Globals"]["Function"]["CodeUri"] = "s3://example-bucket/greenlight.zip"  # as `sam package` does
     if not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # the translator wants a region
@@ -259,10 +287,17 @@ def test_sam_template_translates_and_the_result_lints_clean(tmp_path: Path, monk
 
 
 @pytest.fixture(scope="module")
-def checkov_report() -> dict:
+def checkov_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    # checkov does not unroll Fn::ForEach: the per-application policies are scanned in the
+    # template as the LanguageExtensions transform leaves it.
+    expanded = tmp_path_factory.mktemp("checkov") / EXPANDED_SAM_TEMPLATE
+    expanded.write_text(
+        json.dumps(sam_template(), indent=1),
+        encoding="utf-8",
+    )
     # JSON output (instead of --quiet) keeps the skipped checks, which are verified below.
     cmd = [tool("checkov")]
-    for template in TEMPLATES:
+    for template in [*TEMPLATES, expanded]:
         cmd += ["-f", str(template)]
     cmd += ["--framework", "cloudformation", "--skip-download", "--compact", "-o", "json"]
     result = subprocess.run(
@@ -288,7 +323,13 @@ def test_checkov_finds_no_failed_check(checkov_report: dict):
     assert summary["parsing_errors"] == 0, summary
     assert checkov_report["exit_code"] == 0
     scanned = {Path(c["file_path"]).name for c in checkov_report["results"].get("passed_checks", [])}
-    assert scanned == {t.name for t in TEMPLATES}, f"checkov scanned {scanned}"
+    assert scanned == {t.name for t in TEMPLATES} | {EXPANDED_SAM_TEMPLATE}, f"checkov scanned {scanned}"
+    policies = {
+        c["resource"]
+        for c in checkov_report["results"].get("passed_checks", [])
+        if Path(c["file_path"]).name == EXPANDED_SAM_TEMPLATE
+    }
+    assert "AWS::IAM::Policy.DeployerCodeDeployweb1" in policies, sorted(policies)
 
 
 def _template_skips(template: dict) -> set[tuple[str, str, str]]:
@@ -301,7 +342,7 @@ def _template_skips(template: dict) -> set[tuple[str, str, str]]:
 
 @pytest.mark.parametrize("template_path", TEMPLATES, ids=lambda p: p.name)
 def test_every_checkov_skip_is_explained_and_used(template_path: Path, checkov_report: dict):
-    template = load_template(template_path)
+    template = sam_template() if template_path == SAM_TEMPLATE else load_template(template_path)
     skips = _template_skips(template)
     for name, check_id, comment in skips:
         assert len(comment.strip()) >= 20, f"{name}: skip of {check_id} needs a written reason"
@@ -671,6 +712,47 @@ def test_role_managed_policies_are_the_allowed_ones(sam: dict, function: str):
     for arn in flatten_if(role["Properties"].get("ManagedPolicyArns", [])):
         name = sub_text(arn).rsplit("/", 1)[-1]
         assert name in ALLOWED_MANAGED_POLICIES, f"{function}: managed policy {name}"
+
+
+CODEDEPLOY_ARN = "arn:${AWS::Partition}:codedeploy:${AWS::Region}:${AWS::AccountId}:"
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_codedeploy_actions_are_scoped_to_the_managed_applications(sam: dict, function: str):
+    role_name, _ = role_of(sam, function)
+    scoped = set()
+    for statement in role_statements(sam, role_name):
+        actions = as_list(statement["Action"])
+        if not any(a.startswith("codedeploy:") for a in actions):
+            continue
+        resources = [sub_text(r) for r in flatten_if(statement["Resource"])]
+        if resources == ["*"]:
+            assert set(actions) <= RESOURCE_STAR_ALLOWED, statement
+            continue
+        scoped |= set(resources)
+    groups = {f"{CODEDEPLOY_ARN}deploymentgroup:{app}/*" for app in PARAMETER_VALUES["ManagedApplications"]}
+    applications = {f"{CODEDEPLOY_ARN}application:{app}" for app in PARAMETER_VALUES["ManagedApplications"]}
+    # CreateDeployment also reads the group's deployment configuration (CodeDeployDefault.* or
+    # the account's own): configurations belong to no application.
+    configs = {f"{CODEDEPLOY_ARN}deploymentconfig:*"}
+    expected = groups | applications | configs if function == "DeployerFunction" else groups
+    assert scoped == expected, f"{role_name}: CodeDeploy resources {sorted(scoped)}"
+
+
+def test_each_managed_application_gets_its_own_policies():
+    apps = ["web1", "checkout-api", "admin.portal"]
+    template = sam_template({"ManagedApplications": apps})
+    policies = resources_of_type(template, "AWS::IAM::Policy")
+    for app in apps:
+        logical = re.sub("[^0-9A-Za-z]", "", app)
+        for role in ("Deployer", "HealthHook", "Notifier"):
+            policy = policies.pop(f"{role}CodeDeploy{logical}")["Properties"]
+            assert policy["Roles"] == [{"Ref": f"{role}Role"}]
+            assert policy["PolicyName"] == f"greenlight-codedeploy-{app}"
+            text = json.dumps(policy["PolicyDocument"])
+            assert f":deploymentgroup:{app}/*" in text
+            assert ":deploymentgroup:*" not in text and ":application:*" not in text
+    assert not policies, f"policies not written per application: {sorted(policies)}"
 
 
 def test_pass_role_is_limited_to_ecs_tasks_and_listed_roles(sam: dict):
