@@ -37,29 +37,39 @@ pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
         .build()
 }
 
-/// The roots AWS endpoints chain to (Amazon Trust Services and the Starfield roots that
-/// cross-sign them), from the Mozilla CA bundle.
-const AWS_TRUST_ROOTS: &[u8] = include_bytes!("amazon-trust-roots.pem");
-
 /// The SDK's HTTP client: hyper with rustls on the `ring` provider (HTTP and HTTPS).
 ///
-/// It trusts only the roots AWS endpoints use: parsing the system's whole CA store (hundreds
-/// of certificates) was most of a cold start's time beyond the Lambda runtime itself.
-/// `GREENLIGHT_SYSTEM_ROOTS=1` trusts the system store instead (an endpoint behind another CA,
-/// such as a TLS-inspecting proxy).
+/// It trusts the Mozilla root program as the `webpki-root-certs` crate keeps it (compiled in,
+/// updated with the crate), so every partition's endpoints (commercial, China, GovCloud) and
+/// any future AWS root are covered without a file of ours to maintain, and no CA file is read
+/// at cold start (parsing the system's store was most of a cold start's time beyond the Lambda
+/// runtime itself). `GREENLIGHT_SYSTEM_ROOTS=1` trusts the system store instead (an endpoint
+/// behind another CA, such as a TLS-inspecting proxy).
 pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
     use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
     let trust = match std::env::var_os("GREENLIGHT_SYSTEM_ROOTS") {
         Some(_) => TrustStore::default(),
-        None => TrustStore::empty().with_pem_certificate(AWS_TRUST_ROOTS),
+        None => TrustStore::empty().with_pem_certificate(mozilla_roots_pem()),
     };
     let builder = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
     match TlsContext::builder().with_trust_store(trust).build() {
         Ok(context) => builder.tls_context(context).build_https(),
-        // Unreachable with the bundled PEM; fall back to the defaults rather than fail.
+        // Unreachable with well-formed roots; fall back to the defaults rather than fail.
         Err(_) => builder.build_https(),
     }
+}
+
+/// The `webpki-root-certs` roots as PEM: the SDK's `TrustStore` takes nothing else (it cannot
+/// be handed trust anchors), and encoding them costs far less than reading a CA file.
+fn mozilla_roots_pem() -> Vec<u8> {
+    let mut pem = Vec::with_capacity(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() * 2048);
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        pem.extend_from_slice(aws_smithy_types::base64::encode(cert.as_ref()).as_bytes());
+        pem.extend_from_slice(b"\n-----END CERTIFICATE-----\n");
+    }
+    pem
 }
 
 /// Seconds since the epoch as a UTC time (CodeDeploy API timestamps).
@@ -72,11 +82,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bundled_aws_roots_build_a_tls_context() {
+    fn the_mozilla_roots_build_a_tls_context_that_trusts_every_partitions_roots() {
         use aws_smithy_http_client::tls::{TlsContext, TrustStore};
-        let pem = String::from_utf8_lossy(AWS_TRUST_ROOTS);
-        assert_eq!(pem.matches("-----BEGIN CERTIFICATE-----").count(), 6);
-        let store = TrustStore::empty().with_pem_certificate(AWS_TRUST_ROOTS);
+        let pem = mozilla_roots_pem();
+        let text = String::from_utf8_lossy(&pem);
+        assert_eq!(
+            text.matches("-----BEGIN CERTIFICATE-----").count(),
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS.len()
+        );
+        assert!(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() > 100);
+        // The SDK parses the store with these two and panics on a certificate they refuse:
+        // every root must come back out of the PEM and be accepted as a trust anchor.
+        use rustls_pki_types::pem::PemObject;
+        let decoded: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .expect("valid PEM");
+        let originals: Vec<&[u8]> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .map(|c| c.as_ref())
+            .collect();
+        assert_eq!(
+            decoded.iter().map(|c| c.as_ref()).collect::<Vec<_>>(),
+            originals
+        );
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in decoded {
+            roots.add(cert).expect("a root rustls accepts");
+        }
+        assert_eq!(roots.len(), originals.len());
+        // Amazon Root CA 1 (commercial and GovCloud endpoints) and Starfield Services Root
+        // Certificate Authority - G2 (its cross-signer) are among them, by subject.
+        for subject in [
+            "Amazon Root CA 1",
+            "Starfield Services Root Certificate Authority - G2",
+        ] {
+            assert!(
+                originals
+                    .iter()
+                    .any(|der| der.windows(subject.len()).any(|w| w == subject.as_bytes())),
+                "{subject} missing"
+            );
+        }
+        let store = TrustStore::empty().with_pem_certificate(pem);
         assert!(TlsContext::builder()
             .with_trust_store(store)
             .build()
