@@ -150,28 +150,46 @@ pub enum Outcome {
     },
 }
 
+/// What the deployer is invoked with, read from the EventBridge envelope by its source.
+#[derive(Debug)]
+pub enum DeployerEvent {
+    Push(EcrImageEvent),
+    DeploymentEnd(CodeDeployEvent),
+    Sweep,
+}
+
+/// Reads an invocation's payload; anything else is a `MalformedEvent` with a short reason that
+/// repeats none of the payload's values.
+pub fn parse_event(event: serde_json::Value) -> Result<DeployerEvent, DeployError> {
+    match event.get("source").and_then(|s| s.as_str()) {
+        Some("aws.ecr") => serde_json::from_value(event)
+            .map(DeployerEvent::Push)
+            .map_err(|e| malformed("ECR event", &e)),
+        Some("aws.codedeploy") => serde_json::from_value(event)
+            .map(DeployerEvent::DeploymentEnd)
+            .map_err(|e| malformed("CodeDeploy event", &e)),
+        Some("aws.events") => Ok(DeployerEvent::Sweep),
+        Some(_) => Err(DeployError::MalformedEvent(
+            "unexpected event source".into(),
+        )),
+        None => Err(DeployError::MalformedEvent(
+            "the event names no source".into(),
+        )),
+    }
+}
+
 /// Entry point: routes an EventBridge event by its source.
 pub async fn handle(
     deps: &Deps,
     event: serde_json::Value,
     invocation: &Invocation,
 ) -> Result<Outcome, DeployError> {
-    match event.get("source").and_then(|s| s.as_str()) {
-        Some("aws.ecr") => {
-            let event: EcrImageEvent =
-                serde_json::from_value(event).map_err(|e| malformed("ECR event", &e))?;
-            handle_push(deps, &event, invocation).await
-        }
-        Some("aws.codedeploy") => {
-            let event: CodeDeployEvent =
-                serde_json::from_value(event).map_err(|e| malformed("CodeDeploy event", &e))?;
+    match parse_event(event)? {
+        DeployerEvent::Push(event) => handle_push(deps, &event, invocation).await,
+        DeployerEvent::DeploymentEnd(event) => {
             handle_deployment_end(deps, &event, invocation).await
         }
-        Some("aws.events") => sweep(deps, invocation).await,
-        other => Err(DeployError::MalformedEvent(format!(
-            "unexpected event source {}",
-            other.unwrap_or("<none>")
-        ))),
+        DeployerEvent::Sweep => sweep(deps, invocation).await,
     }
 }
 

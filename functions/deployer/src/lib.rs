@@ -12,4 +12,4 @@
 
 pub mod handler;
 
-pub use handler::{handle, DeployError, Deps, Outcome, LEASE_MARGIN};
+pub use handler::{handle, parse_event, DeployError, DeployerEvent, Deps, Outcome, LEASE_MARGIN};

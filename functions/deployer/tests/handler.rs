@@ -634,8 +634,13 @@ async fn malformed_events_are_clear_errors() {
     let err = w.run(json!({"hello": "world"}), "req").await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "malformed event: unexpected event source <none>"
+        "malformed event: the event names no source"
     );
+    // The source is not repeated: it may be anything, of any size.
+    let source = "x".repeat(100_000);
+    let err = w.run(json!({ "source": source }), "req").await.unwrap_err();
+    assert_eq!(err.to_string(), "malformed event: unexpected event source");
+    assert_eq!(w.calls.total(), 0);
 }
 
 #[tokio::test]
