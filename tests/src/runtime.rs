@@ -75,6 +75,19 @@ impl FunctionHost {
         timeout: Duration,
         log: &Path,
     ) -> Self {
+        Self::start_under(&[], name, binary, env, timeout, log).await
+    }
+
+    /// As [`start`](Self::start), with the binary run by a launcher (for example
+    /// `qemu-aarch64 -L /usr/aarch64-linux-gnu`, to run an arm64 bootstrap on x86_64).
+    pub async fn start_under(
+        launcher: &[String],
+        name: &str,
+        binary: &Path,
+        env: &[(String, String)],
+        timeout: Duration,
+        log: &Path,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind runtime API");
@@ -104,7 +117,15 @@ impl FunctionHost {
         });
         let log_file = std::fs::File::create(log).expect("function log file");
         let spawned_at = std::time::Instant::now();
-        let child = Command::new(binary)
+        let mut command = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", name)
@@ -176,6 +197,25 @@ impl FunctionHost {
         self.first_poll
             .get()
             .map(|t| t.duration_since(self.spawned_at))
+    }
+
+    /// Ends the function as Lambda ends an execution environment (SIGTERM) and waits up to
+    /// `grace` for it to exit; its exit status, or `None` if it had to be killed.
+    pub fn shut_down(&self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut guard = self.child.lock().unwrap();
+        let child = guard.as_mut()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let started = std::time::Instant::now();
+        while started.elapsed() < grace {
+            if let Ok(Some(status)) = child.try_wait() {
+                guard.take();
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// The process id of the function (for memory measurements).
