@@ -1,7 +1,8 @@
 //! Greenlight's configuration: one TOML document shared by the three functions.
 //!
-//! Read once per cold start from `GREENLIGHT_CONFIG`: a file path, or `ssm:<parameter-name>`
-//! (so onboarding an app needs no redeploy). Only what cannot be discovered from AWS is
+//! Read at cold start from `GREENLIGHT_CONFIG`: a file path, or `ssm:<parameter-name>` (so
+//! onboarding an app needs no redeploy), and read again by a warm function once the copy it
+//! uses is older than `GREENLIGHT_CONFIG_MAX_AGE_S` ([`crate::startup::ConfigRefresh`]). Only what cannot be discovered from AWS is
 //! configured: an app names its ECR repository, CodeDeploy application and deployment group;
 //! the ECS service, task definition, container and target groups are read from AWS.
 //! A bad document fails the cold start with a message that names the offending key.
@@ -332,7 +333,14 @@ impl Config {
         source: &ConfigSource,
         ssm: &aws_sdk_ssm::Client,
     ) -> Result<Self, ConfigError> {
-        let text = match source {
+        Self::parse(&source.read(ssm).await?)
+    }
+}
+
+impl ConfigSource {
+    /// The document's text, from the file or the SSM parameter.
+    pub async fn read(&self, ssm: &aws_sdk_ssm::Client) -> Result<String, ConfigError> {
+        Ok(match self {
             ConfigSource::File(path) => {
                 std::fs::read_to_string(path).map_err(|source| ConfigError::File {
                     path: path.clone(),
@@ -355,8 +363,7 @@ impl Config {
                     name: name.clone(),
                     message: "parameter has no value".to_string(),
                 })?,
-        };
-        Self::parse(&text)
+        })
     }
 }
 

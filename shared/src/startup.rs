@@ -2,6 +2,7 @@
 //! document, and the release ledger.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 
@@ -11,6 +12,36 @@ use crate::ledger::{DynamoLedger, Ledger};
 pub struct Startup {
     pub sdk: SdkConfig,
     pub config: Config,
+    /// Reads the config again when the copy in use is older than its maximum age.
+    pub refresh: ConfigRefresh,
+}
+
+/// A function's dependencies, which hold the config it decides with.
+pub trait UsesConfig {
+    fn config_mut(&mut self) -> &mut Config;
+}
+
+/// A warm function's dependencies with their config kept fresh (see [`ConfigRefresh`]).
+pub struct Live<D> {
+    deps: tokio::sync::RwLock<D>,
+    refresh: ConfigRefresh,
+}
+
+impl<D: UsesConfig> Live<D> {
+    pub fn new(deps: D, refresh: ConfigRefresh) -> Self {
+        Self {
+            deps: tokio::sync::RwLock::new(deps),
+            refresh,
+        }
+    }
+
+    /// The dependencies for this invocation, with a changed config swapped in first.
+    pub async fn current(&self) -> tokio::sync::RwLockReadGuard<'_, D> {
+        if let Some(config) = self.refresh.changed().await {
+            *self.deps.write().await.config_mut() = config;
+        }
+        self.deps.read().await
+    }
 }
 
 /// A cold start whose config could not be loaded; the SDK configuration is still usable
@@ -54,12 +85,23 @@ impl Startup {
     pub async fn load() -> Result<Self, StartupError> {
         crate::telemetry::init();
         let sdk = crate::aws::sdk_config().await;
+        let ssm = aws_sdk_ssm::Client::new(&sdk);
         let loaded = match ConfigSource::from_env() {
-            Ok(source) => Config::load(&source, &aws_sdk_ssm::Client::new(&sdk)).await,
+            Ok(source) => match source.read(&ssm).await {
+                Ok(text) => Config::parse(&text).map(|config| {
+                    let refresh = ConfigRefresh::new(source, ssm, max_age_from_env(), text);
+                    (config, refresh)
+                }),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match loaded {
-            Ok(config) => Ok(Self { sdk, config }),
+            Ok((config, refresh)) => Ok(Self {
+                sdk,
+                config,
+                refresh,
+            }),
             Err(error) => {
                 tracing::error!(error = %error, "cold start failed: the config cannot be used");
                 Err(StartupError { sdk, error })
@@ -76,5 +118,97 @@ impl Startup {
             aws_sdk_dynamodb::Client::new(&self.sdk),
             table,
         )))
+    }
+}
+
+/// How old the config in use may get before a warm function reads it again:
+/// `GREENLIGHT_CONFIG_MAX_AGE_S`, 60 seconds by default.
+fn max_age_from_env() -> Duration {
+    std::env::var("GREENLIGHT_CONFIG_MAX_AGE_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(60))
+}
+
+/// The longest a refresh may delay an invocation; a slower read keeps the config in use.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Keeps a warm function's config fresh: an app added to the parameter is deployed, checked and
+/// announced within the maximum age, without a redeploy or a cold start.
+///
+/// Consulted before each invocation: nothing is read while the copy in use is younger than the
+/// maximum age; after that, one read (a GetParameter for `ssm:`), bounded by
+/// [`REFRESH_TIMEOUT`]. A read that fails or a document that does not parse keeps the config in
+/// use, with one warning line naming the problem (never a value), until the next maximum age.
+pub struct ConfigRefresh {
+    source: ConfigSource,
+    ssm: aws_sdk_ssm::Client,
+    max_age: Duration,
+    state: tokio::sync::Mutex<RefreshState>,
+}
+
+struct RefreshState {
+    read_at: Instant,
+    text: String,
+}
+
+impl ConfigRefresh {
+    pub fn new(
+        source: ConfigSource,
+        ssm: aws_sdk_ssm::Client,
+        max_age: Duration,
+        text_in_use: String,
+    ) -> Self {
+        Self {
+            source,
+            ssm,
+            max_age,
+            state: tokio::sync::Mutex::new(RefreshState {
+                read_at: Instant::now(),
+                text: text_in_use,
+            }),
+        }
+    }
+
+    /// A changed config, when the copy in use is due for a read and the source now holds a
+    /// different, valid document; `None` otherwise.
+    pub async fn changed(&self) -> Option<Config> {
+        let mut state = self.state.lock().await;
+        if state.read_at.elapsed() < self.max_age {
+            return None;
+        }
+        state.read_at = Instant::now();
+        let text = match tokio::time::timeout(REFRESH_TIMEOUT, self.source.read(&self.ssm)).await {
+            Ok(Ok(text)) => text,
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "config not refreshed: keeping the one in use");
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = REFRESH_TIMEOUT.as_millis() as u64,
+                    "config not refreshed: the read timed out; keeping the one in use"
+                );
+                return None;
+            }
+        };
+        if text == state.text {
+            return None;
+        }
+        match Config::parse(&text) {
+            Ok(config) => {
+                state.text = text;
+                tracing::info!(
+                    apps = config.apps.len(),
+                    "config refreshed: a changed document is in use"
+                );
+                Some(config)
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "config not refreshed: the new document is invalid; keeping the one in use");
+                None
+            }
+        }
     }
 }

@@ -40,6 +40,12 @@ pub struct Deps {
     pub lease_margin: Duration,
 }
 
+impl greenlight_shared::startup::UsesConfig for Deps {
+    fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
     #[error("malformed event: {0}")]

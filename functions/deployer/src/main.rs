@@ -3,7 +3,7 @@ use std::sync::Arc;
 use greenlight_deployer::{handle, Deps, LEASE_MARGIN};
 use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs};
 use greenlight_shared::invocation::Invocation;
-use greenlight_shared::startup::{report_init_error, Startup};
+use greenlight_shared::startup::{report_init_error, Live, Startup};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
@@ -28,10 +28,11 @@ async fn main() -> Result<(), Error> {
         config: startup.config,
         lease_margin: LEASE_MARGIN,
     };
+    let deps = Live::new(deps, startup.refresh);
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let invocation = Invocation::from_context(&event.context);
         let deps = &deps;
-        async move { handle(deps, event.payload, &invocation).await }
+        async move { handle(&*deps.current().await, event.payload, &invocation).await }
     }))
     .await
 }

@@ -32,6 +32,12 @@ pub struct Deps {
     pub safety_margin: Duration,
 }
 
+impl greenlight_shared::startup::UsesConfig for Deps {
+    fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     #[error("malformed lifecycle event: {0}")]

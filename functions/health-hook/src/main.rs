@@ -5,7 +5,7 @@ use greenlight_health_hook::probe::HttpProber;
 use greenlight_health_hook::{handle, parse_event, report_unusable, Deps};
 use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs, elb::LoadBalancing};
 use greenlight_shared::invocation::Invocation;
-use greenlight_shared::startup::Startup;
+use greenlight_shared::startup::{Live, Startup};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
@@ -44,10 +44,14 @@ async fn main() -> Result<(), Error> {
         safety_margin: Duration::from_millis(margin_ms),
         config: startup.config,
     };
+    let deps = Live::new(deps, startup.refresh);
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let invocation = Invocation::from_context(&event.context);
         let deps = &deps;
-        async move { handle(deps, parse_event(event.payload)?, &invocation).await }
+        async move {
+            let event = parse_event(event.payload)?;
+            handle(&*deps.current().await, event, &invocation).await
+        }
     }))
     .await
 }

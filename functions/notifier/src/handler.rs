@@ -63,6 +63,12 @@ pub struct Deps {
     pub webhooks: WebhookCache,
 }
 
+impl greenlight_shared::startup::UsesConfig for Deps {
+    fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     #[error("malformed state-change event: {0}")]

@@ -5,7 +5,7 @@ use greenlight_shared::aws::codedeploy::CodeDeploy;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::secrets::{SecretReader, SecretRef};
 use greenlight_shared::slack::SlackPoster;
-use greenlight_shared::startup::{report_init_error, Startup};
+use greenlight_shared::startup::{report_init_error, Live, Startup};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
@@ -41,10 +41,14 @@ async fn main() -> Result<(), Error> {
         webhooks: Default::default(),
         config: startup.config,
     };
+    let deps = Live::new(deps, startup.refresh);
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let invocation = Invocation::from_context(&event.context);
         let deps = &deps;
-        async move { handle(deps, parse_event(event.payload)?, &invocation).await }
+        async move {
+            let event = parse_event(event.payload)?;
+            handle(&*deps.current().await, event, &invocation).await
+        }
     }))
     .await
 }
