@@ -231,8 +231,14 @@ async fn main() {
         eprintln!("measured {}", f.name);
     }
 
+    let refresh = config_refresh_cost(&env, &out_dir).await;
     let comparison = compare_with_aws_cli(&env).await;
-    let report = json!({"functions": rows, "deploy_comparison": comparison, "cold_runs": COLD_RUNS, "warm_invocations": WARM_INVOCATIONS});
+    // The arm64 bootstraps and zips `scripts/package` measured, when it has run.
+    let arm64: Option<Value> =
+        std::fs::read(workspace_root().join("target/greenlight-package/sizes.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let report = json!({"functions": rows, "arm64": arm64, "config_refresh": refresh, "deploy_comparison": comparison, "cold_runs": COLD_RUNS, "warm_invocations": WARM_INVOCATIONS});
     std::fs::write(
         out_dir.join("results.json"),
         serde_json::to_string_pretty(&report).expect("JSON"),
@@ -240,6 +246,29 @@ async fn main() {
     .expect("results");
     print_table(&report);
     println!("\nJSON: target/greenlight-bench/results.json");
+}
+
+/// What keeping the config fresh costs a warm deployer: its warm p50 with the config read
+/// again (and compared) before every invocation (`GREENLIGHT_CONFIG_MAX_AGE_S=0`, the file
+/// source) beside the default (read again once a minute, so not within this run).
+async fn config_refresh_cost(base_env: &[(String, String)], out_dir: &Path) -> Value {
+    let binary = release_binary("greenlight-deployer");
+    let log = out_dir.join("greenlight-deployer-refresh.log");
+    let mut p50 = vec![];
+    for max_age in ["60", "0"] {
+        let mut env = base_env.to_vec();
+        env.push(("GREENLIGHT_CONFIG_MAX_AGE_S".into(), max_age.into()));
+        let host =
+            FunctionHost::start("deployer", &binary, &env, Duration::from_secs(30), &log).await;
+        wait_init(&host).await;
+        let mut latencies = Vec::with_capacity(WARM_INVOCATIONS);
+        for _ in 0..WARM_INVOCATIONS {
+            latencies.push(invoke_ok(&host, sample("ecr-push-version")).await);
+        }
+        latencies.sort();
+        p50.push(ms(percentile(&latencies, 0.5)));
+    }
+    json!({"warm_ms_p50_max_age_60s": p50[0], "warm_ms_p50_read_every_invocation": p50[1]})
 }
 
 /// One deploy of the same release, against moto and the CodeDeploy stand-in: Greenlight's
@@ -402,6 +431,21 @@ fn print_table(report: &Value) {
             r["warm_ms_p50"], r["warm_ms_p99"], calls
         );
     }
+    if let Some(arm64) = report.get("arm64").filter(|v| !v.is_null()) {
+        println!("\narm64, as `sam build` made them (scripts/package):");
+        for (function, sizes) in arm64.as_object().into_iter().flatten() {
+            println!(
+                "| {function} | bootstrap {:.2} MB | zip {:.2} MB |",
+                sizes["bootstrap_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+                sizes["zip_bytes"].as_f64().unwrap_or(0.0) / 1e6
+            );
+        }
+    }
+    let r = &report["config_refresh"];
+    println!(
+        "\nConfig refresh, deployer warm p50: {} ms as deployed (read again once a minute); {} ms reading it before every invocation.",
+        r["warm_ms_p50_max_age_60s"], r["warm_ms_p50_read_every_invocation"]
+    );
     let c = &report["deploy_comparison"];
     println!("\nOne deploy against moto + the CodeDeploy stand-in: Greenlight deployer (cold process + first invocation) {} ms; `aws ecs deploy` {} ms.",
         c["greenlight_cold_deployer_ms"], c["aws_ecs_deploy"]["ms"]);
