@@ -217,6 +217,22 @@ def test_build_pushes_the_version_and_latest(job: dict) -> None:
     assert job["outputs"]["digest"] == "${{ steps.build.outputs.digest }}"
 
 
+def test_the_image_carries_the_provenance_the_deployer_reads(job: dict) -> None:
+    """The annotation keys are the ones `shared/src/provenance.rs` reads."""
+    (build,) = uses_steps(job, "docker/build-push-action")
+    annotations = dict(line.split("=", 1) for line in build["with"]["annotations"].strip().splitlines())
+    rust = (ROOT / "shared" / "src" / "provenance.rs").read_text(encoding="utf-8")
+    for key in ("org.opencontainers.image.revision", "org.opencontainers.image.source", "dev.greenlight.run-url", "dev.greenlight.actor"):
+        assert key in annotations, key
+        assert f'"{key}"' in rust, f"{key} is not read by the deployer"
+    assert annotations["org.opencontainers.image.revision"] == "${{ github.sha }}"
+    assert annotations["dev.greenlight.actor"] == "${{ github.actor }}"
+    assert "${{ github.run_id }}" in annotations["dev.greenlight.run-url"]
+    # A single image manifest (no provenance attestation index): the annotations sit on the
+    # manifest whose digest the push event carries.
+    assert build["with"]["provenance"] is False
+
+
 def test_existing_version_is_refused_before_the_build(job: dict) -> None:
     names = [s.get("name", "") for s in steps(job)]
     guard = next(i for i, s in enumerate(steps(job))

@@ -63,6 +63,7 @@ ALLOWED_MANAGED_POLICIES = {
 # What each function calls (the Rust code's AWS adapters); the role must allow it.
 REQUIRED_ACTIONS = {
     "DeployerFunction": {
+        "ecr:BatchGetImage",
         "codedeploy:GetDeploymentGroup",
         "codedeploy:CreateDeployment",
         "codedeploy:GetDeployment",
@@ -675,6 +676,7 @@ SERVICE_OF_OPERATION = {
     },
     "GetParameter": "ssm",
     "GetSecretValue": "secretsmanager",
+    "BatchGetImage": "ecr",
 }
 # Authorized without a call of their own: TransactWriteItems as the writes it contains; what
 # Lambda does for the function (logs, the on-failure queue); what CreateDeployment and

@@ -61,6 +61,8 @@ pub struct ImagePush {
     /// `<registry>/<repository>@<digest>`: what the new task definition runs.
     pub image: String,
     pub pushed_at: DateTime<Utc>,
+    /// Who shipped it, from the image's annotations (read by the deployer; empty until then).
+    pub provenance: crate::provenance::Provenance,
 }
 
 /// Why an ECR event does not deploy anything.
@@ -192,6 +194,7 @@ pub fn classify_push<'c>(
         version: tag,
         digest,
         pushed_at: event.time.unwrap_or_else(Utc::now),
+        provenance: Default::default(),
     };
     Ok((push, app))
 }

@@ -442,6 +442,43 @@ impl CodeDeployApi for FakeCodeDeploy {
     }
 }
 
+/// ECR's side: every image has this provenance (none by default), or the read fails.
+pub struct FakeRegistry {
+    pub calls: std::sync::Arc<Calls>,
+    pub provenance: Mutex<crate::provenance::Provenance>,
+    pub fails: Mutex<bool>,
+}
+
+impl FakeRegistry {
+    pub fn new(calls: std::sync::Arc<Calls>) -> Self {
+        Self {
+            calls,
+            provenance: Mutex::default(),
+            fails: Mutex::new(false),
+        }
+    }
+}
+
+#[async_trait]
+impl crate::aws::ecr::RegistryApi for FakeRegistry {
+    async fn provenance(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<crate::provenance::Provenance, AwsError> {
+        self.calls.push("BatchGetImage");
+        if *self.fails.lock().unwrap() {
+            return Err(AwsError::new(
+                "BatchGetImage",
+                format!("ECR image {repository}@{digest}"),
+                AwsErrorKind::Throttled,
+                "rate exceeded",
+            ));
+        }
+        Ok(self.provenance.lock().unwrap().clone())
+    }
+}
+
 pub const CURRENT_TD: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:7";
 
 pub struct FakeEcs {

@@ -31,6 +31,7 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 
 use crate::events::ImagePush;
+use crate::provenance::Provenance;
 use crate::queue::{Change, Lease, Plan, Queue};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -114,6 +115,8 @@ pub struct ReleaseRecord {
     pub hook_reason: Option<String>,
     /// The last hook execution whose verdict CodeDeploy accepted.
     pub hook_reported_execution: Option<String>,
+    /// Who shipped it (commit, source, CI run, actor), when the image says.
+    pub provenance: Provenance,
 }
 
 impl ReleaseRecord {
@@ -132,6 +135,7 @@ impl ReleaseRecord {
             superseded_by: None,
             hook_reason: None,
             hook_reported_execution: None,
+            provenance: push.provenance.clone(),
         }
     }
 }
@@ -297,7 +301,27 @@ fn record_of(item: &Item) -> Option<ReleaseRecord> {
         superseded_by: get_s(item, "superseded_by"),
         hook_reason: get_s(item, "hook_reason"),
         hook_reported_execution: get_s(item, "hook_reported_execution"),
+        provenance: Provenance {
+            revision: get_s(item, "commit"),
+            source: get_s(item, "source"),
+            run_url: get_s(item, "run_url"),
+            actor: get_s(item, "pushed_by"),
+        },
     })
+}
+
+/// The provenance attributes of a release item, those the image has.
+fn provenance_attributes(
+    p: &Provenance,
+) -> impl Iterator<Item = (&'static str, AttributeValue)> + '_ {
+    [
+        ("commit", &p.revision),
+        ("source", &p.source),
+        ("run_url", &p.run_url),
+        ("pushed_by", &p.actor),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.as_ref().map(|v| (name, s(v.as_str()))))
 }
 
 fn failed<E, R>(
@@ -479,7 +503,7 @@ impl ReleaseLedger for DynamoLedger {
             let owner = lease.owner.as_str();
             // Write first: a fresh push costs one call; a claim that exists comes back with the
             // failed condition.
-            let put = self
+            let mut put = self
                 .client
                 .put_item()
                 .table_name(&self.table)
@@ -500,7 +524,11 @@ impl ReleaseLedger for DynamoLedger {
                 )
                 .item("created_at", s(now.to_rfc3339()))
                 .item("updated_at", s(now.to_rfc3339()))
-                .item("status_history", history_entry(ReleaseStatus::Claimed, now))
+                .item("status_history", history_entry(ReleaseStatus::Claimed, now));
+            for (name, value) in provenance_attributes(&push.provenance) {
+                put = put.item(name, value);
+            }
+            let put = put
                 .condition_expression("attribute_not_exists(pk)")
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
@@ -882,6 +910,7 @@ mod tests {
             digest: "sha256:aa".into(),
             image: "img".into(),
             pushed_at: DateTime::from_timestamp(1_764_000_000, 0).unwrap(),
+            provenance: Default::default(),
         }
     }
 

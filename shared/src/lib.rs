@@ -11,6 +11,7 @@ pub mod events;
 pub mod fakes;
 pub mod invocation;
 pub mod ledger;
+pub mod provenance;
 pub mod queue;
 pub mod secrets;
 pub mod slack;

@@ -94,6 +94,7 @@ async fn aws(State(stub): State<AwsStub>, headers: HeaderMap, body: String) -> R
             .replace("CodeDeploy_20141006", "CodeDeploy")
             .replace("AmazonEC2ContainerServiceV20141113", "ECS")
             .replace("secretsmanager", "SecretsManager")
+            .replace("AmazonEC2ContainerRegistry_V20150921", "ECR")
     };
     *stub.calls.lock().unwrap().entry(op.clone()).or_default() += 1;
     let description = format!("greenlight app=web1 version=v1.4.2 digest={DIGEST}");
@@ -125,6 +126,14 @@ async fn aws(State(stub): State<AwsStub>, headers: HeaderMap, body: String) -> R
         "ECS.DescribeServices" => json_ok(json!({"services": [{"serviceName": "web1", "status": "ACTIVE", "taskDefinition": TD_ARN,
             "loadBalancers": [{"targetGroupArn": "arn:blue", "containerName": "web1", "containerPort": 3000}]}], "failures": []})),
         "ECS.DescribeTaskDefinition" => json_ok(reference_task_definition()),
+        "ECR.BatchGetImage" => json_ok(json!({"images": [{"repositoryName": "web1",
+            "imageId": {"imageDigest": DIGEST, "imageTag": "v1.4.2"},
+            "imageManifestMediaType": "application/vnd.oci.image.manifest.v1+json",
+            "imageManifest": json!({"schemaVersion": 2, "annotations": {
+                "org.opencontainers.image.revision": "9fceb02d0ae598e95dc970b74767f19372d61af8",
+                "org.opencontainers.image.source": "https://github.com/acme/web",
+                "dev.greenlight.run-url": "https://github.com/acme/web/actions/runs/1/attempts/1",
+                "dev.greenlight.actor": "octocat"}}).to_string()}], "failures": []})),
         "ECS.RegisterTaskDefinition" => json_ok(json!({"taskDefinition": {"taskDefinitionArn": "arn:aws:ecs:us-east-1:123456789012:task-definition/CODE-DEPLOY:8"}})),
         "ECS.DescribeTaskSets" => json_ok(json!({"taskSets": [{"id": "ecs-svc/green", "stabilityStatus": "STEADY_STATE", "computedDesiredCount": 1, "runningCount": 1}]})),
         "SecretsManager.GetSecretValue" => json_ok(json!({"SecretString": format!("{}/slack", stub.endpoint), "Name": "greenlight/slack"})),

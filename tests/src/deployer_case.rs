@@ -10,7 +10,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::SdkConfig;
 use greenlight_deployer::{handle, Deps, Outcome};
 use greenlight_shared::appspec::ReleaseDescription;
-use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs};
+use greenlight_shared::aws::{codedeploy::CodeDeploy, ecr::Ecr, ecs::Ecs};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{DynamoLedger, QueueLedger, ReleaseLedger, ReleaseRecord};
 use greenlight_shared::queue::Queue;
@@ -85,6 +85,7 @@ impl Case {
             config: Config::parse(CONFIG).expect("config"),
             codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(&via_codedeploy))),
             ecs: Arc::new(Ecs(aws_sdk_ecs::Client::new(&via_moto))),
+            registry: Arc::new(Ecr(aws_sdk_ecr::Client::new(&via_moto))),
             ledger: Arc::new(DynamoLedger::new(
                 aws_sdk_dynamodb::Client::new(&via_moto),
                 table,

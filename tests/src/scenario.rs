@@ -95,6 +95,20 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
         in_order,
         headlines.join(" | "),
     );
+    // Who shipped it, from the image's annotations: the commit (linked) and the actor.
+    let shipped = p
+        .slack
+        .messages()
+        .last()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    check(
+        &mut checks,
+        "Slack names the commit and who pushed it",
+        shipped.contains("*Pushed by*\\noctocat")
+            && shipped.contains("https://github.com/acme/monorepo/commit/"),
+        shipped.chars().take(300).collect::<String>(),
+    );
 
     // 2. An unhealthy release is rolled back before it takes traffic.
     step(2, "push web1:v1.4.3 whose green endpoint answers HTTP 500");

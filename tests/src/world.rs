@@ -160,13 +160,22 @@ impl Clients {
     }
 
     /// Pushes an image with `tag` (content unique to `build`); returns its digest as ECR reports it.
+    /// The manifest carries the provenance annotations the release workflow writes (a commit
+    /// derived from `build`, the run, the actor `octocat`).
     pub async fn push_image(&self, repository: &str, tag: &str, build: &str) -> String {
         let layer = format!("sha256:{:0>64}", hex_of(build));
+        let revision = format!("{:0>40}", hex_of(build));
         let manifest = json!({
             "schemaVersion": 2,
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1024, "digest": format!("sha256:{:0>64}", hex_of(&format!("config-{build}")))},
-            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 4096, "digest": layer}],
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 1024, "digest": format!("sha256:{:0>64}", hex_of(&format!("config-{build}")))},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 4096, "digest": layer}],
+            "annotations": {
+                "org.opencontainers.image.revision": revision,
+                "org.opencontainers.image.source": "https://github.com/acme/monorepo",
+                "dev.greenlight.run-url": format!("https://github.com/acme/monorepo/actions/runs/{}/attempts/1", build.len()),
+                "dev.greenlight.actor": "octocat",
+            },
         });
         let out = self
             .ecr
@@ -571,6 +580,7 @@ pub async fn record_release(
         digest: digest.to_string(),
         image: format!("{app}@{digest}"),
         pushed_at: now,
+        provenance: Default::default(),
     };
     let lease = greenlight_shared::queue::Lease {
         owner: "deployer".into(),

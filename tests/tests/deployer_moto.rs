@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use greenlight_deployer::{handle, Deps, Outcome};
-use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs};
+use greenlight_shared::aws::{codedeploy::CodeDeploy, ecr::Ecr, ecs::Ecs};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{DynamoLedger, ReleaseLedger, ReleaseStatus};
 use greenlight_shared::Config;
@@ -50,6 +50,7 @@ async fn env(apps: &[&str]) -> (Env, Vec<SeededApp>) {
         config: Config::parse(CONFIG).unwrap(),
         codedeploy: Arc::new(CodeDeploy(clients.codedeploy.clone())),
         ecs: Arc::new(Ecs(clients.ecs.clone())),
+        registry: Arc::new(Ecr(clients.ecr.clone())),
         ledger: ledger.clone(),
         hook_function: "CodeDeployHook_greenlight".into(),
         lease_margin: Duration::ZERO,

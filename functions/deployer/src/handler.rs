@@ -7,9 +7,10 @@ use aws_lambda_events::codedeploy::CodeDeployEvent;
 use chrono::Utc;
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::codedeploy::{CodeDeployApi, NewDeployment};
+use greenlight_shared::aws::ecr::RegistryApi;
 use greenlight_shared::aws::ecs::EcsApi;
 use greenlight_shared::events::{
-    classify_push, clipped, is_deployment_id, EcrImageEvent, Location,
+    classify_push, clipped, is_deployment_id, EcrImageEvent, ImagePush, Location,
 };
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{Claim, Ledger, LedgerError, ReleaseRecord, ReleaseStatus};
@@ -33,6 +34,8 @@ pub struct Deps {
     pub config: Config,
     pub codedeploy: Arc<dyn CodeDeployApi>,
     pub ecs: Arc<dyn EcsApi>,
+    /// Where the provenance of a pushed image is read.
+    pub registry: Arc<dyn RegistryApi>,
     pub ledger: Arc<dyn Ledger>,
     /// Name or ARN of the health-hook function, written into each AppSpec.
     pub hook_function: String,
@@ -237,7 +240,10 @@ async fn handle_push(
             });
         }
     };
-    info!(app = %push.app, version = %push.version, digest = %push.digest, "release pushed");
+    let push = with_provenance(deps, push).await;
+    info!(app = %push.app, version = %push.version, digest = %push.digest,
+          commit = push.provenance.short_revision().unwrap_or(""),
+          actor = push.provenance.actor.as_deref().unwrap_or(""), "release pushed");
     let mut driver = Driver::new(deps, app, invocation);
     let record = match deps.ledger.claim(&push, &driver.lease).await? {
         Claim::HeldElsewhere(record) => {
@@ -298,6 +304,22 @@ async fn handle_push(
         next => next,
     };
     driver.follow(next, outcome, Some(record)).await
+}
+
+/// The push with who shipped it, as the image's annotations say. Best effort: provenance is
+/// for people, so an image that cannot be read deploys without it (one warning line) rather
+/// than wait for it.
+async fn with_provenance(deps: &Deps, mut push: ImagePush) -> ImagePush {
+    match deps
+        .registry
+        .provenance(&push.repository, &push.digest)
+        .await
+    {
+        Ok(provenance) => push.provenance = provenance,
+        Err(e) => warn!(app = %push.app, version = %push.version, error = %e,
+                        "provenance unavailable: deploying without it"),
+    }
+    push
 }
 
 /// A deployment of the app ended: free its group and start the waiting release, if any.

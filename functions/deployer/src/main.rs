@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use greenlight_deployer::{handle, Deps, LEASE_MARGIN};
-use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs};
+use greenlight_shared::aws::{codedeploy::CodeDeploy, ecr::Ecr, ecs::Ecs};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::startup::{report_init_error, Live, Startup};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
@@ -25,6 +25,7 @@ async fn main() -> Result<(), Error> {
         hook_function,
         codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(&startup.sdk))),
         ecs: Arc::new(Ecs(aws_sdk_ecs::Client::new(&startup.sdk))),
+        registry: Arc::new(Ecr(aws_sdk_ecr::Client::new(&startup.sdk))),
         config: startup.config,
         lease_margin: LEASE_MARGIN,
     };

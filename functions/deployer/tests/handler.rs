@@ -8,7 +8,7 @@ use greenlight_deployer::{handle, DeployError, Deps, Outcome};
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::codedeploy::Deployment;
 use greenlight_shared::fakes::{
-    digest, sample_event as sample, Calls, FakeCodeDeploy, FakeEcs, FakeLedger,
+    digest, sample_event as sample, Calls, FakeCodeDeploy, FakeEcs, FakeLedger, FakeRegistry,
 };
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{ReleaseRecord, ReleaseStatus};
@@ -30,6 +30,7 @@ struct World {
     ledger: Arc<FakeLedger>,
     codedeploy: Arc<FakeCodeDeploy>,
     ecs: Arc<FakeEcs>,
+    registry: Arc<FakeRegistry>,
 }
 
 impl World {
@@ -43,10 +44,12 @@ impl World {
         tweak(&mut codedeploy);
         let (codedeploy, ledger) = (Arc::new(codedeploy), Arc::new(ledger));
         let ecs = Arc::new(FakeEcs::new(calls.clone(), OLD_IMAGE));
+        let registry = Arc::new(FakeRegistry::new(calls.clone()));
         let deps = Deps {
             config: Config::parse(CONFIG).unwrap(),
             codedeploy: codedeploy.clone(),
             ecs: ecs.clone(),
+            registry: registry.clone(),
             ledger: ledger.clone(),
             hook_function: "CodeDeployHook_greenlight".into(),
             lease_margin: Duration::ZERO,
@@ -57,6 +60,7 @@ impl World {
             ledger,
             codedeploy,
             ecs,
+            registry,
         }
     }
 
@@ -132,6 +136,7 @@ fn record(n: u8, version: &str, status: ReleaseStatus) -> ReleaseRecord {
         superseded_by: None,
         hook_reason: None,
         hook_reported_execution: None,
+        provenance: Default::default(),
     }
 }
 
@@ -195,8 +200,40 @@ async fn version_push_registers_one_revision_and_starts_one_deployment() {
         w.ledger.queue_of("web1").active_deployment(),
         Some("d-FAKE00001")
     );
-    // GetDeploymentGroup, DescribeServices, DescribeTaskDefinition, RegisterTaskDefinition, CreateDeployment.
-    assert_eq!(w.calls.total(), 5);
+    // BatchGetImage (provenance), GetDeploymentGroup, DescribeServices, DescribeTaskDefinition,
+    // RegisterTaskDefinition, CreateDeployment.
+    assert_eq!(w.calls.total(), 6);
+    assert_eq!(w.calls.count("BatchGetImage"), 1);
+}
+
+#[tokio::test]
+async fn the_images_provenance_is_kept_with_the_release() {
+    let w = World::new();
+    *w.registry.provenance.lock().unwrap() = greenlight_shared::provenance::Provenance {
+        revision: Some("9fceb02d0ae598e95dc970b74767f19372d61af8".into()),
+        source: Some("https://github.com/acme/web".into()),
+        run_url: Some("https://github.com/acme/web/actions/runs/7".into()),
+        actor: Some("octocat".into()),
+    };
+    w.run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1")
+        .await
+        .unwrap();
+    let r = w.ledger.record(&digest(1)).unwrap();
+    assert_eq!(r.provenance.actor.as_deref(), Some("octocat"));
+    assert_eq!(r.provenance.short_revision(), Some("9fceb02"));
+}
+
+#[tokio::test]
+async fn an_image_whose_provenance_cannot_be_read_deploys_without_it() {
+    let w = World::new();
+    *w.registry.fails.lock().unwrap() = true;
+    let out = w
+        .run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1")
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
+    assert!(w.ledger.record(&digest(1)).unwrap().provenance.is_empty());
+    assert_eq!(w.calls.count("CreateDeployment"), 1);
 }
 
 #[tokio::test]
@@ -272,7 +309,9 @@ async fn concurrent_duplicate_with_live_claim_does_nothing() {
             version: "v1.4.2".into()
         }
     );
-    assert_eq!(w.calls.total(), 0);
+    // Only the read-only provenance read, which comes before the claim.
+    assert_eq!(w.calls.total(), 1);
+    assert_eq!(w.calls.count("BatchGetImage"), 1);
 }
 
 #[tokio::test]
@@ -617,7 +656,9 @@ async fn unreachable_ledger_fails_before_any_aws_call() {
         .await
         .unwrap_err();
     assert!(matches!(err, DeployError::Ledger(_)), "{err:?}");
-    assert_eq!(w.calls.total(), 0);
+    // Nothing but the read-only provenance read: no claim, no deployment step.
+    assert_eq!(w.calls.total(), 1);
+    assert_eq!(w.calls.count("BatchGetImage"), 1);
 }
 
 #[tokio::test]

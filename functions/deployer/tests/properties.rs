@@ -13,7 +13,9 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use greenlight_deployer::{handle, Deps};
 use greenlight_shared::appspec::ReleaseDescription;
-use greenlight_shared::fakes::{digest, sample_event, Calls, FakeCodeDeploy, FakeEcs, FakeLedger};
+use greenlight_shared::fakes::{
+    digest, sample_event, Calls, FakeCodeDeploy, FakeEcs, FakeLedger, FakeRegistry,
+};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::Config;
 use proptest::prelude::*;
@@ -65,7 +67,8 @@ impl World {
         let deps = Deps {
             config: Config::parse(CONFIG).unwrap(),
             codedeploy: codedeploy.clone(),
-            ecs: Arc::new(FakeEcs::new(calls, "old-image")),
+            ecs: Arc::new(FakeEcs::new(calls.clone(), "old-image")),
+            registry: Arc::new(FakeRegistry::new(calls)),
             ledger: ledger.clone(),
             hook_function: "CodeDeployHook_greenlight".into(),
             lease_margin: Duration::ZERO,

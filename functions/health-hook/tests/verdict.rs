@@ -152,6 +152,7 @@ impl World {
             superseded_by: None,
             hook_reason: None,
             hook_reported_execution: None,
+            provenance: Default::default(),
         });
         let deps = Deps {
             config: Config::parse(CONFIG).unwrap(),

@@ -434,6 +434,7 @@ async fn enrich(
             if let Some(restored) = last_good(ledger, app, undone_digest).await {
                 notice.version = Some(restored.version);
                 notice.digest = Some(restored.digest);
+                notice.provenance = restored.provenance;
             }
             if let Some(digest) = undone_digest {
                 notice.hook_reason = release_record(ledger, app, digest)
@@ -463,15 +464,15 @@ async fn enrich(
     let (Some(ledger), Some(digest)) = (ledger, digest) else {
         return;
     };
-    match state.as_str() {
-        // Announced once: the START of the release that replaced them.
-        "START" => notice.superseded = superseded(ledger, app, digest).await,
-        "FAILURE" | "STOP" => {
-            notice.hook_reason = release_record(ledger, app, digest)
-                .await
-                .and_then(|r| r.hook_reason);
+    if let Some(record) = release_record(ledger, app, digest).await {
+        notice.provenance = record.provenance;
+        if matches!(state.as_str(), "FAILURE" | "STOP") {
+            notice.hook_reason = record.hook_reason;
         }
-        _ => {}
+    }
+    // Announced once: the START of the release that replaced them.
+    if state == "START" {
+        notice.superseded = superseded(ledger, app, digest).await;
     }
 }
 

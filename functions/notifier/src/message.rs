@@ -9,6 +9,7 @@
 //! A rollback deployment is never announced as a success: its SUCCESS reads "rolled back to
 //! v1.4.2", in the warning colour.
 
+use greenlight_shared::provenance::Provenance;
 use std::fmt;
 use std::time::Duration;
 
@@ -124,6 +125,8 @@ pub struct Notice {
     /// CodeDeploy could not be read, so whether this is a rollback is unknown: the message
     /// says only what the event says.
     pub details_unavailable: bool,
+    /// Who shipped the version (commit, CI run, actor), as its image says.
+    pub provenance: Provenance,
 }
 
 impl Notice {
@@ -219,10 +222,12 @@ pub fn build(notice: &Notice) -> Message {
             "text": { "type": "mrkdwn", "text": clip(&escape(&skipped_line(notice))) },
         }));
     }
-    blocks.push(json!({
-        "type": "context",
-        "elements": [{ "type": "mrkdwn", "text": console_link(&notice.region, &notice.deployment_id) }],
-    }));
+    let links: Vec<Value> = provenance_links(&notice.provenance)
+        .into_iter()
+        .chain([console_link(&notice.region, &notice.deployment_id)])
+        .map(|text| json!({ "type": "mrkdwn", "text": text }))
+        .collect();
+    blocks.push(json!({ "type": "context", "elements": links }));
 
     let mut payload = json!({
         "text": lead,
@@ -321,6 +326,12 @@ fn fields(n: &Notice) -> Vec<(&'static str, String)> {
     if let Some(who) = &n.started_by {
         fields.push(("Started by", who.to_string()));
     }
+    if let Some(commit) = n.provenance.short_revision() {
+        fields.push(("Commit", commit.to_string()));
+    }
+    if let Some(actor) = &n.provenance.actor {
+        fields.push(("Pushed by", actor.clone()));
+    }
     if let Some(took) = n.duration {
         fields.push(("Duration", format_duration(took)));
     }
@@ -365,6 +376,17 @@ fn skipped_line(n: &Notice) -> String {
         n.superseded.join(", "),
         n.version.as_deref().unwrap_or("this release")
     )
+}
+
+/// The commit and the CI run that built the version, as Slack links (their URLs were checked
+/// when read: `https://`, nothing Slack's link syntax gives meaning to).
+fn provenance_links(p: &Provenance) -> Vec<String> {
+    let commit = p
+        .commit_url()
+        .zip(p.short_revision())
+        .map(|(url, short)| format!("<{url}|Commit {short}>"));
+    let run = p.run_url.as_ref().map(|url| format!("<{url}|CI run>"));
+    commit.into_iter().chain(run).collect()
 }
 
 /// The deployment's page in the AWS console, as a Slack link.
@@ -542,6 +564,47 @@ mod tests {
             json!(":rocket: web1 v1.4.2 deploying to production")
         );
         assert_eq!(field(&m, "Duration"), None);
+    }
+
+    fn context(m: &Message) -> Vec<String> {
+        blocks(m)
+            .iter()
+            .filter(|b| b["type"] == "context")
+            .flat_map(|b| b["elements"].as_array().unwrap().clone())
+            .map(|e| e["text"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn who_shipped_it_is_shown_with_links_to_the_commit_and_the_run() {
+        let m = build(&Notice {
+            provenance: Provenance {
+                revision: Some("9fceb02d0ae598e95dc970b74767f19372d61af8".into()),
+                source: Some("https://github.com/acme/web".into()),
+                run_url: Some("https://github.com/acme/web/actions/runs/7/attempts/1".into()),
+                actor: Some("octocat".into()),
+            },
+            ..release("SUCCESS")
+        });
+        assert_eq!(field(&m, "Commit").as_deref(), Some("9fceb02"));
+        assert_eq!(field(&m, "Pushed by").as_deref(), Some("octocat"));
+        let links = context(&m);
+        assert_eq!(
+            links[..2],
+            [
+                "<https://github.com/acme/web/commit/9fceb02d0ae598e95dc970b74767f19372d61af8|Commit 9fceb02>".to_string(),
+                "<https://github.com/acme/web/actions/runs/7/attempts/1|CI run>".to_string(),
+            ]
+        );
+        assert!(links[2].contains("View deployment d-7GQK2M4XB"));
+    }
+
+    #[test]
+    fn an_image_without_provenance_shows_none() {
+        let m = build(&release("SUCCESS"));
+        assert_eq!(field(&m, "Commit"), None);
+        assert_eq!(field(&m, "Pushed by"), None);
+        assert_eq!(context(&m).len(), 1, "only the console link");
     }
 
     #[test]

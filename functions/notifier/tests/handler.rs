@@ -334,6 +334,7 @@ fn record(n: u8, version: &str, status: ReleaseStatus) -> ReleaseRecord {
         superseded_by: None,
         hook_reason: None,
         hook_reported_execution: None,
+        provenance: Default::default(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! untouched, and a translation of ours could only lose some.
 
 pub mod codedeploy;
+pub mod ecr;
 pub mod ecs;
 pub mod elb;
 
