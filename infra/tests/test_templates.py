@@ -763,6 +763,21 @@ def test_each_managed_application_gets_its_own_policies():
     assert not policies, f"policies not written per application: {sorted(policies)}"
 
 
+def test_the_operator_policy_allows_the_ledger_reads_the_command_makes_and_nothing_else(sam: dict):
+    """`greenlight status` reads the apps (Scan of the queue items), each queue (GetItem) and
+    each app's releases (Query): cli/src/main.rs and HistoryLedger in shared/src/ledger.rs."""
+    policy = sam["Resources"]["OperatorReadPolicy"]
+    assert policy["Type"] == "AWS::IAM::ManagedPolicy"
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert set(as_list(statement["Action"])) == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"}
+    assert statement["Resource"] == {"Fn::GetAtt": ["ReleaseLedgerTable", "Arn"]}
+    assert "Roles" not in policy["Properties"] and "Users" not in policy["Properties"]
+    ledger_rust = (ROOT / "shared" / "src" / "ledger.rs").read_text(encoding="utf-8")
+    for call in (".scan()", ".query()", ".get_item()"):
+        assert call in ledger_rust, call
+    assert sam["Outputs"]["OperatorReadPolicyArn"]["Value"] == {"Ref": "OperatorReadPolicy"}
+
+
 def test_pass_role_is_limited_to_ecs_tasks_and_listed_roles(sam: dict):
     pass_role = [
         (function, s)

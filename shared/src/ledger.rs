@@ -225,6 +225,34 @@ pub trait NoticeLedger: Send + Sync {
     async fn release_notice(&self, deployment_id: &str, state: &str) -> Result<(), LedgerError>;
 }
 
+/// A release with the timeline of its statuses, as the operator's history shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseEntry {
+    pub record: ReleaseRecord,
+    /// Each status the release went through, and when, oldest first.
+    pub timeline: Vec<(ReleaseStatus, DateTime<Utc>)>,
+}
+
+impl ReleaseEntry {
+    /// When the release last reached `status`.
+    pub fn reached(&self, status: ReleaseStatus) -> Option<DateTime<Utc>> {
+        self.timeline
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == status)
+            .map(|(_, at)| *at)
+    }
+}
+
+/// What the operator's command reads: the apps with a queue, and every release of an app.
+#[async_trait]
+pub trait HistoryLedger: Send + Sync {
+    /// The apps Greenlight has deployed (those with a queue item), sorted.
+    async fn apps(&self) -> Result<Vec<String>, LedgerError>;
+    /// Every release of the app still kept (400 days), in no particular order.
+    async fn history(&self, app: &str) -> Result<Vec<ReleaseEntry>, LedgerError>;
+}
+
 /// The whole ledger, as one table serves it.
 pub trait Ledger: ReleaseLedger + QueueLedger + NoticeLedger {}
 
@@ -310,6 +338,21 @@ fn record_of(item: &Item) -> Option<ReleaseRecord> {
     })
 }
 
+fn timeline_of(item: &Item) -> Vec<(ReleaseStatus, DateTime<Utc>)> {
+    let Some(AttributeValue::L(entries)) = item.get("status_history") else {
+        return vec![];
+    };
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let entry = entry.as_m().ok()?;
+            let status = ReleaseStatus::parse(get_s(entry, "status")?.as_str())?;
+            let at = DateTime::parse_from_rfc3339(&get_s(entry, "at")?).ok()?;
+            Some((status, at.with_timezone(&Utc)))
+        })
+        .collect()
+}
+
 /// The provenance attributes of a release item, those the image has.
 fn provenance_attributes(
     p: &Provenance,
@@ -388,21 +431,26 @@ impl DynamoLedger {
             .key("sk", sort_key)
     }
 
-    /// The app's release items matching `filter` (which names its one value `:v`), every page.
+    /// The app's release items, those matching `filter` when given (which names its one value
+    /// `:v`), every page.
     async fn query_releases(
         &self,
         app: &str,
-        filter: &str,
-        value: AttributeValue,
+        filter: Option<(&str, AttributeValue)>,
     ) -> Result<Vec<Item>, LedgerError> {
-        self.client
+        let mut query = self
+            .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :release)")
-            .filter_expression(filter)
             .expression_attribute_values(":pk", partition(app))
-            .expression_attribute_values(":release", s("release#"))
-            .expression_attribute_values(":v", value)
+            .expression_attribute_values(":release", s("release#"));
+        if let Some((filter, value)) = filter {
+            query = query
+                .filter_expression(filter)
+                .expression_attribute_values(":v", value);
+        }
+        query
             .into_paginator()
             .items()
             .send()
@@ -634,7 +682,7 @@ impl ReleaseLedger for DynamoLedger {
         digest: &str,
     ) -> Result<Vec<ReleaseRecord>, LedgerError> {
         let items = self
-            .query_releases(app, "superseded_by = :v", s(digest))
+            .query_releases(app, Some(("superseded_by = :v", s(digest))))
             .await?;
         Ok(items.iter().filter_map(record_of).collect())
     }
@@ -643,8 +691,7 @@ impl ReleaseLedger for DynamoLedger {
         let items = self
             .query_releases(
                 app,
-                "release_status = :v",
-                s(ReleaseStatus::Succeeded.as_str()),
+                Some(("release_status = :v", s(ReleaseStatus::Succeeded.as_str()))),
             )
             .await?;
         // ISO-8601 UTC timestamps sort as text.
@@ -880,6 +927,44 @@ impl NoticeLedger for DynamoLedger {
             .await
             .map_err(failed("DeleteItem"))?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl HistoryLedger for DynamoLedger {
+    async fn apps(&self) -> Result<Vec<String>, LedgerError> {
+        let items = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("sk = :queue")
+            .expression_attribute_values(":queue", s(QUEUE_KEY))
+            .projection_expression("pk")
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(failed("Scan"))?;
+        let mut apps: Vec<String> = items
+            .iter()
+            .filter_map(|item| get_s(item, "pk")?.strip_prefix("app#").map(String::from))
+            .collect();
+        apps.sort();
+        Ok(apps)
+    }
+
+    async fn history(&self, app: &str) -> Result<Vec<ReleaseEntry>, LedgerError> {
+        let items = self.query_releases(app, None).await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                Some(ReleaseEntry {
+                    record: record_of(item)?,
+                    timeline: timeline_of(item),
+                })
+            })
+            .collect())
     }
 }
 

@@ -72,7 +72,7 @@ pub struct HookOutcome {
 }
 
 pub struct Pipeline {
-    _moto: MotoServer,
+    moto: MotoServer,
     pub stand_in: CodeDeployStandIn,
     pub clients: Clients,
     pub slack: SlackReceiver,
@@ -129,6 +129,25 @@ fn short_td(arn: &str) -> &str {
 }
 
 impl Pipeline {
+    /// Runs the operator's command (`greenlight`) against this world's ledger; its exit code
+    /// and standard output.
+    pub fn greenlight(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = std::process::Command::new(binary("greenlight"))
+            .args(args)
+            .env("AWS_ENDPOINT_URL", &self.moto.endpoint)
+            .env("AWS_REGION", crate::world::REGION)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("GREENLIGHT_LEDGER_TABLE", TABLE)
+            .output()
+            .expect("run greenlight");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     /// Starts everything and seeds the two-app monorepo (web1, web2).
     pub async fn start(timeline: Timeline) -> Self {
         timeline.log(
@@ -222,7 +241,7 @@ impl Pipeline {
         stand_in.attach(world.clone());
         timeline.log("local", "functions running behind local Lambda Runtime API hosts: greenlight-deployer, CodeDeployHook_greenlight, greenlight-notifier");
         Self {
-            _moto: moto,
+            moto,
             stand_in,
             clients,
             slack,

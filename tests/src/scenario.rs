@@ -270,5 +270,43 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
         successes == 2,
         format!("{successes}"),
     );
+
+    // The operator's side: the command reads the same story back from the ledger.
+    let (code, out) = p.greenlight(&["history", "web1", "--json"]);
+    let history: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let read = |i: usize, key: &str| history[i][key].as_str().unwrap_or_default().to_string();
+    check(
+        &mut checks,
+        "greenlight history web1: v1.4.3 failed with the hook's reason, then v1.4.2 succeeded, pushed by octocat",
+        code == Some(0)
+            && read(0, "version") == "v1.4.3"
+            && read(0, "outcome") == "failed"
+            && read(0, "hook_reason").contains("http_probe failed")
+            && read(1, "version") == "v1.4.2"
+            && read(1, "outcome") == "succeeded"
+            && read(1, "by") == "octocat"
+            && !read(1, "commit").is_empty(),
+        out.chars().take(400).collect::<String>(),
+    );
+    let (code, out) = p.greenlight(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let of = |app: &str| {
+        status
+            .as_array()
+            .and_then(|apps| apps.iter().find(|a| a["app"] == app).cloned())
+            .unwrap_or_default()
+    };
+    check(
+        &mut checks,
+        "greenlight status: web1 runs v1.4.2 (last failure v1.4.3), web2 runs v2.0.1, nothing deploying",
+        code == Some(0)
+            && of("web1")["running"]["version"] == "v1.4.2"
+            && of("web1")["last_failure"]["version"] == "v1.4.3"
+            && of("web2")["running"]["version"] == "v2.0.1"
+            && of("web1")["deploying"].is_null()
+            && of("web2")["deploying"].is_null()
+            && of("web2")["waiting"].is_null(),
+        out.chars().take(400).collect::<String>(),
+    );
     checks
 }

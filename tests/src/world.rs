@@ -164,7 +164,9 @@ impl Clients {
     /// derived from `build`, the run, the actor `octocat`).
     pub async fn push_image(&self, repository: &str, tag: &str, build: &str) -> String {
         let layer = format!("sha256:{:0>64}", hex_of(build));
-        let revision = format!("{:0>40}", hex_of(build));
+        // A commit per build: its hex backwards, so that builds with a common prefix differ.
+        let backwards: String = hex_of(build).chars().rev().collect();
+        let revision: String = format!("{backwards:0<40}").chars().take(40).collect();
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -44,6 +44,10 @@ async fn main() {
     for headline in pipeline.slack.headlines() {
         println!("  • {headline}");
     }
+    for args in [&["status"][..], &["history", "web1"][..]] {
+        println!("\n$ greenlight {}", args.join(" "));
+        print!("{}", pipeline.greenlight(args).1);
+    }
     println!("\nChecks:");
     for (what, passed, detail) in &checks {
         let mark = if *passed { "ok  " } else { "FAIL" };
