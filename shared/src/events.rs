@@ -119,6 +119,10 @@ pub fn is_deployment_id(id: &str) -> bool {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
+/// The longest name from an event shown in a log line or a reason, before the event is known to
+/// be a managed app's (CodeDeploy's application and group names are at most 100 characters).
+pub const SHOWN_NAME_MAX: usize = 100;
+
 /// At most `max` characters of untrusted text, for a log line.
 pub fn clipped(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {

@@ -338,9 +338,10 @@ async fn handle_deployment_end(
         });
     }
     let Some(outcome) = end_status(&d.state) else {
-        info!(deployment_id = %deployment_id, state = %d.state, "skipped: not the end of a deployment");
+        let state = clipped(&d.state, greenlight_shared::events::SHOWN_NAME_MAX);
+        info!(deployment_id = %deployment_id, state = %state, "skipped: not the end of a deployment");
         return Ok(Outcome::Skipped {
-            reason: format!("state {} is not the end of a deployment", d.state),
+            reason: format!("state {state} is not the end of a deployment"),
         });
     };
     let (application, group) = (
@@ -348,9 +349,14 @@ async fn handle_deployment_end(
         d.deployment_group.as_deref().unwrap_or(""),
     );
     let Some(app) = deps.config.app_for_deployment_group(application, group) else {
+        // Every application's end events reach the deployer: names are shown clipped.
+        let (application, group) = (
+            clipped(application, greenlight_shared::events::SHOWN_NAME_MAX),
+            clipped(group, greenlight_shared::events::SHOWN_NAME_MAX),
+        );
         info!(
-            application,
-            deployment_group = group,
+            application = %application,
+            deployment_group = %group,
             "skipped: deployment group not managed by Greenlight"
         );
         return Ok(Outcome::Skipped {

@@ -685,6 +685,30 @@ async fn malformed_events_are_clear_errors() {
 }
 
 #[tokio::test]
+async fn an_end_event_of_an_oversized_unmanaged_application_is_skipped_with_a_short_reason() {
+    let w = World::new();
+    let huge = "a".repeat(500_000);
+    for (field, state) in [
+        ("application", "SUCCESS"),
+        ("deploymentGroup", "SUCCESS"),
+        ("state", huge.as_str()),
+    ] {
+        let mut event = deployment_end("d-ABCDEFGHI", state);
+        event["detail"][field] = json!(huge);
+        let out = w.run(event, "req-1").await.unwrap();
+        let Outcome::Skipped { reason } = out else {
+            panic!("{out:?}")
+        };
+        assert!(
+            reason.len() < 300,
+            "{field}: a reason of {} bytes",
+            reason.len()
+        );
+    }
+    assert_eq!(w.calls.total(), 0);
+}
+
+#[tokio::test]
 async fn an_end_event_whose_id_is_not_a_deployment_id_is_skipped_without_a_call() {
     let w = World::new();
     let out = w

@@ -184,18 +184,25 @@ pub async fn handle(
         state,
     } = StateChange::of(&event);
 
+    // Until the event is known to be a managed app's, every field is shown clipped: any
+    // application's events reach this function, and anyone allowed to invoke it can send any.
+    let shown = |text: &str| {
+        greenlight_shared::events::clipped(text, greenlight_shared::events::SHOWN_NAME_MAX)
+    };
     if let Some(kind) = event
         .detail_type
         .as_deref()
         .filter(|k| *k != DEPLOYMENT_STATE_CHANGE)
     {
-        info!(detail_type = %kind, deployment_id = %deployment_id, "ignored: not a deployment state change");
+        let (kind, id) = (shown(kind), shown(deployment_id));
+        info!(detail_type = %kind, deployment_id = %id, "ignored: not a deployment state change");
         return Ok(Notified::Ignored {
             reason: format!("`{kind}` is not a deployment state change"),
         });
     }
     let Some(app) = managing_app(&deps.config, application, group) else {
-        info!(application = %application, deployment_group = %group, deployment_id = %deployment_id, state = %state,
+        let (application, group) = (shown(application), shown(group));
+        info!(application = %application, deployment_group = %group, deployment_id = %shown(deployment_id), state = %shown(state),
               "ignored: deployment group not managed by Greenlight");
         return Ok(Notified::Ignored {
             reason: format!("deployment group {application}/{group} is not managed"),

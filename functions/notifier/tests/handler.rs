@@ -584,6 +584,20 @@ async fn every_sample_event_posts_its_headline() {
 // ---- what is posted ------------------------------------------------------------------------
 
 #[tokio::test]
+async fn an_oversized_unmanaged_application_is_ignored_with_a_short_reason() {
+    // Every application's events reach the notifier: a name of any size must not become a
+    // reason (the invocation's response) or a log line of that size.
+    let w = World::new(Answer::OK).await;
+    let huge = "a".repeat(500_000);
+    let out = w.run(event_of_app(&huge, &huge, &huge)).await.unwrap();
+    let Notified::Ignored { reason } = out else {
+        panic!("{out:?}")
+    };
+    assert!(reason.len() < 300, "a reason of {} bytes", reason.len());
+    assert!(w.slack.bodies().is_empty());
+}
+
+#[tokio::test]
 async fn unmanaged_application_is_ignored_and_posts_nothing() {
     let w = World::new(Answer::OK).await;
 
