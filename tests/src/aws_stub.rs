@@ -44,6 +44,29 @@ impl AwsStub {
         stub
     }
 
+    /// The environment a function binary runs with against this stub, as the stack sets it
+    /// (config from the file `config`).
+    pub fn function_env(&self, config: &std::path::Path) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "stub"),
+            ("AWS_SECRET_ACCESS_KEY", "stub"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("GREENLIGHT_CONFIG", config.to_str().expect("utf-8 path")),
+            ("GREENLIGHT_LEDGER_TABLE", "greenlight-releases"),
+            ("GREENLIGHT_HOOK_FUNCTION", "CodeDeployHook_greenlight"),
+            (
+                "GREENLIGHT_SLACK_WEBHOOK",
+                "secretsmanager:greenlight/slack",
+            ),
+            ("RUST_LOG", "info"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
     /// Calls per operation (`Service.Operation`) since the last reset.
     pub fn take_calls(&self) -> BTreeMap<String, usize> {
         std::mem::take(&mut *self.calls.lock().unwrap())

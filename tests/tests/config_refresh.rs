@@ -26,20 +26,8 @@ fn push() -> Value {
 }
 
 async fn deployer(stub: &AwsStub, config: &Path, max_age_s: &str, log: &str) -> FunctionHost {
-    let env: Vec<(String, String)> = [
-        ("AWS_ENDPOINT_URL", stub.endpoint.as_str()),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("GREENLIGHT_CONFIG", config.to_str().unwrap()),
-        ("GREENLIGHT_CONFIG_MAX_AGE_S", max_age_s),
-        ("GREENLIGHT_LEDGER_TABLE", "greenlight-releases"),
-        ("GREENLIGHT_HOOK_FUNCTION", "CodeDeployHook_greenlight"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let mut env = stub.function_env(config);
+    env.push(("GREENLIGHT_CONFIG_MAX_AGE_S".into(), max_age_s.into()));
     let logs = workspace_root().join("target/greenlight-logs");
     FunctionHost::start(
         "greenlight-deployer",

@@ -83,24 +83,7 @@ async fn main() {
          [apps.web9]\nrepository = \"web9\"\napplication = \"web9\"\ndeployment_group = \"web9-bluegreen\"\n",
     )
     .expect("smoke config");
-    let env: Vec<(String, String)> = [
-        ("AWS_ENDPOINT_URL", stub.endpoint.as_str()),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "smoke"),
-        ("AWS_SECRET_ACCESS_KEY", "smoke"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("GREENLIGHT_CONFIG", config.to_str().expect("utf-8 path")),
-        ("GREENLIGHT_LEDGER_TABLE", "greenlight-releases"),
-        ("GREENLIGHT_HOOK_FUNCTION", "CodeDeployHook_greenlight"),
-        (
-            "GREENLIGHT_SLACK_WEBHOOK",
-            "secretsmanager:greenlight/slack",
-        ),
-        ("RUST_LOG", "info"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let env = stub.function_env(&config);
 
     let mut failures = Vec::new();
     for case in cases() {
