@@ -327,18 +327,10 @@ impl Config {
     pub fn manages_application(&self, application: &str) -> bool {
         self.apps.iter().any(|a| a.application == application)
     }
-
-    /// Loads the document from its source: a file, or an SSM parameter (SecureString allowed).
-    pub async fn load(
-        source: &ConfigSource,
-        ssm: &aws_sdk_ssm::Client,
-    ) -> Result<Self, ConfigError> {
-        Self::parse(&source.read(ssm).await?)
-    }
 }
 
 impl ConfigSource {
-    /// The document's text, from the file or the SSM parameter.
+    /// The document's text, from the file or the SSM parameter (SecureString allowed).
     pub async fn read(&self, ssm: &aws_sdk_ssm::Client) -> Result<String, ConfigError> {
         Ok(match self {
             ConfigSource::File(path) => {

@@ -86,16 +86,14 @@ impl Startup {
         crate::telemetry::init();
         let sdk = crate::aws::sdk_config().await;
         let ssm = aws_sdk_ssm::Client::new(&sdk);
-        let loaded = match ConfigSource::from_env() {
-            Ok(source) => match source.read(&ssm).await {
-                Ok(text) => Config::parse(&text).map(|config| {
-                    let refresh = ConfigRefresh::new(source, ssm, max_age_from_env(), text);
-                    (config, refresh)
-                }),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
+        let loaded = async {
+            let source = ConfigSource::from_env()?;
+            let text = source.read(&ssm).await?;
+            let config = Config::parse(&text)?;
+            let refresh = ConfigRefresh::new(source, ssm.clone(), max_age_from_env(), text);
+            Ok::<_, ConfigError>((config, refresh))
+        }
+        .await;
         match loaded {
             Ok((config, refresh)) => Ok(Self {
                 sdk,
