@@ -334,7 +334,8 @@ fn record_of(item: &Item) -> Option<ReleaseRecord> {
             source: get_s(item, "source"),
             run_url: get_s(item, "run_url"),
             actor: get_s(item, "pushed_by"),
-        },
+        }
+        .checked(),
     })
 }
 

@@ -45,12 +45,22 @@ impl Provenance {
                 .and_then(|v| v.as_str())
         };
         Self {
-            revision: annotation(REVISION)
-                .filter(|r| is_revision(r))
-                .map(String::from),
-            source: annotation(SOURCE).filter(|u| is_link(u)).map(String::from),
-            run_url: annotation(RUN_URL).filter(|u| is_link(u)).map(String::from),
-            actor: annotation(ACTOR).filter(|a| is_actor(a)).map(String::from),
+            revision: annotation(REVISION).map(String::from),
+            source: annotation(SOURCE).map(String::from),
+            run_url: annotation(RUN_URL).map(String::from),
+            actor: annotation(ACTOR).map(String::from),
+        }
+        .checked()
+    }
+
+    /// Only the values of the right shape (also for what is read back from the ledger, which
+    /// anyone allowed to write the table could have changed).
+    pub fn checked(self) -> Self {
+        Self {
+            revision: self.revision.filter(|r| is_revision(r)),
+            source: self.source.filter(|u| is_link(u)),
+            run_url: self.run_url.filter(|u| is_link(u)),
+            actor: self.actor.filter(|a| is_actor(a)),
         }
     }
 
@@ -60,7 +70,7 @@ impl Provenance {
 
     /// The commit's first 7 characters.
     pub fn short_revision(&self) -> Option<&str> {
-        self.revision.as_deref().map(|r| &r[..7])
+        self.revision.as_deref().and_then(|r| r.get(..7))
     }
 
     /// A link to the commit, where the source is a GitHub-style repository URL.
@@ -127,6 +137,22 @@ mod tests {
         );
         assert_eq!(p.actor.as_deref(), Some("dependabot[bot]"));
         assert!(p.run_url.is_some());
+    }
+
+    #[test]
+    fn values_read_back_are_checked_again_and_a_short_commit_is_no_panic() {
+        let p = Provenance {
+            revision: Some("abc".into()),
+            source: Some("https://x|y".into()),
+            run_url: None,
+            actor: Some("octocat".into()),
+        };
+        assert_eq!(p.short_revision(), None);
+        let p = p.checked();
+        assert_eq!(
+            (p.revision, p.source, p.actor.as_deref()),
+            (None, None, Some("octocat"))
+        );
     }
 
     #[test]
