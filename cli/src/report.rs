@@ -2,6 +2,7 @@
 //! the ledger's records by pure functions.
 
 use chrono::{DateTime, Utc};
+use greenlight_shared::events::short_digest;
 use greenlight_shared::ledger::{ReleaseEntry, ReleaseStatus};
 use greenlight_shared::queue::Queue;
 use serde::Serialize;
@@ -14,14 +15,6 @@ fn shown(text: &str, max: usize) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     greenlight_shared::events::clipped(&clean, max)
-}
-
-fn short_digest(digest: &str) -> String {
-    digest
-        .trim_start_matches("sha256:")
-        .chars()
-        .take(12)
-        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

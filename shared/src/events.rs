@@ -131,6 +131,16 @@ pub fn clipped(text: &str, max: usize) -> String {
     }
 }
 
+/// The first 12 hex characters of an image digest, as `docker images` shows them.
+pub fn short_digest(digest: &str) -> String {
+    digest
+        .strip_prefix("sha256:")
+        .unwrap_or(digest)
+        .chars()
+        .take(12)
+        .collect()
+}
+
 /// The registry host of an account's private ECR registry in a region.
 pub fn registry_host(account: &str, region: &str) -> String {
     let suffix = if region.starts_with("cn-") {

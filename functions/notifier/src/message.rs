@@ -9,6 +9,7 @@
 //! A rollback deployment is never announced as a success: its SUCCESS reads "rolled back to
 //! v1.4.2", in the warning colour.
 
+use greenlight_shared::events::short_digest;
 use greenlight_shared::provenance::Provenance;
 use std::fmt;
 use std::time::Duration;
@@ -406,16 +407,6 @@ pub fn format_duration(took: Duration) -> String {
     } else {
         format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
     }
-}
-
-/// The first 12 hex characters of an image digest, as `docker images` shows them.
-pub fn short_digest(digest: &str) -> String {
-    digest
-        .strip_prefix("sha256:")
-        .unwrap_or(digest)
-        .chars()
-        .take(12)
-        .collect()
 }
 
 /// `family:revision` of a task-definition ARN (the ARN itself if it is not one).
