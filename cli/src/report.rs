@@ -294,6 +294,7 @@ mod tests {
                     .then(|| "http_probe failed: 3 failed probes in a row\u{1b}[2J".to_string()),
                 hook_reported_execution: None,
                 provenance: Default::default(),
+                request: None,
             },
             timeline: timeline.iter().map(|(s, t)| (*s, at(t))).collect(),
         }

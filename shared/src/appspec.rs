@@ -51,12 +51,15 @@ impl AppSpec {
     }
 }
 
-/// The deployment description: `greenlight app=web1 version=v1.4.2 digest=sha256:...`.
+/// The deployment description: `greenlight app=web1 version=v1.4.2 digest=sha256:...`, and
+/// `request=<id>` when an operator's request deployed it (so that a resumed request never takes
+/// an earlier deployment of the same digest for its own).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseDescription {
     pub app: String,
     pub version: String,
     pub digest: String,
+    pub request: Option<String>,
 }
 
 const DESCRIPTION_PREFIX: &str = "greenlight";
@@ -67,7 +70,11 @@ impl std::fmt::Display for ReleaseDescription {
             f,
             "{DESCRIPTION_PREFIX} app={} version={} digest={}",
             self.app, self.version, self.digest
-        )
+        )?;
+        match &self.request {
+            Some(id) => write!(f, " request={id}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -78,12 +85,13 @@ impl ReleaseDescription {
         if words.next()? != DESCRIPTION_PREFIX {
             return None;
         }
-        let (mut app, mut version, mut digest) = (None, None, None);
+        let (mut app, mut version, mut digest, mut request) = (None, None, None, None);
         for word in words {
             match word.split_once('=')? {
                 ("app", v) => app = Some(v.to_string()),
                 ("version", v) => version = Some(v.to_string()),
                 ("digest", v) => digest = Some(v.to_string()),
+                ("request", v) => request = Some(v.to_string()),
                 _ => {}
             }
         }
@@ -91,6 +99,7 @@ impl ReleaseDescription {
             app: app?,
             version: version?,
             digest: digest?,
+            request,
         })
     }
 }
@@ -141,12 +150,25 @@ mod tests {
             app: "web1".into(),
             version: "v1.4.2".into(),
             digest: "sha256:abc".into(),
+            request: None,
         };
         assert_eq!(
             d.to_string(),
             "greenlight app=web1 version=v1.4.2 digest=sha256:abc"
         );
-        assert_eq!(ReleaseDescription::parse(&d.to_string()), Some(d));
+        assert_eq!(ReleaseDescription::parse(&d.to_string()), Some(d.clone()));
+        let requested = ReleaseDescription {
+            request: Some("0b6f6d2c-5b8e".into()),
+            ..d
+        };
+        assert_eq!(
+            requested.to_string(),
+            "greenlight app=web1 version=v1.4.2 digest=sha256:abc request=0b6f6d2c-5b8e"
+        );
+        assert_eq!(
+            ReleaseDescription::parse(&requested.to_string()),
+            Some(requested)
+        );
     }
 
     #[test]

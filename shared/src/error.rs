@@ -133,7 +133,9 @@ pub fn kind_of_code(code: Option<&str>) -> AwsErrorKind {
         | "ResourceNotFoundException"
         | "TargetGroupNotFound"
         | "ListenerNotFound"
-        | "LoadBalancerNotFound" => AwsErrorKind::NotFound,
+        | "LoadBalancerNotFound"
+        | "ImageNotFoundException"
+        | "RepositoryNotFoundException" => AwsErrorKind::NotFound,
         "ClientException"
         | "InvalidParameterException"
         | "ValidationException"

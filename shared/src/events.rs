@@ -63,6 +63,8 @@ pub struct ImagePush {
     pub pushed_at: DateTime<Utc>,
     /// Who shipped it, from the image's annotations (read by the deployer; empty until then).
     pub provenance: crate::provenance::Provenance,
+    /// The operator's request that asked for it; `None` for a push.
+    pub request: Option<crate::request::Requested>,
 }
 
 /// Why an ECR event does not deploy anything.
@@ -102,7 +104,7 @@ impl SkipReason {
     }
 }
 
-fn is_sha256_digest(digest: &str) -> bool {
+pub fn is_sha256_digest(digest: &str) -> bool {
     digest
         .strip_prefix("sha256:")
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -209,6 +211,7 @@ pub fn classify_push<'c>(
         digest,
         pushed_at: event.time.unwrap_or_else(Utc::now),
         provenance: Default::default(),
+        request: None,
     };
     Ok((push, app))
 }

@@ -28,6 +28,8 @@ pub struct FakeLedger {
     pub queues: Mutex<HashMap<String, Queue>>,
     /// Announcements claimed, by `deployment/state`: whether they were posted.
     pub notices: Mutex<HashMap<String, bool>>,
+    /// Earlier runs of digests that a request deployed again, oldest first.
+    pub archived: Mutex<Vec<ReleaseRecord>>,
     pub unreachable: bool,
 }
 
@@ -69,7 +71,23 @@ impl ReleaseLedger for FakeLedger {
         self.check()?;
         let until = chrono::DateTime::from_timestamp_millis(lease.until_ms);
         let mut releases = self.releases.lock().unwrap();
+        let other_request = |r: &ReleaseRecord| {
+            push.request.as_ref().is_some_and(|request| {
+                r.request.as_ref().map(|r| r.id.as_str()) != Some(request.id.as_str())
+            })
+        };
         match releases.get_mut(&push.digest) {
+            Some(r) if other_request(r) && !r.status.is_final() => Ok(Claim::Done(r.clone())),
+            Some(r) if other_request(r) => {
+                let record = ReleaseRecord {
+                    owner: Some(lease.owner.clone()),
+                    lease_until: until,
+                    ..ReleaseRecord::from_push(push)
+                };
+                self.archived.lock().unwrap().push(r.clone());
+                *r = record.clone();
+                Ok(Claim::Acquired(record))
+            }
             None => {
                 let record = ReleaseRecord {
                     owner: Some(lease.owner.clone()),
@@ -442,11 +460,13 @@ impl CodeDeployApi for FakeCodeDeploy {
     }
 }
 
-/// ECR's side: every image has this provenance (none by default), or the read fails.
+/// ECR's side: every image has this provenance (none by default), or the read fails; the
+/// images a request may name.
 pub struct FakeRegistry {
     pub calls: std::sync::Arc<Calls>,
     pub provenance: Mutex<crate::provenance::Provenance>,
     pub fails: Mutex<bool>,
+    pub images: Mutex<Vec<crate::aws::ecr::RegistryImage>>,
 }
 
 impl FakeRegistry {
@@ -455,6 +475,7 @@ impl FakeRegistry {
             calls,
             provenance: Mutex::default(),
             fails: Mutex::new(false),
+            images: Mutex::default(),
         }
     }
 }
@@ -476,6 +497,28 @@ impl crate::aws::ecr::RegistryApi for FakeRegistry {
             ));
         }
         Ok(self.provenance.lock().unwrap().clone())
+    }
+
+    async fn image(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<crate::aws::ecr::RegistryImage, AwsError> {
+        self.calls.push("DescribeImages");
+        self.images
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|image| image.digest == reference || image.tags.iter().any(|t| t == reference))
+            .cloned()
+            .ok_or_else(|| {
+                AwsError::new(
+                    "DescribeImages",
+                    format!("ECR image {repository}:{reference}"),
+                    AwsErrorKind::NotFound,
+                    "no such image",
+                )
+            })
     }
 }
 

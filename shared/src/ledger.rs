@@ -33,6 +33,7 @@ use chrono::{DateTime, Utc};
 use crate::events::ImagePush;
 use crate::provenance::Provenance;
 use crate::queue::{Change, Lease, Plan, Queue};
+use crate::request::Requested;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -117,6 +118,8 @@ pub struct ReleaseRecord {
     pub hook_reported_execution: Option<String>,
     /// Who shipped it (commit, source, CI run, actor), when the image says.
     pub provenance: Provenance,
+    /// The operator's request that deployed it this time; `None` for a push.
+    pub request: Option<Requested>,
 }
 
 impl ReleaseRecord {
@@ -136,6 +139,7 @@ impl ReleaseRecord {
             hook_reason: None,
             hook_reported_execution: None,
             provenance: push.provenance.clone(),
+            request: push.request.clone(),
         }
     }
 }
@@ -336,6 +340,11 @@ fn record_of(item: &Item) -> Option<ReleaseRecord> {
             actor: get_s(item, "pushed_by"),
         }
         .checked(),
+        request: Requested::checked(
+            get_s(item, "request_id"),
+            get_s(item, "requested_by"),
+            get_s(item, "request_kind"),
+        ),
     })
 }
 
@@ -401,6 +410,59 @@ async fn update_if(request: UpdateItemFluentBuilder) -> Result<bool, LedgerError
     }
 }
 
+/// A new release item for `push`, claimed by the invocation `lease` names.
+fn release_item(push: &ImagePush, lease: &Lease, now: DateTime<Utc>) -> Item {
+    let mut item = HashMap::from([
+        ("pk".to_string(), partition(&push.app)),
+        ("sk".to_string(), release_key(&push.digest)),
+        ("app".to_string(), s(&push.app)),
+        ("digest".to_string(), s(&push.digest)),
+        ("release_version".to_string(), s(&push.version)),
+        ("image".to_string(), s(&push.image)),
+        (
+            "pushed_at_ms".to_string(),
+            n(push.pushed_at.timestamp_millis()),
+        ),
+        ("pushed_at".to_string(), s(push.pushed_at.to_rfc3339())),
+        (
+            "release_status".to_string(),
+            s(ReleaseStatus::Claimed.as_str()),
+        ),
+        ("lease_owner".to_string(), s(&lease.owner)),
+        ("lease_until".to_string(), n(lease.until_ms)),
+        (
+            "expires_at".to_string(),
+            n(push.pushed_at.timestamp() + RELEASE_RETENTION_SECS),
+        ),
+        ("created_at".to_string(), s(now.to_rfc3339())),
+        ("updated_at".to_string(), s(now.to_rfc3339())),
+        (
+            "status_history".to_string(),
+            history_entry(ReleaseStatus::Claimed, now),
+        ),
+    ]);
+    for (name, value) in provenance_attributes(&push.provenance) {
+        item.insert(name.to_string(), value);
+    }
+    if let Some(request) = &push.request {
+        item.insert("request_id".to_string(), s(&request.id));
+        item.insert("requested_by".to_string(), s(&request.by));
+        item.insert("request_kind".to_string(), s(request.kind.as_str()));
+    }
+    item
+}
+
+fn acquired(push: &ImagePush, lease: &Lease) -> ReleaseRecord {
+    ReleaseRecord {
+        owner: Some(lease.owner.clone()),
+        lease_until: DateTime::from_timestamp_millis(lease.until_ms),
+        ..ReleaseRecord::from_push(push)
+    }
+}
+
+/// Items that are history only: an earlier run of a digest that a request deployed again.
+const NOT_ARCHIVED: &str = "attribute_not_exists(archived_at)";
+
 impl DynamoLedger {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
         Self {
@@ -432,8 +494,8 @@ impl DynamoLedger {
             .key("sk", sort_key)
     }
 
-    /// The app's release items, those matching `filter` when given (which names its one value
-    /// `:v`), every page.
+    /// The app's release items, every page: all of them (history), or the live ones matching
+    /// `filter` (which names its one value `:v`).
     async fn query_releases(
         &self,
         app: &str,
@@ -448,7 +510,7 @@ impl DynamoLedger {
             .expression_attribute_values(":release", s("release#"));
         if let Some((filter, value)) = filter {
             query = query
-                .filter_expression(filter)
+                .filter_expression(format!("{filter} AND {NOT_ARCHIVED}"))
                 .expression_attribute_values(":v", value);
         }
         query
@@ -477,6 +539,69 @@ impl DynamoLedger {
         // A release item that does not exist has nothing to record (a deployment not started
         // by Greenlight, or a ledger emptied by hand).
         update_if(req).await.map(drop)
+    }
+
+    /// Opens a final release item again for an operator's request, in one transaction that
+    /// keeps its earlier run as an archived item (`release#<digest>#<pushed_at_ms>`, history
+    /// only). `false` when the item changed since `old` was read.
+    async fn reopen(
+        &self,
+        push: &ImagePush,
+        lease: &Lease,
+        old: Item,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let built = |e: aws_sdk_dynamodb::error::BuildError| LedgerError {
+            operation: "TransactWriteItems",
+            message: e.to_string(),
+        };
+        let (status, pushed) = (
+            old.get("release_status").cloned().unwrap_or(s("")),
+            old.get("pushed_at_ms").cloned().unwrap_or(n(0)),
+        );
+        let mut archived = old;
+        archived.insert(
+            "sk".to_string(),
+            s(format!(
+                "release#{}#{}",
+                push.digest,
+                pushed.as_n().map(String::as_str).unwrap_or("0")
+            )),
+        );
+        archived.insert("archived_at".to_string(), s(now.to_rfc3339()));
+        let archive = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(archived))
+            .build()
+            .map_err(built)?;
+        let reopened = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(release_item(push, lease, now)))
+            .condition_expression("release_status = :status AND pushed_at_ms = :pushed")
+            .expression_attribute_values(":status", status)
+            .expression_attribute_values(":pushed", pushed)
+            .build()
+            .map_err(built)?;
+        let sent = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(archive).build())
+            .transact_items(TransactWriteItem::builder().put(reopened).build())
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let message = crate::error::describe_sdk_error(&e);
+                match e.into_service_error() {
+                    TransactWriteItemsError::TransactionCanceledException(_) => Ok(false),
+                    _ => Err(LedgerError {
+                        operation: "TransactWriteItems",
+                        message,
+                    }),
+                }
+            }
+        }
     }
 
     fn queue_key(&self, app: &str) -> Item {
@@ -552,32 +677,11 @@ impl ReleaseLedger for DynamoLedger {
             let owner = lease.owner.as_str();
             // Write first: a fresh push costs one call; a claim that exists comes back with the
             // failed condition.
-            let mut put = self
+            let put = self
                 .client
                 .put_item()
                 .table_name(&self.table)
-                .item("pk", partition(&push.app))
-                .item("sk", release_key(&push.digest))
-                .item("app", s(&push.app))
-                .item("digest", s(&push.digest))
-                .item("release_version", s(&push.version))
-                .item("image", s(&push.image))
-                .item("pushed_at_ms", n(push.pushed_at.timestamp_millis()))
-                .item("pushed_at", s(push.pushed_at.to_rfc3339()))
-                .item("release_status", s(ReleaseStatus::Claimed.as_str()))
-                .item("lease_owner", s(owner))
-                .item("lease_until", n(lease.until_ms))
-                .item(
-                    "expires_at",
-                    n(push.pushed_at.timestamp() + RELEASE_RETENTION_SECS),
-                )
-                .item("created_at", s(now.to_rfc3339()))
-                .item("updated_at", s(now.to_rfc3339()))
-                .item("status_history", history_entry(ReleaseStatus::Claimed, now));
-            for (name, value) in provenance_attributes(&push.provenance) {
-                put = put.item(name, value);
-            }
-            let put = put
+                .set_item(Some(release_item(push, lease, now)))
                 .condition_expression("attribute_not_exists(pk)")
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
@@ -585,13 +689,7 @@ impl ReleaseLedger for DynamoLedger {
                 .send()
                 .await;
             let returned = match put {
-                Ok(_) => {
-                    return Ok(Claim::Acquired(ReleaseRecord {
-                        owner: Some(owner.to_string()),
-                        lease_until: DateTime::from_timestamp_millis(lease.until_ms),
-                        ..ReleaseRecord::from_push(push)
-                    }))
-                }
+                Ok(_) => return Ok(Claim::Acquired(acquired(push, lease))),
                 Err(e) if is_condition_failure(&e) => match e.into_service_error() {
                     PutItemError::ConditionalCheckFailedException(c) => c.item,
                     _ => None,
@@ -609,6 +707,20 @@ impl ReleaseLedger for DynamoLedger {
                 operation: "GetItem",
                 message: format!("release item {}/{} is malformed", push.app, push.digest),
             })?;
+            if let Some(request) = &push.request {
+                let same_request = record.request.as_ref().is_some_and(|r| r.id == request.id);
+                if !same_request {
+                    // Another push or request of this digest: a final one is reopened for this
+                    // request; one still under way is left to finish.
+                    if !record.status.is_final() {
+                        return Ok(Claim::Done(record));
+                    }
+                    if self.reopen(push, lease, item, now).await? {
+                        return Ok(Claim::Acquired(acquired(push, lease)));
+                    }
+                    continue;
+                }
+            }
             if !record.status.is_in_flight() {
                 return Ok(Claim::Done(record));
             }
@@ -997,6 +1109,7 @@ mod tests {
             image: "img".into(),
             pushed_at: DateTime::from_timestamp(1_764_000_000, 0).unwrap(),
             provenance: Default::default(),
+            request: None,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod invocation;
 pub mod ledger;
 pub mod provenance;
 pub mod queue;
+pub mod request;
 pub mod secrets;
 pub mod slack;
 pub mod startup;

@@ -114,6 +114,126 @@ pub fn next_revision(
         .set_enable_fault_injection(current.enable_fault_injection))
 }
 
+/// What registering `next` changes from `current`, one line per difference, for `greenlight
+/// plan`: containers by name, Greenlight's and other tags by key, and every other field the
+/// rewrite carries (which should not change; a line here would say it did).
+pub fn revision_changes(
+    current: &TaskDefinition,
+    current_tags: &[Tag],
+    next: &RegisterTaskDefinitionInputBuilder,
+) -> Vec<String> {
+    let mut changes = vec![];
+    let shown = |v: Option<&str>| v.unwrap_or("(none)").to_string();
+    let next_containers = next
+        .get_container_definitions()
+        .as_deref()
+        .unwrap_or_default();
+    for after in next_containers {
+        let name = after.name().unwrap_or("(unnamed)");
+        match current
+            .container_definitions()
+            .iter()
+            .find(|c| c.name() == after.name())
+        {
+            None => changes.push(format!("container {name}: added")),
+            Some(before) if before == after => {}
+            Some(before) if before.image() != after.image() => {
+                changes.push(format!(
+                    "container {name}: image {} -> {}",
+                    shown(before.image()),
+                    shown(after.image())
+                ));
+                let without_image = |c: &aws_sdk_ecs::types::ContainerDefinition| {
+                    let mut c = c.clone();
+                    c.image = None;
+                    c
+                };
+                if without_image(before) != without_image(after) {
+                    changes.push(format!("container {name}: other settings changed"));
+                }
+            }
+            Some(_) => changes.push(format!("container {name}: settings changed")),
+        }
+    }
+    for before in current.container_definitions() {
+        if !next_containers.iter().any(|c| c.name() == before.name()) {
+            changes.push(format!("container {}: removed", shown(before.name())));
+        }
+    }
+    let tag = |tags: &[Tag], key: &str| {
+        tags.iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    };
+    let next_tags = next.get_tags().as_deref().unwrap_or_default();
+    let mut keys: Vec<&str> = current_tags
+        .iter()
+        .chain(next_tags)
+        .filter_map(|t| t.key())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let (before, after) = (tag(current_tags, key), tag(next_tags, key));
+        if before != after {
+            changes.push(format!(
+                "tag {key}: {} -> {}",
+                shown(before.as_deref()),
+                shown(after.as_deref())
+            ));
+        }
+    }
+    let carried = [
+        (
+            "family",
+            format!("{:?}", current.family),
+            format!("{:?}", next.get_family()),
+        ),
+        (
+            "task role",
+            format!("{:?}", current.task_role_arn),
+            format!("{:?}", next.get_task_role_arn()),
+        ),
+        (
+            "execution role",
+            format!("{:?}", current.execution_role_arn),
+            format!("{:?}", next.get_execution_role_arn()),
+        ),
+        (
+            "network mode",
+            format!("{:?}", current.network_mode),
+            format!("{:?}", next.get_network_mode()),
+        ),
+        (
+            "cpu",
+            format!("{:?}", current.cpu),
+            format!("{:?}", next.get_cpu()),
+        ),
+        (
+            "memory",
+            format!("{:?}", current.memory),
+            format!("{:?}", next.get_memory()),
+        ),
+        (
+            "volumes",
+            format!("{:?}", current.volumes),
+            format!("{:?}", next.get_volumes()),
+        ),
+        (
+            "runtime platform",
+            format!("{:?}", current.runtime_platform),
+            format!("{:?}", next.get_runtime_platform()),
+        ),
+    ];
+    for (field, before, after) in carried {
+        if before != after {
+            changes.push(format!("{field}: {before} -> {after}"));
+        }
+    }
+    changes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +352,32 @@ mod tests {
             Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/web1-repository")
         );
         assert_eq!(container_image(&current, "api"), None);
+    }
+
+    #[tokio::test]
+    async fn the_plan_lists_the_image_and_tags_a_release_changes_and_nothing_else() {
+        let (current, tags) = described().await;
+        let next = next_revision(&current, &tags, &release()).unwrap();
+        assert_eq!(
+            revision_changes(&current, &tags, &next),
+            vec![
+                format!("container web1: image 123456789012.dkr.ecr.us-east-1.amazonaws.com/web1-repository -> {IMAGE}"),
+                "tag greenlight:app: (none) -> web1".to_string(),
+                format!("tag greenlight:digest: (none) -> {DIGEST}"),
+                "tag greenlight:version: (none) -> v1.4.2".to_string(),
+            ]
+        );
+        // A change the rewrite should never make is shown, not hidden.
+        let changed = next.clone().cpu("4096");
+        assert!(revision_changes(&current, &tags, &changed)
+            .iter()
+            .any(|c| c.starts_with("cpu: ")));
+        // The same image again: only nothing, or tags, change.
+        let (mut same, _) = described().await;
+        same.container_definitions.as_mut().unwrap()[0].image = Some(IMAGE.into());
+        let again = next_revision(&same, &tags, &release()).unwrap();
+        assert!(revision_changes(&same, &tags, &again)
+            .iter()
+            .all(|c| c.starts_with("tag ")));
     }
 }

@@ -553,6 +553,7 @@ pub async fn create_release_deployment(
                 app: app.to_string(),
                 version: version.to_string(),
                 digest: digest.to_string(),
+                request: None,
             }
             .to_string(),
         )
@@ -583,6 +584,7 @@ pub async fn record_release(
         image: format!("{app}@{digest}"),
         pushed_at: now,
         provenance: Default::default(),
+        request: None,
     };
     let lease = greenlight_shared::queue::Lease {
         owner: "deployer".into(),

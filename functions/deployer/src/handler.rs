@@ -10,13 +10,15 @@ use greenlight_shared::aws::codedeploy::{CodeDeployApi, NewDeployment};
 use greenlight_shared::aws::ecr::RegistryApi;
 use greenlight_shared::aws::ecs::EcsApi;
 use greenlight_shared::events::{
-    classify_push, clipped, is_deployment_id, EcrImageEvent, ImagePush, Location,
+    classify_push, clipped, is_deployment_id, is_sha256_digest, registry_host, EcrImageEvent,
+    ImagePush, Location, SHOWN_NAME_MAX,
 };
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{Claim, Ledger, LedgerError, ReleaseRecord, ReleaseStatus};
 use greenlight_shared::queue::{Lease, Next, Plan, Queue, Ticket};
+use greenlight_shared::request::{OperatorRequest, RequestKind};
 use greenlight_shared::task_definition::{
-    container_image, next_revision, ReleaseImage, RewriteError,
+    container_image, next_revision, revision_changes, ReleaseImage, RewriteError,
 };
 use greenlight_shared::{AppConfig, AwsError, AwsErrorKind, Config};
 use serde::Serialize;
@@ -67,6 +69,10 @@ pub enum DeployError {
     NoLoadBalancer { cluster: String, service: String },
     #[error("the queue of app {0} kept changing under contention")]
     Contention(String),
+    #[error("no app named `{0}` in the config")]
+    UnknownApp(String),
+    #[error("{0}")]
+    ReleaseNotFound(String),
 }
 
 impl DeployError {
@@ -84,6 +90,8 @@ impl DeployError {
             Self::Rewrite(_) => "TaskDefinitionRewrite",
             Self::NoLoadBalancer { .. } => "NoLoadBalancer",
             Self::Contention(_) => "LedgerContention",
+            Self::UnknownApp(_) => "UnknownApp",
+            Self::ReleaseNotFound(_) => "ReleaseNotFound",
         }
     }
 
@@ -157,6 +165,20 @@ pub enum Outcome {
         apps: usize,
         actions: Vec<Outcome>,
     },
+    /// What a deploy of the release would do (an operator's `plan`); nothing was written.
+    Planned {
+        app: String,
+        version: String,
+        digest: String,
+        /// The revision the service runs, which the new one is made from.
+        task_definition: String,
+        /// One line per difference between the two revisions.
+        changes: Vec<String>,
+        /// The AppSpec the deployment would carry (its new revision is named when registered).
+        appspec: serde_json::Value,
+        /// The service runs this image already (a deploy would replace its tasks).
+        already_running: bool,
+    },
 }
 
 /// What the deployer is invoked with, read from the EventBridge envelope by its source.
@@ -165,11 +187,23 @@ pub enum DeployerEvent {
     Push(EcrImageEvent),
     DeploymentEnd(CodeDeployEvent),
     Sweep,
+    /// An operator's request, from the `greenlight` command.
+    Request(OperatorRequest),
 }
 
 /// Reads an invocation's payload; anything else is a `MalformedEvent` with a short reason that
 /// repeats none of the payload's values.
 pub fn parse_event(event: serde_json::Value) -> Result<DeployerEvent, DeployError> {
+    if event.get("greenlight").is_some() {
+        let request: OperatorRequest =
+            serde_json::from_value(event).map_err(|e| malformed("operator request", &e))?;
+        if let Some(problem) = request.problem() {
+            return Err(DeployError::MalformedEvent(format!(
+                "operator request: {problem}"
+            )));
+        }
+        return Ok(DeployerEvent::Request(request));
+    }
     match event.get("source").and_then(|s| s.as_str()) {
         Some("aws.ecr") => serde_json::from_value(event)
             .map(DeployerEvent::Push)
@@ -199,6 +233,7 @@ pub async fn handle(
             handle_deployment_end(deps, &event, invocation).await
         }
         DeployerEvent::Sweep => sweep(deps, invocation).await,
+        DeployerEvent::Request(request) => handle_request(deps, &request, invocation).await,
     }
 }
 
@@ -244,8 +279,181 @@ async fn handle_push(
     info!(app = %push.app, version = %push.version, digest = %push.digest,
           commit = push.provenance.short_revision().unwrap_or(""),
           actor = push.provenance.actor.as_deref().unwrap_or(""), "release pushed");
+    deploy_release(deps, &push, app, invocation).await
+}
+
+/// An operator asks to deploy (or roll back to, or plan) a release of an app: the release is
+/// read from the app's own repository in ECR, then goes the way of a push.
+async fn handle_request(
+    deps: &Deps,
+    request: &OperatorRequest,
+    invocation: &Invocation,
+) -> Result<Outcome, DeployError> {
+    let here = Location::from_function_arn(&invocation.function_arn)
+        .ok_or_else(|| DeployError::UnknownLocation(invocation.function_arn.clone()))?;
+    let app = deps
+        .config
+        .app_named(&request.app)
+        .ok_or_else(|| DeployError::UnknownApp(clipped(&request.app, SHOWN_NAME_MAX)))?;
+    let push = requested_release(deps, app, request, &here).await?;
+    info!(app = %push.app, version = %push.version, digest = %push.digest,
+          request = request.greenlight.as_str(), request_id = %request.request_id,
+          requested_by = %request.requested_by, "operator request");
+    match request.greenlight {
+        RequestKind::Plan => plan(deps, app, &push).await,
+        RequestKind::Deploy | RequestKind::Rollback => {
+            deploy_release(deps, &push, app, invocation).await
+        }
+    }
+}
+
+/// The release a request names, found in the app's repository (never another): by tag, or by
+/// digest with the release tag the image carries.
+async fn requested_release(
+    deps: &Deps,
+    app: &AppConfig,
+    request: &OperatorRequest,
+    here: &Location,
+) -> Result<ImagePush, DeployError> {
+    let reference = request.release.as_str();
+    let by_digest = reference.starts_with("sha256:");
+    let shown = clipped(reference, SHOWN_NAME_MAX);
+    if !(by_digest && is_sha256_digest(reference) || app.tag_rule.is_release(reference)) {
+        return Err(DeployError::ReleaseNotFound(format!(
+            "`{shown}` is neither a release tag of app {} nor an image digest",
+            app.name
+        )));
+    }
+    let image = match deps.registry.image(&app.repository, reference).await {
+        Ok(image) => image,
+        Err(e) if e.kind == AwsErrorKind::NotFound => {
+            return Err(DeployError::ReleaseNotFound(format!(
+                "ECR repository {} has no image {shown}",
+                app.repository
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let version = if by_digest {
+        let mut releases: Vec<&String> = image
+            .tags
+            .iter()
+            .filter(|t| app.tag_rule.is_release(t))
+            .collect();
+        releases.sort();
+        releases.pop().cloned().ok_or_else(|| {
+            DeployError::ReleaseNotFound(format!(
+                "image {shown} of {} has no release tag",
+                app.repository
+            ))
+        })?
+    } else {
+        reference.to_string()
+    };
+    let push = ImagePush {
+        app: app.name.clone(),
+        image: format!(
+            "{}/{}@{}",
+            registry_host(&here.account, &here.region),
+            app.repository,
+            image.digest
+        ),
+        repository: app.repository.clone(),
+        version,
+        digest: image.digest,
+        pushed_at: Utc::now(),
+        provenance: Default::default(),
+        request: Some(request.requested()),
+    };
+    Ok(with_provenance(deps, push).await)
+}
+
+/// What a deploy of `push` would do, read and not written: the revision diff and the AppSpec.
+async fn plan(deps: &Deps, app: &AppConfig, push: &ImagePush) -> Result<Outcome, DeployError> {
+    let group = deps
+        .codedeploy
+        .deployment_group(&app.application, &app.deployment_group)
+        .await?;
+    let (service, lb, container) = load_balanced(deps, app, &group).await?;
+    let (td, tags) = deps
+        .ecs
+        .task_definition(&service.task_definition_arn)
+        .await?;
+    let next = next_revision(
+        &td,
+        &tags,
+        &ReleaseImage {
+            app: &app.name,
+            container: &container,
+            image: &push.image,
+            version: &push.version,
+            digest: &push.digest,
+        },
+    )?;
+    let appspec = AppSpec {
+        task_definition_arn: format!(
+            "(the next revision of {}, registered by the deploy)",
+            td.family().unwrap_or("the family")
+        ),
+        container_name: lb.container_name.clone(),
+        container_port: lb.container_port,
+        hooks: app
+            .hooks
+            .iter()
+            .map(|h| (h.clone(), deps.hook_function.clone()))
+            .collect(),
+    };
+    Ok(Outcome::Planned {
+        app: app.name.clone(),
+        version: push.version.clone(),
+        digest: push.digest.clone(),
+        already_running: container_image(&td, &container) == Some(push.image.as_str()),
+        changes: revision_changes(&td, &tags, &next),
+        task_definition: service.task_definition_arn,
+        appspec: serde_json::from_str(&appspec.to_json()).unwrap_or_default(),
+    })
+}
+
+/// The ECS service a deployment group deploys, its load-balanced container, and the container
+/// a release replaces the image of.
+async fn load_balanced(
+    deps: &Deps,
+    app: &AppConfig,
+    group: &greenlight_shared::aws::codedeploy::DeploymentGroup,
+) -> Result<
+    (
+        greenlight_shared::aws::ecs::EcsServiceInfo,
+        greenlight_shared::aws::ecs::LoadBalancedContainer,
+        String,
+    ),
+    DeployError,
+> {
+    let service = deps.ecs.service(&group.cluster, &group.service).await?;
+    let lb =
+        service
+            .load_balancers
+            .first()
+            .cloned()
+            .ok_or_else(|| DeployError::NoLoadBalancer {
+                cluster: group.cluster.clone(),
+                service: group.service.clone(),
+            })?;
+    let container = app
+        .container
+        .clone()
+        .unwrap_or_else(|| lb.container_name.clone());
+    Ok((service, lb, container))
+}
+
+/// Claims a release (a push, or an operator's request) and takes it through the app's queue.
+async fn deploy_release(
+    deps: &Deps,
+    push: &ImagePush,
+    app: &AppConfig,
+    invocation: &Invocation,
+) -> Result<Outcome, DeployError> {
     let mut driver = Driver::new(deps, app, invocation);
-    let record = match deps.ledger.claim(&push, &driver.lease).await? {
+    let record = match deps.ledger.claim(push, &driver.lease).await? {
         Claim::HeldElsewhere(record) => {
             info!(app = %record.app, version = %record.version, digest = %record.digest, "another invocation is deploying this release");
             return Ok(Outcome::InProgressElsewhere {
@@ -621,18 +829,7 @@ impl<'a> Driver<'a> {
                 return self.adopt(record, own).await;
             }
         }
-        let service = deps.ecs.service(&group.cluster, &group.service).await?;
-        let lb = service
-            .load_balancers
-            .first()
-            .ok_or_else(|| DeployError::NoLoadBalancer {
-                cluster: group.cluster.clone(),
-                service: group.service.clone(),
-            })?;
-        let container = app
-            .container
-            .clone()
-            .unwrap_or_else(|| lb.container_name.clone());
+        let (service, lb, container) = load_balanced(deps, app, &group).await?;
 
         let task_definition = match &record.task_definition_arn {
             Some(arn) => {
@@ -644,7 +841,10 @@ impl<'a> Driver<'a> {
                     .ecs
                     .task_definition(&service.task_definition_arn)
                     .await?;
-                if container_image(&td, &container) == Some(record.image.as_str()) {
+                // A push of what runs is a no-op; an operator's request of it redeploys.
+                if record.request.is_none()
+                    && container_image(&td, &container) == Some(record.image.as_str())
+                {
                     info!(app = %app.name, version = %record.version, digest = %record.digest, "service already runs this image");
                     let digest = record.digest.clone();
                     let next = self
@@ -700,6 +900,7 @@ impl<'a> Driver<'a> {
                 app: app.name.clone(),
                 version: record.version.clone(),
                 digest: record.digest.clone(),
+                request: record.request.as_ref().map(|r| r.id.clone()),
             }
             .to_string(),
         };
@@ -780,7 +981,11 @@ fn names_release(
         .description
         .as_deref()
         .and_then(ReleaseDescription::parse)
-        .is_some_and(|d| d.app == record.app && d.digest == record.digest)
+        .is_some_and(|d| {
+            d.app == record.app
+                && d.digest == record.digest
+                && d.request.as_deref() == record.request.as_ref().map(|r| r.id.as_str())
+        })
 }
 
 fn deployed(record: &ReleaseRecord, task_definition: &str, deployment_id: &str) -> Outcome {

@@ -137,6 +137,7 @@ fn record(n: u8, version: &str, status: ReleaseStatus) -> ReleaseRecord {
         hook_reason: None,
         hook_reported_execution: None,
         provenance: Default::default(),
+        request: None,
     }
 }
 
@@ -720,4 +721,272 @@ async fn an_end_event_whose_id_is_not_a_deployment_id_is_skipped_without_a_call(
     };
     assert!(reason.len() < 100, "{} bytes", reason.len());
     assert_eq!(w.calls.total(), 0);
+}
+
+// Operators' requests (the `greenlight` command, through Lambda Invoke).
+
+const OPERATOR: &str = "arn:aws:sts::123456789012:assumed-role/Operators/alice";
+
+fn request(kind: &str, release: &str, id: &str) -> Value {
+    json!({
+        "greenlight": kind,
+        "app": "web1",
+        "release": release,
+        "request_id": id,
+        "requested_by": OPERATOR,
+    })
+}
+
+/// ECR holds release `n` under `version` (and `latest` for the newest).
+fn in_ecr(w: &World, images: &[(u8, &str)]) {
+    *w.registry.images.lock().unwrap() = images
+        .iter()
+        .map(|(n, version)| greenlight_shared::aws::ecr::RegistryImage {
+            digest: digest(*n),
+            tags: vec![version.to_string()],
+        })
+        .collect();
+}
+
+/// v1.4.2 (1) shipped, then v1.4.4 (2) shipped and runs.
+fn after_two_releases() -> World {
+    let ledger = FakeLedger::default();
+    ledger.insert(ReleaseRecord {
+        deployment_id: Some("d-AAAAAAAA1".into()),
+        ..record(1, "v1.4.2", ReleaseStatus::Succeeded)
+    });
+    ledger.insert(ReleaseRecord {
+        deployment_id: Some("d-AAAAAAAA2".into()),
+        pushed_at: "2026-11-26T10:00:00Z".parse().unwrap(),
+        ..record(2, "v1.4.4", ReleaseStatus::Succeeded)
+    });
+    let w = World::with(ledger, |_| {});
+    in_ecr(&w, &[(1, "v1.4.2"), (2, "v1.4.4")]);
+    w
+}
+
+#[tokio::test]
+async fn a_rollback_redeploys_a_release_that_shipped_before_once_per_request() {
+    let w = after_two_releases();
+    let id = "7d8e2c1a-0000-4000-8000-000000000001";
+    let out = w
+        .run(request("rollback", &digest(1), id), "req-1")
+        .await
+        .unwrap();
+    let Outcome::Deployed { version, .. } = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(version, "v1.4.2");
+    assert_eq!(w.ecs.registered_images(), vec![image(1)]);
+    let created = w.codedeploy.created.lock().unwrap().clone();
+    assert_eq!(created.len(), 1);
+    let description = ReleaseDescription::parse(&created[0].description).unwrap();
+    assert_eq!(description.request.as_deref(), Some(id));
+
+    let r = w.ledger.record(&digest(1)).unwrap();
+    assert_eq!(r.status, ReleaseStatus::Deploying);
+    let requested = r.request.clone().unwrap();
+    assert_eq!(
+        (requested.id.as_str(), requested.by.as_str()),
+        (id, OPERATOR)
+    );
+    assert!(r.pushed_at > Utc::now() - chrono::Duration::minutes(1));
+    // The first run is kept as history.
+    let archived = w.ledger.archived.lock().unwrap().clone();
+    assert_eq!(archived.len(), 1);
+    assert_eq!(
+        (archived[0].status, archived[0].deployment_id.as_deref()),
+        (ReleaseStatus::Succeeded, Some("d-AAAAAAAA1"))
+    );
+
+    // The command's retry of the same request, and a late push of the image, deploy nothing.
+    let again = w
+        .run(request("rollback", &digest(1), id), "req-2")
+        .await
+        .unwrap();
+    assert!(matches!(again, Outcome::Duplicate { .. }), "{again:?}");
+    let late_push = w
+        .run(push("v1.4.2", 1, "2026-11-25T10:00:00Z"), "req-3")
+        .await
+        .unwrap();
+    assert!(
+        matches!(late_push, Outcome::Duplicate { .. }),
+        "{late_push:?}"
+    );
+    assert_eq!(w.codedeploy.created.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_request_is_newer_than_a_push_made_before_it() {
+    let w = after_two_releases();
+    in_ecr(&w, &[(1, "v1.4.2"), (2, "v1.4.4"), (3, "v1.4.5")]);
+    let out = w
+        .run(
+            request("rollback", "v1.4.2", "7d8e2c1a-0000-4000-8000-000000000002"),
+            "req-1",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
+    // v1.4.5 was pushed before the rollback was asked for; its event comes late.
+    let late = w
+        .run(push("v1.4.5", 3, "2026-11-27T10:00:00Z"), "req-2")
+        .await
+        .unwrap();
+    assert!(matches!(late, Outcome::Superseded { .. }), "{late:?}");
+    // One pushed after it waits for the rollback's deployment, then ships.
+    let newer = w
+        .run(push("v1.4.6", 4, &Utc::now().to_rfc3339()), "req-3")
+        .await
+        .unwrap();
+    assert!(matches!(newer, Outcome::Waiting { .. }), "{newer:?}");
+}
+
+#[tokio::test]
+async fn a_request_for_the_running_image_redeploys_it() {
+    let w = World::new();
+    // OLD_IMAGE runs: release 0.
+    in_ecr(&w, &[(0, "v1.4.0")]);
+    let out = w
+        .run(
+            request("deploy", "v1.4.0", "7d8e2c1a-0000-4000-8000-000000000003"),
+            "req-1",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
+    assert_eq!(w.codedeploy.created.lock().unwrap().len(), 1);
+    // A push of what runs stays a no-op.
+    let w = World::new();
+    let out = w
+        .run(push("v1.4.0", 0, "2026-11-25T10:00:00Z"), "req-1")
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::AlreadyRunning { .. }), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_request_while_the_release_is_under_way_deploys_it_no_second_time() {
+    let w = World::new();
+    in_ecr(&w, &[(1, "v1.4.2")]);
+    w.run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1")
+        .await
+        .unwrap();
+    let out = w
+        .run(
+            request("deploy", "v1.4.2", "7d8e2c1a-0000-4000-8000-000000000004"),
+            "req-2",
+        )
+        .await
+        .unwrap();
+    let Outcome::Duplicate { status, .. } = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(status, "deploying");
+    assert_eq!(w.codedeploy.created.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn requests_that_name_nothing_deployable_are_refused_and_write_nothing() {
+    let w = after_two_releases();
+    let cases = [
+        ("deploy", "web9", "v1.4.2", "UnknownApp"),
+        ("deploy", "web1", "v9.9.9", "ReleaseNotFound"),
+        ("deploy", "web1", "latest", "ReleaseNotFound"),
+        ("rollback", "web1", &digest(7), "ReleaseNotFound"),
+        ("deploy", "web1", "sha256:../../etc", "ReleaseNotFound"),
+    ];
+    for (kind, app, release, error_type) in cases {
+        let mut r = request(kind, release, "7d8e2c1a-0000-4000-8000-000000000005");
+        r["app"] = json!(app);
+        let err = w.run(r, "req-1").await.unwrap_err();
+        let diagnostic = lambda_runtime::Diagnostic::from(err);
+        assert_eq!(diagnostic.error_type, error_type, "{app} {release}");
+    }
+    // A digest in ECR without a release tag.
+    w.registry
+        .images
+        .lock()
+        .unwrap()
+        .push(greenlight_shared::aws::ecr::RegistryImage {
+            digest: digest(8),
+            tags: vec!["latest".into()],
+        });
+    let err = w
+        .run(
+            request("deploy", &digest(8), "7d8e2c1a-0000-4000-8000-000000000006"),
+            "req-1",
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("has no release tag"), "{err}");
+    for n in [1, 2] {
+        assert_eq!(
+            w.ledger.record(&digest(n)).unwrap().status,
+            ReleaseStatus::Succeeded
+        );
+    }
+    assert!(w.ledger.record(&digest(8)).is_none());
+    assert_eq!(w.calls.count("CreateDeployment"), 0);
+    assert_eq!(w.calls.count("RegisterTaskDefinition"), 0);
+}
+
+#[tokio::test]
+async fn malformed_requests_are_refused_without_a_call() {
+    let w = World::new();
+    let mut bad_id = request("deploy", "v1.4.2", "x");
+    let mut forged = request("deploy", "v1.4.2", "7d8e2c1a-0000-4000-8000-000000000007");
+    forged["requested_by"] = json!("alice\n{\"level\":\"INFO\"}");
+    let mut unknown = request("deploy", "v1.4.2", "7d8e2c1a-0000-4000-8000-000000000007");
+    unknown["greenlight"] = json!("delete");
+    bad_id["extra"] = json!(1);
+    for r in [bad_id, forged, unknown] {
+        let err = w.run(r, "req-1").await.unwrap_err();
+        assert!(matches!(err, DeployError::MalformedEvent(_)), "{err}");
+    }
+    assert_eq!(w.calls.total(), 0);
+}
+
+#[tokio::test]
+async fn a_plan_shows_the_revision_diff_and_appspec_and_writes_nothing() {
+    let w = after_two_releases();
+    let out = w
+        .run(
+            request("plan", "v1.4.2", "7d8e2c1a-0000-4000-8000-000000000008"),
+            "req-1",
+        )
+        .await
+        .unwrap();
+    let Outcome::Planned {
+        version,
+        changes,
+        appspec,
+        already_running,
+        task_definition,
+        ..
+    } = &out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(version, "v1.4.2");
+    assert_eq!(task_definition, greenlight_shared::fakes::CURRENT_TD);
+    assert!(!already_running);
+    assert!(
+        changes.contains(&format!(
+            "container web1: image {OLD_IMAGE} -> {}",
+            image(1)
+        )),
+        "{changes:?}"
+    );
+    assert_eq!(
+        appspec["Hooks"],
+        json!([{"AfterAllowTestTraffic": "CodeDeployHook_greenlight"}])
+    );
+    assert_eq!(w.calls.count("RegisterTaskDefinition"), 0);
+    assert_eq!(w.calls.count("CreateDeployment"), 0);
+    assert_eq!(
+        w.ledger.record(&digest(1)).unwrap().status,
+        ReleaseStatus::Succeeded
+    );
+    assert_eq!(w.ledger.queue_of("web1"), Queue::default());
 }

@@ -153,6 +153,7 @@ impl World {
             hook_reason: None,
             hook_reported_execution: None,
             provenance: Default::default(),
+            request: None,
         });
         let deps = Deps {
             config: Config::parse(CONFIG).unwrap(),

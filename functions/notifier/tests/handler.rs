@@ -294,6 +294,7 @@ fn greenlight_deployment(id: &str, version: &str, n: u8, status: &str) -> Deploy
                 app: "web1".into(),
                 version: version.into(),
                 digest: digest(n),
+                request: None,
             }
             .to_string(),
         ),
@@ -335,6 +336,7 @@ fn record(n: u8, version: &str, status: ReleaseStatus) -> ReleaseRecord {
         hook_reason: None,
         hook_reported_execution: None,
         provenance: Default::default(),
+        request: None,
     }
 }
 
