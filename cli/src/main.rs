@@ -1,28 +1,37 @@
-//! `greenlight status [APP...]` and `greenlight history APP [--limit N]`, text or `--json`.
+//! `greenlight status|history|deploy|rollback|plan`, text or `--json`.
 //!
-//! Exit codes: 0 done; 1 the ledger could not be read (the message says why); 2 the command
-//! line is wrong; 3 an app the ledger knows nothing of.
+//! Exit codes: 0 done (with `--wait`: the release deployed); 1 AWS could not be reached or
+//! refused, or the deployer failed (the message says why); 2 the command line is wrong or
+//! incomplete; 3 nothing to do: an app the ledger or config knows nothing of, a release not in
+//! ECR, nothing to roll back to; 4 `--wait`: the release ended, not as a success (failed and
+//! rolled back, stopped, superseded); 5 `--wait`: still under way at `--timeout`.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use greenlight_cli::deploy::{self, Deployer, Failed};
 use greenlight_cli::report;
 use greenlight_shared::ledger::{DynamoLedger, HistoryLedger, QueueLedger};
+use greenlight_shared::request::RequestKind;
 
 #[derive(Parser)]
 #[command(
     name = "greenlight",
     version,
-    about = "Greenlight for operators: what production runs, what deploys and waits, what happened"
+    about = "Greenlight for operators: what production runs, what deploys and waits, what happened; deploy, roll back, plan"
 )]
 struct Cli {
     /// JSON on standard output instead of text, for scripts.
     #[arg(long, global = true)]
     json: bool,
-    /// The release ledger's DynamoDB table (the stack's `ReleaseLedgerTableName` output);
-    /// required, here or in the environment.
+    /// The release ledger's DynamoDB table (the stack's `ReleaseLedgerTableName` output).
     #[arg(long, global = true, env = "GREENLIGHT_LEDGER_TABLE")]
     table: Option<String>,
+    /// The deployer function, name or ARN (the stack's `DeployerFunctionName` output); for
+    /// deploy, rollback and plan.
+    #[arg(long, global = true, env = "GREENLIGHT_DEPLOYER_FUNCTION")]
+    function: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,69 +51,141 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Deploy a release that is in ECR (redeploy, roll forward, retry after a fix), through
+    /// the same blue/green and health hook as a push.
+    Deploy {
+        app: String,
+        /// A release tag (v1.4.2) or an image digest (sha256:…) of the app's repository.
+        release: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Deploy the last release that succeeded before the one running now (or `--to`).
+    Rollback {
+        app: String,
+        /// The release to go back to (a tag or digest) instead.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// What a deploy would do, without writing anything: the task definition diff and the
+    /// AppSpec.
+    Plan { app: String, release: String },
 }
 
-enum Failed {
-    Ledger(String),
-    UnknownApp(String),
+#[derive(Args)]
+struct Wait {
+    /// Follow the deployment to its end; exit 0 only if it succeeded.
+    #[arg(long)]
+    wait: bool,
+    /// How long `--wait` follows it, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
+    /// How often `--wait` reads the ledger, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    poll: f64,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Some(table) = cli.table.clone() else {
-        eprintln!("greenlight: name the ledger table with --table or GREENLIGHT_LEDGER_TABLE (the stack's ReleaseLedgerTableName output)");
-        return ExitCode::from(2);
-    };
     let sdk = greenlight_shared::aws::sdk_config().await;
-    let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
-    let output = match &cli.command {
-        Command::Status { apps } => status(&ledger, apps, cli.json).await,
-        Command::History { app, limit } => history(&ledger, app, *limit, cli.json).await,
+    let ledger = || -> Result<DynamoLedger, Failed> {
+        let table = cli.table.clone().ok_or_else(|| {
+            Failed::Usage("name the ledger table with --table or GREENLIGHT_LEDGER_TABLE (the stack's ReleaseLedgerTableName output)".into())
+        })?;
+        Ok(DynamoLedger::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            table,
+        ))
     };
-    match output {
+    let output = match &cli.command {
+        Command::Status { apps } => match ledger() {
+            Ok(l) => status(&l, apps, cli.json).await,
+            Err(e) => Err(e),
+        },
+        Command::History { app, limit } => match ledger() {
+            Ok(l) => history(&l, app, *limit, cli.json).await,
+            Err(e) => Err(e),
+        },
+        Command::Deploy { app, release, wait } => {
+            request(
+                &cli,
+                &sdk,
+                &ledger,
+                RequestKind::Deploy,
+                app,
+                Some(release),
+                Some(wait),
+            )
+            .await
+        }
+        Command::Rollback { app, to, wait } => {
+            request(
+                &cli,
+                &sdk,
+                &ledger,
+                RequestKind::Rollback,
+                app,
+                to.as_ref(),
+                Some(wait),
+            )
+            .await
+        }
+        Command::Plan { app, release } => {
+            request(
+                &cli,
+                &sdk,
+                &ledger,
+                RequestKind::Plan,
+                app,
+                Some(release),
+                None,
+            )
+            .await
+        }
+    };
+    let (code, message) = match output {
         Ok(text) => {
             print!("{text}");
-            ExitCode::SUCCESS
+            return ExitCode::SUCCESS;
         }
-        Err(Failed::Ledger(message)) => {
-            eprintln!("greenlight: cannot read the ledger {}: {message}", table);
-            ExitCode::from(1)
-        }
-        Err(Failed::UnknownApp(app)) => {
-            eprintln!(
-                "greenlight: the ledger {} knows no app `{app}` (no release of it was ever pushed)",
-                table
-            );
-            ExitCode::from(3)
-        }
-    }
+        Err(Failed::Aws(m)) => (1, m),
+        Err(Failed::Usage(m)) => (2, m),
+        Err(Failed::Nothing(m)) => (3, m),
+        Err(Failed::NotDeployed(m)) => (4, m),
+        Err(Failed::TimedOut(m)) => (5, m),
+    };
+    eprintln!("greenlight: {message}");
+    ExitCode::from(code)
 }
 
 fn json(value: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
 }
 
+fn unreadable(e: greenlight_shared::ledger::LedgerError) -> Failed {
+    Failed::Aws(format!("cannot read the ledger: {e}"))
+}
+
+fn unknown(app: &str) -> Failed {
+    Failed::Nothing(format!(
+        "the ledger knows no app `{app}` (no release of it was ever pushed)"
+    ))
+}
+
 async fn status(ledger: &DynamoLedger, apps: &[String], as_json: bool) -> Result<String, Failed> {
     let apps = match apps {
-        [] => ledger
-            .apps()
-            .await
-            .map_err(|e| Failed::Ledger(e.to_string()))?,
+        [] => ledger.apps().await.map_err(unreadable)?,
         given => given.to_vec(),
     };
     let mut statuses = vec![];
     for app in &apps {
-        let queue = ledger
-            .queue(app)
-            .await
-            .map_err(|e| Failed::Ledger(e.to_string()))?;
-        let releases = ledger
-            .history(app)
-            .await
-            .map_err(|e| Failed::Ledger(e.to_string()))?;
+        let queue = ledger.queue(app).await.map_err(unreadable)?;
+        let releases = ledger.history(app).await.map_err(unreadable)?;
         if queue.version == 0 && releases.is_empty() {
-            return Err(Failed::UnknownApp(app.clone()));
+            return Err(unknown(app));
         }
         statuses.push(report::status_of(app, &queue, &releases));
     }
@@ -121,18 +202,104 @@ async fn history(
     limit: usize,
     as_json: bool,
 ) -> Result<String, Failed> {
-    let releases = ledger
-        .history(app)
-        .await
-        .map_err(|e| Failed::Ledger(e.to_string()))?;
+    let releases = ledger.history(app).await.map_err(unreadable)?;
     if releases.is_empty() {
-        return Err(Failed::UnknownApp(app.to_string()));
+        return Err(unknown(app));
     }
     let rows = report::history_rows(&releases, limit);
     Ok(if as_json {
         json(&rows)
     } else {
         report::render_history(app, &rows)
+    })
+}
+
+/// Deploy, rollback or plan: ask the deployer, then follow the release when asked to wait.
+async fn request(
+    cli: &Cli,
+    sdk: &aws_config::SdkConfig,
+    ledger: &dyn Fn() -> Result<DynamoLedger, Failed>,
+    kind: RequestKind,
+    app: &str,
+    release: Option<&String>,
+    wait: Option<&Wait>,
+) -> Result<String, Failed> {
+    let function = cli.function.clone().ok_or_else(|| {
+        Failed::Usage("name the deployer with --function or GREENLIGHT_DEPLOYER_FUNCTION (the stack's DeployerFunctionName output)".into())
+    })?;
+    let release = match release {
+        Some(r) => r.clone(),
+        None => {
+            let entries = ledger()?.history(app).await.map_err(unreadable)?;
+            if entries.is_empty() {
+                return Err(unknown(app));
+            }
+            let target = report::rollback_target(&entries).ok_or_else(|| {
+                Failed::Nothing(format!(
+                    "{app}: nothing to roll back to (no other release succeeded before the one running)"
+                ))
+            })?;
+            eprintln!("greenlight: rolling {app} back to {}", target.version);
+            target.digest
+        }
+    };
+    let requested_by = deploy::caller(&aws_sdk_sts::Client::new(sdk)).await?;
+    let lambda = aws_sdk_lambda::Client::from_conf(
+        aws_sdk_lambda::config::Builder::from(sdk)
+            // The deployer runs for up to its 30 s timeout; a retried Invoke is the same
+            // request (its id), so retrying is safe.
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(40))
+                    .operation_timeout(Duration::from_secs(130))
+                    .build(),
+            )
+            .build(),
+    );
+    let deployer = Deployer { lambda, function };
+    let asked = deploy::request(kind, app, &release, &requested_by);
+    let answer = deployer.ask(&asked).await?;
+    if kind == RequestKind::Plan {
+        return Ok(if cli.json {
+            json(&answer)
+        } else {
+            deploy::render_plan(&answer)
+        });
+    }
+    let (line, deploys) = deploy::accepted(&answer);
+    if !deploys {
+        return Err(Failed::NotDeployed(line));
+    }
+    let wait = wait.filter(|w| w.wait);
+    let Some(wait) = wait else {
+        return Ok(if cli.json { json(&answer) } else { line + "\n" });
+    };
+    eprintln!("greenlight: {line}");
+    let digest = answer["digest"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| Failed::Aws(format!("the deployer's answer names no digest: {answer}")))?;
+    let ledger = ledger()?;
+    let record = deploy::follow(
+        &ledger,
+        app,
+        &digest,
+        Duration::from_secs_f64(wait.poll.max(0.1)),
+        Duration::from_secs(wait.timeout),
+    )
+    .await?;
+    let done = format!(
+        "{app} {} deployed ({})\n",
+        record.version,
+        record.deployment_id.as_deref().unwrap_or("-")
+    );
+    Ok(if cli.json {
+        json(
+            &serde_json::json!({"app": app, "version": record.version, "digest": digest, "outcome": "succeeded", "deployment_id": record.deployment_id}),
+        )
+    } else {
+        done
     })
 }
 

@@ -79,10 +79,13 @@ pub fn status_of(app: &str, queue: &Queue, releases: &[ReleaseEntry]) -> AppStat
             since: ended_at(e),
         });
     let deploying = queue.active.as_ref().map(|active| {
-        let record = active
-            .release
-            .as_ref()
-            .and_then(|ticket| releases.iter().find(|e| e.record.digest == ticket.digest));
+        // The run of the digest the queue names (an earlier run of it may be in the history).
+        let record = active.release.as_ref().and_then(|ticket| {
+            releases.iter().find(|e| {
+                e.record.digest == ticket.digest
+                    && e.record.pushed_at.timestamp_millis() == ticket.pushed_at_ms
+            })
+        });
         InProgress {
             release: active.release.as_ref().map(|t| Release {
                 version: t.version.clone(),
@@ -126,8 +129,11 @@ pub struct HistoryRow {
     pub version: String,
     pub digest: String,
     pub pushed_at: DateTime<Utc>,
-    /// Who asked: the actor the image names, else `push`.
+    /// Who asked: `rollback by <name>` or `deploy by <name>` for an operator's request, else
+    /// the actor the image names, else `push`.
     pub by: String,
+    /// The operator's identity (ARN) for a request.
+    pub requested_by: Option<String>,
     pub commit: Option<String>,
     pub outcome: String,
     pub deployment_id: Option<String>,
@@ -150,11 +156,15 @@ pub fn history_rows(releases: &[ReleaseEntry], limit: usize) -> Vec<HistoryRow> 
                 version: r.version.clone(),
                 digest: r.digest.clone(),
                 pushed_at: r.pushed_at,
-                by: r
-                    .provenance
-                    .actor
-                    .clone()
-                    .unwrap_or_else(|| "push".to_string()),
+                by: match &r.request {
+                    Some(q) => format!("{} by {}", q.kind.as_str(), q.requester_name()),
+                    None => r
+                        .provenance
+                        .actor
+                        .clone()
+                        .unwrap_or_else(|| "push".to_string()),
+                },
+                requested_by: r.request.as_ref().map(|q| q.by.clone()),
                 commit: r.provenance.short_revision().map(String::from),
                 outcome: r.status.as_str().to_string(),
                 deployment_id: r.deployment_id.clone(),
@@ -166,6 +176,24 @@ pub fn history_rows(releases: &[ReleaseEntry], limit: usize) -> Vec<HistoryRow> 
             }
         })
         .collect()
+}
+
+/// What `greenlight rollback APP` deploys: the newest release that succeeded before the one
+/// production runs now succeeded (another digest). `None` when there is none.
+pub fn rollback_target(releases: &[ReleaseEntry]) -> Option<Release> {
+    let succeeded = |e: &ReleaseEntry| e.reached(ReleaseStatus::Succeeded);
+    let running = releases
+        .iter()
+        .filter(|e| e.record.status == ReleaseStatus::Succeeded)
+        .max_by_key(|e| succeeded(e))?;
+    let since = succeeded(running)?;
+    releases
+        .iter()
+        .filter(|e| e.record.digest != running.record.digest)
+        .filter_map(|e| Some((succeeded(e)?, e)))
+        .filter(|(at, _)| *at < since)
+        .max_by_key(|(at, _)| *at)
+        .map(|(_, e)| release_of(e))
 }
 
 fn when(at: Option<DateTime<Utc>>) -> String {
@@ -230,7 +258,7 @@ pub fn render_status(apps: &[AppStatus]) -> String {
 /// `history` as text: a table, newest first.
 pub fn render_history(app: &str, rows: &[HistoryRow]) -> String {
     let mut out = format!(
-        "{}: {} release(s), newest first\n{:<14} {:<12} {:<20} {:<16} {:<8} {:<16} {:<12} {:>8}  {}\n",
+        "{}: {} release(s), newest first\n{:<14} {:<12} {:<20} {:<22} {:<8} {:<16} {:<12} {:>8}  {}\n",
         shown(app, 64),
         rows.len(),
         "VERSION",
@@ -245,11 +273,11 @@ pub fn render_history(app: &str, rows: &[HistoryRow]) -> String {
     );
     for r in rows {
         out += &format!(
-            "{:<14} {:<12} {:<20} {:<16} {:<8} {:<16} {:<12} {:>8}  {}\n",
+            "{:<14} {:<12} {:<20} {:<22} {:<8} {:<16} {:<12} {:>8}  {}\n",
             shown(&r.version, 14),
             short_digest(&r.digest),
             r.pushed_at.format("%Y-%m-%d %H:%M:%S"),
-            shown(&r.by, 16),
+            shown(&r.by, 22),
             r.commit.as_deref().unwrap_or("-"),
             r.outcome,
             r.deployment_id.as_deref().unwrap_or("-"),
@@ -414,5 +442,35 @@ mod tests {
         assert!(!text.contains('\u{1b}'));
         let json = serde_json::to_value(&rows).unwrap();
         assert_eq!(json[0]["outcome"], "failed");
+    }
+
+    #[test]
+    fn rollback_goes_to_the_last_success_before_what_runs() {
+        let mut releases = releases();
+        // v1.4.2 runs (v1.4.3 failed): the one before it is v1.4.1.
+        assert_eq!(rollback_target(&releases).unwrap().version, "v1.4.1");
+        // After a rollback to v1.4.1, the same rule goes forward to v1.4.2 (its "before").
+        let mut again = entry(
+            1,
+            "v1.4.1",
+            &[
+                (ReleaseStatus::Claimed, "2026-11-27T09:00:00Z"),
+                (ReleaseStatus::Deploying, "2026-11-27T09:00:01Z"),
+                (ReleaseStatus::Succeeded, "2026-11-27T09:03:00Z"),
+            ],
+        );
+        again.record.request = Some(greenlight_shared::request::Requested {
+            id: "7d8e2c1a-0000".into(),
+            by: "arn:aws:sts::123456789012:assumed-role/Operators/alice".into(),
+            kind: greenlight_shared::request::RequestKind::Rollback,
+        });
+        releases.push(again);
+        assert_eq!(rollback_target(&releases).unwrap().version, "v1.4.2");
+        let rows = history_rows(&releases, 1);
+        assert_eq!(rows[0].by, "rollback by alice");
+        assert!(rows[0].requested_by.as_deref().unwrap().ends_with("/alice"));
+        // Nothing succeeded before the only success: nothing to roll back to.
+        assert_eq!(rollback_target(&releases[1..3]), None);
+        assert_eq!(rollback_target(&[]), None);
     }
 }

@@ -64,6 +64,7 @@ ALLOWED_MANAGED_POLICIES = {
 REQUIRED_ACTIONS = {
     "DeployerFunction": {
         "ecr:BatchGetImage",
+        "ecr:DescribeImages",
         "codedeploy:GetDeploymentGroup",
         "codedeploy:CreateDeployment",
         "codedeploy:GetDeployment",
@@ -677,6 +678,7 @@ SERVICE_OF_OPERATION = {
     "GetParameter": "ssm",
     "GetSecretValue": "secretsmanager",
     "BatchGetImage": "ecr",
+    "DescribeImages": "ecr",
 }
 # Authorized without a call of their own: TransactWriteItems as the writes it contains; what
 # Lambda does for the function (logs, the on-failure queue); what CreateDeployment and
@@ -763,19 +765,27 @@ def test_each_managed_application_gets_its_own_policies():
     assert not policies, f"policies not written per application: {sorted(policies)}"
 
 
-def test_the_operator_policy_allows_the_ledger_reads_the_command_makes_and_nothing_else(sam: dict):
-    """`greenlight status` reads the apps (Scan of the queue items), each queue (GetItem) and
-    each app's releases (Query): cli/src/main.rs and HistoryLedger in shared/src/ledger.rs."""
-    policy = sam["Resources"]["OperatorReadPolicy"]
+def test_the_operator_policy_allows_what_the_command_calls_and_nothing_else(sam: dict):
+    """`greenlight status|history` and `--wait` read the apps (Scan of the queue items), each
+    queue and release (GetItem) and each app's releases (Query): cli/src/main.rs and
+    HistoryLedger in shared/src/ledger.rs. `deploy|rollback|plan` invoke the deployer and
+    nothing else (cli/src/deploy.rs); STS GetCallerIdentity needs no permission."""
+    policy = sam["Resources"]["OperatorPolicy"]
     assert policy["Type"] == "AWS::IAM::ManagedPolicy"
-    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert set(as_list(statement["Action"])) == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"}
-    assert statement["Resource"] == {"Fn::GetAtt": ["ReleaseLedgerTable", "Arn"]}
+    ledger, invoke = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert set(as_list(ledger["Action"])) == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"}
+    assert ledger["Resource"] == {"Fn::GetAtt": ["ReleaseLedgerTable", "Arn"]}
+    assert as_list(invoke["Action"]) == ["lambda:InvokeFunction"]
+    assert invoke["Resource"] == {"Fn::GetAtt": ["DeployerFunction", "Arn"]}
     assert "Roles" not in policy["Properties"] and "Users" not in policy["Properties"]
     ledger_rust = (ROOT / "shared" / "src" / "ledger.rs").read_text(encoding="utf-8")
     for call in (".scan()", ".query()", ".get_item()"):
         assert call in ledger_rust, call
-    assert sam["Outputs"]["OperatorReadPolicyArn"]["Value"] == {"Ref": "OperatorReadPolicy"}
+    cli_rust = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "cli" / "src").glob("*.rs"))
+    assert ".invoke()" in cli_rust and ".get_caller_identity()" in cli_rust
+    aws_clients = set(re.findall(r"aws_sdk_(\w+)::Client", cli_rust))
+    assert aws_clients == {"dynamodb", "lambda", "sts"}, aws_clients
+    assert sam["Outputs"]["OperatorPolicyArn"]["Value"] == {"Ref": "OperatorPolicy"}
 
 
 def test_pass_role_is_limited_to_ecs_tasks_and_listed_roles(sam: dict):

@@ -51,6 +51,9 @@ pub struct OperatorRequest {
     pub request_id: String,
     /// Who asked: the caller identity (ARN) the command read from STS.
     pub requested_by: String,
+    /// When the operator asked: the request's place in "newest wins" (never later than when
+    /// the deployer reads it), so a late or retried delivery keeps it.
+    pub requested_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// What a release records of the request that deployed it (none for a push).
@@ -129,6 +132,7 @@ mod tests {
             release: "v1.4.2".into(),
             request_id: "0b6f6d2c-5b8e-4a43-9d59-2f1e0c7b9a11".into(),
             requested_by: "arn:aws:sts::123456789012:assumed-role/Operators/alice".into(),
+            requested_at: "2026-11-30T09:00:00Z".parse().unwrap(),
         }
     }
 

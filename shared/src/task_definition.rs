@@ -364,7 +364,7 @@ mod tests {
                 format!("container web1: image 123456789012.dkr.ecr.us-east-1.amazonaws.com/web1-repository -> {IMAGE}"),
                 "tag greenlight:app: (none) -> web1".to_string(),
                 format!("tag greenlight:digest: (none) -> {DIGEST}"),
-                "tag greenlight:version: (none) -> v1.4.2".to_string(),
+                "tag greenlight:version: v1.4.1 -> v1.4.2".to_string(),
             ]
         );
         // A change the rewrite should never make is shown, not hidden.

@@ -6,6 +6,7 @@ pub mod aws_stub;
 pub mod codedeploy;
 pub mod deployer_case;
 pub mod faults;
+pub mod invoke_api;
 pub mod moto;
 pub mod pipeline;
 pub mod receivers;

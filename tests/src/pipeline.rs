@@ -12,6 +12,7 @@ use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 use serde_json::Value;
 
 use crate::codedeploy::{CodeDeployStandIn, GroupSpec, Lifecycle};
+use crate::invoke_api::InvokeApi;
 use crate::moto::{workspace_root, MotoServer};
 use crate::receivers::{GreenApp, Health, SlackReceiver};
 use crate::runtime::{FunctionHost, Invoked};
@@ -20,6 +21,7 @@ use crate::world::{
 };
 
 pub const HOOK_FUNCTION: &str = "CodeDeployHook_greenlight";
+pub const DEPLOYER_FUNCTION: &str = "greenlight-deployer";
 const CONFIG_PARAMETER: &str = "/greenlight/config";
 const SLACK_SECRET: &str = "greenlight/slack";
 
@@ -80,6 +82,7 @@ pub struct Pipeline {
     pub apps: Vec<SeededApp>,
     pub timeline: Timeline,
     pub world: Arc<World>,
+    invoke_api: InvokeApi,
 }
 
 /// The part the stand-in calls back into.
@@ -129,22 +132,27 @@ fn short_td(arn: &str) -> &str {
 }
 
 impl Pipeline {
-    /// Runs the operator's command (`greenlight`) against this world's ledger; its exit code
-    /// and standard output.
-    pub fn greenlight(&self, args: &[&str]) -> (Option<i32>, String) {
-        let out = std::process::Command::new(binary("greenlight"))
+    /// Runs the operator's command (`greenlight`) against this world: the ledger and STS in
+    /// moto, the deployer behind the local Invoke API. Its exit code, standard output and
+    /// standard error.
+    pub async fn greenlight(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = tokio::process::Command::new(binary("greenlight"))
             .args(args)
             .env("AWS_ENDPOINT_URL", &self.moto.endpoint)
+            .env("AWS_ENDPOINT_URL_LAMBDA", &self.invoke_api.endpoint)
             .env("AWS_REGION", crate::world::REGION)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("GREENLIGHT_LEDGER_TABLE", TABLE)
+            .env("GREENLIGHT_DEPLOYER_FUNCTION", DEPLOYER_FUNCTION)
             .output()
+            .await
             .expect("run greenlight");
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
 
@@ -223,7 +231,7 @@ impl Pipeline {
                     .await
             }
         };
-        let deployer = host("greenlight-deployer", "greenlight-deployer", 30).await;
+        let deployer = host(DEPLOYER_FUNCTION, "greenlight-deployer", 30).await;
         let hook = host(HOOK_FUNCTION, "greenlight-health-hook", 30).await;
         let notifier = host("greenlight-notifier", "greenlight-notifier", 30).await;
         let world = Arc::new_cyclic(|me| World {
@@ -239,7 +247,16 @@ impl Pipeline {
             busy: Default::default(),
         });
         stand_in.attach(world.clone());
-        timeline.log("local", "functions running behind local Lambda Runtime API hosts: greenlight-deployer, CodeDeployHook_greenlight, greenlight-notifier");
+        let invoked = world.clone();
+        let invoke_api = InvokeApi::start(
+            DEPLOYER_FUNCTION,
+            Arc::new(move |payload| {
+                let world = invoked.clone();
+                Box::pin(async move { world.invoke_deployer(payload).await })
+            }),
+        )
+        .await;
+        timeline.log("local", "functions running behind local Lambda Runtime API hosts: greenlight-deployer (also behind a local Lambda Invoke API, for the greenlight command), CodeDeployHook_greenlight, greenlight-notifier");
         Self {
             moto,
             stand_in,
@@ -249,6 +266,7 @@ impl Pipeline {
             apps,
             timeline,
             world,
+            invoke_api,
         }
     }
 
@@ -335,18 +353,26 @@ impl World {
     }
 
     pub async fn deliver_to_deployer(&self, event: Value) {
+        self.invoke_deployer(event).await;
+    }
+
+    /// One invocation of the deployer, logged to the timeline.
+    async fn invoke_deployer(&self, event: Value) -> Invoked {
         let _busy = Busy::new(&self.busy);
         let answer = self.deployer.invoke(event).await;
         let text = match &answer {
             Invoked::Response(v) => describe_deployer(v),
-            Invoked::Error(e) => {
-                format!("FAILED: {}", e["errorMessage"].as_str().unwrap_or_default())
-            }
+            Invoked::Error(e) => format!(
+                "FAILED ({}): {}",
+                e["errorType"].as_str().unwrap_or_default(),
+                e["errorMessage"].as_str().unwrap_or_default()
+            ),
         };
         self.timeline.log("deployer", text);
-        if let Invoked::Response(v) = answer {
-            self.deployer_outcomes.lock().unwrap().push(v);
+        if let Invoked::Response(v) = &answer {
+            self.deployer_outcomes.lock().unwrap().push(v.clone());
         }
+        answer
     }
 }
 
@@ -393,6 +419,17 @@ fn describe_deployer(v: &Value) -> String {
         "in_progress_elsewhere" => {
             format!("{} {}: another invocation is on it", s("app"), s("version"))
         }
+        "requested" => format!(
+            "operator request {}: {}",
+            &s("request_id")[..8.min(s("request_id").len())],
+            describe_deployer(&v["result"])
+        ),
+        "planned" => format!(
+            "{} {}: planned ({} change(s)), nothing written",
+            s("app"),
+            s("version"),
+            v["changes"].as_array().map(Vec::len).unwrap_or_default()
+        ),
         "finished" => match v.get("next").filter(|n| !n.is_null()) {
             Some(next) => format!(
                 "deployment {} ended; next: {}",

@@ -1,7 +1,9 @@
 //! The local pipeline's scenario, shared by the demo and the end-to-end test:
 //! 1. web1 v1.4.2 (and its `latest` twin) ships: one revision, one deployment, hook Succeeded;
 //! 2. web1 v1.4.3 whose green endpoint fails: hook Failed, rolled back, v1.4.2 still serves;
-//! 3. web2 v2.0.0 then v2.0.1 while the first deploys: v2.0.1 waits, then ships.
+//! 3. web2 v2.0.0 then v2.0.1 while the first deploys: v2.0.1 waits, then ships;
+//! 4. web1 v1.4.4 ships, then an operator's `greenlight rollback web1 --wait` brings v1.4.2
+//!    back through the same blue/green and health hook.
 
 use std::time::Duration;
 
@@ -272,7 +274,7 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
     );
 
     // The operator's side: the command reads the same story back from the ledger.
-    let (code, out) = p.greenlight(&["history", "web1", "--json"]);
+    let (code, out, _) = p.greenlight(&["history", "web1", "--json"]).await;
     let history: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     let read = |i: usize, key: &str| history[i][key].as_str().unwrap_or_default().to_string();
     check(
@@ -288,7 +290,7 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
             && !read(1, "commit").is_empty(),
         out.chars().take(400).collect::<String>(),
     );
-    let (code, out) = p.greenlight(&["status", "--json"]);
+    let (code, out, _) = p.greenlight(&["status", "--json"]).await;
     let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     let of = |app: &str| {
         status
@@ -306,6 +308,150 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
             && of("web1")["deploying"].is_null()
             && of("web2")["deploying"].is_null()
             && of("web2")["waiting"].is_null(),
+        out.chars().take(400).collect::<String>(),
+    );
+
+    // 4. An operator rolls back.
+    step(
+        4,
+        "push web1:v1.4.4 (healthy), then an operator runs `greenlight rollback web1 --wait`",
+    );
+    let v144 = p.push("web1", "v1.4.4", Health::Healthy).await;
+    let settled = p.settle(settle).await;
+    let (_, serving) = p.clients.service_image("web1").await;
+    check(
+        &mut checks,
+        "web1 v1.4.4 ships",
+        settled && serving == image_of("web1", &v144),
+        serving,
+    );
+    let web1_deployments = |p: &Pipeline| -> Vec<_> {
+        p.stand_in
+            .deployments()
+            .into_iter()
+            .filter(|d| d.application == "web1")
+            .collect()
+    };
+    let before = web1_deployments(p).len();
+    let slack_before = p.slack.messages().len();
+    let (code, out, _) = p.greenlight(&["plan", "web1", "v1.4.2"]).await;
+    p.timeline.log("operator", "$ greenlight plan web1 v1.4.2");
+    for line in out.lines().take(5) {
+        p.timeline.log("operator", format!("  {line}"));
+    }
+    check(
+        &mut checks,
+        "greenlight plan web1 v1.4.2: the image change from v1.4.4 to v1.4.2, nothing deployed",
+        code == Some(0)
+            && out.contains(&format!(
+                "image {} -> {}",
+                image_of("web1", &v144),
+                image_of("web1", &v142)
+            ))
+            && web1_deployments(p).len() == before,
+        out.chars().take(400).collect::<String>(),
+    );
+    let (code, _, err) = p.greenlight(&["deploy", "web1", "v9.9.9"]).await;
+    check(
+        &mut checks,
+        "greenlight deploy web1 v9.9.9 (not in ECR): exit 3, a clear message, nothing deployed",
+        code == Some(3)
+            && err.contains("has no image v9.9.9")
+            && web1_deployments(p).len() == before,
+        format!("exit {code:?}: {err}"),
+    );
+    p.timeline
+        .log("operator", "$ greenlight rollback web1 --wait");
+    let (code, out, err) = p
+        .greenlight(&[
+            "rollback",
+            "web1",
+            "--wait",
+            "--poll",
+            "0.5",
+            "--timeout",
+            "120",
+        ])
+        .await;
+    for line in err.lines().chain(out.lines()) {
+        p.timeline.log("operator", format!("  {line}"));
+    }
+    check(
+        &mut checks,
+        "greenlight rollback web1 --wait: rolls back to v1.4.2 and exits 0 when it has deployed",
+        code == Some(0)
+            && err.contains("rolling web1 back to v1.4.2")
+            && out.contains("v1.4.2 deployed"),
+        format!("exit {code:?}: {err} {out}"),
+    );
+    p.settle(settle).await;
+    let (_, serving) = p.clients.service_image("web1").await;
+    check(
+        &mut checks,
+        "web1 serves v1.4.2 again",
+        serving == image_of("web1", &v142),
+        serving,
+    );
+    let new: Vec<_> = web1_deployments(p).into_iter().skip(before).collect();
+    let rollback = new.first().cloned().unwrap_or_default();
+    let hook = p
+        .stand_in
+        .reports()
+        .into_iter()
+        .filter(|r| r.deployment_id == rollback.id)
+        .map(|r| r.status)
+        .collect::<Vec<_>>();
+    check(
+        &mut checks,
+        "one blue/green deployment for the rollback, the hook checked it and it succeeded",
+        new.len() == 1
+            && rollback.status == "Succeeded"
+            && hook == ["Succeeded"]
+            && rollback
+                .description
+                .as_deref()
+                .is_some_and(|d| d.contains("version=v1.4.2") && d.contains("request=")),
+        format!(
+            "{} deployment(s): {:?} hook {hook:?}",
+            new.len(),
+            rollback.description
+        ),
+    );
+    let headlines = p.slack.headlines()[slack_before..].to_vec();
+    check(
+        &mut checks,
+        "Slack: web1 rolled back to v1.4.2 by the operator, never called a success",
+        headlines
+            .iter()
+            .any(|h| h.contains("web1 rolled back to v1.4.2") && h.ends_with("(by moto)"))
+            && !headlines.iter().any(|h| h.contains("v1.4.2 deployed")),
+        headlines.join(" | "),
+    );
+    let (code, out, _) = p.greenlight(&["history", "web1", "--json"]).await;
+    let history: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let runs_of_v142 = history
+        .as_array()
+        .map(|rows| rows.iter().filter(|r| r["version"] == "v1.4.2").count())
+        .unwrap_or_default();
+    check(
+        &mut checks,
+        "greenlight history web1: the rollback first (by the operator, succeeded), and v1.4.2's first run kept",
+        code == Some(0)
+            && history[0]["version"] == "v1.4.2"
+            && history[0]["by"] == "rollback by moto"
+            && history[0]["outcome"] == "succeeded"
+            && history[1]["version"] == "v1.4.4"
+            && runs_of_v142 == 2,
+        out.chars().take(600).collect::<String>(),
+    );
+    let (code, out, _) = p.greenlight(&["status", "web1", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    check(
+        &mut checks,
+        "greenlight status web1: runs v1.4.2, nothing deploying",
+        code == Some(0)
+            && status[0]["running"]["version"] == "v1.4.2"
+            && status[0]["deploying"].is_null(),
         out.chars().take(400).collect::<String>(),
     );
     checks

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use greenlight_tests::deployer_case::{Case, Delivered, MotoWorld, Release};
+use greenlight_tests::deployer_case::{Case, Delivered, MotoWorld, Release, APP};
 use greenlight_tests::faults::{injection_points, record_calls, Fault};
 use serde_json::Value;
 
@@ -52,6 +52,8 @@ enum Step {
     Event(Value),
     /// The running deployment of this digest ends successfully (skipped when there is none).
     End(String),
+    /// Whatever deployment runs ends successfully (skipped when there is none).
+    EndAny,
 }
 
 async fn play(case: &Case, releases: &[Release], redelivery: Redelivery) {
@@ -60,6 +62,7 @@ async fn play(case: &Case, releases: &[Release], redelivery: Redelivery) {
     for (i, step) in scenario(releases).into_iter().enumerate() {
         let event = match step {
             Step::Event(e) => e,
+            Step::EndAny => unreachable!(),
             Step::End(digest) => {
                 let Some(d) = case
                     .deployments_of(&digest)
@@ -162,6 +165,243 @@ async fn every_fault_at_every_call_deploys_each_release_at_most_once_and_the_new
     record_calls("deployer", &seen_calls);
     println!(
         "fault matrix: {} calls x {} fault kinds (+ late/duplicate redelivery for the 2 that fail the invocation) = {total} cases, {} violated",
+        points.len(),
+        Fault::ALL.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The operator's rollback request of the second matrix.
+const ROLLBACK: &str = "5f0c9a51-1d7e-4c3b-9a0e-7f3c2b1a0d99";
+
+fn rollback_request(to: &Release, asked_at: chrono::DateTime<chrono::Utc>) -> Value {
+    serde_json::json!({
+        "greenlight": "rollback",
+        "app": greenlight_tests::deployer_case::APP,
+        "release": to.digest,
+        "request_id": ROLLBACK,
+        "requested_by": "arn:aws:sts::123456789012:assumed-role/Operators/alice",
+        "requested_at": asked_at.to_rfc3339(),
+    })
+}
+
+/// Before the faults: v1 ships, then v2 ships.
+async fn ship_two(case: &Case, releases: &[Release]) {
+    for (i, r) in releases[..2].iter().enumerate() {
+        case.deliver_until_done(&r.push(), &format!("setup-push-{i}"))
+            .await;
+        case.end_running(&|_| false, &format!("setup-end-{i}")).await;
+    }
+}
+
+/// Under faults: the operator asks to roll back to v1; v3 is pushed a minute later (while the
+/// rollback deploys); the running deployment ends, then the next.
+async fn play_rollback(case: &Case, releases: &[Release], redelivery: Redelivery) {
+    let asked_at = releases[1].pushed_at + chrono::Duration::minutes(5);
+    let v3 = Release {
+        pushed_at: asked_at + chrono::Duration::minutes(1),
+        ..releases[2].clone()
+    };
+    let steps = vec![
+        Step::Event(rollback_request(&releases[0], asked_at)),
+        Step::Event(v3.push()),
+        Step::EndAny,
+        Step::EndAny,
+    ];
+    let mut late = vec![];
+    let mut delivered = vec![];
+    for (i, step) in steps.into_iter().enumerate() {
+        let event = match step {
+            Step::Event(e) => e,
+            Step::EndAny => {
+                let Some(d) = case
+                    .stand_in
+                    .deployments()
+                    .into_iter()
+                    .find(|d| d.status == "InProgress")
+                else {
+                    continue;
+                };
+                case.stand_in.complete(&d.id, "Succeeded")
+            }
+            Step::End(_) => unreachable!(),
+        };
+        let request = format!("op-step-{i}");
+        match redelivery {
+            Redelivery::Retry => {
+                case.deliver_until_done(&event, &request).await;
+            }
+            Redelivery::LateAndDuplicated => {
+                if !matches!(case.deliver(&event, &request).await, Delivered::Done(_)) {
+                    late.push(event.clone());
+                }
+            }
+        }
+        delivered.push(event);
+    }
+    if redelivery == Redelivery::LateAndDuplicated {
+        tokio::time::sleep(BUDGET).await;
+        for (i, event) in late.iter().chain(delivered.iter()).enumerate() {
+            case.deliver_until_done(event, &format!("op-again-{i}")).await;
+        }
+    }
+    case.drain(&|_| false).await;
+}
+
+/// The request's promises: the rollback deploys at most once and never after the newer v3;
+/// v3 ships exactly once; v1 keeps its first run; every record final as its deployment ended;
+/// the queue idle.
+async fn rollback_violations(case: &Case, releases: &[Release]) -> Vec<String> {
+    use greenlight_shared::appspec::ReleaseDescription;
+    let mut found = vec![];
+    let described: Vec<_> = case
+        .stand_in
+        .deployments()
+        .into_iter()
+        .filter_map(|d| {
+            let r = d.description.as_deref().and_then(ReleaseDescription::parse)?;
+            Some((d, r))
+        })
+        .collect();
+    let count = |digest: &str, request: Option<&str>| {
+        described
+            .iter()
+            .filter(|(_, r)| r.digest == digest && r.request.as_deref() == request)
+            .count()
+    };
+    let (v1, v2, v3) = (&releases[0], &releases[1], &releases[2]);
+    for (what, n, expected) in [
+        ("v1's push", count(&v1.digest, None), 1..=1),
+        ("v2", count(&v2.digest, None), 1..=1),
+        ("v3", count(&v3.digest, None), 1..=1),
+        ("the rollback", count(&v1.digest, Some(ROLLBACK)), 0..=1),
+    ] {
+        if !expected.contains(&n) {
+            found.push(format!("{what} deployed {n} times"));
+        }
+    }
+    let position = |digest: &str, request: Option<&str>| {
+        described
+            .iter()
+            .position(|(_, r)| r.digest == digest && r.request.as_deref() == request)
+    };
+    if let (Some(rollback), Some(newer)) = (
+        position(&v1.digest, Some(ROLLBACK)),
+        position(&v3.digest, None),
+    ) {
+        if rollback > newer {
+            found.push("the rollback deployed after the newer v3".into());
+        }
+    }
+    for (r, request) in [(v1, Some(ROLLBACK)), (v3, None)] {
+        let Some(record) = case.release(&r.digest).await else {
+            found.push(format!("{} has no release record", r.version));
+            continue;
+        };
+        if record.request.as_ref().map(|q| q.id.as_str()) != request {
+            found.push(format!("{} does not record the request", r.version));
+        }
+        if !record.status.is_final() {
+            found.push(format!("{} left {}", r.version, record.status.as_str()));
+        }
+        let deployment = described
+            .iter()
+            .find(|(_, d)| d.digest == r.digest && d.request.as_deref() == request);
+        let expected = match deployment.map(|(d, _)| d.status.as_str()) {
+            Some("Succeeded") => "succeeded",
+            Some(_) => "failed",
+            None => "superseded",
+        };
+        if record.status.as_str() != expected {
+            found.push(format!(
+                "{} recorded {}, expected {expected}",
+                r.version,
+                record.status.as_str()
+            ));
+        }
+    }
+    let runs_of_v1 = greenlight_shared::ledger::HistoryLedger::history(&case.ledger, APP)
+        .await
+        .map(|h| h.iter().filter(|e| e.record.digest == v1.digest).count())
+        .unwrap_or_default();
+    if runs_of_v1 != 2 {
+        found.push(format!("v1 has {runs_of_v1} runs in the history, not 2"));
+    }
+    let queue = case.queue().await;
+    if queue.active.is_some() || queue.pending.is_some() {
+        found.push(format!("the queue did not end idle: {queue:?}"));
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_fault_at_every_call_of_a_rollback_request_deploys_it_at_most_once_and_never_after_a_newer_push(
+) {
+    let w = MotoWorld::start().await;
+    let releases = w.push_releases(3).await;
+
+    let clean = w.case("request-clean", BUDGET).await;
+    ship_two(&clean, &releases).await;
+    clean.faults.reset();
+    play_rollback(&clean, &releases, Redelivery::Retry).await;
+    assert_eq!(
+        rollback_violations(&clean, &releases).await,
+        Vec::<String>::new()
+    );
+    let rolled_back = clean.stand_in.deployments().iter().any(|d| {
+        d.description
+            .as_deref()
+            .is_some_and(|t| t.contains(ROLLBACK))
+    });
+    assert!(rolled_back, "without faults the rollback deploys");
+    let calls = clean.faults.calls();
+    for op in ["DescribeImages", "BatchGetImage", "TransactWriteItems", "CreateDeployment"] {
+        assert!(calls.iter().any(|c| c == op), "never calls {op}: {calls:?}");
+    }
+    let points = injection_points(&calls);
+
+    let mut cases = vec![];
+    for (op, nth) in &points {
+        for fault in Fault::ALL {
+            cases.push((op.clone(), *nth, fault, Redelivery::Retry));
+            if fault.fails_the_invocation() {
+                cases.push((op.clone(), *nth, fault, Redelivery::LateAndDuplicated));
+            }
+        }
+    }
+    let total = cases.len();
+    let gate = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+    let mut runs = vec![];
+    for (i, (op, nth, fault, redelivery)) in cases.into_iter().enumerate() {
+        let (w, gate, releases) = (w.clone(), gate.clone(), releases.clone());
+        runs.push(tokio::spawn(async move {
+            let _slot = gate.acquire().await.unwrap();
+            let c = w.case(&format!("request-{i}"), BUDGET).await;
+            ship_two(&c, &releases).await;
+            c.faults.reset();
+            c.faults.arm(&op, nth, fault);
+            play_rollback(&c, &releases, redelivery).await;
+            let label = format!("{fault:?} at {op} #{nth}, {redelivery:?}");
+            let mut found = rollback_violations(&c, &releases).await;
+            if !c.faults.fired() {
+                found.push("the fault was never injected".into());
+            }
+            (label, found, c.faults.calls())
+        }));
+    }
+    let mut failures = vec![];
+    let mut seen_calls = calls.clone();
+    for run in runs {
+        let (label, found, calls) = run.await.unwrap();
+        seen_calls.extend(calls);
+        if !found.is_empty() {
+            failures.push(format!("{label}: {}", found.join("; ")));
+        }
+    }
+    record_calls("deployer", &seen_calls);
+    println!(
+        "request fault matrix: {} calls x {} fault kinds (+ late/duplicate redelivery) = {total} cases, {} violated",
         points.len(),
         Fault::ALL.len(),
         failures.len()

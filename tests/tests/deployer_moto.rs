@@ -321,3 +321,74 @@ async fn pushes_during_a_deployment_wait_and_the_newest_ships() {
     // A revision only for what shipped: v1 and v3 (v2 never registered).
     assert_eq!(e.clients.revisions("web2").await.len(), 3);
 }
+
+#[tokio::test]
+async fn a_rollback_request_finds_the_release_in_ecr_and_keeps_the_first_run_as_history() {
+    use greenlight_shared::ledger::HistoryLedger;
+    let (e, _) = env(&["web1"]).await;
+    let d1 = e.clients.push_image("web1", "v1.4.2", "web1-v142").await;
+    let d2 = e.clients.push_image("web1", "v1.4.4", "web1-v144").await;
+    for (n, (version, digest)) in [("v1.4.2", &d1), ("v1.4.4", &d2)].into_iter().enumerate() {
+        let out = run(
+            &e.deps,
+            push_event("web1", version, digest, at(n as u32)),
+            "p",
+        )
+        .await;
+        let Outcome::Deployed { deployment_id, .. } = out else {
+            panic!("{out:?}")
+        };
+        let end = e.stand_in.complete(&deployment_id, "Succeeded");
+        run(&e.deps, end, "end").await;
+    }
+    let request = |kind: &str, release: &str| {
+        serde_json::json!({
+            "greenlight": kind, "app": "web1", "release": release,
+            "request_id": "5f0c9a51-1d7e-4c3b-9a0e-7f3c2b1a0d99",
+            "requested_by": "arn:aws:sts::123456789012:assumed-role/Operators/alice",
+            "requested_at": Utc::now().to_rfc3339(),
+        })
+    };
+
+    let plan = run(&e.deps, request("plan", "v1.4.2"), "plan").await;
+    let Outcome::Planned { changes, .. } = &plan else {
+        panic!("{plan:?}")
+    };
+    assert!(changes.iter().any(|c| c.contains(&d1)), "{changes:?}");
+    assert_eq!(e.stand_in.deployments().len(), 2, "a plan deploys nothing");
+
+    let out = run(&e.deps, request("rollback", "v1.4.2"), "r1").await;
+    let Outcome::Requested { result, digest, .. } = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(digest, &d1);
+    let Outcome::Deployed { deployment_id, .. } = result.as_ref() else {
+        panic!("{out:?}")
+    };
+    let again = run(&e.deps, request("rollback", "v1.4.2"), "r2").await;
+    assert!(
+        matches!(&again, Outcome::Requested { result, .. } if matches!(**result, Outcome::Duplicate { .. })),
+        "{again:?}"
+    );
+    let deployments = e.stand_in.deployments();
+    assert_eq!(deployments.len(), 3);
+    assert!(deployments[2]
+        .description
+        .as_deref()
+        .unwrap()
+        .ends_with("request=5f0c9a51-1d7e-4c3b-9a0e-7f3c2b1a0d99"));
+    let end = e.stand_in.complete(deployment_id, "Succeeded");
+    run(&e.deps, end, "end").await;
+
+    let v1 = e.ledger.release("web1", &d1).await.unwrap().unwrap();
+    assert_eq!(v1.status, ReleaseStatus::Succeeded);
+    assert_eq!(v1.request.unwrap().requester_name(), "alice");
+    let production = e.ledger.last_succeeded("web1").await.unwrap().unwrap();
+    assert_eq!(production.digest, d1);
+    let history = e.ledger.history("web1").await.unwrap();
+    let runs_of_v1: Vec<_> = history.iter().filter(|h| h.record.digest == d1).collect();
+    assert_eq!(runs_of_v1.len(), 2, "the first run of v1.4.2 is kept");
+    assert!(runs_of_v1
+        .iter()
+        .any(|h| h.record.request.is_none() && h.record.status == ReleaseStatus::Succeeded));
+}

@@ -165,6 +165,13 @@ pub enum Outcome {
         apps: usize,
         actions: Vec<Outcome>,
     },
+    /// An operator's request to deploy: the release it resolved to, and what became of it.
+    Requested {
+        request_id: String,
+        version: String,
+        digest: String,
+        result: Box<Outcome>,
+    },
     /// What a deploy of the release would do (an operator's `plan`); nothing was written.
     Planned {
         app: String,
@@ -301,9 +308,12 @@ async fn handle_request(
           requested_by = %request.requested_by, "operator request");
     match request.greenlight {
         RequestKind::Plan => plan(deps, app, &push).await,
-        RequestKind::Deploy | RequestKind::Rollback => {
-            deploy_release(deps, &push, app, invocation).await
-        }
+        RequestKind::Deploy | RequestKind::Rollback => Ok(Outcome::Requested {
+            request_id: request.request_id.clone(),
+            version: push.version.clone(),
+            digest: push.digest.clone(),
+            result: Box::new(deploy_release(deps, &push, app, invocation).await?),
+        }),
     }
 }
 
@@ -361,7 +371,8 @@ async fn requested_release(
         repository: app.repository.clone(),
         version,
         digest: image.digest,
-        pushed_at: Utc::now(),
+        // When the operator asked; a clock ahead of ours does not make it newer than now.
+        pushed_at: request.requested_at.min(Utc::now()),
         provenance: Default::default(),
         request: Some(request.requested()),
     };

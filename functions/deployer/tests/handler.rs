@@ -734,7 +734,16 @@ fn request(kind: &str, release: &str, id: &str) -> Value {
         "release": release,
         "request_id": id,
         "requested_by": OPERATOR,
+        "requested_at": Utc::now().to_rfc3339(),
     })
+}
+
+/// What became of a deploy or rollback request.
+fn result(out: Outcome) -> Outcome {
+    match out {
+        Outcome::Requested { result, .. } => *result,
+        other => panic!("not a request's outcome: {other:?}"),
+    }
 }
 
 /// ECR holds release `n` under `version` (and `latest` for the newest).
@@ -769,10 +778,11 @@ fn after_two_releases() -> World {
 async fn a_rollback_redeploys_a_release_that_shipped_before_once_per_request() {
     let w = after_two_releases();
     let id = "7d8e2c1a-0000-4000-8000-000000000001";
-    let out = w
-        .run(request("rollback", &digest(1), id), "req-1")
-        .await
-        .unwrap();
+    let out = result(
+        w.run(request("rollback", &digest(1), id), "req-1")
+            .await
+            .unwrap(),
+    );
     let Outcome::Deployed { version, .. } = &out else {
         panic!("{out:?}")
     };
@@ -800,10 +810,11 @@ async fn a_rollback_redeploys_a_release_that_shipped_before_once_per_request() {
     );
 
     // The command's retry of the same request, and a late push of the image, deploy nothing.
-    let again = w
-        .run(request("rollback", &digest(1), id), "req-2")
-        .await
-        .unwrap();
+    let again = result(
+        w.run(request("rollback", &digest(1), id), "req-2")
+            .await
+            .unwrap(),
+    );
     assert!(matches!(again, Outcome::Duplicate { .. }), "{again:?}");
     let late_push = w
         .run(push("v1.4.2", 1, "2026-11-25T10:00:00Z"), "req-3")
@@ -820,13 +831,14 @@ async fn a_rollback_redeploys_a_release_that_shipped_before_once_per_request() {
 async fn a_request_is_newer_than_a_push_made_before_it() {
     let w = after_two_releases();
     in_ecr(&w, &[(1, "v1.4.2"), (2, "v1.4.4"), (3, "v1.4.5")]);
-    let out = w
-        .run(
+    let out = result(
+        w.run(
             request("rollback", "v1.4.2", "7d8e2c1a-0000-4000-8000-000000000002"),
             "req-1",
         )
         .await
-        .unwrap();
+        .unwrap(),
+    );
     assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
     // v1.4.5 was pushed before the rollback was asked for; its event comes late.
     let late = w
@@ -847,13 +859,14 @@ async fn a_request_for_the_running_image_redeploys_it() {
     let w = World::new();
     // OLD_IMAGE runs: release 0.
     in_ecr(&w, &[(0, "v1.4.0")]);
-    let out = w
-        .run(
+    let out = result(
+        w.run(
             request("deploy", "v1.4.0", "7d8e2c1a-0000-4000-8000-000000000003"),
             "req-1",
         )
         .await
-        .unwrap();
+        .unwrap(),
+    );
     assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
     assert_eq!(w.codedeploy.created.lock().unwrap().len(), 1);
     // A push of what runs stays a no-op.
@@ -872,13 +885,14 @@ async fn a_request_while_the_release_is_under_way_deploys_it_no_second_time() {
     w.run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1")
         .await
         .unwrap();
-    let out = w
-        .run(
+    let out = result(
+        w.run(
             request("deploy", "v1.4.2", "7d8e2c1a-0000-4000-8000-000000000004"),
             "req-2",
         )
         .await
-        .unwrap();
+        .unwrap(),
+    );
     let Outcome::Duplicate { status, .. } = &out else {
         panic!("{out:?}")
     };
@@ -989,4 +1003,14 @@ async fn a_plan_shows_the_revision_diff_and_appspec_and_writes_nothing() {
         ReleaseStatus::Succeeded
     );
     assert_eq!(w.ledger.queue_of("web1"), Queue::default());
+}
+
+#[tokio::test]
+async fn a_request_from_a_clock_ahead_is_not_newer_than_now() {
+    let w = after_two_releases();
+    let mut r = request("deploy", "v1.4.2", "7d8e2c1a-0000-4000-8000-000000000009");
+    r["requested_at"] = json!("2099-01-01T00:00:00Z");
+    let out = result(w.run(r, "req-1").await.unwrap());
+    assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
+    assert!(w.ledger.record(&digest(1)).unwrap().pushed_at <= Utc::now());
 }

@@ -473,6 +473,12 @@ async fn enrich(
     };
     if let Some(record) = release_record(ledger, app, digest).await {
         notice.provenance = record.provenance;
+        // The operator's request, when this deployment is the one it made (the description
+        // names the request; an earlier run of the digest names none or another).
+        let requested_here = release.as_ref().and_then(|r| r.request.as_deref());
+        notice.requested = record
+            .request
+            .filter(|q| requested_here == Some(q.id.as_str()));
         if matches!(state.as_str(), "FAILURE" | "STOP") {
             notice.hook_reason = record.hook_reason;
         }

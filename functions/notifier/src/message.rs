@@ -11,6 +11,7 @@
 
 use greenlight_shared::events::short_digest;
 use greenlight_shared::provenance::Provenance;
+use greenlight_shared::request::{RequestKind, Requested};
 use std::fmt;
 use std::time::Duration;
 
@@ -128,6 +129,8 @@ pub struct Notice {
     pub details_unavailable: bool,
     /// Who shipped the version (commit, CI run, actor), as its image says.
     pub provenance: Provenance,
+    /// The operator's request that started this deployment (`greenlight deploy|rollback`).
+    pub requested: Option<Requested>,
 }
 
 impl Notice {
@@ -135,6 +138,18 @@ impl Notice {
     pub fn is_rollback(&self) -> bool {
         matches!(self.rollback, Some(Rollback::IsRollback { .. }))
             || self.started_by == Some(StartedBy::Rollback)
+            || self
+                .requested
+                .as_ref()
+                .is_some_and(|q| q.kind == RequestKind::Rollback)
+    }
+
+    /// ` (by alice)` when an operator asked for this deployment.
+    fn requester_suffix(&self) -> String {
+        self.requested
+            .as_ref()
+            .map(|q| format!(" (by {})", q.requester_name()))
+            .unwrap_or_default()
     }
 }
 
@@ -246,6 +261,14 @@ pub fn build(notice: &Notice) -> Message {
 
 /// The one line read at a glance.
 pub fn headline(n: &Notice) -> String {
+    let line = state_headline(n);
+    if n.details_unavailable {
+        return line;
+    }
+    line + &n.requester_suffix()
+}
+
+fn state_headline(n: &Notice) -> String {
     let (app, env) = (&n.app, &n.environment);
     if n.details_unavailable {
         // Never a success headline: the deployment may be a rollback.
@@ -332,6 +355,12 @@ fn fields(n: &Notice) -> Vec<(&'static str, String)> {
     }
     if let Some(actor) = &n.provenance.actor {
         fields.push(("Pushed by", actor.clone()));
+    }
+    if let Some(q) = &n.requested {
+        fields.push((
+            "Requested by",
+            format!("{} ({} with the greenlight command)", q.by, q.kind.as_str()),
+        ));
     }
     if let Some(took) = n.duration {
         fields.push(("Duration", format_duration(took)));
@@ -1040,6 +1069,58 @@ mod tests {
         assert_eq!(
             StartedBy::Other("CodeDeploy".into()).to_string(),
             "CodeDeploy"
+        );
+    }
+
+    fn requested(kind: RequestKind) -> Option<Requested> {
+        Some(Requested {
+            id: "5f0c9a51-1d7e-4c3b-9a0e-7f3c2b1a0d99".into(),
+            by: "arn:aws:sts::123456789012:assumed-role/Operators/alice".into(),
+            kind,
+        })
+    }
+
+    #[test]
+    fn an_operators_rollback_says_who_and_is_never_a_success() {
+        for state in ["START", "SUCCESS"] {
+            let n = Notice {
+                requested: requested(RequestKind::Rollback),
+                ..release(state)
+            };
+            let m = build(&n);
+            assert_ne!(m.outcome, Outcome::Succeeded);
+            assert!(m.headline.ends_with("(by alice)"), "{}", m.headline);
+            assert!(m.headline.contains("v1.4.2"), "{}", m.headline);
+            assert!(!m.headline.contains("deployed"), "{}", m.headline);
+            assert_eq!(
+                field(&m, "Requested by").as_deref(),
+                Some("arn:aws:sts::123456789012:assumed-role/Operators/alice (rollback with the greenlight command)")
+            );
+        }
+        let m = build(&Notice {
+            requested: requested(RequestKind::Rollback),
+            ..release("SUCCESS")
+        });
+        assert_eq!(m.outcome, Outcome::RolledBack);
+        assert!(
+            m.headline.contains("rolled back to v1.4.2"),
+            "{}",
+            m.headline
+        );
+    }
+
+    #[test]
+    fn an_operators_deploy_reads_as_a_release_with_who_asked() {
+        let m = build(&Notice {
+            requested: requested(RequestKind::Deploy),
+            ..release("SUCCESS")
+        });
+        assert_eq!(m.outcome, Outcome::Succeeded);
+        assert!(
+            m.headline.contains("v1.4.2 deployed to production")
+                && m.headline.ends_with("(by alice)"),
+            "{}",
+            m.headline
         );
     }
 }

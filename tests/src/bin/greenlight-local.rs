@@ -1,5 +1,5 @@
 //! `greenlight-local`: the whole Greenlight pipeline on this machine, no AWS account needed.
-//! Plays three releases of a two-app monorepo and prints what happens, as it happens.
+//! Plays four acts of a two-app monorepo and prints what happens, as it happens.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use greenlight_tests::pipeline::{Entry, Pipeline, Timeline};
 use greenlight_tests::scenario;
 
-const STEPS: usize = 3;
+const STEPS: usize = 4;
 
 #[tokio::main]
 async fn main() {
@@ -46,7 +46,7 @@ async fn main() {
     }
     for args in [&["status"][..], &["history", "web1"][..]] {
         println!("\n$ greenlight {}", args.join(" "));
-        print!("{}", pipeline.greenlight(args).1);
+        print!("{}", pipeline.greenlight(args).await.1);
     }
     println!("\nChecks:");
     for (what, passed, detail) in &checks {
@@ -59,7 +59,7 @@ async fn main() {
     }
     let failed = checks.iter().filter(|c| !c.1).count();
     if failed == 0 {
-        println!("\nVerdict: PASS — {} checks: a healthy release shipped, a bad one was rolled back before taking traffic, a release pushed mid-deployment waited and shipped.", checks.len());
+        println!("\nVerdict: PASS — {} checks: a healthy release shipped, a bad one was rolled back before taking traffic, a release pushed mid-deployment waited and shipped, an operator rolled back through the same blue/green.", checks.len());
     } else {
         println!("\nVerdict: FAIL — {failed} of {} checks failed (function logs: target/greenlight-logs/)", checks.len());
         std::process::exit(1);
