@@ -3,7 +3,8 @@
 //! 2. web1 v1.4.3 whose green endpoint fails: hook Failed, rolled back, v1.4.2 still serves;
 //! 3. web2 v2.0.0 then v2.0.1 while the first deploys: v2.0.1 waits, then ships;
 //! 4. web1 v1.4.4 ships, then an operator's `greenlight rollback web1 --wait` brings v1.4.2
-//!    back through the same blue/green and health hook.
+//!    back through the same blue/green and health hook; retrying the bad v1.4.3 while it still
+//!    fails exits 4.
 
 use std::time::Duration;
 
@@ -427,6 +428,38 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
             && !headlines.iter().any(|h| h.contains("v1.4.2 deployed")),
         headlines.join(" | "),
     );
+    // Retrying the bad release while it is still bad: the command says it did not ship.
+    p.green_app("web1").set(Health::Failing);
+    p.timeline.log(
+        "operator",
+        "$ greenlight deploy web1 v1.4.3 --wait   (still failing)",
+    );
+    let (code, _, err) = p
+        .greenlight(&[
+            "deploy",
+            "web1",
+            "v1.4.3",
+            "--wait",
+            "--poll",
+            "0.5",
+            "--timeout",
+            "120",
+        ])
+        .await;
+    for line in err.lines() {
+        p.timeline.log("operator", format!("  {line}"));
+    }
+    p.settle(settle).await;
+    p.green_app("web1").set(Health::Healthy);
+    let (_, serving) = p.clients.service_image("web1").await;
+    check(
+        &mut checks,
+        "greenlight deploy web1 v1.4.3 --wait while it still fails: exit 4 with the hook's reason, v1.4.2 keeps serving",
+        code == Some(4)
+            && err.contains("failed and was rolled back: http_probe failed")
+            && serving == image_of("web1", &v142),
+        format!("exit {code:?}: {err} serving {serving}"),
+    );
     let (code, out, _) = p.greenlight(&["history", "web1", "--json"]).await;
     let history: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     let runs_of_v142 = history
@@ -435,12 +468,15 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
         .unwrap_or_default();
     check(
         &mut checks,
-        "greenlight history web1: the rollback first (by the operator, succeeded), and v1.4.2's first run kept",
+        "greenlight history web1: the retry (failed), the rollback (succeeded), both by the operator, and v1.4.2's first run kept",
         code == Some(0)
-            && history[0]["version"] == "v1.4.2"
-            && history[0]["by"] == "rollback by moto"
-            && history[0]["outcome"] == "succeeded"
-            && history[1]["version"] == "v1.4.4"
+            && history[0]["version"] == "v1.4.3"
+            && history[0]["by"] == "deploy by moto"
+            && history[0]["outcome"] == "failed"
+            && history[1]["version"] == "v1.4.2"
+            && history[1]["by"] == "rollback by moto"
+            && history[1]["outcome"] == "succeeded"
+            && history[2]["version"] == "v1.4.4"
             && runs_of_v142 == 2,
         out.chars().take(600).collect::<String>(),
     );

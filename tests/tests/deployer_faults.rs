@@ -191,7 +191,8 @@ async fn ship_two(case: &Case, releases: &[Release]) {
     for (i, r) in releases[..2].iter().enumerate() {
         case.deliver_until_done(&r.push(), &format!("setup-push-{i}"))
             .await;
-        case.end_running(&|_| false, &format!("setup-end-{i}")).await;
+        case.end_running(&|_| false, &format!("setup-end-{i}"))
+            .await;
     }
 }
 
@@ -243,7 +244,8 @@ async fn play_rollback(case: &Case, releases: &[Release], redelivery: Redelivery
     if redelivery == Redelivery::LateAndDuplicated {
         tokio::time::sleep(BUDGET).await;
         for (i, event) in late.iter().chain(delivered.iter()).enumerate() {
-            case.deliver_until_done(event, &format!("op-again-{i}")).await;
+            case.deliver_until_done(event, &format!("op-again-{i}"))
+                .await;
         }
     }
     case.drain(&|_| false).await;
@@ -260,7 +262,10 @@ async fn rollback_violations(case: &Case, releases: &[Release]) -> Vec<String> {
         .deployments()
         .into_iter()
         .filter_map(|d| {
-            let r = d.description.as_deref().and_then(ReleaseDescription::parse)?;
+            let r = d
+                .description
+                .as_deref()
+                .and_then(ReleaseDescription::parse)?;
             Some((d, r))
         })
         .collect();
@@ -356,7 +361,12 @@ async fn every_fault_at_every_call_of_a_rollback_request_deploys_it_at_most_once
     });
     assert!(rolled_back, "without faults the rollback deploys");
     let calls = clean.faults.calls();
-    for op in ["DescribeImages", "BatchGetImage", "TransactWriteItems", "CreateDeployment"] {
+    for op in [
+        "DescribeImages",
+        "BatchGetImage",
+        "TransactWriteItems",
+        "CreateDeployment",
+    ] {
         assert!(calls.iter().any(|c| c == op), "never calls {op}: {calls:?}");
     }
     let points = injection_points(&calls);

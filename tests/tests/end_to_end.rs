@@ -20,7 +20,7 @@ async fn a_healthy_release_ships_a_bad_one_rolls_back_and_a_mid_deployment_push_
         "failed checks: {failed:#?}\nSlack: {:#?}",
         pipeline.slack.headlines()
     );
-    assert_eq!(checks.len(), 31);
+    assert_eq!(checks.len(), 32);
     // Every Slack message is a Block Kit message with a colour and a console link.
     for m in pipeline.slack.messages() {
         let attachment = &m["attachments"][0];

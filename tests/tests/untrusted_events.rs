@@ -23,6 +23,7 @@ const SEEDS: &[&str] = &[
     include_str!("../../events/ecr-push-failed.json"),
     include_str!("../../events/ecr-push-latest.json"),
     include_str!("../../events/ecr-push-version.json"),
+    include_str!("../../events/operator-rollback-request.json"),
     include_str!("../../events/scheduled-sweep.json"),
 ];
 
