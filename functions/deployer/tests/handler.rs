@@ -788,6 +788,19 @@ async fn a_rollback_redeploys_a_release_that_shipped_before_once_per_request() {
     };
     assert_eq!(version, "v1.4.2");
     assert_eq!(w.ecs.registered_images(), vec![image(1)]);
+    // A push's six AWS calls and the DescribeImages that finds the release.
+    assert_eq!(
+        *w.calls.0.lock().unwrap(),
+        [
+            "DescribeImages",
+            "BatchGetImage",
+            "GetDeploymentGroup",
+            "DescribeServices",
+            "DescribeTaskDefinition",
+            "RegisterTaskDefinition",
+            "CreateDeployment"
+        ]
+    );
     let created = w.codedeploy.created.lock().unwrap().clone();
     assert_eq!(created.len(), 1);
     let description = ReleaseDescription::parse(&created[0].description).unwrap();
