@@ -172,6 +172,21 @@ where
     }
 }
 
+/// Why an event could not be read, safe to log and answer: [`redact_quoted`], and what the
+/// parser names as an unknown variant or field is taken out too (in an event it came from
+/// whoever sent it; in the config, an operator's own misspelt key is worth naming).
+pub fn redact_event_error(message: &str) -> String {
+    let mut message = message.to_string();
+    for marker in ["unknown variant `", "unknown field `"] {
+        if let Some(start) = message.find(marker).map(|i| i + marker.len()) {
+            if let Some(len) = message[start..].find('`') {
+                message.replace_range(start..start + len, "…");
+            }
+        }
+    }
+    redact_quoted(&message)
+}
+
 /// Why an event or document could not be read, safe to log and answer: every double-quoted
 /// value the parser quoted is taken out (it may be a secret or megabytes of input), and the
 /// rest is clipped to 200 characters. Keys stay (parsers quote them in backticks).

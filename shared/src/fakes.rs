@@ -7,7 +7,10 @@ use std::sync::Mutex;
 use crate::aws::codedeploy::{
     CodeDeployApi, Deployment, DeploymentGroup, EcsDeploymentTarget, HookVerdict, NewDeployment,
 };
-use crate::aws::ecs::{EcsApi, EcsServiceInfo, LoadBalancedContainer, TaskSetState};
+use crate::aws::ecs::{
+    EcsApi, EcsServiceInfo, LoadBalancedContainer, ServiceDeploymentState, ServiceRevisionInfo,
+    TaskSetState,
+};
 use crate::aws::elb::{ListenerEndpoint, LoadBalancingApi, TargetState};
 use crate::events::ImagePush;
 use crate::ledger::{
@@ -530,6 +533,13 @@ pub struct FakeEcs {
     pub registered: Mutex<Vec<RegisterTaskDefinitionInputBuilder>>,
     /// Answers of DescribeTaskSets, in order; the last one repeats.
     pub task_set_answers: Mutex<Vec<Result<Vec<TaskSetState>, AwsError>>>,
+    /// The tags of every task definition described.
+    pub tags: Mutex<Vec<Tag>>,
+    /// Native blue/green: answers of DescribeServiceDeployments (the last repeats), the
+    /// revision DescribeServiceRevisions describes, the service's test listener rule.
+    pub deployment_answers: Mutex<Vec<Result<ServiceDeploymentState, AwsError>>>,
+    pub revision: Mutex<ServiceRevisionInfo>,
+    pub test_listener_rule: Mutex<Option<String>>,
 }
 
 impl FakeEcs {
@@ -539,6 +549,10 @@ impl FakeEcs {
             running_image: Mutex::new(running_image.into()),
             registered: Mutex::default(),
             task_set_answers: Mutex::default(),
+            tags: Mutex::default(),
+            deployment_answers: Mutex::default(),
+            revision: Mutex::default(),
+            test_listener_rule: Mutex::default(),
         }
     }
     pub fn registered_images(&self) -> Vec<String> {
@@ -566,6 +580,7 @@ impl EcsApi for FakeEcs {
                 container_name: "web1".into(),
                 container_port: 3000,
                 target_group_arn: Some("arn:tg".into()),
+                test_listener_rule: self.test_listener_rule.lock().unwrap().clone(),
             }],
         })
     }
@@ -581,7 +596,7 @@ impl EcsApi for FakeEcs {
                     .build(),
             )
             .build();
-        Ok((td, vec![]))
+        Ok((td, self.tags.lock().unwrap().clone()))
     }
     async fn register_task_definition(
         &self,
@@ -603,6 +618,17 @@ impl EcsApi for FakeEcs {
     ) -> Result<Vec<TaskSetState>, AwsError> {
         self.calls.push("DescribeTaskSets");
         next_answer(&self.task_set_answers, Ok(vec![]))
+    }
+    async fn service_deployment(&self, _arn: &str) -> Result<ServiceDeploymentState, AwsError> {
+        self.calls.push("DescribeServiceDeployments");
+        next_answer(
+            &self.deployment_answers,
+            Ok(ServiceDeploymentState::default()),
+        )
+    }
+    async fn service_revision(&self, _arn: &str) -> Result<ServiceRevisionInfo, AwsError> {
+        self.calls.push("DescribeServiceRevisions");
+        Ok(self.revision.lock().unwrap().clone())
     }
 }
 

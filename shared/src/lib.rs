@@ -5,6 +5,7 @@
 pub mod appspec;
 pub mod aws;
 pub mod config;
+pub mod ecs_hook;
 pub mod error;
 pub mod events;
 #[cfg(any(test, feature = "fakes"))]

@@ -1,5 +1,6 @@
 //! The real health-hook binary behind the local Runtime API host, with CodeDeploy played by
-//! the stand-in: a cold start without a usable config still answers every lifecycle event.
+//! the stand-in: a cold start without a usable config still answers every lifecycle event,
+//! CodeDeploy's and native ECS blue/green's.
 
 use std::time::Duration;
 
@@ -89,6 +90,21 @@ async fn a_hook_whose_config_is_broken_answers_failed_naming_the_key_and_no_valu
         (reports[0].execution_id.as_str(), reports[0].status.as_str()),
         (execution_id.as_str(), "Failed")
     );
+    // A native ECS invocation gets its answer too: FAILED with the reason (ECS rolls back).
+    let native: serde_json::Value = serde_json::from_str(include_str!(
+        "../../events/ecs-lifecycle-hook-post-test-traffic-shift.json"
+    ))
+    .unwrap();
+    let answer = hook.invoke(native).await.response();
+    assert_eq!(answer["hookStatus"], "FAILED", "{answer}");
+    assert!(
+        answer["hookDetails"]["greenlight"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `webhook_url`"),
+        "{answer}"
+    );
+    assert_eq!(stand_in.reports().len(), 1, "no CodeDeploy report for ECS");
     drop(hook);
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(!logged.contains("SECRET"), "{logged}");

@@ -18,6 +18,7 @@ const SEEDS: &[&str] = &[
     include_str!("../../events/codedeploy-start.json"),
     include_str!("../../events/codedeploy-stop.json"),
     include_str!("../../events/codedeploy-success.json"),
+    include_str!("../../events/ecs-lifecycle-hook-post-test-traffic-shift.json"),
     include_str!("../../events/ecr-archive-untagged.json"),
     include_str!("../../events/ecr-delete.json"),
     include_str!("../../events/ecr-push-failed.json"),
@@ -155,6 +156,21 @@ proptest! {
     }
 
     #[test]
+    fn the_health_hook_reads_or_refuses_any_ecs_payload(payload in any_payload()) {
+        match greenlight_health_hook::parse_ecs_event(payload) {
+            Ok(event) => {
+                // What it goes on with is bounded and has the shape of what ECS sends.
+                prop_assert!(event.problem().is_none());
+                prop_assert!(event.resource_arn.len() <= 1024);
+            }
+            Err(e) => {
+                let diagnostic = lambda_runtime::Diagnostic::from(e);
+                assert_refusal(&diagnostic.error_type, &diagnostic.error_message)?;
+            }
+        }
+    }
+
+    #[test]
     fn the_notifier_reads_or_refuses_any_payload(payload in any_payload()) {
         if let Err(e) = greenlight_notifier::parse_event(payload) {
             let diagnostic = lambda_runtime::Diagnostic::from(e);
@@ -173,6 +189,8 @@ fn every_seed_is_read_by_the_function_it_is_for() {
         let event: Value = serde_json::from_str(seed).unwrap();
         if event.get("LifecycleEventHookExecutionId").is_some() {
             assert!(greenlight_health_hook::handler::parse_event(event).is_ok());
+        } else if greenlight_shared::ecs_hook::is_ecs_hook_event(&event) {
+            assert!(greenlight_health_hook::parse_ecs_event(event).is_ok());
         } else {
             assert!(
                 greenlight_deployer::parse_event(event.clone()).is_ok(),

@@ -248,7 +248,7 @@ pub async fn handle(
 fn malformed(what: &str, e: &serde_json::Error) -> DeployError {
     DeployError::MalformedEvent(format!(
         "{what}: {}",
-        greenlight_shared::error::redact_quoted(&e.to_string())
+        greenlight_shared::error::redact_event_error(&e.to_string())
     ))
 }
 

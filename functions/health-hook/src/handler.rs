@@ -69,7 +69,7 @@ impl From<HookError> for lambda_runtime::Diagnostic {
 pub fn parse_event(payload: serde_json::Value) -> Result<CodeDeployLifecycleEvent, HookError> {
     serde_json::from_value::<CodeDeployLifecycleEvent>(payload)
         .map_err(|e| {
-            HookError::MalformedEvent(greenlight_shared::error::redact_quoted(&e.to_string()))
+            HookError::MalformedEvent(greenlight_shared::error::redact_event_error(&e.to_string()))
         })
         .and_then(|event| {
             if !greenlight_shared::events::is_deployment_id(&event.deployment_id)

@@ -1,5 +1,6 @@
-//! greenlight-health-hook: the CodeDeploy lifecycle hook that decides whether the green task
-//! set may take production traffic.
+//! greenlight-health-hook: the lifecycle hook that decides whether green may take production
+//! traffic, for CodeDeploy blue/green deployments and (`native`) for native ECS blue/green
+//! deployments, with the same checks.
 //!
 //! It always answers CodeDeploy, exactly once: `Succeeded` when every configured check passed,
 //! `Failed` when one failed, when the time budget ran out, or on any error or unexpected state.
@@ -15,6 +16,8 @@
 
 pub mod checks;
 pub mod handler;
+pub mod native;
 pub mod probe;
 
-pub use handler::{handle, parse_event, report_unusable, Deps, HookReport};
+pub use handler::{handle, parse_event, report_unusable, Deps, HookError, HookReport};
+pub use native::{answer_unusable, handle_native, parse_ecs_event};

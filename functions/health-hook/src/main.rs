@@ -2,8 +2,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use greenlight_health_hook::probe::HttpProber;
-use greenlight_health_hook::{handle, parse_event, report_unusable, Deps};
+use greenlight_health_hook::{
+    answer_unusable, handle, handle_native, parse_ecs_event, parse_event, report_unusable, Deps,
+    HookError,
+};
 use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs, elb::LoadBalancing};
+use greenlight_shared::ecs_hook::is_ecs_hook_event;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::startup::{Live, Startup};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
@@ -21,8 +25,12 @@ async fn main() -> Result<(), Error> {
                 let invocation = Invocation::from_context(&event.context);
                 let (codedeploy, reason) = (&codedeploy, reason.as_str());
                 async move {
+                    if is_ecs_hook_event(&event.payload) {
+                        let payload = parse_ecs_event(event.payload)?;
+                        return answer(answer_unusable(&payload, reason));
+                    }
                     let payload = parse_event(event.payload)?;
-                    report_unusable(codedeploy, payload, reason, &invocation).await
+                    answer(report_unusable(codedeploy, payload, reason, &invocation).await?)
                 }
             }))
             .await;
@@ -49,9 +57,18 @@ async fn main() -> Result<(), Error> {
         let invocation = Invocation::from_context(&event.context);
         let deps = &deps;
         async move {
+            // ECS (native blue/green) reads the answer; CodeDeploy gets a report call.
+            if is_ecs_hook_event(&event.payload) {
+                let event = parse_ecs_event(event.payload)?;
+                return answer(handle_native(&*deps.current().await, &event, &invocation).await);
+            }
             let event = parse_event(event.payload)?;
-            handle(&*deps.current().await, event, &invocation).await
+            answer(handle(&*deps.current().await, event, &invocation).await?)
         }
     }))
     .await
+}
+
+fn answer(response: impl serde::Serialize) -> Result<serde_json::Value, HookError> {
+    serde_json::to_value(response).map_err(|e| HookError::MalformedEvent(e.to_string()))
 }

@@ -167,7 +167,7 @@ impl<'e> StateChange<'e> {
 /// reason.
 pub fn parse_event(payload: serde_json::Value) -> Result<CodeDeployEvent, NotifyError> {
     serde_json::from_value(payload).map_err(|e| {
-        NotifyError::MalformedEvent(greenlight_shared::error::redact_quoted(&e.to_string()))
+        NotifyError::MalformedEvent(greenlight_shared::error::redact_event_error(&e.to_string()))
     })
 }
 

@@ -1,4 +1,5 @@
-//! ECS: the service a deployment group deploys, its task definition, new revisions, task sets.
+//! ECS: the service a deployment group deploys, its task definition, new revisions, task sets;
+//! and, for native blue/green, service deployments and revisions.
 
 use async_trait::async_trait;
 use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
@@ -12,6 +13,27 @@ pub struct LoadBalancedContainer {
     pub container_name: String,
     pub container_port: i32,
     pub target_group_arn: Option<String>,
+    /// Native blue/green: the listener rule that routes test traffic to green.
+    pub test_listener_rule: Option<String>,
+}
+
+/// A native blue/green service deployment, as DescribeServiceDeployments reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceDeploymentState {
+    /// `PENDING`, `IN_PROGRESS`, `SUCCESSFUL`, `ROLLBACK_IN_PROGRESS`, … as ECS names it.
+    pub status: String,
+    pub status_reason: Option<String>,
+    /// The revision being deployed (green), and its tasks.
+    pub target_revision: Option<String>,
+    pub requested_tasks: i32,
+    pub running_tasks: i32,
+}
+
+/// A service revision: what it runs and the target groups it is attached to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceRevisionInfo {
+    pub task_definition_arn: String,
+    pub target_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +70,10 @@ pub trait EcsApi: Send + Sync {
         service: &str,
         ids: &[String],
     ) -> Result<Vec<TaskSetState>, AwsError>;
+    /// A native blue/green service deployment by ARN.
+    async fn service_deployment(&self, arn: &str) -> Result<ServiceDeploymentState, AwsError>;
+    /// A service revision by ARN.
+    async fn service_revision(&self, arn: &str) -> Result<ServiceRevisionInfo, AwsError>;
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +127,10 @@ impl EcsApi for Ecs {
                         container_name: lb.container_name()?.to_string(),
                         container_port: lb.container_port()?,
                         target_group_arn: lb.target_group_arn().map(str::to_string),
+                        test_listener_rule: lb
+                            .advanced_configuration()
+                            .and_then(|a| a.test_listener_rule())
+                            .map(str::to_string),
                     })
                 })
                 .collect(),
@@ -194,6 +224,76 @@ impl EcsApi for Ecs {
             })
             .collect())
     }
+
+    async fn service_deployment(&self, arn: &str) -> Result<ServiceDeploymentState, AwsError> {
+        let resource = format!("ECS service deployment {arn}");
+        let out = self
+            .0
+            .describe_service_deployments()
+            .service_deployment_arns(arn)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeServiceDeployments", &resource, e))?;
+        // A missing deployment is a failure entry, not an error.
+        let found = out.service_deployments().first().ok_or_else(|| {
+            let reason = out
+                .failures()
+                .first()
+                .and_then(|f| f.reason())
+                .unwrap_or("MISSING");
+            AwsError::new(
+                "DescribeServiceDeployments",
+                &resource,
+                AwsErrorKind::NotFound,
+                reason,
+            )
+        })?;
+        let target = found.target_service_revision();
+        Ok(ServiceDeploymentState {
+            status: found
+                .status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            status_reason: found.status_reason().map(str::to_string),
+            target_revision: target.and_then(|t| t.arn()).map(str::to_string),
+            requested_tasks: target.map(|t| t.requested_task_count()).unwrap_or_default(),
+            running_tasks: target.map(|t| t.running_task_count()).unwrap_or_default(),
+        })
+    }
+
+    async fn service_revision(&self, arn: &str) -> Result<ServiceRevisionInfo, AwsError> {
+        let resource = format!("ECS service revision {arn}");
+        let out = self
+            .0
+            .describe_service_revisions()
+            .service_revision_arns(arn)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeServiceRevisions", &resource, e))?;
+        let found = out.service_revisions().first().ok_or_else(|| {
+            let reason = out
+                .failures()
+                .first()
+                .and_then(|f| f.reason())
+                .unwrap_or("MISSING");
+            AwsError::new(
+                "DescribeServiceRevisions",
+                &resource,
+                AwsErrorKind::NotFound,
+                reason,
+            )
+        })?;
+        Ok(ServiceRevisionInfo {
+            task_definition_arn: found.task_definition().unwrap_or_default().to_string(),
+            target_groups: found
+                .resolved_configuration()
+                .map(|c| c.load_balancers())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|lb| lb.target_group_arn().map(str::to_string))
+                .collect(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -277,5 +377,86 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind, AwsErrorKind::NotFound);
+    }
+
+    /// DescribeServiceDeployments and DescribeServiceRevisions answered on the wire, as the
+    /// API reference shapes them (timestamps as epoch seconds), through the SDK's deserializer.
+    #[tokio::test]
+    async fn a_native_deployment_and_its_revision_read_from_the_wire() {
+        let deployment = serde_json::json!({"failures": [], "serviceDeployments": [{
+            "serviceDeploymentArn": "arn:aws:ecs:us-east-1:123456789012:service-deployment/apps/web2/EZe5RNVLH6PPzHXINuP28",
+            "serviceArn": "arn:aws:ecs:us-east-1:123456789012:service/apps/web2",
+            "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/apps",
+            "createdAt": 1764480000.0, "updatedAt": 1764480060.5,
+            "status": "IN_PROGRESS", "lifecycleStage": "POST_TEST_TRAFFIC_SHIFT",
+            "targetServiceRevision": {"arn": "arn:aws:ecs:us-east-1:123456789012:service-revision/apps/web2/9313423515462893900",
+                "requestedTaskCount": 2, "runningTaskCount": 1, "pendingTaskCount": 1,
+                "requestedTestTrafficWeight": 100.0, "requestedProductionTrafficWeight": 0.0},
+            "sourceServiceRevisions": [{"arn": "arn:aws:ecs:us-east-1:123456789012:service-revision/apps/web2/1920498462936580504",
+                "requestedTaskCount": 2, "runningTaskCount": 2, "pendingTaskCount": 0}]
+        }]});
+        let missing = serde_json::json!({"serviceDeployments": [], "failures": [
+            {"arn": "arn:aws:ecs:us-east-1:123456789012:service-deployment/apps/web2/x", "reason": "MISSING"}]});
+        let revision = serde_json::json!({"failures": [], "serviceRevisions": [{
+            "serviceRevisionArn": "arn:aws:ecs:us-east-1:123456789012:service-revision/apps/web2/9313423515462893900",
+            "serviceArn": "arn:aws:ecs:us-east-1:123456789012:service/apps/web2",
+            "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/apps",
+            "taskDefinition": "arn:aws:ecs:us-east-1:123456789012:task-definition/web2:9",
+            "createdAt": 1764480000.0,
+            "loadBalancers": [{"targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web2-blue/1",
+                "containerName": "web2", "containerPort": 3000}],
+            "resolvedConfiguration": {"loadBalancers": [{
+                "targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web2-green/2",
+                "productionListenerRule": "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/web2/1/2/3"}]}
+        }]});
+        let (client, requests) = crate::test_http::ecs_client_answering(vec![
+            deployment.to_string(),
+            missing.to_string(),
+            revision.to_string(),
+        ]);
+        let ecs = Ecs(client);
+        let state = ecs
+            .service_deployment("arn:aws:ecs:us-east-1:123456789012:service-deployment/apps/web2/EZe5RNVLH6PPzHXINuP28")
+            .await
+            .unwrap();
+        assert_eq!(state.status, "IN_PROGRESS");
+        assert_eq!((state.running_tasks, state.requested_tasks), (1, 2));
+        assert!(state
+            .target_revision
+            .unwrap()
+            .ends_with("/9313423515462893900"));
+        let err = ecs
+            .service_deployment("arn:aws:ecs:us-east-1:123456789012:service-deployment/apps/web2/x")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, AwsErrorKind::NotFound);
+        let revision = ecs
+            .service_revision(
+                "arn:aws:ecs:us-east-1:123456789012:service-revision/apps/web2/9313423515462893900",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            revision,
+            ServiceRevisionInfo {
+                task_definition_arn: "arn:aws:ecs:us-east-1:123456789012:task-definition/web2:9"
+                    .into(),
+                target_groups: vec![
+                    "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web2-green/2"
+                        .into()
+                ],
+            }
+        );
+        let bodies = requests.bodies();
+        assert!(
+            bodies[0].contains("\"serviceDeploymentArns\""),
+            "{}",
+            bodies[0]
+        );
+        assert!(
+            bodies[2].contains("\"serviceRevisionArns\""),
+            "{}",
+            bodies[2]
+        );
     }
 }

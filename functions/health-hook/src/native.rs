@@ -1,0 +1,420 @@
+//! The hook for native ECS blue/green deployments.
+//!
+//! ECS invokes the hook at a lifecycle stage (`POST_TEST_TRAFFIC_SHIFT` is the one for checking
+//! green through the test listener before production traffic) and invokes it again after
+//! `callBackDelay` while it answers `IN_PROGRESS`. So the hook never waits through a check
+//! window: each invocation makes one round of the same checks as for CodeDeploy (green's tasks
+//! running, its targets healthy, the HTTP probe through the test listener rule or
+//! `health.url`), keeps its progress in `hookDetails` (consecutive good and bad probes, when it
+//! started, what it found on the first round), and answers at once. A ten-minute check costs
+//! seconds of Lambda time.
+//!
+//! The release is found from the target revision's task definition, which carries the
+//! `greenlight:app|version|digest` tags the deployer writes; a revision without them is not a
+//! release of Greenlight's and is failed as unmanaged. Every answer is one of `SUCCEEDED`,
+//! `FAILED` or `IN_PROGRESS`: an error or a panic in a round is `FAILED` with the reason, a
+//! round cut short by the deadline or a throttled call is `IN_PROGRESS` (the next round tries
+//! again) until [`CHECK_WINDOW`] has passed since the first round.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use greenlight_shared::ecs_hook::{service_of, EcsHookAnswer, EcsHookEvent, HookStatus};
+use greenlight_shared::invocation::Invocation;
+use greenlight_shared::task_definition::{TAG_APP, TAG_DIGEST, TAG_VERSION};
+use greenlight_shared::AwsErrorKind;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::checks;
+use crate::handler::{Deps, HookError};
+
+/// How long after its first round the hook keeps answering IN_PROGRESS before it fails green
+/// as not ready. Well within ECS's 24 hours per stage and the hook's default timeout.
+pub const CHECK_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Time kept before the deadline for the answer (there is no report call to make), and for
+/// keeping a verdict's reason in the ledger.
+const ANSWER_GUARD: Duration = Duration::from_millis(500);
+const VERDICT_RECORD_BUDGET: Duration = Duration::from_secs(1);
+
+/// Where the progress lives in `hookDetails` (the hook's own configured details sit beside it).
+const DETAILS_KEY: &str = "greenlight";
+
+/// What one hook execution has seen so far, returned in `hookDetails` and read back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The hook execution it belongs to: progress of another one is not trusted.
+    pub execution: String,
+    pub started_ms: i64,
+    pub rounds: u32,
+    /// Consecutive good and bad probe answers.
+    pub good: u32,
+    pub bad: u32,
+    /// Found on the first round.
+    pub app: Option<String>,
+    pub version: Option<String>,
+    pub digest: Option<String>,
+    pub target_group: Option<String>,
+    pub url: Option<String>,
+    /// What the last round found.
+    pub last: Option<String>,
+}
+
+impl Progress {
+    /// The progress `hookDetails` holds for this execution, or a fresh one.
+    fn of(event: &EcsHookEvent, now_ms: i64) -> Self {
+        event
+            .hook_details
+            .as_ref()
+            .and_then(|d| d.get(DETAILS_KEY))
+            .and_then(|p| serde_json::from_value::<Progress>(p.clone()).ok())
+            .filter(|p| p.execution == event.execution_id && p.started_ms <= now_ms)
+            .unwrap_or_else(|| Progress {
+                execution: event.execution_id.clone(),
+                started_ms: now_ms,
+                ..Progress::default()
+            })
+    }
+}
+
+/// What one round came to.
+#[derive(Debug)]
+enum Round {
+    Passed,
+    NotYet(String),
+    Failed(String),
+}
+
+/// Reads an ECS lifecycle hook invocation; anything else is a `MalformedEvent` with a short
+/// reason that repeats none of its values.
+pub fn parse_ecs_event(payload: serde_json::Value) -> Result<EcsHookEvent, HookError> {
+    let event: EcsHookEvent = serde_json::from_value(payload).map_err(|e| {
+        HookError::MalformedEvent(greenlight_shared::error::redact_event_error(&e.to_string()))
+    })?;
+    match event.problem() {
+        Some(problem) => Err(HookError::MalformedEvent(problem.to_string())),
+        None => Ok(event),
+    }
+}
+
+/// Answers when the hook cannot run its checks (its config could not be loaded): FAILED, with
+/// the reason, so ECS rolls back rather than wait for the hook's timeout.
+pub fn answer_unusable(event: &EcsHookEvent, reason: &str) -> EcsHookAnswer {
+    warn!(deployment = %event.resource_arn, stage = %event.lifecycle_stage, reason = %reason,
+          verdict = "FAILED", "verdict");
+    EcsHookAnswer {
+        hook_status: HookStatus::Failed,
+        call_back_delay: None,
+        hook_details: Some(serde_json::json!({ DETAILS_KEY: { "reason": reason } })),
+    }
+}
+
+/// One invocation: one round of checks, then SUCCEEDED, FAILED or IN_PROGRESS.
+pub async fn handle_native(
+    deps: &Deps,
+    event: &EcsHookEvent,
+    invocation: &Invocation,
+) -> EcsHookAnswer {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut progress = Progress::of(event, now_ms);
+    progress.rounds += 1;
+    let deadline = invocation.deadline_minus(ANSWER_GUARD + VERDICT_RECORD_BUDGET);
+    let outcome = tokio::time::timeout_at(
+        deadline,
+        AssertUnwindSafe(round(deps, event, &mut progress, deadline)).catch_unwind(),
+    )
+    .await;
+    let round = match outcome {
+        Ok(Ok(round)) => round,
+        Ok(Err(_)) => Round::Failed("a check failed unexpectedly (panic)".to_string()),
+        Err(_) => Round::NotYet("the round did not finish before the invocation's deadline".into()),
+    };
+    let elapsed = Duration::from_millis((now_ms - progress.started_ms).max(0) as u64);
+    let (status, reason) = match round {
+        Round::Passed => (HookStatus::Succeeded, "all checks passed".to_string()),
+        Round::Failed(why) => (HookStatus::Failed, why),
+        Round::NotYet(why) if elapsed >= CHECK_WINDOW => (
+            HookStatus::Failed,
+            format!(
+                "not ready {} s after the first check: {why}",
+                elapsed.as_secs()
+            ),
+        ),
+        Round::NotYet(why) => (HookStatus::InProgress, why),
+    };
+    progress.last = Some(reason.clone());
+    info!(deployment = %event.resource_arn, stage = %event.lifecycle_stage,
+          app = progress.app.as_deref().unwrap_or(""), version = progress.version.as_deref().unwrap_or(""),
+          round = progress.rounds, verdict = ?status, reason = %reason, "round");
+    if status != HookStatus::InProgress {
+        record_verdict(
+            deps,
+            event,
+            &progress,
+            status == HookStatus::Succeeded,
+            &reason,
+        )
+        .await;
+    }
+    let delay = match status {
+        HookStatus::InProgress => Some(callback_delay(deps, &progress)),
+        _ => None,
+    };
+    EcsHookAnswer {
+        hook_status: status,
+        call_back_delay: delay,
+        hook_details: Some(serde_json::json!({ DETAILS_KEY: progress })),
+    }
+}
+
+/// The app's probe interval, in whole seconds (ECS counts in seconds), at least one.
+fn callback_delay(deps: &Deps, progress: &Progress) -> u64 {
+    let interval_ms = progress
+        .app
+        .as_deref()
+        .and_then(|a| deps.config.app_named(a))
+        .map(|a| a.health.interval_ms)
+        .unwrap_or(5_000);
+    interval_ms.div_ceil(1000).max(1)
+}
+
+/// Keeps the verdict's reason for the notifier, best effort and briefly.
+async fn record_verdict(
+    deps: &Deps,
+    event: &EcsHookEvent,
+    progress: &Progress,
+    passed: bool,
+    reason: &str,
+) {
+    let (Some(ledger), Some(app), Some(digest)) = (&deps.ledger, &progress.app, &progress.digest)
+    else {
+        return;
+    };
+    let write = ledger.record_hook_verdict(app, digest, &event.lifecycle_stage, passed, reason);
+    match tokio::time::timeout(VERDICT_RECORD_BUDGET, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "could not record the verdict in the release ledger"),
+        Err(_) => warn!("recording the verdict in the release ledger took too long: skipped"),
+    }
+}
+
+/// A call that failed: for good when what it names does not exist or may not be read,
+/// otherwise (throttled, unavailable) the next round tries again.
+fn call_failed(e: greenlight_shared::AwsError) -> Round {
+    match e.kind {
+        AwsErrorKind::NotFound | AwsErrorKind::AccessDenied | AwsErrorKind::Invalid => {
+            Round::Failed(e.to_string())
+        }
+        _ => Round::NotYet(e.to_string()),
+    }
+}
+
+macro_rules! or_round {
+    ($call:expr) => {
+        match $call {
+            Ok(value) => value,
+            Err(e) => return call_failed(e),
+        }
+    };
+}
+
+async fn round(
+    deps: &Deps,
+    event: &EcsHookEvent,
+    progress: &mut Progress,
+    deadline: Instant,
+) -> Round {
+    if progress.app.is_none() {
+        if let Some(unfit) = find_release(deps, event, progress).await {
+            return unfit;
+        }
+    }
+    let Some(app) = progress
+        .app
+        .as_deref()
+        .and_then(|a| deps.config.app_named(a))
+    else {
+        return Round::Failed("the app of this release left the config".to_string());
+    };
+    let settings = &app.health;
+    if settings.check_task_set {
+        let deployment = or_round!(deps.ecs.service_deployment(&event.resource_arn).await);
+        if !matches!(deployment.status.as_str(), "PENDING" | "IN_PROGRESS") {
+            return Round::Failed(format!(
+                "the service deployment is {}{}",
+                deployment.status,
+                deployment
+                    .status_reason
+                    .map(|r| format!(": {}", greenlight_shared::events::clipped(&r, 200)))
+                    .unwrap_or_default()
+            ));
+        }
+        let (running, wanted) = (deployment.running_tasks, deployment.requested_tasks);
+        if wanted == 0 || running < wanted {
+            return Round::NotYet(format!("green runs {running} of {wanted} tasks"));
+        }
+    }
+    if settings.check_target_health {
+        let Some(target_group) = progress.target_group.as_deref() else {
+            return Round::Failed("the green revision has no target group".to_string());
+        };
+        // One read: `now` as the deadline makes the check answer without waiting.
+        let health = checks::target_health(
+            deps.elb.as_ref(),
+            target_group,
+            Duration::ZERO,
+            Instant::now(),
+        )
+        .await;
+        if !health.passed {
+            return Round::NotYet(health.detail);
+        }
+    }
+    if settings.check_http {
+        let Some(url) = progress.url.clone() else {
+            return Round::Failed("no URL to probe".to_string());
+        };
+        let timeout = Duration::from_millis(settings.timeout_ms)
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let answer = deps
+            .prober
+            .get(&url, settings.host.as_deref(), timeout)
+            .await;
+        let last = match answer {
+            Ok(status) if status == settings.expect_status => {
+                progress.good += 1;
+                progress.bad = 0;
+                format!("HTTP {status}")
+            }
+            Ok(status) => {
+                progress.good = 0;
+                progress.bad += 1;
+                format!("HTTP {status}, expected {}", settings.expect_status)
+            }
+            Err(why) => {
+                progress.good = 0;
+                progress.bad += 1;
+                why
+            }
+        };
+        if progress.bad >= settings.failures {
+            return Round::Failed(format!(
+                "http_probe failed: {url}: {} failed probes in a row (last: {last})",
+                progress.bad
+            ));
+        }
+        if progress.good < settings.successes {
+            return Round::NotYet(format!(
+                "{url}: {}/{} good answers in a row (last: {last})",
+                progress.good, settings.successes
+            ));
+        }
+    }
+    Round::Passed
+}
+
+/// The first round: the release the target revision runs, its app, the green target group and
+/// the URL to probe. `Some` when the hook cannot go on.
+async fn find_release(deps: &Deps, event: &EcsHookEvent, progress: &mut Progress) -> Option<Round> {
+    let details = &event.execution_details;
+    let revision = match deps
+        .ecs
+        .service_revision(&details.target_service_revision_arn)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return Some(call_failed(e)),
+    };
+    let (_, tags) = match deps
+        .ecs
+        .task_definition(&revision.task_definition_arn)
+        .await
+    {
+        Ok(td) => td,
+        Err(e) => return Some(call_failed(e)),
+    };
+    let tag = |key: &str| {
+        tags.iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    };
+    let Some(app) = tag(TAG_APP).and_then(|name| deps.config.app_named(&name)) else {
+        return Some(Round::Failed(format!(
+            "the revision's task definition {} is not a release of an app Greenlight manages (no known {TAG_APP} tag)",
+            revision.task_definition_arn
+        )));
+    };
+    progress.app = Some(app.name.clone());
+    progress.version = tag(TAG_VERSION);
+    progress.digest = tag(TAG_DIGEST);
+    progress.target_group = revision.target_groups.first().cloned();
+    let settings = &app.health;
+    if !settings.check_http {
+        return None;
+    }
+    if let Some(url) = &settings.url {
+        progress.url = Some(url.clone());
+        return None;
+    }
+    // The test listener rule's listener: `…:listener-rule/app/<lb>/<id>/<listener>/<rule>` is
+    // a rule of `…:listener/app/<lb>/<id>/<listener>`.
+    let (cluster, service) = service_of(&details.service_arn)?;
+    let service = match deps.ecs.service(cluster, service).await {
+        Ok(s) => s,
+        Err(e) => return Some(call_failed(e)),
+    };
+    let listener = service
+        .load_balancers
+        .iter()
+        .find_map(|lb| lb.test_listener_rule.as_deref())
+        .and_then(listener_of_rule);
+    let Some(listener) = listener else {
+        return Some(Round::Failed(format!(
+            "service {cluster}/{} has no test listener rule and apps.{}.health.url is not set",
+            service_of(&details.service_arn)
+                .map(|(_, s)| s)
+                .unwrap_or(""),
+            app.name
+        )));
+    };
+    let endpoint = match deps.elb.listener_endpoint(&listener).await {
+        Ok(e) => e,
+        Err(e) => return Some(call_failed(e)),
+    };
+    if endpoint.protocol.eq_ignore_ascii_case("HTTPS") && settings.host.is_none() {
+        return Some(Round::Failed(format!(
+            "the test listener is HTTPS: its certificate cannot be checked against the load balancer's name {}; set apps.{}.health.host to the name it is for",
+            endpoint.host, app.name
+        )));
+    }
+    progress.url = Some(endpoint.url(&settings.path));
+    None
+}
+
+/// The listener ARN of a listener rule ARN.
+pub fn listener_of_rule(rule: &str) -> Option<String> {
+    let (head, path) = rule.split_once(":listener-rule/")?;
+    let (listener_path, _rule_id) = path.rsplit_once('/')?;
+    Some(format!("{head}:listener/{listener_path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rules_listener_is_the_rule_arn_without_its_id() {
+        assert_eq!(
+            listener_of_rule("arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2/9683b2d02a6cabee").as_deref(),
+            Some("arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2")
+        );
+        assert_eq!(
+            listener_of_rule("arn:aws:elasticloadbalancing:us-east-1:1:listener/app/x/1/2"),
+            None
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! The hook for native ECS blue/green over fakes: one round per invocation, progress carried
+//! in `hookDetails`, and always one of SUCCEEDED, FAILED or IN_PROGRESS.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_ecs::types::Tag;
+use greenlight_health_hook::probe::Prober;
+use greenlight_health_hook::{handle_native, parse_ecs_event, Deps};
+use greenlight_shared::aws::ecs::{ServiceDeploymentState, ServiceRevisionInfo};
+use greenlight_shared::ecs_hook::{EcsHookAnswer, EcsHookEvent, HookStatus};
+use greenlight_shared::fakes::{
+    healthy_targets, Calls, FakeCodeDeploy, FakeEcs, FakeLedger, FakeLoadBalancing,
+};
+use greenlight_shared::invocation::Invocation;
+use greenlight_shared::{AwsError, AwsErrorKind, Config};
+use serde_json::{json, Value};
+
+const CONFIG: &str = r#"
+[apps.web2]
+repository = "web2"
+application = "web2"
+deployment_group = "web2-bluegreen"
+[apps.web2.health]
+path = "/api/health"
+successes = 3
+failures = 2
+interval_ms = 4000
+timeout_ms = 100
+"#;
+const RULE: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/web2/50dc6c495c0c9188/f2f7dc8efc522ab2/9683b2d02a6cabee";
+
+#[derive(Default)]
+struct FakeProber {
+    answers: Mutex<VecDeque<Result<u16, String>>>,
+    urls: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Prober for FakeProber {
+    async fn get(&self, url: &str, _host: Option<&str>, _timeout: Duration) -> Result<u16, String> {
+        self.urls.lock().unwrap().push(url.to_string());
+        let mut answers = self.answers.lock().unwrap();
+        if answers.len() > 1 {
+            answers.pop_front().unwrap()
+        } else {
+            answers.front().cloned().unwrap_or(Ok(200))
+        }
+    }
+}
+
+struct World {
+    deps: Deps,
+    calls: Arc<Calls>,
+    ecs: Arc<FakeEcs>,
+    elb: Arc<FakeLoadBalancing>,
+    prober: Arc<FakeProber>,
+}
+
+fn in_progress(running: i32, requested: i32) -> ServiceDeploymentState {
+    ServiceDeploymentState {
+        status: "IN_PROGRESS".into(),
+        target_revision: Some("green".into()),
+        requested_tasks: requested,
+        running_tasks: running,
+        ..Default::default()
+    }
+}
+
+impl World {
+    fn new(probes: Vec<Result<u16, String>>) -> Self {
+        let calls = Arc::new(Calls::default());
+        let ecs = Arc::new(FakeEcs::new(calls.clone(), "unused"));
+        *ecs.tags.lock().unwrap() = [
+            ("greenlight:app", "web2"),
+            ("greenlight:version", "v2.1.0"),
+            ("greenlight:digest", "sha256:2222"),
+        ]
+        .iter()
+        .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+        .collect();
+        *ecs.revision.lock().unwrap() = ServiceRevisionInfo {
+            task_definition_arn: "arn:aws:ecs:us-east-1:123456789012:task-definition/web2:9".into(),
+            target_groups: vec!["arn:tg-green".into()],
+        };
+        *ecs.test_listener_rule.lock().unwrap() = Some(RULE.into());
+        *ecs.deployment_answers.lock().unwrap() = vec![Ok(in_progress(2, 2))];
+        let elb = Arc::new(FakeLoadBalancing::new(calls.clone()));
+        *elb.health_answers.lock().unwrap() = vec![Ok(healthy_targets(2))];
+        let prober = Arc::new(FakeProber {
+            answers: Mutex::new(probes.into()),
+            urls: Mutex::default(),
+        });
+        let deps = Deps {
+            config: Config::parse(CONFIG).unwrap(),
+            codedeploy: Arc::new(FakeCodeDeploy::new(calls.clone())),
+            ecs: ecs.clone(),
+            elb: elb.clone(),
+            prober: prober.clone(),
+            ledger: Some(Arc::new(FakeLedger::default())),
+            safety_margin: Duration::from_millis(500),
+        };
+        Self {
+            deps,
+            calls,
+            ecs,
+            elb,
+            prober,
+        }
+    }
+
+    /// One invocation, as ECS makes it: with the `hookDetails` the last answer returned.
+    async fn invoke(&self, details: Option<&Value>) -> EcsHookAnswer {
+        let mut payload: Value = serde_json::from_str(include_str!(
+            "../../../events/ecs-lifecycle-hook-post-test-traffic-shift.json"
+        ))
+        .unwrap();
+        if let Some(details) = details {
+            payload["hookDetails"] = details.clone();
+        }
+        let event: EcsHookEvent = parse_ecs_event(payload).unwrap();
+        handle_native(
+            &self.deps,
+            &event,
+            &Invocation::for_test("req", Duration::from_secs(10)),
+        )
+        .await
+    }
+
+    /// Invokes until the hook stops answering IN_PROGRESS; every answer.
+    async fn run(&self) -> Vec<EcsHookAnswer> {
+        let mut answers: Vec<EcsHookAnswer> = vec![];
+        for _ in 0..20 {
+            let details = answers.last().and_then(|a| a.hook_details.clone());
+            let answer = self.invoke(details.as_ref()).await;
+            let done = answer.hook_status != HookStatus::InProgress;
+            answers.push(answer);
+            if done {
+                break;
+            }
+        }
+        answers
+    }
+}
+
+fn statuses(answers: &[EcsHookAnswer]) -> Vec<HookStatus> {
+    answers.iter().map(|a| a.hook_status).collect()
+}
+
+#[tokio::test]
+async fn healthy_green_succeeds_after_n_rounds_each_answering_at_once() {
+    let w = World::new(vec![Ok(200)]);
+    let answers = w.run().await;
+    use HookStatus::*;
+    assert_eq!(statuses(&answers), [InProgress, InProgress, Succeeded]);
+    // The app's probe interval (4 s), in seconds, between rounds.
+    assert_eq!(answers[0].call_back_delay, Some(4));
+    assert_eq!(answers[2].call_back_delay, None);
+    // Through the test listener rule's listener; one probe per round.
+    assert_eq!(
+        *w.prober.urls.lock().unwrap(),
+        vec!["http://web1-test.elb.local:8080/api/health"; 3]
+    );
+    // The release is found once, then carried in hookDetails.
+    assert_eq!(w.calls.count("DescribeServiceRevisions"), 1);
+    assert_eq!(w.calls.count("DescribeTaskDefinition"), 1);
+    assert_eq!(w.calls.count("DescribeServiceDeployments"), 3);
+    let progress = &answers[2].hook_details.as_ref().unwrap()["greenlight"];
+    assert_eq!(progress["app"], "web2");
+    assert_eq!(progress["version"], "v2.1.0");
+    assert_eq!(progress["good"], 3);
+}
+
+#[tokio::test]
+async fn a_failing_probe_fails_after_n_bad_answers_in_a_row() {
+    let w = World::new(vec![Ok(500)]);
+    let answers = w.run().await;
+    use HookStatus::*;
+    assert_eq!(statuses(&answers), [InProgress, Failed]);
+    let reason = answers[1].hook_details.as_ref().unwrap()["greenlight"]["last"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.starts_with("http_probe failed:"), "{reason}");
+    assert!(
+        reason.contains("2 failed probes in a row (last: HTTP 500, expected 200)"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn green_not_ready_waits_without_probing() {
+    let w = World::new(vec![Ok(200)]);
+    *w.ecs.deployment_answers.lock().unwrap() = vec![Ok(in_progress(1, 2)), Ok(in_progress(2, 2))];
+    *w.elb.health_answers.lock().unwrap() = vec![Ok(vec![]), Ok(healthy_targets(2))];
+    let answers = w.run().await;
+    use HookStatus::*;
+    assert_eq!(
+        statuses(&answers),
+        [InProgress, InProgress, InProgress, InProgress, Succeeded]
+    );
+    let first = answers[0].hook_details.as_ref().unwrap()["greenlight"]["last"].clone();
+    assert_eq!(first, "green runs 1 of 2 tasks");
+    let second = answers[1].hook_details.as_ref().unwrap()["greenlight"]["last"].clone();
+    assert!(
+        second.as_str().unwrap().contains("no targets registered"),
+        "{second}"
+    );
+    // Probes only once green runs and its targets are healthy.
+    assert_eq!(w.prober.urls.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_deployment_that_is_rolling_back_is_failed_at_once() {
+    let w = World::new(vec![Ok(200)]);
+    *w.ecs.deployment_answers.lock().unwrap() = vec![Ok(ServiceDeploymentState {
+        status: "ROLLBACK_IN_PROGRESS".into(),
+        status_reason: Some("alarm web2-5xx in ALARM".into()),
+        ..Default::default()
+    })];
+    let answers = w.run().await;
+    assert_eq!(statuses(&answers), [HookStatus::Failed]);
+    let reason = answers[0].hook_details.as_ref().unwrap()["greenlight"]["last"].clone();
+    assert_eq!(
+        reason,
+        "the service deployment is ROLLBACK_IN_PROGRESS: alarm web2-5xx in ALARM"
+    );
+}
+
+#[tokio::test]
+async fn a_revision_that_is_not_a_release_is_failed_as_unmanaged() {
+    let w = World::new(vec![Ok(200)]);
+    w.ecs.tags.lock().unwrap().clear();
+    let answers = w.run().await;
+    assert_eq!(statuses(&answers), [HookStatus::Failed]);
+    let reason = answers[0].hook_details.as_ref().unwrap()["greenlight"]["last"].clone();
+    assert!(
+        reason
+            .as_str()
+            .unwrap()
+            .contains("not a release of an app Greenlight manages"),
+        "{reason}"
+    );
+    assert_eq!(w.prober.urls.lock().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn throttling_is_another_round_and_a_missing_deployment_fails() {
+    let w = World::new(vec![Ok(200)]);
+    let throttled = AwsError::new(
+        "DescribeServiceDeployments",
+        "ECS service deployment",
+        AwsErrorKind::Throttled,
+        "Rate exceeded",
+    );
+    let missing = AwsError::new(
+        "DescribeServiceDeployments",
+        "ECS service deployment",
+        AwsErrorKind::NotFound,
+        "MISSING",
+    );
+    *w.ecs.deployment_answers.lock().unwrap() = vec![Err(throttled), Err(missing)];
+    let answers = w.run().await;
+    assert_eq!(
+        statuses(&answers),
+        [HookStatus::InProgress, HookStatus::Failed]
+    );
+}
+
+#[tokio::test]
+async fn progress_of_another_execution_is_not_trusted() {
+    let w = World::new(vec![Ok(200)]);
+    let forged = json!({"greenlight": {
+        "execution": "someone-else", "started_ms": 0, "rounds": 9, "good": 99, "bad": 0,
+        "app": "web2", "url": "http://attacker.example/"
+    }});
+    let answer = w.invoke(Some(&forged)).await;
+    assert_eq!(answer.hook_status, HookStatus::InProgress);
+    assert_eq!(
+        *w.prober.urls.lock().unwrap(),
+        vec!["http://web1-test.elb.local:8080/api/health"]
+    );
+}
+
+#[tokio::test]
+async fn green_not_ready_within_the_window_is_failed() {
+    let w = World::new(vec![Ok(200)]);
+    *w.ecs.deployment_answers.lock().unwrap() = vec![Ok(in_progress(0, 2))];
+    let first = w.invoke(None).await;
+    let mut details = first.hook_details.unwrap();
+    // The first round was sixteen minutes ago.
+    let started = chrono::Utc::now().timestamp_millis() - 16 * 60 * 1000;
+    details["greenlight"]["started_ms"] = json!(started);
+    let answer = w.invoke(Some(&details)).await;
+    assert_eq!(answer.hook_status, HookStatus::Failed);
+    let reason = answer.hook_details.unwrap()["greenlight"]["last"].clone();
+    assert!(
+        reason.as_str().unwrap().starts_with("not ready 9"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn malformed_invocations_are_refused_with_a_short_reason() {
+    for bad in [
+        json!({"executionId": "x", "lifecycleStage": "POST_TEST_TRAFFIC_SHIFT"}),
+        json!({"executionId": "x", "lifecycleStage": "S", "resourceArn": "arn:aws:s3:::bucket",
+               "executionDetails": {"serviceArn": "a", "targetServiceRevisionArn": "b"}}),
+    ] {
+        let err = parse_ecs_event(bad).unwrap_err();
+        let diagnostic = lambda_runtime::Diagnostic::from(err);
+        assert_eq!(diagnostic.error_type, "MalformedEvent");
+        assert!(diagnostic.error_message.len() < 200);
+    }
+}
