@@ -92,6 +92,10 @@ REQUIRED_ACTIONS = {
         "codedeploy:BatchGetDeploymentTargets",
         "codedeploy:PutLifecycleEventHookExecutionStatus",
         "ecs:DescribeTaskSets",
+        "ecs:DescribeServiceDeployments",
+        "ecs:DescribeServiceRevisions",
+        "ecs:DescribeServices",
+        "ecs:DescribeTaskDefinition",
         "elasticloadbalancing:DescribeTargetHealth",
         "elasticloadbalancing:DescribeTargetGroups",
         "elasticloadbalancing:DescribeListeners",
@@ -658,7 +662,17 @@ CALLS_DIR = ROOT / "target" / "greenlight-calls"
 RECORDED = {"DeployerFunction": "deployer", "HealthHookFunction": "health-hook", "NotifierFunction": "notifier"}
 SERVICE_OF_OPERATION = {
     **{op: "dynamodb" for op in ["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchGetItem"]},
-    **{op: "ecs" for op in ["DescribeServices", "DescribeTaskDefinition", "RegisterTaskDefinition", "DescribeTaskSets"]},
+    **{
+        op: "ecs"
+        for op in [
+            "DescribeServices",
+            "DescribeTaskDefinition",
+            "RegisterTaskDefinition",
+            "DescribeTaskSets",
+            "DescribeServiceDeployments",
+            "DescribeServiceRevisions",
+        ]
+    },
     **{
         op: "elasticloadbalancing"
         for op in ["DescribeTargetGroups", "DescribeTargetHealth", "DescribeListeners", "DescribeLoadBalancers"]

@@ -5,6 +5,7 @@
 pub mod aws_stub;
 pub mod codedeploy;
 pub mod deployer_case;
+pub mod ecs_native;
 pub mod faults;
 pub mod invoke_api;
 pub mod moto;
