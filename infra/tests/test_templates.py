@@ -964,7 +964,9 @@ def test_example_deployment_group_is_blue_green_with_rollback(example: dict):
 
 def test_example_service_and_listeners(example: dict):
     (service,) = resources_of_type(example, "AWS::ECS::Service").values()
-    assert service["Properties"]["DeploymentController"] == {"Type": "CODE_DEPLOY"}
+    assert service["Properties"]["DeploymentController"] == {"Type": {"Ref": "BlueGreenEngine"}}
+    assert example["Parameters"]["BlueGreenEngine"]["Default"] == "CODE_DEPLOY"
+    assert example["Parameters"]["BlueGreenEngine"]["AllowedValues"] == ["CODE_DEPLOY", "ECS"]
     ports = sorted(l["Properties"]["Port"] for l in resources_of_type(example, "AWS::ElasticLoadBalancingV2::Listener").values())
     assert ports == [80, 8080]
     for tg in resources_of_type(example, "AWS::ElasticLoadBalancingV2::TargetGroup").values():
@@ -973,6 +975,52 @@ def test_example_service_and_listeners(example: dict):
     assert example["Parameters"]["HealthCheckPath"]["Default"] == "/api/health"
     assert example["Parameters"]["ContainerPort"]["Default"] == 3000
     assert example["Parameters"]["AppName"]["Default"] == "web1"
+
+
+def test_example_native_variant_is_ecs_blue_green_with_the_hook_before_production(example: dict):
+    """BlueGreenEngine=ECS: the BLUE_GREEN strategy, the Greenlight hook at
+    POST_TEST_TRAFFIC_SHIFT through a role that may invoke it alone, listener rules forwarding
+    to both target groups, the load balancer role with AWS's managed policy; CodeDeploy's
+    resources only for CODE_DEPLOY."""
+    conditions = example["Conditions"]
+    assert conditions["UseNativeBlueGreen"] == {"Fn::Equals": [{"Ref": "BlueGreenEngine"}, "ECS"]}
+    (service,) = resources_of_type(example, "AWS::ECS::Service").values()
+    condition, native, otherwise = service["Properties"]["DeploymentConfiguration"]["Fn::If"]
+    assert (condition, otherwise) == ("UseNativeBlueGreen", {"Ref": "AWS::NoValue"})
+    assert native["Strategy"] == "BLUE_GREEN" and native["BakeTimeInMinutes"] > 0
+    (hook,) = native["LifecycleHooks"]
+    assert hook["LifecycleStages"] == ["POST_TEST_TRAFFIC_SHIFT"]
+    assert sub_text(hook["HookTargetArn"]).endswith(":function:${HealthHookFunctionName}")
+    assert getatt(hook["RoleArn"]) == ["HookInvokeRole", "Arn"]
+    assert native["Alarms"]["Rollback"] is True and len(native["Alarms"]["AlarmNames"]) == 2
+    (lb,) = service["Properties"]["LoadBalancers"]
+    condition, advanced, otherwise = lb["AdvancedConfiguration"]["Fn::If"]
+    assert (condition, otherwise) == ("UseNativeBlueGreen", {"Ref": "AWS::NoValue"})
+    assert advanced["AlternateTargetGroupArn"] == {"Ref": "GreenTargetGroup"}
+    assert advanced["ProductionListenerRule"] == {"Ref": "ProductionListenerRule"}
+    assert advanced["TestListenerRule"] == {"Ref": "TestListenerRule"}
+    for name, listener in [("ProductionListenerRule", "ProductionListener"), ("TestListenerRule", "TestListener")]:
+        rule = example["Resources"][name]
+        assert rule["Condition"] == "UseNativeBlueGreen"
+        assert rule["Properties"]["ListenerArn"] == {"Ref": listener}
+        (action,) = rule["Properties"]["Actions"]
+        weights = {t["TargetGroupArn"]["Ref"]: t["Weight"] for t in action["ForwardConfig"]["TargetGroups"]}
+        assert weights == {"BlueTargetGroup": 1, "GreenTargetGroup": 0}
+    invoke = example["Resources"]["HookInvokeRole"]
+    (trust,) = invoke["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "ecs.amazonaws.com"}
+    (statement,) = [s for p in invoke["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert statement["Action"] == "lambda:InvokeFunction"
+    assert sub_text(statement["Resource"]) == sub_text(hook["HookTargetArn"])
+    lb_role = example["Resources"]["EcsLoadBalancerRole"]["Properties"]
+    assert [sub_text(a).rsplit("/", 1)[-1] for a in lb_role["ManagedPolicyArns"]] == [
+        "AmazonECSInfrastructureRolePolicyForLoadBalancers"
+    ]
+    assert ":iam::aws:policy/AmazonECSInfrastructureRolePolicyForLoadBalancers" in sub_text(lb_role["ManagedPolicyArns"][0])
+    for name in ["Application", "DeploymentGroup", "CodeDeployServiceRole"]:
+        assert example["Resources"][name]["Condition"] == "UseCodeDeploy", name
+    (rule,) = example["Rules"].values()
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "BlueGreenEngine"}, "ECS"]}
 
 
 def test_example_release_role_is_limited_to_branch_and_repository(example: dict):
