@@ -176,30 +176,10 @@ async fn serve(
         }
         _ => {}
     }
-    let mut forwarded = shared.http.request(
-        method,
-        format!(
-            "{}{}",
-            shared.moto,
-            uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-        ),
-    );
-    for (name, value) in &headers {
-        if name != "host" && name != "content-length" {
-            forwarded = forwarded.header(name, value);
-        }
-    }
-    let Ok(upstream) = forwarded.body(body).send().await else {
+    let relayed = crate::faults::relay(&shared.http, &shared.moto, method, &uri, &headers, body);
+    let Ok((status, content_type, bytes)) = relayed.await else {
         return (StatusCode::BAD_GATEWAY, "moto did not answer").into_response();
     };
-    let status = upstream.status();
-    let content_type = upstream
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/x-amz-json-1.1")
-        .to_string();
-    let bytes = upstream.bytes().await.unwrap_or_default();
     let bytes = if operation == "DescribeServices" {
         with_advanced_configuration(&bytes, &shared.model.lock().unwrap().test_rules)
     } else {

@@ -273,29 +273,8 @@ async fn forward(
                 _ => aws_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
             };
         }
-        let mut request = route.http.request(
-            method,
-            format!(
-                "{}{}",
-                route.upstream,
-                uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-            ),
-        );
-        for (name, value) in &headers {
-            if name != "host" && name != "content-length" {
-                request = request.header(name, value);
-            }
-        }
-        let answer = match request.body(body).send().await {
-            Ok(r) => {
-                let status = r.status();
-                let content_type = r
-                    .headers()
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("application/x-amz-json-1.0")
-                    .to_string();
-                let mut bytes = r.bytes().await.unwrap_or_default();
+        let answer = match relay(&route.http, &route.upstream, method, &uri, &headers, body).await {
+            Ok((status, content_type, mut bytes)) => {
                 if route.task_set_counts && operation == "DescribeTaskSets" {
                     bytes = with_task_counts(&bytes).into();
                 }
@@ -318,6 +297,39 @@ async fn forward(
         }
     };
     answer
+}
+
+/// Sends a request on to `upstream` as it came (but its Host and length); the answer's status,
+/// content type and body.
+pub async fn relay(
+    http: &reqwest::Client,
+    upstream: &str,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, String, Bytes), reqwest::Error> {
+    let mut request = http.request(
+        method,
+        format!(
+            "{upstream}{}",
+            uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        ),
+    );
+    for (name, value) in headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    let answer = request.body(body).send().await?;
+    let status = answer.status();
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/x-amz-json-1.0")
+        .to_string();
+    Ok((status, content_type, answer.bytes().await?))
 }
 
 fn with_task_counts(body: &[u8]) -> Vec<u8> {

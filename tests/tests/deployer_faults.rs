@@ -126,43 +126,7 @@ async fn every_fault_at_every_call_deploys_each_release_at_most_once_and_the_new
         );
     }
 
-    let mut cases = vec![];
-    for (op, nth) in &points {
-        for fault in Fault::ALL {
-            cases.push((op.clone(), *nth, fault, Redelivery::Retry));
-            if fault.fails_the_invocation() {
-                cases.push((op.clone(), *nth, fault, Redelivery::LateAndDuplicated));
-            }
-        }
-    }
-    let total = cases.len();
-    let gate = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
-    let mut runs = vec![];
-    for (i, (op, nth, fault, redelivery)) in cases.into_iter().enumerate() {
-        let (w, gate, releases) = (w.clone(), gate.clone(), releases.clone());
-        runs.push(tokio::spawn(async move {
-            let _slot = gate.acquire().await.unwrap();
-            let c = w.case(&format!("ledger-{i}"), BUDGET).await;
-            c.faults.arm(&op, nth, fault);
-            play(&c, &releases, redelivery).await;
-            let label = format!("{fault:?} at {op} #{nth}, {redelivery:?}");
-            let mut found = c.violations(&releases).await;
-            if !c.faults.fired() {
-                found.push("the fault was never injected".into());
-            }
-            (label, found, c.faults.calls())
-        }));
-    }
-    let mut failures = vec![];
-    let mut seen_calls = calls.clone();
-    for run in runs {
-        let (label, found, calls) = run.await.unwrap();
-        seen_calls.extend(calls);
-        if !found.is_empty() {
-            failures.push(format!("{label}: {}", found.join("; ")));
-        }
-    }
-    record_calls("deployer", &seen_calls);
+    let (total, failures) = run_matrix(Scenario::Pushes, &w, &releases, &calls).await;
     println!(
         "fault matrix: {} calls x {} fault kinds (+ late/duplicate redelivery for the 2 that fail the invocation) = {total} cases, {} violated",
         points.len(),
@@ -370,13 +334,65 @@ async fn every_fault_at_every_call_of_a_rollback_request_deploys_it_at_most_once
         assert!(calls.iter().any(|c| c == op), "never calls {op}: {calls:?}");
     }
     let points = injection_points(&calls);
+    let (total, failures) = run_matrix(Scenario::Rollback, &w, &releases, &calls).await;
+    println!(
+        "request fault matrix: {} calls x {} fault kinds (+ late/duplicate redelivery) = {total} cases, {} violated",
+        points.len(),
+        Fault::ALL.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
 
+/// The two scenarios of the matrices.
+#[derive(Debug, Clone, Copy)]
+enum Scenario {
+    Pushes,
+    Rollback,
+}
+
+impl Scenario {
+    /// Plays the scenario on a fresh case with `fault` armed; the promises it broke.
+    async fn run(
+        self,
+        c: &Case,
+        releases: &[Release],
+        (op, nth, fault): (&str, usize, Fault),
+        redelivery: Redelivery,
+    ) -> Vec<String> {
+        match self {
+            Self::Pushes => {
+                c.faults.arm(op, nth, fault);
+                play(c, releases, redelivery).await;
+                c.violations(releases).await
+            }
+            Self::Rollback => {
+                ship_two(c, releases).await;
+                c.faults.reset();
+                c.faults.arm(op, nth, fault);
+                play_rollback(c, releases, redelivery).await;
+                rollback_violations(c, releases).await
+            }
+        }
+    }
+}
+
+/// Every fault kind at every call of the fault-free run (`calls`), and the late/duplicate
+/// redelivery for the kinds that fail the invocation; PARALLEL cases at a time, each on its
+/// own table and stand-in. Records every call seen as the deployer's; the number of cases and
+/// a line per case that broke a promise.
+async fn run_matrix(
+    scenario: Scenario,
+    w: &Arc<MotoWorld>,
+    releases: &[Release],
+    calls: &[String],
+) -> (usize, Vec<String>) {
     let mut cases = vec![];
-    for (op, nth) in &points {
+    for (op, nth) in injection_points(calls) {
         for fault in Fault::ALL {
-            cases.push((op.clone(), *nth, fault, Redelivery::Retry));
+            cases.push((op.clone(), nth, fault, Redelivery::Retry));
             if fault.fails_the_invocation() {
-                cases.push((op.clone(), *nth, fault, Redelivery::LateAndDuplicated));
+                cases.push((op.clone(), nth, fault, Redelivery::LateAndDuplicated));
             }
         }
     }
@@ -384,24 +400,24 @@ async fn every_fault_at_every_call_of_a_rollback_request_deploys_it_at_most_once
     let gate = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
     let mut runs = vec![];
     for (i, (op, nth, fault, redelivery)) in cases.into_iter().enumerate() {
-        let (w, gate, releases) = (w.clone(), gate.clone(), releases.clone());
+        let (w, gate, releases) = (w.clone(), gate.clone(), releases.to_vec());
         runs.push(tokio::spawn(async move {
             let _slot = gate.acquire().await.unwrap();
-            let c = w.case(&format!("request-{i}"), BUDGET).await;
-            ship_two(&c, &releases).await;
-            c.faults.reset();
-            c.faults.arm(&op, nth, fault);
-            play_rollback(&c, &releases, redelivery).await;
-            let label = format!("{fault:?} at {op} #{nth}, {redelivery:?}");
-            let mut found = rollback_violations(&c, &releases).await;
+            let c = w
+                .case(&format!("{scenario:?}-{i}").to_lowercase(), BUDGET)
+                .await;
+            let mut found = scenario
+                .run(&c, &releases, (&op, nth, fault), redelivery)
+                .await;
             if !c.faults.fired() {
                 found.push("the fault was never injected".into());
             }
+            let label = format!("{fault:?} at {op} #{nth}, {redelivery:?}");
             (label, found, c.faults.calls())
         }));
     }
     let mut failures = vec![];
-    let mut seen_calls = calls.clone();
+    let mut seen_calls = calls.to_vec();
     for run in runs {
         let (label, found, calls) = run.await.unwrap();
         seen_calls.extend(calls);
@@ -410,11 +426,5 @@ async fn every_fault_at_every_call_of_a_rollback_request_deploys_it_at_most_once
         }
     }
     record_calls("deployer", &seen_calls);
-    println!(
-        "request fault matrix: {} calls x {} fault kinds (+ late/duplicate redelivery) = {total} cases, {} violated",
-        points.len(),
-        Fault::ALL.len(),
-        failures.len()
-    );
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    (total, failures)
 }

@@ -252,6 +252,12 @@ fn malformed(what: &str, e: &serde_json::Error) -> DeployError {
     ))
 }
 
+/// The account and region the function runs in, from its ARN.
+fn location(invocation: &Invocation) -> Result<Location, DeployError> {
+    Location::from_function_arn(&invocation.function_arn)
+        .ok_or_else(|| DeployError::UnknownLocation(invocation.function_arn.clone()))
+}
+
 fn lease_of(deps: &Deps, invocation: &Invocation) -> Lease {
     Lease {
         owner: invocation.request_id.clone(),
@@ -265,8 +271,7 @@ async fn handle_push(
     event: &EcrImageEvent,
     invocation: &Invocation,
 ) -> Result<Outcome, DeployError> {
-    let here = Location::from_function_arn(&invocation.function_arn)
-        .ok_or_else(|| DeployError::UnknownLocation(invocation.function_arn.clone()))?;
+    let here = location(invocation)?;
     let (push, app) = match classify_push(event, &deps.config, &here) {
         Ok(found) => found,
         Err(reason) => {
@@ -296,8 +301,7 @@ async fn handle_request(
     request: &OperatorRequest,
     invocation: &Invocation,
 ) -> Result<Outcome, DeployError> {
-    let here = Location::from_function_arn(&invocation.function_arn)
-        .ok_or_else(|| DeployError::UnknownLocation(invocation.function_arn.clone()))?;
+    let here = location(invocation)?;
     let app = deps
         .config
         .app_named(&request.app)

@@ -1,13 +1,13 @@
 //! The hook for native ECS blue/green over fakes: one round per invocation, progress carried
 //! in `hookDetails`, and always one of SUCCEEDED, FAILED or IN_PROGRESS.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use aws_sdk_ecs::types::Tag;
-use greenlight_health_hook::probe::Prober;
+use common::FakeProber;
 use greenlight_health_hook::{handle_native, parse_ecs_event, Deps};
 use greenlight_shared::aws::ecs::{ServiceDeploymentState, ServiceRevisionInfo};
 use greenlight_shared::ecs_hook::{EcsHookAnswer, EcsHookEvent, HookStatus};
@@ -31,25 +31,6 @@ interval_ms = 4000
 timeout_ms = 100
 "#;
 const RULE: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/web2/50dc6c495c0c9188/f2f7dc8efc522ab2/9683b2d02a6cabee";
-
-#[derive(Default)]
-struct FakeProber {
-    answers: Mutex<VecDeque<Result<u16, String>>>,
-    urls: Mutex<Vec<String>>,
-}
-
-#[async_trait]
-impl Prober for FakeProber {
-    async fn get(&self, url: &str, _host: Option<&str>, _timeout: Duration) -> Result<u16, String> {
-        self.urls.lock().unwrap().push(url.to_string());
-        let mut answers = self.answers.lock().unwrap();
-        if answers.len() > 1 {
-            answers.pop_front().unwrap()
-        } else {
-            answers.front().cloned().unwrap_or(Ok(200))
-        }
-    }
-}
 
 struct World {
     deps: Deps,
@@ -89,10 +70,7 @@ impl World {
         *ecs.deployment_answers.lock().unwrap() = vec![Ok(in_progress(2, 2))];
         let elb = Arc::new(FakeLoadBalancing::new(calls.clone()));
         *elb.health_answers.lock().unwrap() = vec![Ok(healthy_targets(2))];
-        let prober = Arc::new(FakeProber {
-            answers: Mutex::new(probes.into()),
-            urls: Mutex::default(),
-        });
+        let prober = Arc::new(FakeProber::answering(probes));
         let deps = Deps {
             config: Config::parse(CONFIG).unwrap(),
             codedeploy: Arc::new(FakeCodeDeploy::new(calls.clone())),

@@ -1,11 +1,13 @@
 //! The hook's verdict over fakes: every check outcome ends in exactly one report.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lambda_events::codedeploy::CodeDeployLifecycleEvent;
+use common::FakeProber;
 use greenlight_health_hook::probe::Prober;
 use greenlight_health_hook::{handle, Deps, HookReport};
 use greenlight_shared::aws::codedeploy::{
@@ -33,35 +35,6 @@ interval_ms = 5
 timeout_ms = 100
 "#;
 const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
-
-/// A prober whose answers are scripted; the last one repeats. Records each URL probed.
-#[derive(Default)]
-struct FakeProber {
-    answers: Mutex<VecDeque<Result<u16, String>>>,
-    urls: Mutex<Vec<String>>,
-}
-
-impl FakeProber {
-    fn answering(answers: Vec<Result<u16, String>>) -> Self {
-        Self {
-            answers: Mutex::new(answers.into()),
-            urls: Mutex::default(),
-        }
-    }
-}
-
-#[async_trait]
-impl Prober for FakeProber {
-    async fn get(&self, url: &str, _host: Option<&str>, _timeout: Duration) -> Result<u16, String> {
-        self.urls.lock().unwrap().push(url.to_string());
-        let mut answers = self.answers.lock().unwrap();
-        if answers.len() > 1 {
-            answers.pop_front().unwrap()
-        } else {
-            answers.front().cloned().unwrap_or(Ok(200))
-        }
-    }
-}
 
 struct World {
     deps: Deps,

@@ -79,6 +79,23 @@ pub trait EcsApi: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct Ecs(pub aws_sdk_ecs::Client);
 
+/// ECS's Describe… calls report what is missing as a failure entry, not an error: NotFound,
+/// with the failure's reason.
+fn found_or_missing<'a, T>(
+    found: Option<&'a T>,
+    failures: &[aws_sdk_ecs::types::Failure],
+    operation: &'static str,
+    resource: &str,
+) -> Result<&'a T, AwsError> {
+    found.ok_or_else(|| {
+        let reason = failures
+            .first()
+            .and_then(|f| f.reason())
+            .unwrap_or("MISSING");
+        AwsError::new(operation, resource, AwsErrorKind::NotFound, reason)
+    })
+}
+
 #[async_trait]
 impl EcsApi for Ecs {
     async fn service(&self, cluster: &str, service: &str) -> Result<EcsServiceInfo, AwsError> {
@@ -91,24 +108,14 @@ impl EcsApi for Ecs {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("DescribeServices", &resource, e))?;
-        // DescribeServices reports a missing service as a failure entry, not an error.
-        let found = out
-            .services()
-            .iter()
-            .find(|s| s.status() != Some("INACTIVE"))
-            .ok_or_else(|| {
-                let reason = out
-                    .failures()
-                    .first()
-                    .and_then(|f| f.reason())
-                    .unwrap_or("MISSING");
-                AwsError::new(
-                    "DescribeServices",
-                    &resource,
-                    AwsErrorKind::NotFound,
-                    reason,
-                )
-            })?;
+        let found = found_or_missing(
+            out.services()
+                .iter()
+                .find(|s| s.status() != Some("INACTIVE")),
+            out.failures(),
+            "DescribeServices",
+            &resource,
+        )?;
         let task_definition_arn = found.task_definition().map(str::to_string).ok_or_else(|| {
             AwsError::new(
                 "DescribeServices",
@@ -234,20 +241,12 @@ impl EcsApi for Ecs {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("DescribeServiceDeployments", &resource, e))?;
-        // A missing deployment is a failure entry, not an error.
-        let found = out.service_deployments().first().ok_or_else(|| {
-            let reason = out
-                .failures()
-                .first()
-                .and_then(|f| f.reason())
-                .unwrap_or("MISSING");
-            AwsError::new(
-                "DescribeServiceDeployments",
-                &resource,
-                AwsErrorKind::NotFound,
-                reason,
-            )
-        })?;
+        let found = found_or_missing(
+            out.service_deployments().first(),
+            out.failures(),
+            "DescribeServiceDeployments",
+            &resource,
+        )?;
         let target = found.target_service_revision();
         Ok(ServiceDeploymentState {
             status: found
@@ -270,19 +269,12 @@ impl EcsApi for Ecs {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("DescribeServiceRevisions", &resource, e))?;
-        let found = out.service_revisions().first().ok_or_else(|| {
-            let reason = out
-                .failures()
-                .first()
-                .and_then(|f| f.reason())
-                .unwrap_or("MISSING");
-            AwsError::new(
-                "DescribeServiceRevisions",
-                &resource,
-                AwsErrorKind::NotFound,
-                reason,
-            )
-        })?;
+        let found = found_or_missing(
+            out.service_revisions().first(),
+            out.failures(),
+            "DescribeServiceRevisions",
+            &resource,
+        )?;
         Ok(ServiceRevisionInfo {
             task_definition_arn: found.task_definition().unwrap_or_default().to_string(),
             target_groups: found
