@@ -405,19 +405,15 @@ async fn plan(deps: &Deps, app: &AppConfig, push: &ImagePush) -> Result<Outcome,
             digest: &push.digest,
         },
     )?;
-    let appspec = AppSpec {
-        task_definition_arn: format!(
+    let appspec = appspec_of(
+        deps,
+        app,
+        &lb,
+        format!(
             "(the next revision of {}, registered by the deploy)",
             td.family().unwrap_or("the family")
         ),
-        container_name: lb.container_name.clone(),
-        container_port: lb.container_port,
-        hooks: app
-            .hooks
-            .iter()
-            .map(|h| (h.clone(), deps.hook_function.clone()))
-            .collect(),
-    };
+    );
     Ok(Outcome::Planned {
         app: app.name.clone(),
         version: push.version.clone(),
@@ -427,6 +423,25 @@ async fn plan(deps: &Deps, app: &AppConfig, push: &ImagePush) -> Result<Outcome,
         task_definition: service.task_definition_arn,
         appspec: serde_json::from_str(&appspec.to_json()).unwrap_or_default(),
     })
+}
+
+/// The AppSpec of a deployment of `task_definition` (the same for a deploy and its plan).
+fn appspec_of(
+    deps: &Deps,
+    app: &AppConfig,
+    lb: &greenlight_shared::aws::ecs::LoadBalancedContainer,
+    task_definition: String,
+) -> AppSpec {
+    AppSpec {
+        task_definition_arn: task_definition,
+        container_name: lb.container_name.clone(),
+        container_port: lb.container_port,
+        hooks: app
+            .hooks
+            .iter()
+            .map(|h| (h.clone(), deps.hook_function.clone()))
+            .collect(),
+    }
 }
 
 /// The ECS service a deployment group deploys, its load-balanced container, and the container
@@ -897,16 +912,7 @@ impl<'a> Driver<'a> {
             }
         };
 
-        let appspec = AppSpec {
-            task_definition_arn: task_definition.clone(),
-            container_name: lb.container_name.clone(),
-            container_port: lb.container_port,
-            hooks: app
-                .hooks
-                .iter()
-                .map(|h| (h.clone(), deps.hook_function.clone()))
-                .collect(),
-        };
+        let appspec = appspec_of(deps, app, &lb, task_definition.clone());
         let request = NewDeployment {
             application: app.application.clone(),
             deployment_group: app.deployment_group.clone(),
