@@ -7,7 +7,11 @@
 //!   `failed`, `stopped`, `superseded`, `already_running`), with a status history. A claim
 //!   carries a lease until the claiming invocation's deadline: an invocation that died is taken
 //!   over after it, and the release resumes after the last step recorded. Release items are
-//!   the history; they expire (DynamoDB TTL) 400 days after the push.
+//!   the history; they expire (DynamoDB TTL) 400 days after the push. An operator's request
+//!   (`crate::request`) for a digest whose release has ended reopens its item for the request,
+//!   in one transaction that keeps the earlier run as an archived item (sort key
+//!   `release#<digest>#<its push time in ms>`, `archived_at` set): history reads it, decisions
+//!   never do.
 //! - one queue per app (sort key `queue`): the release being deployed, the one waiting and the
 //!   newest that started (`crate::queue`). It changes only by [`QueueLedger::commit`]: one
 //!   TransactWriteItems that writes the queue, conditional on the version read, together with
@@ -166,7 +170,10 @@ pub struct LedgerError {
 /// Release items: claims, steps, and the history the notifier and operators read.
 #[async_trait]
 pub trait ReleaseLedger: Send + Sync {
-    /// Claims a pushed release for the invocation `lease` names, until its lease ends.
+    /// Claims a pushed release for the invocation `lease` names, until its lease ends. For an
+    /// operator's request (`push.request`), a release of the digest that has ended is reopened
+    /// for it; one still under way is `Done` (it is not deployed twice); the same request again
+    /// is claimed as a push's retry is.
     async fn claim(&self, push: &ImagePush, lease: &Lease) -> Result<Claim, LedgerError>;
     async fn record_registered(
         &self,
