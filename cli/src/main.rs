@@ -101,14 +101,10 @@ async fn main() -> ExitCode {
         ))
     };
     let output = match &cli.command {
-        Command::Status { apps } => match ledger() {
-            Ok(l) => status(&l, apps, cli.json).await,
-            Err(e) => Err(e),
-        },
-        Command::History { app, limit } => match ledger() {
-            Ok(l) => history(&l, app, *limit, cli.json).await,
-            Err(e) => Err(e),
-        },
+        Command::Status { apps } => async { status(&ledger()?, apps, cli.json).await }.await,
+        Command::History { app, limit } => {
+            async { history(&ledger()?, app, *limit, cli.json).await }.await
+        }
         Command::Deploy { app, release, wait } => {
             request(
                 &cli,

@@ -150,12 +150,7 @@ async fn serve(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let operation = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.rsplit('.').next())
-        .unwrap_or_default()
-        .to_string();
+    let operation = crate::faults::operation_of(&headers, &body);
     let request: Value = serde_json::from_slice(&body).unwrap_or_default();
     match operation.as_str() {
         "DescribeServiceDeployments" => {

@@ -243,21 +243,7 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // JSON protocols name the operation in X-Amz-Target; the query protocol (ELBv2) in the
-    // form's `Action`.
-    let operation = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.rsplit('.').next())
-        .map(str::to_string)
-        .or_else(|| {
-            std::str::from_utf8(&body)
-                .ok()?
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("Action="))
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "unknown".to_string());
+    let operation = operation_of(&headers, &body);
     let serial = route.faults.serial.clone();
     let answer = {
         let _one_at_a_time = serial.lock().await;
@@ -297,6 +283,24 @@ async fn forward(
         }
     };
     answer
+}
+
+/// The AWS operation a request calls: JSON protocols name it in X-Amz-Target, the query
+/// protocol (ELBv2) in the form's `Action`; `unknown` otherwise.
+pub fn operation_of(headers: &HeaderMap, body: &[u8]) -> String {
+    headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.rsplit('.').next())
+        .map(str::to_string)
+        .or_else(|| {
+            std::str::from_utf8(body)
+                .ok()?
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("Action="))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// Sends a request on to `upstream` as it came (but its Host and length); the answer's status,
