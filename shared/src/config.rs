@@ -3,14 +3,17 @@
 //! Read at cold start from `GREENLIGHT_CONFIG`: a file path, or `ssm:<parameter-name>` (so
 //! onboarding an app needs no redeploy), and read again by a warm function once the copy it
 //! uses is older than `GREENLIGHT_CONFIG_MAX_AGE_S` ([`crate::startup::ConfigRefresh`]). Only what cannot be discovered from AWS is
-//! configured: an app names its ECR repository, CodeDeploy application and deployment group;
-//! the ECS service, task definition, container and target groups are read from AWS.
+//! configured: an app names its ECR repository and where it deploys, as its ECS service
+//! (`cluster`, `service`), its CodeDeploy deployment group (`application`, `deployment_group`),
+//! or both; the blue/green engine, task definition, container and target groups are read from
+//! AWS ([`crate::engine`]). A service deployed by CodeDeploy needs its group named.
 //! A bad document fails the cold start with a message that names the offending key.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::engine::EngineKind;
 use crate::tag_rule::{TagRule, DEFAULT_TAG_PATTERN};
 
 /// Lifecycle events of an ECS blue/green deployment that may run a hook function.
@@ -155,6 +158,9 @@ struct RawApp {
     repository: Option<String>,
     application: Option<String>,
     deployment_group: Option<String>,
+    cluster: Option<String>,
+    service: Option<String>,
+    engine: Option<EngineKind>,
     container: Option<String>,
     tag_pattern: Option<String>,
     hooks: Option<Vec<String>>,
@@ -204,12 +210,30 @@ pub struct SlackSettings {
     pub channel: Option<String>,
 }
 
+/// A CodeDeploy deployment group, by application and group name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupName {
+    pub application: String,
+    pub deployment_group: String,
+}
+
+/// An ECS service, by cluster and service name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceName {
+    pub cluster: String,
+    pub service: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     pub name: String,
     pub repository: String,
-    pub application: String,
-    pub deployment_group: String,
+    /// The CodeDeploy deployment group (needed for a service CodeDeploy deploys).
+    pub group: Option<GroupName>,
+    /// The ECS service (needed for one ECS deploys itself; read from the group otherwise).
+    pub service: Option<ServiceName>,
+    /// The engine the operator pinned; a service that disagrees is not deployed.
+    pub engine: Option<EngineKind>,
     pub container: Option<String>,
     pub environment: String,
     pub tag_rule: TagRule,
@@ -268,10 +292,43 @@ impl Config {
                 crate::secrets::SecretRef::parse(webhook)
                     .map_err(|problem| invalid(key("slack.webhook"), problem))?;
             }
+            let group = match (app.application, app.deployment_group) {
+                (None, None) => None,
+                (application, group) => Some(GroupName {
+                    application: required(application, "application")?,
+                    deployment_group: required(group, "deployment_group")?,
+                }),
+            };
+            let service = match (app.cluster, app.service) {
+                (None, None) => None,
+                (cluster, service) => Some(ServiceName {
+                    cluster: required(cluster, "cluster")?,
+                    service: required(service, "service")?,
+                }),
+            };
+            match app.engine {
+                _ if group.is_none() && service.is_none() => {
+                    return Err(invalid(
+                        key("service"),
+                        "is required: name the ECS service (`cluster`, `service`) or its CodeDeploy deployment group (`application`, `deployment_group`)",
+                    ))
+                }
+                Some(EngineKind::CodeDeploy) if group.is_none() => {
+                    return Err(invalid(
+                        key("deployment_group"),
+                        "is required with engine = \"codedeploy\"",
+                    ))
+                }
+                Some(EngineKind::Ecs) if service.is_none() => {
+                    return Err(invalid(key("service"), "is required with engine = \"ecs\""))
+                }
+                _ => {}
+            }
             apps.push(AppConfig {
                 repository: required(app.repository, "repository")?,
-                application: required(app.application, "application")?,
-                deployment_group: required(app.deployment_group, "deployment_group")?,
+                group,
+                service,
+                engine: app.engine,
                 container: app.container,
                 environment: app.environment.unwrap_or_else(|| "production".to_string()),
                 tag_rule,
@@ -296,10 +353,16 @@ impl Config {
                         ),
                     ));
                 }
-                if a.application == b.application && a.deployment_group == b.deployment_group {
+                if a.group.is_some() && a.group == b.group {
                     return Err(invalid(
                         format!("apps.{}.deployment_group", b.name),
                         format!("deployment group is already used by app `{}`", a.name),
+                    ));
+                }
+                if a.service.is_some() && a.service == b.service {
+                    return Err(invalid(
+                        format!("apps.{}.service", b.name),
+                        format!("service is already used by app `{}`", a.name),
                     ));
                 }
             }
@@ -315,9 +378,19 @@ impl Config {
     }
 
     pub fn app_for_deployment_group(&self, application: &str, group: &str) -> Option<&AppConfig> {
-        self.apps
-            .iter()
-            .find(|a| a.application == application && a.deployment_group == group)
+        self.apps.iter().find(|a| {
+            a.group
+                .as_ref()
+                .is_some_and(|g| g.application == application && g.deployment_group == group)
+        })
+    }
+
+    pub fn app_for_service(&self, cluster: &str, service: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| {
+            a.service
+                .as_ref()
+                .is_some_and(|s| s.cluster == cluster && s.service == service)
+        })
     }
 
     pub fn app_named(&self, name: &str) -> Option<&AppConfig> {
@@ -325,7 +398,9 @@ impl Config {
     }
 
     pub fn manages_application(&self, application: &str) -> bool {
-        self.apps.iter().any(|a| a.application == application)
+        self.apps
+            .iter()
+            .any(|a| a.group.as_ref().is_some_and(|g| g.application == application))
     }
 }
 
@@ -502,7 +577,11 @@ webhook = "ssm:/greenlight/slack/web2"
     fn example_config_parses_with_defaults_applied() {
         let config = Config::parse(EXAMPLE).unwrap();
         let web1 = config.app_for_repository("web1").unwrap();
-        assert_eq!(web1.deployment_group, "web1-bluegreen");
+        assert_eq!(
+            web1.group.as_ref().map(|g| g.deployment_group.as_str()),
+            Some("web1-bluegreen")
+        );
+        assert_eq!(web1.service, None);
         assert_eq!(web1.hooks, vec!["AfterAllowTestTraffic"]);
         assert_eq!(web1.health.path, "/api/health");
         assert_eq!(web1.health.successes, 2);

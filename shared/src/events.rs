@@ -26,6 +26,46 @@ pub struct EcrImageAction {
 
 pub type EcrImageEvent = EventBridgeEvent<EcrImageAction>;
 
+/// The detail of an "ECS Deployment State Change" event (`events/ecs-deployment-state-change-*.json`,
+/// from the ECS developer guide). `deploymentId` is the service's `ecs-svc/…` deployment, not
+/// the service deployment ARN the ledger records, and how a native rollback shows in these
+/// events is not documented: they are a signal to read the service deployment, never a verdict.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EcsDeploymentChange {
+    #[serde(default)]
+    pub event_type: Option<String>,
+    /// `SERVICE_DEPLOYMENT_IN_PROGRESS`, `…_COMPLETED`, `…_FAILED`.
+    #[serde(default)]
+    pub event_name: String,
+    #[serde(default)]
+    pub deployment_id: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+pub type EcsDeploymentEvent = EventBridgeEvent<EcsDeploymentChange>;
+
+/// The EventBridge detail type of ECS service deployment state changes.
+pub const ECS_DEPLOYMENT_STATE_CHANGE: &str = "ECS Deployment State Change";
+
+/// The (cluster, service) an ECS deployment event is about: its resource, the service ARN.
+pub fn service_of_event(event: &EcsDeploymentEvent) -> Option<(&str, &str)> {
+    event
+        .resources
+        .iter()
+        .flatten()
+        .find_map(|arn| crate::engine::service_of_arn(arn))
+}
+
+/// Whether an ECS deployment event may say a deployment ended (IN_PROGRESS never does).
+pub fn may_end(change: &EcsDeploymentChange) -> bool {
+    matches!(
+        change.event_name.as_str(),
+        "SERVICE_DEPLOYMENT_COMPLETED" | "SERVICE_DEPLOYMENT_FAILED"
+    )
+}
+
 /// Where the function runs: only pushes to this account and region are deployed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {

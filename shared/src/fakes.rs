@@ -8,7 +8,8 @@ use crate::aws::codedeploy::{
     CodeDeployApi, Deployment, DeploymentGroup, EcsDeploymentTarget, HookVerdict, NewDeployment,
 };
 use crate::aws::ecs::{
-    EcsApi, EcsServiceInfo, LoadBalancedContainer, ServiceDeploymentState, ServiceRevisionInfo,
+    EcsApi, EcsServiceInfo, LoadBalancedContainer, ServiceDeploymentBrief, ServiceDeploymentState,
+    ServiceRevisionInfo,
     TaskSetState,
 };
 use crate::aws::elb::{ListenerEndpoint, LoadBalancingApi, TargetState};
@@ -540,6 +541,14 @@ pub struct FakeEcs {
     pub deployment_answers: Mutex<Vec<Result<ServiceDeploymentState, AwsError>>>,
     pub revision: Mutex<ServiceRevisionInfo>,
     pub test_listener_rule: Mutex<Option<String>>,
+    /// The service's deployment controller and strategy (CodeDeploy's unless set).
+    pub controller: Mutex<Option<String>>,
+    pub strategy: Mutex<Option<String>>,
+    /// Native blue/green: the service's deployments (UpdateService adds one, IN_PROGRESS),
+    /// with the revision each deploys.
+    pub service_deployments: Mutex<Vec<(ServiceDeploymentBrief, String)>>,
+    /// Whether UpdateService's answer names the deployment it started (`currentServiceDeployment`).
+    pub names_current_deployment: std::sync::atomic::AtomicBool,
 }
 
 impl FakeEcs {
@@ -553,7 +562,37 @@ impl FakeEcs {
             deployment_answers: Mutex::default(),
             revision: Mutex::default(),
             test_listener_rule: Mutex::default(),
+            controller: Mutex::new(Some("CODE_DEPLOY".into())),
+            strategy: Mutex::default(),
+            service_deployments: Mutex::default(),
+            names_current_deployment: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// The service deploys with ECS blue/green.
+    pub fn native(self) -> Self {
+        *self.controller.lock().unwrap() = Some("ECS".into());
+        *self.strategy.lock().unwrap() = Some("BLUE_GREEN".into());
+        self
+    }
+
+    /// Sets the status of a native deployment (`SUCCESSFUL`, `ROLLBACK_SUCCESSFUL`, …).
+    pub fn set_deployment_status(&self, arn: &str, status: &str) {
+        for (d, _) in self.service_deployments.lock().unwrap().iter_mut() {
+            if d.arn == arn {
+                d.status = status.into();
+            }
+        }
+    }
+
+    /// The task definitions UpdateService was asked to deploy, in order.
+    pub fn updated_to(&self) -> Vec<String> {
+        self.service_deployments
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, td)| td.clone())
+            .collect()
     }
     pub fn registered_images(&self) -> Vec<String> {
         self.registered
@@ -582,6 +621,8 @@ impl EcsApi for FakeEcs {
                 target_group_arn: Some("arn:tg".into()),
                 test_listener_rule: self.test_listener_rule.lock().unwrap().clone(),
             }],
+            controller: self.controller.lock().unwrap().clone(),
+            strategy: self.strategy.lock().unwrap().clone(),
         })
     }
     async fn task_definition(&self, arn: &str) -> Result<(TaskDefinition, Vec<Tag>), AwsError> {
@@ -619,16 +660,82 @@ impl EcsApi for FakeEcs {
         self.calls.push("DescribeTaskSets");
         next_answer(&self.task_set_answers, Ok(vec![]))
     }
-    async fn service_deployment(&self, _arn: &str) -> Result<ServiceDeploymentState, AwsError> {
+    async fn service_deployment(&self, arn: &str) -> Result<ServiceDeploymentState, AwsError> {
         self.calls.push("DescribeServiceDeployments");
+        let listed = self.service_deployments.lock().unwrap();
+        if let Some((d, _)) = listed.iter().find(|(d, _)| d.arn == arn) {
+            return Ok(ServiceDeploymentState {
+                status: d.status.clone(),
+                status_reason: d.status_reason.clone(),
+                target_revision: d.target_revision.clone(),
+                ..Default::default()
+            });
+        }
         next_answer(
             &self.deployment_answers,
             Ok(ServiceDeploymentState::default()),
         )
     }
-    async fn service_revision(&self, _arn: &str) -> Result<ServiceRevisionInfo, AwsError> {
+    async fn service_revision(&self, arn: &str) -> Result<ServiceRevisionInfo, AwsError> {
         self.calls.push("DescribeServiceRevisions");
+        let listed = self.service_deployments.lock().unwrap();
+        if let Some((_, td)) = listed
+            .iter()
+            .find(|(d, _)| d.target_revision.as_deref() == Some(arn))
+        {
+            return Ok(ServiceRevisionInfo {
+                task_definition_arn: td.clone(),
+                ..self.revision.lock().unwrap().clone()
+            });
+        }
         Ok(self.revision.lock().unwrap().clone())
+    }
+    async fn update_service(
+        &self,
+        cluster: &str,
+        service: &str,
+        task_definition: &str,
+    ) -> Result<Option<String>, AwsError> {
+        self.calls.push("UpdateService");
+        let mut listed = self.service_deployments.lock().unwrap();
+        let n = listed.len() + 1;
+        let base = "arn:aws:ecs:us-east-1:123456789012";
+        let arn = format!("{base}:service-deployment/{cluster}/{service}/deployment{n}");
+        listed.push((
+            ServiceDeploymentBrief {
+                arn: arn.clone(),
+                status: "IN_PROGRESS".into(),
+                status_reason: None,
+                target_revision: Some(format!("{base}:service-revision/{cluster}/{service}/{n}")),
+                created_at: Some(chrono::Utc::now()),
+            },
+            task_definition.to_string(),
+        ));
+        let named = self
+            .names_current_deployment
+            .load(std::sync::atomic::Ordering::SeqCst);
+        Ok(named.then_some(arn))
+    }
+    async fn service_deployments(
+        &self,
+        _cluster: &str,
+        _service: &str,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        active_only: bool,
+    ) -> Result<Vec<ServiceDeploymentBrief>, AwsError> {
+        self.calls.push("ListServiceDeployments");
+        let listed = self.service_deployments.lock().unwrap();
+        let mut found: Vec<ServiceDeploymentBrief> = listed
+            .iter()
+            .map(|(d, _)| d.clone())
+            .filter(|d| {
+                !active_only
+                    || crate::engine::ACTIVE_SERVICE_DEPLOYMENT.contains(&d.status.as_str())
+            })
+            .filter(|d| since.is_none_or(|t| d.created_at.is_some_and(|c| c >= t)))
+            .collect();
+        found.reverse();
+        Ok(found)
     }
 }
 

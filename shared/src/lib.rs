@@ -6,6 +6,7 @@ pub mod appspec;
 pub mod aws;
 pub mod config;
 pub mod ecs_hook;
+pub mod engine;
 pub mod error;
 pub mod events;
 #[cfg(any(test, feature = "fakes"))]

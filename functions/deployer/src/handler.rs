@@ -6,12 +6,15 @@ use std::time::Duration;
 use aws_lambda_events::codedeploy::CodeDeployEvent;
 use chrono::Utc;
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
-use greenlight_shared::aws::codedeploy::{CodeDeployApi, NewDeployment};
+use greenlight_shared::aws::codedeploy::CodeDeployApi;
 use greenlight_shared::aws::ecr::RegistryApi;
-use greenlight_shared::aws::ecs::EcsApi;
+use greenlight_shared::aws::ecs::{EcsApi, EcsServiceInfo, LoadBalancedContainer};
+use greenlight_shared::engine::{
+    self, CodeDeployEngine, DeploymentEngine, EcsEngine, EngineKind, Launch, Run,
+};
 use greenlight_shared::events::{
-    classify_push, clipped, is_deployment_id, is_sha256_digest, registry_host, EcrImageEvent,
-    ImagePush, Location, SHOWN_NAME_MAX,
+    classify_push, clipped, is_deployment_id, is_sha256_digest, may_end, registry_host,
+    service_of_event, EcrImageEvent, EcsDeploymentEvent, ImagePush, Location, SHOWN_NAME_MAX,
 };
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{Claim, Ledger, LedgerError, ReleaseRecord, ReleaseStatus};
@@ -67,6 +70,20 @@ pub enum DeployError {
         "ECS service {cluster}/{service} has no load-balanced container: blue/green needs one"
     )]
     NoLoadBalancer { cluster: String, service: String },
+    #[error("ECS service {cluster}/{service} is not deployed blue/green (its deployment controller is neither CODE_DEPLOY nor ECS with the BLUE_GREEN strategy)")]
+    NotBlueGreen { cluster: String, service: String },
+    #[error("app `{app}` pins engine {pinned}, but its service is deployed by {found}")]
+    EngineMismatch {
+        app: String,
+        pinned: EngineKind,
+        found: EngineKind,
+    },
+    #[error("ECS service {cluster}/{service} is deployed by CodeDeploy: name its deployment group in the config (apps.{app}.application, deployment_group)")]
+    NoDeploymentGroup {
+        app: String,
+        cluster: String,
+        service: String,
+    },
     #[error("the queue of app {0} kept changing under contention")]
     Contention(String),
     #[error("no app named `{0}` in the config")]
@@ -89,6 +106,9 @@ impl DeployError {
             Self::Ledger(_) => "LedgerUnavailable",
             Self::Rewrite(_) => "TaskDefinitionRewrite",
             Self::NoLoadBalancer { .. } => "NoLoadBalancer",
+            Self::NotBlueGreen { .. } => "NotBlueGreen",
+            Self::EngineMismatch { .. } => "EngineMismatch",
+            Self::NoDeploymentGroup { .. } => "NoDeploymentGroup",
             Self::Contention(_) => "LedgerContention",
             Self::UnknownApp(_) => "UnknownApp",
             Self::ReleaseNotFound(_) => "ReleaseNotFound",
@@ -103,7 +123,11 @@ impl DeployError {
                 e.kind,
                 AwsErrorKind::NotFound | AwsErrorKind::AccessDenied | AwsErrorKind::Invalid
             ),
-            Self::Rewrite(_) | Self::NoLoadBalancer { .. } => true,
+            Self::Rewrite(_)
+            | Self::NoLoadBalancer { .. }
+            | Self::NotBlueGreen { .. }
+            | Self::EngineMismatch { .. }
+            | Self::NoDeploymentGroup { .. } => true,
             _ => false,
         }
     }
@@ -193,6 +217,8 @@ pub enum Outcome {
 pub enum DeployerEvent {
     Push(EcrImageEvent),
     DeploymentEnd(CodeDeployEvent),
+    /// A native blue/green deployment changed state.
+    ServiceDeploymentChange(EcsDeploymentEvent),
     Sweep,
     /// An operator's request, from the `greenlight` command.
     Request(OperatorRequest),
@@ -218,6 +244,9 @@ pub fn parse_event(event: serde_json::Value) -> Result<DeployerEvent, DeployErro
         Some("aws.codedeploy") => serde_json::from_value(event)
             .map(DeployerEvent::DeploymentEnd)
             .map_err(|e| malformed("CodeDeploy event", &e)),
+        Some("aws.ecs") => serde_json::from_value(event)
+            .map(DeployerEvent::ServiceDeploymentChange)
+            .map_err(|e| malformed("ECS deployment event", &e)),
         Some("aws.events") => Ok(DeployerEvent::Sweep),
         Some(_) => Err(DeployError::MalformedEvent(
             "unexpected event source".into(),
@@ -238,6 +267,9 @@ pub async fn handle(
         DeployerEvent::Push(event) => handle_push(deps, &event, invocation).await,
         DeployerEvent::DeploymentEnd(event) => {
             handle_deployment_end(deps, &event, invocation).await
+        }
+        DeployerEvent::ServiceDeploymentChange(event) => {
+            handle_service_deployment_change(deps, &event, invocation).await
         }
         DeployerEvent::Sweep => sweep(deps, invocation).await,
         DeployerEvent::Request(request) => handle_request(deps, &request, invocation).await,
@@ -385,11 +417,12 @@ async fn requested_release(
 
 /// What a deploy of `push` would do, read and not written: the revision diff and the AppSpec.
 async fn plan(deps: &Deps, app: &AppConfig, push: &ImagePush) -> Result<Outcome, DeployError> {
-    let group = deps
-        .codedeploy
-        .deployment_group(&app.application, &app.deployment_group)
-        .await?;
-    let (service, lb, container) = load_balanced(deps, app, &group).await?;
+    let Target {
+        service,
+        lb,
+        container,
+        ..
+    } = target(deps, app).await?;
     let (td, tags) = deps
         .ecs
         .task_definition(&service.task_definition_arn)
@@ -444,35 +477,86 @@ fn appspec_of(
     }
 }
 
-/// The ECS service a deployment group deploys, its load-balanced container, and the container
-/// a release replaces the image of.
-async fn load_balanced(
-    deps: &Deps,
-    app: &AppConfig,
-    group: &greenlight_shared::aws::codedeploy::DeploymentGroup,
-) -> Result<
-    (
-        greenlight_shared::aws::ecs::EcsServiceInfo,
-        greenlight_shared::aws::ecs::LoadBalancedContainer,
-        String,
-    ),
-    DeployError,
-> {
-    let service = deps.ecs.service(&group.cluster, &group.service).await?;
+/// Where and how an app deploys, read for one deployment.
+struct Target {
+    engine: Box<dyn DeploymentEngine>,
+    service: EcsServiceInfo,
+    /// The load-balanced container, and the container a release replaces the image of.
+    lb: LoadBalancedContainer,
+    container: String,
+}
+
+/// The app's ECS service (named, or read from its deployment group) and the engine its
+/// deployment settings call for (`greenlight_shared::engine`).
+async fn target(deps: &Deps, app: &AppConfig) -> Result<Target, DeployError> {
+    let (cluster, name) = match (&app.service, &app.group) {
+        (Some(s), _) => (s.cluster.clone(), s.service.clone()),
+        (None, Some(g)) => {
+            let group = deps
+                .codedeploy
+                .deployment_group(&g.application, &g.deployment_group)
+                .await?;
+            (group.cluster, group.service)
+        }
+        (None, None) => unreachable!("the config names a service or a deployment group"),
+    };
+    let service = deps.ecs.service(&cluster, &name).await?;
+    let kind = match (engine::discover(&service), &app.group) {
+        (Some(kind), _) => kind,
+        // The operator says CodeDeploy deploys it; CodeDeploy checks the rest.
+        (None, Some(_)) => EngineKind::CodeDeploy,
+        (None, None) => {
+            return Err(DeployError::NotBlueGreen {
+                cluster,
+                service: name,
+            })
+        }
+    };
+    if let Some(pinned) = app.engine.filter(|pinned| *pinned != kind) {
+        return Err(DeployError::EngineMismatch {
+            app: app.name.clone(),
+            pinned,
+            found: kind,
+        });
+    }
+    let engine: Box<dyn DeploymentEngine> = match (kind, &app.group) {
+        (EngineKind::CodeDeploy, Some(g)) => Box::new(CodeDeployEngine {
+            api: deps.codedeploy.clone(),
+            application: g.application.clone(),
+            deployment_group: g.deployment_group.clone(),
+        }),
+        (EngineKind::CodeDeploy, None) => {
+            return Err(DeployError::NoDeploymentGroup {
+                app: app.name.clone(),
+                cluster,
+                service: name,
+            })
+        }
+        (EngineKind::Ecs, _) => Box::new(EcsEngine {
+            api: deps.ecs.clone(),
+            cluster: cluster.clone(),
+            service: name.clone(),
+        }),
+    };
     let lb =
         service
             .load_balancers
             .first()
             .cloned()
             .ok_or_else(|| DeployError::NoLoadBalancer {
-                cluster: group.cluster.clone(),
-                service: group.service.clone(),
+                cluster,
+                service: name,
             })?;
     let container = app
         .container
         .clone()
         .unwrap_or_else(|| lb.container_name.clone());
-    Ok((service, lb, container))
+    Ok(Target {
+        engine,
+        service,
+        lb,
+        container,
+    })
 }
 
 /// Claims a release (a push, or an operator's request) and takes it through the app's queue.
@@ -623,6 +707,72 @@ async fn handle_deployment_end(
     })
 }
 
+/// A native deployment of a service changed state: when it may have ended, the app whose
+/// release is deploying that service reads its deployment back (the event names the service,
+/// not the service deployment, and is not the verdict) and, if it ended, frees its queue.
+async fn handle_service_deployment_change(
+    deps: &Deps,
+    event: &EcsDeploymentEvent,
+    invocation: &Invocation,
+) -> Result<Outcome, DeployError> {
+    let Some((cluster, service)) = service_of_event(event) else {
+        info!("skipped: the ECS deployment event names no service");
+        return Ok(Outcome::Skipped {
+            reason: "the ECS deployment event names no service".into(),
+        });
+    };
+    let (cluster, service) = (
+        clipped(cluster, SHOWN_NAME_MAX),
+        clipped(service, SHOWN_NAME_MAX),
+    );
+    let name = clipped(&event.detail.event_name, SHOWN_NAME_MAX);
+    if !may_end(&event.detail) {
+        info!(cluster = %cluster, service = %service, event = %name, "skipped: not the end of a deployment");
+        return Ok(Outcome::Skipped {
+            reason: format!("{name} is not the end of a deployment"),
+        });
+    }
+    let names: Vec<String> = deps.config.apps.iter().map(|a| a.name.clone()).collect();
+    let queues = deps.ledger.queues(&names).await?;
+    let deploying = deps.config.apps.iter().zip(queues).find(|(_, q)| {
+        q.active_deployment()
+            .and_then(engine::service_of_arn)
+            .is_some_and(|(c, s)| c == cluster && s == service)
+    });
+    let Some((app, queue)) = deploying else {
+        info!(cluster = %cluster, service = %service, event = %name, "skipped: no release of Greenlight is deploying this service");
+        return Ok(Outcome::Skipped {
+            reason: format!("no release is deploying ECS service {cluster}/{service}"),
+        });
+    };
+    let deployment_id = queue.active_deployment().unwrap_or_default().to_string();
+    info!(app = %app.name, deployment_id = %deployment_id, event = %name, "service deployment may have ended");
+    let mut driver = Driver::new(deps, app, invocation);
+    driver.known = Some(queue);
+    let next = driver.check_active().await?;
+    let still = matches!(&driver.known, Some(q) if q.active_deployment() == Some(deployment_id.as_str()));
+    if still && next == Next::Idle {
+        return Ok(Outcome::Skipped {
+            reason: format!("deployment {deployment_id} is still in progress"),
+        });
+    }
+    let finished = Outcome::Finished {
+        app: app.name.clone(),
+        deployment_id: deployment_id.clone(),
+        next: None,
+    };
+    let after = driver.follow(next, finished.clone(), None).await?;
+    Ok(if after == finished {
+        finished
+    } else {
+        Outcome::Finished {
+            app: app.name.clone(),
+            deployment_id,
+            next: Some(Box::new(after)),
+        }
+    })
+}
+
 /// The periodic sweep (an EventBridge schedule): finishes what lost events left behind. A
 /// deployment whose end event never arrived is read back; a release whose invocation died
 /// is resumed; a waiting release in a free queue starts. One ledger read for all the apps and
@@ -673,15 +823,6 @@ fn end_status(state: &str) -> Option<ReleaseStatus> {
         "FAILURE" => Some(ReleaseStatus::Failed),
         "STOP" => Some(ReleaseStatus::Stopped),
         _ => None,
-    }
-}
-
-/// How a deployment that CodeDeploy reports as ended ended, for the ledger.
-fn ended_status(status: &str) -> ReleaseStatus {
-    match status {
-        "Succeeded" => ReleaseStatus::Succeeded,
-        "Stopped" => ReleaseStatus::Stopped,
-        _ => ReleaseStatus::Failed,
     }
 }
 
@@ -768,14 +909,14 @@ impl<'a> Driver<'a> {
             return Ok(Next::Idle);
         };
         self.known = Some(queue);
-        let deployment = self.deps.codedeploy.deployment(&id).await?;
-        if deployment.is_active() {
+        let run = engine::run_by_id(self.deps.codedeploy.as_ref(), self.deps.ecs.as_ref(), &id)
+            .await?;
+        if run.active {
             return Ok(Next::Idle);
         }
-        warn!(app = %self.app.name, deployment_id = %id, status = %deployment.status,
+        warn!(app = %self.app.name, deployment_id = %id, status = %run.status,
               "the queue was held by a deployment that has ended (its end event was lost): finishing it");
-        let outcome = ended_status(&deployment.status);
-        self.apply(|q, lease| q.end(&id, outcome, lease)).await
+        self.apply(|q, lease| q.end(&id, run.ended, lease)).await
     }
 
     /// Finishes what lost events left: a deployment that ended, a release whose invocation
@@ -839,10 +980,12 @@ impl<'a> Driver<'a> {
         resumed: bool,
     ) -> Result<(Outcome, Next), DeployError> {
         let (deps, app) = (self.deps, self.app);
-        let group = deps
-            .codedeploy
-            .deployment_group(&app.application, &app.deployment_group)
-            .await?;
+        let Target {
+            engine,
+            service,
+            lb,
+            container,
+        } = target(deps, app).await?;
         if resumed {
             let since = self
                 .known
@@ -851,15 +994,11 @@ impl<'a> Driver<'a> {
                 .and_then(|a| chrono::DateTime::from_timestamp_millis(a.since_ms))
                 .unwrap_or(record.pushed_at)
                 - ADOPTION_WINDOW;
-            let earlier = deps
-                .codedeploy
-                .deployments_since(&app.application, &app.deployment_group, since)
-                .await?;
+            let earlier = engine.runs_since(since).await?;
             if let Some(own) = earlier.iter().find(|d| names_release(d, record)) {
                 return self.adopt(record, own).await;
             }
         }
-        let (service, lb, container) = load_balanced(deps, app, &group).await?;
 
         let task_definition = match &record.task_definition_arn {
             Some(arn) => {
@@ -912,11 +1051,8 @@ impl<'a> Driver<'a> {
             }
         };
 
-        let appspec = appspec_of(deps, app, &lb, task_definition.clone());
-        let request = NewDeployment {
-            application: app.application.clone(),
-            deployment_group: app.deployment_group.clone(),
-            appspec: appspec.to_json(),
+        let launch = Launch {
+            appspec: appspec_of(deps, app, &lb, task_definition.clone()).to_json(),
             description: ReleaseDescription {
                 app: app.name.clone(),
                 version: record.version.clone(),
@@ -924,10 +1060,12 @@ impl<'a> Driver<'a> {
                 request: record.request.as_ref().map(|r| r.id.clone()),
             }
             .to_string(),
+            task_definition: task_definition.clone(),
         };
-        match deps.codedeploy.create_deployment(&request).await {
+        match engine.start(&launch).await {
             Ok(deployment_id) => {
-                info!(app = %app.name, version = %record.version, digest = %record.digest, deployment_id = %deployment_id, task_definition = %task_definition, "deployment created");
+                info!(app = %app.name, version = %record.version, digest = %record.digest, deployment_id = %deployment_id,
+                      task_definition = %task_definition, engine = %engine.kind(), "deployment created");
                 let next = self
                     .apply(|q, lease| q.deploying(&record.digest, &deployment_id, lease))
                     .await?;
@@ -936,10 +1074,7 @@ impl<'a> Driver<'a> {
             Err(e) if e.kind == AwsErrorKind::DeploymentLimitExceeded => {
                 // Ours, created by an earlier attempt whose answer was lost (the SDK's retry
                 // then meets it), or someone else's (a rollback, a manual deployment).
-                let active = deps
-                    .codedeploy
-                    .active_deployments(&app.application, &app.deployment_group)
-                    .await?;
+                let active = engine.active_runs().await?;
                 if let Some(own) = active.iter().find(|d| names_release(d, record)) {
                     return self.adopt(record, own).await;
                 }
@@ -975,17 +1110,16 @@ impl<'a> Driver<'a> {
     async fn adopt(
         &mut self,
         record: &ReleaseRecord,
-        found: &greenlight_shared::aws::codedeploy::Deployment,
+        found: &Run,
     ) -> Result<(Outcome, Next), DeployError> {
         warn!(app = %self.app.name, version = %record.version, digest = %record.digest, deployment_id = %found.id,
               status = %found.status, "adopting this release's deployment, created by an attempt whose answer was lost");
         let mut next = self
             .apply(|q, lease| q.deploying(&record.digest, &found.id, lease))
             .await?;
-        if !found.is_active() {
-            let outcome = ended_status(&found.status);
+        if !found.active {
             next = self
-                .apply(|q, lease| q.end(&found.id, outcome, lease))
+                .apply(|q, lease| q.end(&found.id, found.ended, lease))
                 .await?;
         }
         let task_definition = record.task_definition_arn.clone().unwrap_or_default();
@@ -993,11 +1127,12 @@ impl<'a> Driver<'a> {
     }
 }
 
-/// Whether a deployment's description names this release.
-fn names_release(
-    deployment: &greenlight_shared::aws::codedeploy::Deployment,
-    record: &ReleaseRecord,
-) -> bool {
+/// Whether a deployment is this release's: its description names the release (CodeDeploy), or
+/// it deploys the revision registered for this run of the release (native).
+fn names_release(deployment: &Run, record: &ReleaseRecord) -> bool {
+    if deployment.task_definition.is_some() {
+        return deployment.task_definition == record.task_definition_arn;
+    }
     deployment
         .description
         .as_deref()

@@ -36,10 +36,24 @@ pub struct ServiceRevisionInfo {
     pub target_groups: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EcsServiceInfo {
     pub task_definition_arn: String,
     pub load_balancers: Vec<LoadBalancedContainer>,
+    /// The deployment controller (`ECS`, `CODE_DEPLOY`, `EXTERNAL`); ECS omits it for `ECS`.
+    pub controller: Option<String>,
+    /// The ECS controller's strategy (`ROLLING`, `BLUE_GREEN`, …).
+    pub strategy: Option<String>,
+}
+
+/// A service deployment as ListServiceDeployments lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceDeploymentBrief {
+    pub arn: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub target_revision: Option<String>,
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The state of one task set as ECS reports it.
@@ -74,6 +88,23 @@ pub trait EcsApi: Send + Sync {
     async fn service_deployment(&self, arn: &str) -> Result<ServiceDeploymentState, AwsError>;
     /// A service revision by ARN.
     async fn service_revision(&self, arn: &str) -> Result<ServiceRevisionInfo, AwsError>;
+    /// Native blue/green: starts a deployment of `task_definition` (UpdateService); the
+    /// service deployment it started, when ECS names it in the answer.
+    async fn update_service(
+        &self,
+        cluster: &str,
+        service: &str,
+        task_definition: &str,
+    ) -> Result<Option<String>, AwsError>;
+    /// The service's deployments, newest first: those created at or after `since`, or only
+    /// those in progress (one page of up to 20: a window or the active ones, never a history).
+    async fn service_deployments(
+        &self,
+        cluster: &str,
+        service: &str,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        active_only: bool,
+    ) -> Result<Vec<ServiceDeploymentBrief>, AwsError>;
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +172,13 @@ impl EcsApi for Ecs {
                     })
                 })
                 .collect(),
+            controller: found
+                .deployment_controller()
+                .map(|c| c.r#type().as_str().to_string()),
+            strategy: found
+                .deployment_configuration()
+                .and_then(|c| c.strategy())
+                .map(|s| s.as_str().to_string()),
         })
     }
 
@@ -285,6 +323,77 @@ impl EcsApi for Ecs {
                 .filter_map(|lb| lb.target_group_arn().map(str::to_string))
                 .collect(),
         })
+    }
+
+    async fn update_service(
+        &self,
+        cluster: &str,
+        service: &str,
+        task_definition: &str,
+    ) -> Result<Option<String>, AwsError> {
+        let out = self
+            .0
+            .update_service()
+            .cluster(cluster)
+            .service(service)
+            .task_definition(task_definition)
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk("UpdateService", format!("ECS service {cluster}/{service}"), e)
+            })?;
+        Ok(out
+            .service()
+            .and_then(|s| s.current_service_deployment())
+            .map(str::to_string))
+    }
+
+    async fn service_deployments(
+        &self,
+        cluster: &str,
+        service: &str,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        active_only: bool,
+    ) -> Result<Vec<ServiceDeploymentBrief>, AwsError> {
+        use aws_sdk_ecs::types::{CreatedAt, ServiceDeploymentStatus};
+        let active = crate::engine::ACTIVE_SERVICE_DEPLOYMENT
+            .iter()
+            .map(|s| ServiceDeploymentStatus::from(*s))
+            .collect();
+        let out = self
+            .0
+            .list_service_deployments()
+            .cluster(cluster)
+            .service(service)
+            .set_status(active_only.then_some(active))
+            .set_created_at(since.map(|t| {
+                CreatedAt::builder()
+                    .after(aws_smithy_types::DateTime::from_millis(t.timestamp_millis()))
+                    .build()
+            }))
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "ListServiceDeployments",
+                    format!("ECS service {cluster}/{service}"),
+                    e,
+                )
+            })?;
+        let mut listed: Vec<ServiceDeploymentBrief> = out
+            .service_deployments()
+            .iter()
+            .map(|d| ServiceDeploymentBrief {
+                arn: d.service_deployment_arn().unwrap_or_default().to_string(),
+                status: d.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                status_reason: d.status_reason().map(str::to_string),
+                target_revision: d.target_service_revision_arn().map(str::to_string),
+                created_at: d.created_at().and_then(super::to_utc),
+            })
+            .filter(|d| !d.arn.is_empty())
+            .collect();
+        listed.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(listed)
     }
 }
 
