@@ -398,9 +398,11 @@ impl Config {
     }
 
     pub fn manages_application(&self, application: &str) -> bool {
-        self.apps
-            .iter()
-            .any(|a| a.group.as_ref().is_some_and(|g| g.application == application))
+        self.apps.iter().any(|a| {
+            a.group
+                .as_ref()
+                .is_some_and(|g| g.application == application)
+        })
     }
 }
 

@@ -123,7 +123,9 @@ pub fn is_service_deployment_arn(id: &str) -> bool {
 /// The (cluster, service) a service deployment ARN or a service ARN
 /// (`…:service/<cluster>/<service>`) names.
 pub fn service_of_arn(arn: &str) -> Option<(&str, &str)> {
-    let (_, path) = arn.split_once(":service-deployment/").or_else(|| arn.split_once(":service/"))?;
+    let (_, path) = arn
+        .split_once(":service-deployment/")
+        .or_else(|| arn.split_once(":service/"))?;
     let mut parts = path.split('/');
     let (cluster, service) = (parts.next()?, parts.next()?);
     (!cluster.is_empty() && !service.is_empty()).then_some((cluster, service))
@@ -220,11 +222,19 @@ pub struct EcsEngine {
 impl EcsEngine {
     /// The runs listed, each with the revision it deploys (one DescribeServiceRevisions each:
     /// a service rarely has more than one deployment in a window).
-    async fn with_revisions(&self, listed: Vec<ServiceDeploymentBrief>) -> Result<Vec<Run>, AwsError> {
+    async fn with_revisions(
+        &self,
+        listed: Vec<ServiceDeploymentBrief>,
+    ) -> Result<Vec<Run>, AwsError> {
         let mut runs = Vec::with_capacity(listed.len());
         for d in listed {
             let task_definition = match &d.target_revision {
-                Some(revision) => Some(self.api.service_revision(revision).await?.task_definition_arn),
+                Some(revision) => Some(
+                    self.api
+                        .service_revision(revision)
+                        .await?
+                        .task_definition_arn,
+                ),
                 None => None,
             };
             runs.push(native_run(d, task_definition));
@@ -249,7 +259,10 @@ impl DeploymentEngine for EcsEngine {
                 "UpdateService",
                 format!("ECS service {}/{}", self.cluster, self.service),
                 AwsErrorKind::DeploymentLimitExceeded,
-                format!("the service is deploying already ({} is {})", running.arn, running.status),
+                format!(
+                    "the service is deploying already ({} is {})",
+                    running.arn, running.status
+                ),
             ));
         }
         let asked_at = Utc::now();
@@ -307,12 +320,24 @@ mod tests {
 
     #[test]
     fn the_engine_is_read_from_the_service() {
-        assert_eq!(discover(&service(Some("CODE_DEPLOY"), None)), Some(EngineKind::CodeDeploy));
-        assert_eq!(discover(&service(Some("ECS"), Some("BLUE_GREEN"))), Some(EngineKind::Ecs));
-        assert_eq!(discover(&service(None, Some("BLUE_GREEN"))), Some(EngineKind::Ecs));
+        assert_eq!(
+            discover(&service(Some("CODE_DEPLOY"), None)),
+            Some(EngineKind::CodeDeploy)
+        );
+        assert_eq!(
+            discover(&service(Some("ECS"), Some("BLUE_GREEN"))),
+            Some(EngineKind::Ecs)
+        );
+        assert_eq!(
+            discover(&service(None, Some("BLUE_GREEN"))),
+            Some(EngineKind::Ecs)
+        );
         assert_eq!(discover(&service(Some("ECS"), Some("ROLLING"))), None);
         assert_eq!(discover(&service(Some("ECS"), None)), None);
-        assert_eq!(discover(&service(Some("EXTERNAL"), Some("BLUE_GREEN"))), None);
+        assert_eq!(
+            discover(&service(Some("EXTERNAL"), Some("BLUE_GREEN"))),
+            None
+        );
     }
 
     #[test]
@@ -325,7 +350,10 @@ mod tests {
             service_of_arn("arn:aws:ecs:us-east-1:111122223333:service/default/web2"),
             Some(("default", "web2"))
         );
-        assert_eq!(service_of_arn("arn:aws:ecs:us-east-1:1:service/default"), None);
+        assert_eq!(
+            service_of_arn("arn:aws:ecs:us-east-1:1:service/default"),
+            None
+        );
         assert_eq!(service_of_arn("d-ABCDEF123"), None);
     }
 

@@ -9,8 +9,7 @@ use crate::aws::codedeploy::{
 };
 use crate::aws::ecs::{
     EcsApi, EcsServiceInfo, LoadBalancedContainer, ServiceDeploymentBrief, ServiceDeploymentState,
-    ServiceRevisionInfo,
-    TaskSetState,
+    ServiceRevisionInfo, TaskSetState,
 };
 use crate::aws::elb::{ListenerEndpoint, LoadBalancingApi, TargetState};
 use crate::events::ImagePush;
@@ -718,8 +717,8 @@ impl EcsApi for FakeEcs {
     }
     async fn service_deployments(
         &self,
-        _cluster: &str,
-        _service: &str,
+        cluster: &str,
+        service: &str,
         since: Option<chrono::DateTime<chrono::Utc>>,
         active_only: bool,
     ) -> Result<Vec<ServiceDeploymentBrief>, AwsError> {
@@ -728,6 +727,7 @@ impl EcsApi for FakeEcs {
         let mut found: Vec<ServiceDeploymentBrief> = listed
             .iter()
             .map(|(d, _)| d.clone())
+            .filter(|d| crate::engine::service_of_arn(&d.arn) == Some((cluster, service)))
             .filter(|d| {
                 !active_only
                     || crate::engine::ACTIVE_SERVICE_DEPLOYMENT.contains(&d.status.as_str())

@@ -15,6 +15,14 @@ pub const TAG_APP: &str = "greenlight:app";
 pub const TAG_VERSION: &str = "greenlight:version";
 pub const TAG_DIGEST: &str = "greenlight:digest";
 
+/// The value of one tag, by key.
+pub fn tag_value(tags: &[Tag], key: &str) -> Option<String> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+        .map(str::to_string)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RewriteError {
     #[error("task definition {task_definition} has no container named `{container}` (it has: {available})")]

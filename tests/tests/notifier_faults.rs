@@ -96,6 +96,9 @@ impl World {
         let deps = Deps {
             config: Config::parse(CONFIG).unwrap(),
             codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(&via_codedeploy))),
+            ecs: Arc::new(greenlight_shared::aws::ecs::Ecs(aws_sdk_ecs::Client::new(
+                &via_moto,
+            ))),
             ledger: Some(Arc::new(DynamoLedger::new(
                 aws_sdk_dynamodb::Client::new(&via_moto),
                 table,

@@ -750,7 +750,8 @@ async fn handle_service_deployment_change(
     let mut driver = Driver::new(deps, app, invocation);
     driver.known = Some(queue);
     let next = driver.check_active().await?;
-    let still = matches!(&driver.known, Some(q) if q.active_deployment() == Some(deployment_id.as_str()));
+    let still =
+        matches!(&driver.known, Some(q) if q.active_deployment() == Some(deployment_id.as_str()));
     if still && next == Next::Idle {
         return Ok(Outcome::Skipped {
             reason: format!("deployment {deployment_id} is still in progress"),
@@ -909,8 +910,8 @@ impl<'a> Driver<'a> {
             return Ok(Next::Idle);
         };
         self.known = Some(queue);
-        let run = engine::run_by_id(self.deps.codedeploy.as_ref(), self.deps.ecs.as_ref(), &id)
-            .await?;
+        let run =
+            engine::run_by_id(self.deps.codedeploy.as_ref(), self.deps.ecs.as_ref(), &id).await?;
         if run.active {
             return Ok(Next::Idle);
         }

@@ -175,7 +175,11 @@ async fn a_push_during_a_native_deployment_waits_and_ships_when_ecs_says_it_ende
         ReleaseStatus::Succeeded
     );
     assert_eq!(
-        w.ledger.record(&digest(2)).unwrap().deployment_id.as_deref(),
+        w.ledger
+            .record(&digest(2))
+            .unwrap()
+            .deployment_id
+            .as_deref(),
         Some(second.as_str())
     );
 }
@@ -235,7 +239,11 @@ async fn a_service_deploying_without_greenlight_is_busy_and_the_release_waits_fo
         .await
         .unwrap();
     assert!(matches!(out, Outcome::Waiting { .. }), "{out:?}");
-    assert_eq!(w.calls.count("UpdateService"), 0, "never supersede a deployment");
+    assert_eq!(
+        w.calls.count("UpdateService"),
+        0,
+        "never supersede a deployment"
+    );
     assert_eq!(w.ledger.queue_of("web1").active_deployment(), Some(FOREIGN));
 
     w.ecs.set_deployment_status(FOREIGN, "SUCCESSFUL");
@@ -243,7 +251,10 @@ async fn a_service_deploying_without_greenlight_is_busy_and_the_release_waits_fo
         .run(ecs_event("SERVICE_DEPLOYMENT_COMPLETED", "web1"), "req-2")
         .await
         .unwrap();
-    let Outcome::Finished { next: Some(next), .. } = &out else {
+    let Outcome::Finished {
+        next: Some(next), ..
+    } = &out
+    else {
         panic!("{out:?}")
     };
     deployed_id(next);
@@ -253,7 +264,9 @@ async fn a_service_deploying_without_greenlight_is_busy_and_the_release_waits_fo
 #[tokio::test]
 async fn an_update_service_answer_without_the_deployment_finds_it_by_its_revision() {
     let w = World::new();
-    w.ecs.names_current_deployment.store(false, Ordering::SeqCst);
+    w.ecs
+        .names_current_deployment
+        .store(false, Ordering::SeqCst);
     let out = w
         .run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1")
         .await
@@ -314,7 +327,10 @@ async fn a_pinned_engine_the_service_does_not_use_fails_the_release_with_the_rea
         w.ledger.record(&digest(1)).unwrap().status,
         ReleaseStatus::Failed
     );
-    assert_eq!(w.calls.count("UpdateService") + w.calls.count("CreateDeployment"), 0);
+    assert_eq!(
+        w.calls.count("UpdateService") + w.calls.count("CreateDeployment"),
+        0
+    );
 }
 
 #[tokio::test]
@@ -352,7 +368,10 @@ async fn an_app_named_by_its_codedeploy_group_follows_its_service_to_the_native_
 async fn events_of_services_nobody_deploys_are_skipped_after_one_ledger_read() {
     let w = World::new();
     let out = w
-        .run(ecs_event("SERVICE_DEPLOYMENT_COMPLETED", "billing"), "req-1")
+        .run(
+            ecs_event("SERVICE_DEPLOYMENT_COMPLETED", "billing"),
+            "req-1",
+        )
         .await
         .unwrap();
     assert!(matches!(out, Outcome::Skipped { .. }), "{out:?}");

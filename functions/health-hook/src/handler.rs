@@ -363,7 +363,7 @@ async fn evaluate(
     }
     let group = deps
         .codedeploy
-        .deployment_group(&app.application, &app.deployment_group)
+        .deployment_group(&deployment.application, &deployment.deployment_group)
         .await?;
 
     let target = deps.codedeploy.ecs_target(deployment_id).await?;
@@ -446,7 +446,7 @@ async fn evaluate(
                 let listener = group.test_listeners.first().ok_or_else(|| {
                     Unfit::Unexpected(format!(
                         "deployment group {} has no test listener and apps.{}.health.url is not set",
-                        app.deployment_group, app.name
+                        deployment.deployment_group, app.name
                     ))
                 })?;
                 let endpoint = deps.elb.listener_endpoint(listener).await?;

@@ -22,7 +22,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use greenlight_shared::ecs_hook::{service_of, EcsHookAnswer, EcsHookEvent, HookStatus};
 use greenlight_shared::invocation::Invocation;
-use greenlight_shared::task_definition::{TAG_APP, TAG_DIGEST, TAG_VERSION};
+use greenlight_shared::task_definition::{tag_value, TAG_APP, TAG_DIGEST, TAG_VERSION};
 use greenlight_shared::AwsErrorKind;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -336,12 +336,7 @@ async fn find_release(deps: &Deps, event: &EcsHookEvent, progress: &mut Progress
         Ok(td) => td,
         Err(e) => return Some(call_failed(e)),
     };
-    let tag = |key: &str| {
-        tags.iter()
-            .find(|t| t.key() == Some(key))
-            .and_then(|t| t.value())
-            .map(str::to_string)
-    };
+    let tag = |key: &str| tag_value(&tags, key);
     let Some(app) = tag(TAG_APP).and_then(|name| deps.config.app_named(&name)) else {
         return Some(Round::Failed(format!(
             "the revision's task definition {} is not a release of an app Greenlight manages (no known {TAG_APP} tag)",

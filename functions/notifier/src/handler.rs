@@ -10,6 +10,8 @@ use aws_lambda_events::codedeploy::CodeDeployEvent;
 use chrono::{DateTime, Utc};
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::codedeploy::{CodeDeployApi, Deployment};
+use greenlight_shared::aws::ecs::EcsApi;
+use greenlight_shared::events::EcsDeploymentEvent;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{Ledger, ReleaseRecord};
 use greenlight_shared::secrets::{Secret, SecretError, SecretReader, SecretRef};
@@ -52,6 +54,8 @@ pub struct WebhookCache(tokio::sync::Mutex<HashMap<String, Secret>>);
 pub struct Deps {
     pub config: Config,
     pub codedeploy: Arc<dyn CodeDeployApi>,
+    /// Native blue/green deployments are read from ECS.
+    pub ecs: Arc<dyn EcsApi>,
     /// The release ledger; without it messages carry only what CodeDeploy says.
     pub ledger: Option<Arc<dyn Ledger>>,
     pub secrets: Arc<dyn SecretSource>,
@@ -96,6 +100,15 @@ pub enum NotifyError {
         #[source]
         source: Box<greenlight_shared::AwsError>,
     },
+    #[error(
+        "the deployments of ECS service {cluster}/{service} cannot be read; retried: {source}"
+    )]
+    ServiceUnreadable {
+        cluster: String,
+        service: String,
+        #[source]
+        source: Box<greenlight_shared::AwsError>,
+    },
     #[error("the {state} message of app `{app}` was not posted: {source}")]
     SlackGaveUp {
         app: String,
@@ -114,7 +127,9 @@ impl NotifyError {
             Self::WebhookUnreadable(_) => "SlackWebhookUnreadable",
             Self::SlackRejected { .. } => "SlackRejected",
             Self::SlackGaveUp { .. } => "SlackUnavailable",
-            Self::DeploymentUnreadable { .. } => "DeploymentUnreadable",
+            Self::DeploymentUnreadable { .. } | Self::ServiceUnreadable { .. } => {
+                "DeploymentUnreadable"
+            }
         }
     }
 }
@@ -163,12 +178,42 @@ impl<'e> StateChange<'e> {
     }
 }
 
-/// Reads a deployment state-change event; anything else is a `MalformedEvent` with a short
-/// reason.
-pub fn parse_event(payload: serde_json::Value) -> Result<CodeDeployEvent, NotifyError> {
-    serde_json::from_value(payload).map_err(|e| {
+/// A deployment state change of either engine.
+#[derive(Debug)]
+pub enum NotifierEvent {
+    CodeDeploy(CodeDeployEvent),
+    /// A native blue/green deployment ("ECS Deployment State Change").
+    ServiceDeployment(EcsDeploymentEvent),
+}
+
+/// Reads a deployment state-change event (by its source); anything else is a
+/// `MalformedEvent` with a short reason.
+pub fn parse_event(payload: serde_json::Value) -> Result<NotifierEvent, NotifyError> {
+    let malformed = |e: serde_json::Error| {
         NotifyError::MalformedEvent(greenlight_shared::error::redact_event_error(&e.to_string()))
-    })
+    };
+    if payload.get("source").and_then(|s| s.as_str()) == Some("aws.ecs") {
+        return serde_json::from_value(payload)
+            .map(NotifierEvent::ServiceDeployment)
+            .map_err(malformed);
+    }
+    serde_json::from_value(payload)
+        .map(NotifierEvent::CodeDeploy)
+        .map_err(malformed)
+}
+
+/// Entry point: a state change of either engine becomes Slack messages.
+pub async fn notify(
+    deps: &Deps,
+    event: NotifierEvent,
+    invocation: &Invocation,
+) -> Result<Notified, NotifyError> {
+    match event {
+        NotifierEvent::CodeDeploy(event) => handle(deps, event, invocation).await,
+        NotifierEvent::ServiceDeployment(event) => {
+            crate::native::handle_service_deployment(deps, &event, invocation).await
+        }
+    }
 }
 
 /// Entry point: one CodeDeploy deployment state change becomes one Slack message.
@@ -252,7 +297,7 @@ pub async fn handle(
 
 /// The announcement's claim lasts as long as this invocation (and 2 s): a retry after a crash
 /// (same request id) or after the deadline can always claim it again.
-fn notice_lease(invocation: &Invocation) -> greenlight_shared::queue::Lease {
+pub(crate) fn notice_lease(invocation: &Invocation) -> greenlight_shared::queue::Lease {
     greenlight_shared::queue::Lease {
         owner: invocation.request_id.clone(),
         until_ms: invocation.deadline_ms as i64 + 2_000,
@@ -275,12 +320,13 @@ async fn announce(
         state,
     } = StateChange::of(event);
     let webhook = webhook_for(deps, app).await?;
+    let configured_group = app.group.as_ref();
 
     let mut notice = Notice {
         app: app.name.clone(),
         environment: app.environment.clone(),
-        application: non_empty(application, &app.application),
-        deployment_group: non_empty(group, &app.deployment_group),
+        scope: non_empty(application, configured_group.map_or("", |g| &g.application)),
+        target: non_empty(group, configured_group.map_or("", |g| &g.deployment_group)),
         deployment_id: deployment_id.to_string(),
         state: state.to_string(),
         region: detail
@@ -315,9 +361,21 @@ async fn announce(
         }
     }
 
-    let message = message::build(&notice);
+    post_notice(deps, app, &webhook, &notice, invocation).await
+}
+
+/// Posts the message of a notice to the app's webhook.
+pub(crate) async fn post_notice(
+    deps: &Deps,
+    app: &AppConfig,
+    webhook: &Secret,
+    notice: &Notice,
+    invocation: &Invocation,
+) -> Result<Notified, NotifyError> {
+    let (deployment_id, state) = (notice.deployment_id.as_str(), notice.state.as_str());
+    let message = message::build(notice);
     let deadline = invocation.deadline_minus(SLACK_DEADLINE_MARGIN);
-    let attempts = match deps.slack.post(&webhook, &message.payload, deadline).await {
+    let attempts = match deps.slack.post(webhook, &message.payload, deadline).await {
         Ok(attempts) => attempts,
         Err(source) => {
             warn!(app = %app.name, deployment_id = %deployment_id, state = %state, error = %source, "Slack post failed");
@@ -345,7 +403,11 @@ fn managing_app<'a>(config: &'a Config, application: &str, group: &str) -> Optio
         .app_for_deployment_group(application, group)
         .or_else(|| {
             if config.manages_application(application) {
-                config.apps.iter().find(|a| a.application == application)
+                config.apps.iter().find(|a| {
+                    a.group
+                        .as_ref()
+                        .is_some_and(|g| g.application == application)
+                })
             } else {
                 None
             }
@@ -363,7 +425,7 @@ fn non_empty(from_event: &str, configured: &str) -> String {
 
 /// The app's webhook URL, read once per cold start. Neither the URL nor the secret appears
 /// in a log line or an error.
-async fn webhook_for(deps: &Deps, app: &AppConfig) -> Result<Secret, NotifyError> {
+pub(crate) async fn webhook_for(deps: &Deps, app: &AppConfig) -> Result<Secret, NotifyError> {
     let reference = match &app.slack.webhook {
         Some(text) => {
             SecretRef::parse(text).map_err(|problem| NotifyError::BadWebhookReference {
@@ -505,7 +567,7 @@ fn duration_of(
 }
 
 /// The release production serves now: the last that succeeded, other than `not`.
-async fn last_good(
+pub(crate) async fn last_good(
     ledger: &dyn Ledger,
     app: &AppConfig,
     not: Option<&str>,
@@ -519,7 +581,7 @@ async fn last_good(
     }
 }
 
-async fn release_record(
+pub(crate) async fn release_record(
     ledger: &dyn Ledger,
     app: &AppConfig,
     digest: &str,

@@ -1,5 +1,6 @@
 //! greenlight-notifier: every CodeDeploy deployment state change of a Greenlight app becomes
-//! one Slack message.
+//! one Slack message; so does every state of a native ECS blue/green deployment
+//! ([`native`]: "ECS Deployment State Change" events, read back from ECS).
 //!
 //! EventBridge delivers "CodeDeploy Deployment State-change Notification" events (START,
 //! READY, SUCCESS, FAILURE, STOP, or a state added later, which is reported as is). For each:
@@ -28,5 +29,9 @@
 
 pub mod handler;
 pub mod message;
+pub mod native;
 
-pub use handler::{handle, parse_event, Deps, Notified, NotifyError, SecretSource, WebhookCache};
+pub use handler::{
+    handle, notify, parse_event, Deps, Notified, NotifierEvent, NotifyError, SecretSource,
+    WebhookCache,
+};

@@ -1,7 +1,8 @@
 use std::sync::Arc;
 
-use greenlight_notifier::{handle, parse_event, Deps};
+use greenlight_notifier::{notify, parse_event, Deps};
 use greenlight_shared::aws::codedeploy::CodeDeploy;
+use greenlight_shared::aws::ecs::Ecs;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::secrets::{SecretReader, SecretRef};
 use greenlight_shared::slack::SlackPoster;
@@ -30,6 +31,7 @@ async fn main() -> Result<(), Error> {
     };
     let deps = Deps {
         codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(sdk))),
+        ecs: Arc::new(Ecs(aws_sdk_ecs::Client::new(sdk))),
         ledger: startup.ledger(),
         secrets: Arc::new(SecretReader {
             secrets_manager: aws_sdk_secretsmanager::Client::new(sdk),
@@ -47,7 +49,7 @@ async fn main() -> Result<(), Error> {
         let deps = &deps;
         async move {
             let event = parse_event(event.payload)?;
-            handle(&*deps.current().await, event, &invocation).await
+            notify(&*deps.current().await, event, &invocation).await
         }
     }))
     .await

@@ -98,9 +98,10 @@ pub struct Notice {
     /// Greenlight's name of the app.
     pub app: String,
     pub environment: String,
-    /// CodeDeploy application and deployment group.
-    pub application: String,
-    pub deployment_group: String,
+    /// Where it deploys: CodeDeploy application and deployment group, or, for a native
+    /// deployment, ECS cluster and service.
+    pub scope: String,
+    pub target: String,
     pub deployment_id: String,
     /// START, READY, SUCCESS, FAILURE, STOP, or a state CodeDeploy adds later.
     pub state: String,
@@ -336,10 +337,7 @@ fn fields(n: &Notice) -> Vec<(&'static str, String)> {
     let mut fields = vec![("App", n.app.clone())];
     fields.push((
         "Environment",
-        format!(
-            "{} ({}/{})",
-            n.environment, n.application, n.deployment_group
-        ),
+        format!("{} ({}/{})", n.environment, n.scope, n.target),
     ));
     if let Some(version) = &n.version {
         fields.push(("Version", version.clone()));
@@ -421,6 +419,13 @@ fn provenance_links(p: &Provenance) -> Vec<String> {
 
 /// The deployment's page in the AWS console, as a Slack link.
 pub fn console_link(region: &str, deployment_id: &str) -> String {
+    if let Some((cluster, service)) = greenlight_shared::engine::service_of_arn(deployment_id)
+        .filter(|_| greenlight_shared::engine::is_service_deployment_arn(deployment_id))
+    {
+        return format!(
+            "<https://{region}.console.aws.amazon.com/ecs/v2/clusters/{cluster}/services/{service}/deployments?region={region}|View the deployments of {service} in the AWS console>"
+        );
+    }
     format!(
         "<https://{region}.console.aws.amazon.com/codesuite/codedeploy/deployments/{deployment_id}?region={region}|View deployment {deployment_id} in the AWS console>"
     )
@@ -478,8 +483,8 @@ mod tests {
         Notice {
             app: "web1".into(),
             environment: "production".into(),
-            application: "web1".into(),
-            deployment_group: "web1-bluegreen".into(),
+            scope: "web1".into(),
+            target: "web1-bluegreen".into(),
             deployment_id: "d-7GQK2M4XB".into(),
             state: state.into(),
             region: "us-east-1".into(),
@@ -526,8 +531,8 @@ mod tests {
         Notice {
             app: "web1".into(),
             environment: "production".into(),
-            application: "web1".into(),
-            deployment_group: "web1-bluegreen".into(),
+            scope: "web1".into(),
+            target: "web1-bluegreen".into(),
             deployment_id: "d-7GQK2M4XB".into(),
             state: state.into(),
             region: "us-east-1".into(),

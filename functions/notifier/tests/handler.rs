@@ -19,7 +19,10 @@ use chrono::{DateTime, Utc};
 use greenlight_notifier::{handle, Deps, Notified, NotifyError, SecretSource};
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::codedeploy::Deployment;
-use greenlight_shared::fakes::{digest, sample_event as sample, Calls, FakeCodeDeploy, FakeLedger};
+use greenlight_shared::aws::ecs::ServiceDeploymentBrief;
+use greenlight_shared::fakes::{
+    digest, sample_event as sample, Calls, FakeCodeDeploy, FakeEcs, FakeLedger,
+};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{Ledger, ReleaseRecord, ReleaseStatus};
 use greenlight_shared::secrets::{Secret, SecretError, SecretRef};
@@ -42,6 +45,14 @@ repository = "web2"
 application = "web2"
 deployment_group = "web2-bluegreen"
 environment = "staging"
+
+[apps.web3]
+repository = "web3"
+cluster = "default"
+service = "web3"
+[apps.web3.slack]
+webhook = "env:TEST_WEBHOOK"
+mention_on_failure = "<!here>"
 "##;
 
 const WEBHOOK_PATH: &str = "/services/T0000000/B0000000/local";
@@ -153,6 +164,7 @@ struct World {
     deps: Deps,
     calls: Arc<Calls>,
     codedeploy: Arc<FakeCodeDeploy>,
+    ecs: Arc<FakeEcs>,
     ledger: Arc<FakeLedger>,
     secrets: Arc<FakeSecrets>,
     slack: Receiver,
@@ -174,6 +186,7 @@ impl World {
         let (url, slack) = start_slack(script, then).await;
         let calls = Arc::new(Calls::default());
         let codedeploy = Arc::new(FakeCodeDeploy::new(calls.clone()));
+        let ecs = Arc::new(FakeEcs::new(calls.clone(), "").native());
         let ledger = Arc::new(FakeLedger::default());
         let secrets = Arc::new(FakeSecrets {
             url: url.clone(),
@@ -182,6 +195,7 @@ impl World {
         let deps = Deps {
             config: Config::parse(CONFIG).unwrap(),
             codedeploy: codedeploy.clone(),
+            ecs: ecs.clone(),
             ledger: with_ledger.then(|| ledger.clone() as Arc<dyn Ledger>),
             secrets: secrets.clone(),
             slack: SlackPoster::new(reqwest::Client::new())
@@ -194,6 +208,7 @@ impl World {
             deps,
             calls,
             codedeploy,
+            ecs,
             ledger,
             secrets,
             slack,
@@ -913,4 +928,190 @@ async fn an_oversized_deployment_id_is_ignored_without_a_call_a_marker_or_a_post
     );
     assert_eq!(w.calls.total(), 0);
     assert!(w.slack.bodies().is_empty());
+}
+
+// ---- native ECS blue/green ----------------------------------------------------------------
+
+const WEB3_TD: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/web3:12";
+
+fn service_deployment(n: u32, status: &str, reason: Option<&str>) -> ServiceDeploymentBrief {
+    let base = "arn:aws:ecs:us-east-1:123456789012";
+    ServiceDeploymentBrief {
+        arn: format!("{base}:service-deployment/default/web3/dep{n}"),
+        status: status.into(),
+        status_reason: reason.map(str::to_string),
+        target_revision: Some(format!("{base}:service-revision/default/web3/{n}")),
+        created_at: Some(Utc::now() - chrono::Duration::minutes(i64::from(10 - n))),
+    }
+}
+
+impl World {
+    /// web3's service runs a native deployment of v2.0.0 (release 5), tagged by Greenlight.
+    fn native_release(&self, deployments: Vec<ServiceDeploymentBrief>) {
+        *self.ecs.tags.lock().unwrap() = [
+            ("greenlight:app", "web3"),
+            ("greenlight:version", "v2.0.0"),
+            ("greenlight:digest", digest(5).as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(*k).value(*v).build())
+        .collect();
+        *self.ecs.service_deployments.lock().unwrap() = deployments
+            .into_iter()
+            .map(|d| (d, WEB3_TD.to_string()))
+            .collect();
+    }
+
+    fn set_native_status(&self, n: u32, status: &str, reason: Option<&str>) {
+        for (d, _) in self.ecs.service_deployments.lock().unwrap().iter_mut() {
+            if d.arn.ends_with(&format!("/dep{n}")) {
+                d.status = status.into();
+                d.status_reason = reason.map(str::to_string);
+            }
+        }
+    }
+
+    async fn run_native(&self, name: &str, service: &str) -> Result<Notified, NotifyError> {
+        let mut event = sample("ecs-deployment-state-change-completed");
+        event["detail"]["eventName"] = json!(name);
+        event["time"] = json!(Utc::now());
+        event["resources"] = json!([format!(
+            "arn:aws:ecs:us-east-1:123456789012:service/default/{service}"
+        )]);
+        let event = greenlight_notifier::parse_event(event).unwrap();
+        greenlight_notifier::notify(
+            &self.deps,
+            event,
+            &Invocation::for_test("req-1", Duration::from_secs(30)),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn a_native_deployment_is_announced_started_then_succeeded_each_once() {
+    let w = World::new(Answer::OK).await;
+    w.native_release(vec![service_deployment(1, "IN_PROGRESS", None)]);
+
+    let out = w
+        .run_native("SERVICE_DEPLOYMENT_IN_PROGRESS", "web3")
+        .await
+        .unwrap();
+    assert_eq!(
+        posted_headline(&out),
+        ":rocket: web3 v2.0.0 deploying to production"
+    );
+    let body = w.posted();
+    assert_eq!(
+        field(&body, "Environment").as_deref(),
+        Some("production (default/web3)")
+    );
+    assert_eq!(field(&body, "Task definition").as_deref(), Some("web3:12"));
+    assert_eq!(
+        blocks(&body).last().unwrap()["elements"][0]["text"],
+        json!("<https://us-east-1.console.aws.amazon.com/ecs/v2/clusters/default/services/web3/deployments?region=us-east-1|View the deployments of web3 in the AWS console>")
+    );
+    // A duplicate delivery, and an event that changes nothing, post nothing.
+    let again = w
+        .run_native("SERVICE_DEPLOYMENT_IN_PROGRESS", "web3")
+        .await
+        .unwrap();
+    assert!(matches!(again, Notified::Ignored { .. }), "{again:?}");
+    assert_eq!(w.slack.bodies().len(), 1);
+
+    w.set_native_status(1, "SUCCESSFUL", None);
+    let out = w
+        .run_native("SERVICE_DEPLOYMENT_COMPLETED", "web3")
+        .await
+        .unwrap();
+    assert!(
+        posted_headline(&out)
+            .starts_with(":white_check_mark: web3 v2.0.0 deployed to production in "),
+        "{out:?}"
+    );
+    assert_eq!(w.slack.bodies().len(), 2);
+}
+
+#[tokio::test]
+async fn a_native_rollback_is_announced_as_a_failure_with_ecs_reason_never_a_success() {
+    let w = World::new(Answer::OK).await;
+    let mut serving = record(4, "v1.9.0", ReleaseStatus::Succeeded);
+    serving.app = "web3".into();
+    w.ledger.insert(serving);
+    let reason = "The deployment was rolled back: the POST_TEST_TRAFFIC_SHIFT hook returned FAILED";
+    w.native_release(vec![service_deployment(
+        1,
+        "ROLLBACK_SUCCESSFUL",
+        Some(reason),
+    )]);
+    // ECS's words for the end of a rollback are not documented: whatever the event says,
+    // the deployment's status decides.
+    let out = w
+        .run_native("SERVICE_DEPLOYMENT_COMPLETED", "web3")
+        .await
+        .unwrap();
+    let headline = posted_headline(&out);
+    assert_eq!(
+        headline,
+        ":x: web3 v2.0.0 FAILED on production — rolled back to v1.9.0"
+    );
+    let body = w.posted();
+    assert_eq!(colour(&body), "#E01E5A");
+    assert!(lead(&body).starts_with("<!here> "), "{}", lead(&body));
+    assert_eq!(field(&body, "Error").as_deref(), Some(reason));
+    assert!(!headline.contains("deployed"));
+}
+
+#[tokio::test]
+async fn a_lost_event_is_made_up_by_the_next_one_of_the_service() {
+    let w = World::new(Answer::OK).await;
+    // dep1 ended while its COMPLETED event was lost; dep2 (the next release) started.
+    w.native_release(vec![
+        service_deployment(1, "SUCCESSFUL", None),
+        service_deployment(2, "IN_PROGRESS", None),
+    ]);
+    w.run_native("SERVICE_DEPLOYMENT_IN_PROGRESS", "web3")
+        .await
+        .unwrap();
+    let heads: Vec<String> = w
+        .slack
+        .bodies()
+        .iter()
+        .map(|b| b["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(
+        heads[0].starts_with(":white_check_mark:"),
+        "oldest first: {heads:?}"
+    );
+    assert!(heads[1].starts_with(":rocket:"), "{heads:?}");
+}
+
+#[tokio::test]
+async fn events_of_services_no_app_deploys_post_nothing() {
+    let w = World::new(Answer::OK).await;
+    w.native_release(vec![service_deployment(1, "IN_PROGRESS", None)]);
+    let out = w
+        .run_native("SERVICE_DEPLOYMENT_IN_PROGRESS", "billing")
+        .await
+        .unwrap();
+    assert!(matches!(out, Notified::Ignored { .. }), "{out:?}");
+    assert!(w.slack.bodies().is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_announcement_of_a_native_state_is_posted_by_the_retried_event() {
+    let w = World::with(vec![Answer::status(400)], Answer::OK, true, None).await;
+    w.native_release(vec![service_deployment(1, "IN_PROGRESS", None)]);
+    let err = w
+        .run_native("SERVICE_DEPLOYMENT_IN_PROGRESS", "web3")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NotifyError::SlackRejected { .. }), "{err}");
+    let out = w
+        .run_native("SERVICE_DEPLOYMENT_IN_PROGRESS", "web3")
+        .await
+        .unwrap();
+    assert!(matches!(out, Notified::Posted { .. }), "{out:?}");
+    assert_eq!(w.slack.bodies().len(), 2);
 }

@@ -42,8 +42,8 @@ fn notice() -> impl Strategy<Value = Notice> {
                 Notice {
                     app,
                     environment: env,
-                    application: "web1".into(),
-                    deployment_group: group,
+                    scope: "web1".into(),
+                    target: group,
                     deployment_id: id,
                     state: state.into(),
                     region: "us-east-1".into(),

@@ -340,7 +340,11 @@ impl EcsApi for Ecs {
             .send()
             .await
             .map_err(|e| {
-                AwsError::from_sdk("UpdateService", format!("ECS service {cluster}/{service}"), e)
+                AwsError::from_sdk(
+                    "UpdateService",
+                    format!("ECS service {cluster}/{service}"),
+                    e,
+                )
             })?;
         Ok(out
             .service()
@@ -368,7 +372,9 @@ impl EcsApi for Ecs {
             .set_status(active_only.then_some(active))
             .set_created_at(since.map(|t| {
                 CreatedAt::builder()
-                    .after(aws_smithy_types::DateTime::from_millis(t.timestamp_millis()))
+                    .after(aws_smithy_types::DateTime::from_millis(
+                        t.timestamp_millis(),
+                    ))
                     .build()
             }))
             .send()
@@ -385,7 +391,10 @@ impl EcsApi for Ecs {
             .iter()
             .map(|d| ServiceDeploymentBrief {
                 arn: d.service_deployment_arn().unwrap_or_default().to_string(),
-                status: d.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                status: d
+                    .status()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
                 status_reason: d.status_reason().map(str::to_string),
                 target_revision: d.target_service_revision_arn().map(str::to_string),
                 created_at: d.created_at().and_then(super::to_utc),

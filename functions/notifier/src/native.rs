@@ -1,0 +1,269 @@
+//! Native ECS blue/green deployments: the same Slack messages, read from ECS.
+//!
+//! An "ECS Deployment State Change" event names the service and an `ecs-svc/…` id, not the
+//! service deployment, and AWS does not document how a rollback shows in these events. So an
+//! event is only a signal: the notifier lists the service's recent deployments and announces
+//! the state each one is in now, once per deployment and state (the ledger's notice claims).
+//! A lost, late, duplicated or reordered event therefore never announces a wrong state, and
+//! the next event of the service announces what a lost one would have.
+//!
+//! States map to CodeDeploy's words so the messages are the same: PENDING and IN_PROGRESS are
+//! START, SUCCESSFUL is SUCCESS, STOP_REQUESTED and STOPPED are STOP, and every ROLLBACK_*
+//! status is FAILURE with "rolled back to …" and ECS's reason: a rollback is never a success.
+
+use chrono::{DateTime, Utc};
+use greenlight_shared::aws::ecs::ServiceDeploymentBrief;
+use greenlight_shared::events::{clipped, service_of_event, EcsDeploymentEvent, SHOWN_NAME_MAX};
+use greenlight_shared::invocation::Invocation;
+use greenlight_shared::task_definition::{tag_value, TAG_APP, TAG_DIGEST, TAG_VERSION};
+use greenlight_shared::AppConfig;
+use tracing::{info, warn};
+
+use crate::handler::{
+    last_good, notice_lease, post_notice, release_record, webhook_for, Deps, Notified, NotifyError,
+};
+use crate::message::{Notice, Rollback, StartedBy};
+
+/// The deployments of a service announced per event: the newest few cover one that a newer
+/// deployment followed at once (the deployer starts the next release when one ends).
+const RECENT_DEPLOYMENTS: usize = 3;
+
+/// How far back an event looks for deployments to announce.
+const LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::hours(6);
+
+/// The word CodeDeploy would use for a service deployment status (see the module docs).
+pub fn state_of(status: &str) -> &'static str {
+    match status {
+        "PENDING" | "IN_PROGRESS" => "START",
+        "SUCCESSFUL" => "SUCCESS",
+        "STOP_REQUESTED" | "STOPPED" => "STOP",
+        s if s.starts_with("ROLLBACK_") => "FAILURE",
+        _ => "UNKNOWN",
+    }
+}
+
+/// One service deployment event: announces the current state of the service's recent
+/// deployments, each state once.
+pub async fn handle_service_deployment(
+    deps: &Deps,
+    event: &EcsDeploymentEvent,
+    invocation: &Invocation,
+) -> Result<Notified, NotifyError> {
+    let Some((cluster, service)) = service_of_event(event) else {
+        info!("ignored: the ECS deployment event names no service");
+        return Ok(Notified::Ignored {
+            reason: "the ECS deployment event names no service".into(),
+        });
+    };
+    let (cluster, service) = (
+        clipped(cluster, SHOWN_NAME_MAX),
+        clipped(service, SHOWN_NAME_MAX),
+    );
+    // Apps that name their service are matched here; one named by its CodeDeploy group only
+    // is found by the `greenlight:app` tag of the revision deployed.
+    let named = deps.config.app_for_service(&cluster, &service);
+    if named.is_none() && deps.config.apps.iter().all(|a| a.service.is_some()) {
+        info!(cluster = %cluster, service = %service, "ignored: service not managed by Greenlight");
+        return Ok(Notified::Ignored {
+            reason: format!("ECS service {cluster}/{service} is not managed"),
+        });
+    }
+    let since = event.time.unwrap_or_else(Utc::now) - LOOK_BACK;
+    let mut recent = deps
+        .ecs
+        .service_deployments(&cluster, &service, Some(since), false)
+        .await
+        .map_err(|e| NotifyError::ServiceUnreadable {
+            cluster: cluster.clone(),
+            service: service.clone(),
+            source: Box::new(e),
+        })?;
+    recent.truncate(RECENT_DEPLOYMENTS);
+    recent.reverse();
+    let mut last = None;
+    let mut first_error = None;
+    for deployment in recent {
+        match announce_once(deps, named, &deployment, event, invocation).await {
+            Ok(Some(posted)) => last = Some(posted),
+            Ok(None) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match (first_error, last) {
+        (Some(e), _) => Err(e),
+        (None, Some(posted)) => Ok(posted),
+        (None, None) => Ok(Notified::Ignored {
+            reason: format!("nothing new to announce for ECS service {cluster}/{service}"),
+        }),
+    }
+}
+
+/// Announces one deployment's current state unless it was announced already.
+async fn announce_once(
+    deps: &Deps,
+    named: Option<&AppConfig>,
+    deployment: &ServiceDeploymentBrief,
+    event: &EcsDeploymentEvent,
+    invocation: &Invocation,
+) -> Result<Option<Notified>, NotifyError> {
+    let state = state_of(&deployment.status);
+    // The release it deploys, from the tags of its revision's task definition.
+    let (task_definition, tags) = match released(deps, deployment).await {
+        Ok(found) => found,
+        Err(e) => {
+            // Announced without the release rather than not at all.
+            warn!(deployment = %deployment.arn, error = %e, "cannot read the revision deployed");
+            (None, vec![])
+        }
+    };
+    let tagged = tag_value(&tags, TAG_APP).and_then(|n| deps.config.app_named(&n));
+    let Some(app) = named.or(tagged) else {
+        info!(deployment = %deployment.arn, "ignored: a deployment of a service no app names");
+        return Ok(None);
+    };
+    let id = deployment.arn.as_str();
+    let claimed = match &deps.ledger {
+        Some(ledger) => match ledger
+            .claim_notice(id, state, &notice_lease(invocation))
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => return Ok(None),
+            Err(e) => {
+                warn!(app = %app.name, deployment_id = %id, error = %e, "announcing without de-duplication");
+                false
+            }
+        },
+        None => false,
+    };
+    let result = async {
+        let webhook = webhook_for(deps, app).await?;
+        let (cluster, service) = greenlight_shared::engine::service_of_arn(id).unwrap_or_default();
+        let mut notice = Notice {
+            app: app.name.clone(),
+            environment: app.environment.clone(),
+            scope: cluster.to_string(),
+            target: service.to_string(),
+            deployment_id: id.to_string(),
+            state: state.to_string(),
+            region: event
+                .region
+                .clone()
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| deps.region.clone()),
+            mention_on_failure: app.slack.mention_on_failure.clone(),
+            channel: app.slack.channel.clone(),
+            task_definition,
+            version: tag_value(&tags, TAG_VERSION),
+            digest: tag_value(&tags, TAG_DIGEST),
+            ..Notice::default()
+        };
+        let at = event.time.unwrap_or_else(Utc::now);
+        enrich(deps, app, deployment, at, &mut notice).await;
+        post_notice(deps, app, &webhook, &notice, invocation).await
+    }
+    .await;
+    if let (true, Some(ledger)) = (claimed, &deps.ledger) {
+        let recorded = match &result {
+            Ok(_) => ledger.notice_posted(id, state).await,
+            Err(_) => ledger.release_notice(id, state).await,
+        };
+        if let Err(e) = recorded {
+            warn!(app = %app.name, deployment_id = %id, error = %e, "could not record the announcement");
+        }
+    }
+    result.map(Some)
+}
+
+/// The task definition a deployment deploys, and its tags.
+async fn released(
+    deps: &Deps,
+    deployment: &ServiceDeploymentBrief,
+) -> Result<(Option<String>, Vec<aws_sdk_ecs::types::Tag>), greenlight_shared::AwsError> {
+    let Some(revision) = &deployment.target_revision else {
+        return Ok((None, vec![]));
+    };
+    let arn = deps
+        .ecs
+        .service_revision(revision)
+        .await?
+        .task_definition_arn;
+    let (_, tags) = deps.ecs.task_definition(&arn).await?;
+    Ok((Some(arn), tags))
+}
+
+/// Adds what the ledger knows: who started it, its provenance, the operator's request, why
+/// the hook failed it and the version serving after a rollback.
+async fn enrich(
+    deps: &Deps,
+    app: &AppConfig,
+    deployment: &ServiceDeploymentBrief,
+    event_time: DateTime<Utc>,
+    notice: &mut Notice,
+) {
+    let ended = !matches!(notice.state.as_str(), "START");
+    if ended {
+        notice.duration = deployment
+            .created_at
+            .and_then(|started| (event_time.max(started) - started).to_std().ok());
+    }
+    let rolled_back = deployment.status.starts_with("ROLLBACK_");
+    if notice.state != "SUCCESS" {
+        notice.error_message = deployment.status_reason.clone();
+    }
+    let ledger = deps.ledger.as_deref();
+    let record = match (ledger, &notice.digest) {
+        (Some(ledger), Some(digest)) => release_record(ledger, app, digest)
+            .await
+            .filter(|r| r.deployment_id.as_deref() == Some(deployment.arn.as_str())),
+        _ => None,
+    };
+    notice.started_by = Some(match &record {
+        Some(_) => StartedBy::Push,
+        None if notice.digest.is_some() => StartedBy::Push,
+        None => StartedBy::Manual,
+    });
+    if let Some(record) = record {
+        notice.provenance = record.provenance;
+        notice.requested = record.request;
+        if ended {
+            notice.hook_reason = record.hook_reason;
+        }
+    }
+    if rolled_back {
+        let to = match ledger {
+            Some(ledger) => last_good(ledger, app, notice.digest.as_deref())
+                .await
+                .map(|r| r.version),
+            None => None,
+        };
+        notice.rollback = Some(Rollback::RolledBack {
+            by: "ECS (the deployment's own rollback)".into(),
+            to,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rollback_status_reads_as_a_failure_never_a_success() {
+        for status in [
+            "ROLLBACK_REQUESTED",
+            "ROLLBACK_IN_PROGRESS",
+            "ROLLBACK_SUCCESSFUL",
+            "ROLLBACK_FAILED",
+        ] {
+            assert_eq!(state_of(status), "FAILURE", "{status}");
+        }
+        assert_eq!(state_of("SUCCESSFUL"), "SUCCESS");
+        assert_eq!(state_of("IN_PROGRESS"), "START");
+        assert_eq!(state_of("PENDING"), "START");
+        assert_eq!(state_of("STOPPED"), "STOP");
+        assert_eq!(state_of("SOMETHING_NEW"), "UNKNOWN");
+    }
+}
