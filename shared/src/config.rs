@@ -664,6 +664,63 @@ webhook = "ssm:/greenlight/slack/web2"
     }
 
     #[test]
+    fn an_app_names_its_service_its_deployment_group_or_both() {
+        let config = Config::parse(
+            "[apps.web2]\nrepository='web2'\ncluster='default'\nservice='web2'\n\
+             [apps.web3]\nrepository='web3'\ncluster='default'\nservice='web3'\napplication='web3'\ndeployment_group='g3'\nengine='codedeploy'\n",
+        )
+        .unwrap();
+        let web2 = config.app_for_service("default", "web2").unwrap();
+        assert_eq!(web2.name, "web2");
+        assert_eq!(web2.group, None);
+        assert_eq!(web2.engine, None);
+        let web3 = config.app_for_deployment_group("web3", "g3").unwrap();
+        assert_eq!(web3.engine, Some(EngineKind::CodeDeploy));
+        assert_eq!(
+            config
+                .app_for_service("default", "web3")
+                .map(|a| a.name.as_str()),
+            Some("web3")
+        );
+        assert!(config.app_for_service("other", "web2").is_none());
+    }
+
+    #[test]
+    fn where_an_app_deploys_is_required_and_checked() {
+        for (doc, expected) in [
+            (
+                "[apps.a]\nrepository='r'\n",
+                "config key `apps.a.service`: is required: name the ECS service",
+            ),
+            (
+                "[apps.a]\nrepository='r'\ncluster='c'\n",
+                "config key `apps.a.service`: is required",
+            ),
+            (
+                "[apps.a]\nrepository='r'\nservice='s'\n",
+                "config key `apps.a.cluster`: is required",
+            ),
+            (
+                "[apps.a]\nrepository='r'\ncluster='c'\nservice='s'\nengine='codedeploy'\n",
+                "config key `apps.a.deployment_group`: is required with engine",
+            ),
+            (
+                "[apps.a]\nrepository='r'\napplication='a'\ndeployment_group='g'\nengine='ecs'\n",
+                "config key `apps.a.service`: is required with engine",
+            ),
+            (
+                "[apps.a]\nrepository='r'\ncluster='c'\nservice='s'\n[apps.b]\nrepository='q'\ncluster='c'\nservice='s'\n",
+                "config key `apps.b.service`: service is already used by app `a`",
+            ),
+        ] {
+            let err = error_of(doc);
+            assert!(err.starts_with(expected), "{doc}: {err}");
+        }
+        let err = error_of("[apps.a]\nrepository='r'\ncluster='c'\nservice='s'\nengine='lambda'\n");
+        assert!(err.contains("unknown variant"), "{err}");
+    }
+
+    #[test]
     fn config_source_reads_ssm_prefix() {
         assert_eq!(
             ConfigSource::parse("ssm:/greenlight/config"),

@@ -1,11 +1,26 @@
 //! The native ECS blue/green part of ECS that moto does not model, in front of moto: service
 //! deployments and service revisions (`DescribeServiceDeployments`, `DescribeServiceRevisions`,
-//! answered from what the test set up, in the API reference's wire shapes), and a blue/green
-//! service's load balancer `advancedConfiguration` added to moto's `DescribeServices` answer.
-//! Every other ECS call goes to moto unchanged. A stand-in, kept to what the hook reads.
+//! `ListServiceDeployments`, answered from its model in the API reference's wire shapes), and a
+//! blue/green service's deployment settings (`deploymentController` ECS, strategy BLUE_GREEN,
+//! lifecycle hooks, the load balancer's `advancedConfiguration`) added to moto's
+//! `DescribeServices` answer. Every other ECS call goes to moto unchanged. A stand-in, not an
+//! emulator.
+//!
+//! With a [`NativeLifecycle`] attached (the local pipeline), `UpdateService` of a blue/green
+//! service with a new task definition starts a service deployment and drives it the way ECS
+//! does: green started, the hook function invoked at each configured stage and invoked again
+//! after its `callBackDelay` while it answers IN_PROGRESS, production shifted to green on
+//! success, rolled back on FAILED (or an invocation error); each state change is published
+//! as an "ECS Deployment State Change" event shaped like `events/ecs-deployment-state-change-*.json`.
+//! `UpdateService`'s answer names the deployment in `currentServiceDeployment` unless told not
+//! to ([`EcsNativeStandIn::omit_current_deployment`]: AWS does not document that it does).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -14,14 +29,84 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
 
+/// The lifecycle stages of a native blue/green deployment that may run hooks, in ECS's order.
+pub const STAGES: &[&str] = &[
+    "PRE_SCALE_UP",
+    "POST_SCALE_UP",
+    "TEST_TRAFFIC_SHIFT",
+    "POST_TEST_TRAFFIC_SHIFT",
+    "PRODUCTION_TRAFFIC_SHIFT",
+    "POST_PRODUCTION_TRAFFIC_SHIFT",
+];
+
+/// A native blue/green service the stand-in drives deployments of.
+#[derive(Debug, Clone)]
+pub struct NativeService {
+    pub cluster: String,
+    pub service: String,
+    pub green_target_group: String,
+    pub test_listener_rule: String,
+    /// The hook function and the stages it runs at.
+    pub hook_function: String,
+    pub hook_stages: Vec<String>,
+}
+
+/// What the stand-in needs from the world to drive a deployment (the local pipeline).
+#[async_trait]
+pub trait NativeLifecycle: Send + Sync {
+    /// Starts green's task for `task_definition` in the green target group.
+    async fn start_green(
+        &self,
+        service: &NativeService,
+        task_definition: &str,
+    ) -> Result<(), String>;
+    /// Shifts production to green: the service runs `task_definition`, green becomes blue.
+    async fn promote_green(
+        &self,
+        service: &NativeService,
+        task_definition: &str,
+    ) -> Result<(), String>;
+    /// Removes green (rollback).
+    async fn discard_green(&self, service: &NativeService);
+    /// Invokes the hook function and waits for its answer (ECS reads the hook's response).
+    async fn invoke_hook(&self, function: &str, payload: Value) -> Result<Value, String>;
+    /// Delivers an "ECS Deployment State Change" event to its subscribers.
+    async fn publish(&self, event: Value);
+}
+
+/// One hook invocation of a deployment and its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookAnswer {
+    pub deployment: String,
+    pub stage: String,
+    /// SUCCEEDED, FAILED, IN_PROGRESS, or `ERROR` when the invocation itself failed.
+    pub status: String,
+    /// What the hook said last (`hookDetails.greenlight.last`).
+    pub reason: String,
+}
+
+/// A deployment as the local pipeline's checks read it.
+#[derive(Debug, Clone, Default)]
+pub struct NativeDeploymentState {
+    pub arn: String,
+    pub service: String,
+    pub task_definition: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+}
+
 #[derive(Default)]
 struct Model {
-    /// Service deployment ARN → its wire shape.
+    /// Service deployment ARN → its wire shape, in creation order.
     deployments: HashMap<String, Value>,
+    order: Vec<String>,
     /// Service revision ARN → its wire shape.
     revisions: HashMap<String, Value>,
     /// Service name → its test listener rule.
     test_rules: HashMap<String, String>,
+    /// Service name → the service whose deployments are driven.
+    services: HashMap<String, NativeService>,
+    hook_answers: Vec<HookAnswer>,
 }
 
 #[derive(Clone)]
@@ -29,11 +114,15 @@ struct Shared {
     moto: String,
     model: Arc<Mutex<Model>>,
     http: reqwest::Client,
+    lifecycle: Arc<Mutex<Option<Arc<dyn NativeLifecycle>>>>,
+    counter: Arc<AtomicU32>,
+    omit_current: Arc<AtomicBool>,
 }
 
 pub struct EcsNativeStandIn {
     pub endpoint: String,
     model: Arc<Mutex<Model>>,
+    shared: Shared,
 }
 
 /// A native blue/green deployment of a service to a revision, as the stand-in reports it.
@@ -49,16 +138,84 @@ impl EcsNativeStandIn {
             moto: moto_endpoint.trim_end_matches('/').to_string(),
             model: model.clone(),
             http: reqwest::Client::new(),
+            lifecycle: Arc::default(),
+            counter: Arc::new(AtomicU32::new(100)),
+            omit_current: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the ECS stand-in");
         let endpoint = format!("http://{}", listener.local_addr().expect("address"));
-        let app = Router::new().fallback(serve).with_state(shared);
+        let app = Router::new().fallback(serve).with_state(shared.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { endpoint, model }
+        Self {
+            endpoint,
+            model,
+            shared,
+        }
+    }
+
+    /// `service` becomes a blue/green service whose deployments this stand-in drives.
+    pub fn drive(&self, service: NativeService, lifecycle: Arc<dyn NativeLifecycle>) {
+        self.blue_green(&service.service, &service.test_listener_rule);
+        *self.shared.lifecycle.lock().unwrap() = Some(lifecycle);
+        self.model
+            .lock()
+            .unwrap()
+            .services
+            .insert(service.service.clone(), service);
+    }
+
+    /// UpdateService's answer leaves `currentServiceDeployment` out.
+    pub fn omit_current_deployment(&self) {
+        self.shared.omit_current.store(true, Ordering::SeqCst);
+    }
+
+    /// Every deployment, oldest first.
+    pub fn deployments(&self) -> Vec<NativeDeploymentState> {
+        let model = self.model.lock().unwrap();
+        model
+            .order
+            .iter()
+            .filter_map(|arn| model.deployments.get(arn))
+            .map(|d| {
+                let revision = d["targetServiceRevision"]["arn"]
+                    .as_str()
+                    .unwrap_or_default();
+                NativeDeploymentState {
+                    arn: d["serviceDeploymentArn"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .into(),
+                    service: d["serviceArn"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .into(),
+                    task_definition: model.revisions.get(revision).map_or(String::new(), |r| {
+                        r["taskDefinition"].as_str().unwrap_or_default().into()
+                    }),
+                    status: d["status"].as_str().unwrap_or_default().into(),
+                    status_reason: d["statusReason"].as_str().map(str::to_string),
+                }
+            })
+            .collect()
+    }
+
+    /// Every hook invocation and its answer.
+    pub fn hook_answers(&self) -> Vec<HookAnswer> {
+        self.model.lock().unwrap().hook_answers.clone()
+    }
+
+    /// Whether a deployment is in progress.
+    pub fn active(&self) -> bool {
+        self.deployments().iter().any(|d| {
+            greenlight_shared::engine::ACTIVE_SERVICE_DEPLOYMENT.contains(&d.status.as_str())
+        })
     }
 
     /// `service` becomes a native blue/green service whose test traffic goes through `rule`.
@@ -71,7 +228,7 @@ impl EcsNativeStandIn {
     }
 
     /// A deployment of `service` in `cluster` to a revision running `task_definition`, attached
-    /// to `green_target_group`, with `running` of `wanted` tasks started.
+    /// to `green_target_group`, its one task running, at POST_TEST_TRAFFIC_SHIFT.
     pub fn deploy(
         &self,
         cluster: &str,
@@ -80,44 +237,71 @@ impl EcsNativeStandIn {
         task_definition: &str,
         green_target_group: &str,
     ) -> NativeDeployment {
-        let base = format!("arn:aws:ecs:us-east-1:{}", crate::world::ACCOUNT);
-        let arn = format!("{base}:service-deployment/{cluster}/{service}/deployment{n:04}");
-        let revision = format!("{base}:service-revision/{cluster}/{service}/9000000000000{n:04}");
-        let now = chrono::Utc::now().timestamp() as f64;
-        let mut model = self.model.lock().unwrap();
-        model.deployments.insert(
-            arn.clone(),
-            json!({
-                "serviceDeploymentArn": arn,
-                "serviceArn": format!("{base}:service/{cluster}/{service}"),
-                "clusterArn": format!("{base}:cluster/{cluster}"),
-                "createdAt": now, "startedAt": now, "updatedAt": now,
-                "status": "IN_PROGRESS",
-                "lifecycleStage": "POST_TEST_TRAFFIC_SHIFT",
-                "targetServiceRevision": {"arn": revision, "requestedTaskCount": 1,
-                    "runningTaskCount": 1, "pendingTaskCount": 0,
-                    "requestedTestTrafficWeight": 100.0, "requestedProductionTrafficWeight": 0.0},
-            }),
-        );
-        model.revisions.insert(
-            revision.clone(),
-            json!({
-                "serviceRevisionArn": revision,
-                "serviceArn": format!("{base}:service/{cluster}/{service}"),
-                "clusterArn": format!("{base}:cluster/{cluster}"),
-                "taskDefinition": task_definition,
-                "createdAt": now,
-                "resolvedConfiguration": {"loadBalancers": [{"targetGroupArn": green_target_group}]},
-            }),
-        );
-        NativeDeployment { arn, revision }
+        new_deployment(
+            &self.model,
+            cluster,
+            service,
+            n,
+            task_definition,
+            green_target_group,
+        )
     }
 
     /// Sets a deployment's status (`ROLLBACK_IN_PROGRESS`, …) and reason.
     pub fn set_status(&self, deployment: &str, status: &str, reason: &str) {
-        if let Some(d) = self.model.lock().unwrap().deployments.get_mut(deployment) {
-            d["status"] = status.into();
-            d["statusReason"] = reason.into();
+        set_status(&self.model, deployment, status, reason);
+    }
+}
+
+fn new_deployment(
+    model: &Mutex<Model>,
+    cluster: &str,
+    service: &str,
+    n: u32,
+    task_definition: &str,
+    green_target_group: &str,
+) -> NativeDeployment {
+    let base = format!("arn:aws:ecs:us-east-1:{}", crate::world::ACCOUNT);
+    let arn = format!("{base}:service-deployment/{cluster}/{service}/deployment{n:04}");
+    let revision = format!("{base}:service-revision/{cluster}/{service}/9000000000000{n:04}");
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    let mut model = model.lock().unwrap();
+    model.order.push(arn.clone());
+    model.deployments.insert(
+        arn.clone(),
+        json!({
+            "serviceDeploymentArn": arn,
+            "serviceArn": format!("{base}:service/{cluster}/{service}"),
+            "clusterArn": format!("{base}:cluster/{cluster}"),
+            "createdAt": now, "startedAt": now, "updatedAt": now,
+            "status": "IN_PROGRESS",
+            "lifecycleStage": "POST_TEST_TRAFFIC_SHIFT",
+            "targetServiceRevision": {"arn": revision, "requestedTaskCount": 1,
+                "runningTaskCount": 1, "pendingTaskCount": 0,
+                "requestedTestTrafficWeight": 100.0, "requestedProductionTrafficWeight": 0.0},
+        }),
+    );
+    model.revisions.insert(
+        revision.clone(),
+        json!({
+            "serviceRevisionArn": revision,
+            "serviceArn": format!("{base}:service/{cluster}/{service}"),
+            "clusterArn": format!("{base}:cluster/{cluster}"),
+            "taskDefinition": task_definition,
+            "createdAt": now,
+            "resolvedConfiguration": {"loadBalancers": [{"targetGroupArn": green_target_group}]},
+        }),
+    );
+    NativeDeployment { arn, revision }
+}
+
+fn set_status(model: &Mutex<Model>, deployment: &str, status: &str, reason: &str) {
+    if let Some(d) = model.lock().unwrap().deployments.get_mut(deployment) {
+        d["status"] = status.into();
+        d["statusReason"] = reason.into();
+        d["updatedAt"] = (chrono::Utc::now().timestamp_millis() as f64 / 1000.0).into();
+        if !greenlight_shared::engine::ACTIVE_SERVICE_DEPLOYMENT.contains(&status) {
+            d["finishedAt"] = d["updatedAt"].clone();
         }
     }
 }
@@ -161,6 +345,45 @@ async fn serve(
                 .unwrap_or_default();
             return described("serviceDeployments", &arns, &model.deployments);
         }
+        "UpdateService" => {
+            if let Some(answer) = start_deployment(&shared, &request) {
+                return answer;
+            }
+        }
+        "ListServiceDeployments" => {
+            let model = shared.model.lock().unwrap();
+            let service = name_of(&request["service"]);
+            let statuses: Vec<&str> = request["status"]
+                .as_array()
+                .map(|s| s.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let after = request["createdAt"]["after"].as_f64();
+            let mut listed: Vec<Value> = model
+                .order
+                .iter()
+                .rev()
+                .filter_map(|arn| model.deployments.get(arn))
+                .filter(|d| name_of(&d["serviceArn"]) == service)
+                .filter(|d| {
+                    statuses.is_empty()
+                        || statuses.contains(&d["status"].as_str().unwrap_or_default())
+                })
+                .filter(|d| after.is_none_or(|t| d["createdAt"].as_f64() >= Some(t)))
+                .map(|d| {
+                    json!({
+                        "serviceDeploymentArn": d["serviceDeploymentArn"],
+                        "serviceArn": d["serviceArn"],
+                        "clusterArn": d["clusterArn"],
+                        "createdAt": d["createdAt"],
+                        "startedAt": d["startedAt"],
+                        "targetServiceRevisionArn": d["targetServiceRevision"]["arn"],
+                        "status": d["status"],
+                    })
+                })
+                .collect();
+            listed.truncate(20);
+            return answer(json!({ "serviceDeployments": listed }));
+        }
         "DescribeServiceRevisions" => {
             let model = shared.model.lock().unwrap();
             let arns = request["serviceRevisionArns"]
@@ -176,15 +399,21 @@ async fn serve(
         return (StatusCode::BAD_GATEWAY, "moto did not answer").into_response();
     };
     let bytes = if operation == "DescribeServices" {
-        with_advanced_configuration(&bytes, &shared.model.lock().unwrap().test_rules)
+        let model = shared.model.lock().unwrap();
+        with_blue_green_settings(&bytes, &model.test_rules, &model.services)
     } else {
         bytes.to_vec()
     };
     (status, [("content-type", content_type)], bytes).into_response()
 }
 
-/// moto's DescribeServices answer, with each blue/green service's test listener rule.
-fn with_advanced_configuration(body: &[u8], rules: &HashMap<String, String>) -> Vec<u8> {
+/// moto's DescribeServices answer, with each blue/green service's test listener rule and, for
+/// a service whose deployments are driven, its deployment controller, strategy and hooks.
+fn with_blue_green_settings(
+    body: &[u8],
+    rules: &HashMap<String, String>,
+    driven: &HashMap<String, NativeService>,
+) -> Vec<u8> {
     let Ok(mut described) = serde_json::from_slice::<Value>(body) else {
         return body.to_vec();
     };
@@ -193,6 +422,16 @@ fn with_advanced_configuration(body: &[u8], rules: &HashMap<String, String>) -> 
             .as_str()
             .unwrap_or_default()
             .to_string();
+        if let Some(spec) = driven.get(&name) {
+            service["deploymentController"] = json!({"type": "ECS"});
+            service["deploymentConfiguration"]["strategy"] = json!("BLUE_GREEN");
+            service["deploymentConfiguration"]["bakeTimeInMinutes"] = json!(0);
+            service["deploymentConfiguration"]["lifecycleHooks"] = json!([{
+                "hookTargetArn": format!("arn:aws:lambda:us-east-1:{}:function:{}", crate::world::ACCOUNT, spec.hook_function),
+                "roleArn": format!("arn:aws:iam::{}:role/ecs-hook-invoke", crate::world::ACCOUNT),
+                "lifecycleStages": spec.hook_stages,
+            }]);
+        }
         let Some(rule) = rules.get(&name) else {
             continue;
         };
@@ -205,4 +444,256 @@ fn with_advanced_configuration(body: &[u8], rules: &HashMap<String, String>) -> 
         }
     }
     described.to_string().into_bytes()
+}
+
+/// The last part of a name or ARN (`service/default/web2` → `web2`).
+fn name_of(value: &Value) -> String {
+    value
+        .as_str()
+        .unwrap_or_default()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// UpdateService of a driven service to a new task definition: a new service deployment,
+/// driven in the background. `None` for any other UpdateService (moto answers it).
+fn start_deployment(shared: &Shared, request: &Value) -> Option<Response> {
+    let task_definition = request["taskDefinition"].as_str()?.to_string();
+    let service = name_of(&request["service"]);
+    let spec = shared.model.lock().unwrap().services.get(&service)?.clone();
+    let lifecycle = shared.lifecycle.lock().unwrap().clone()?;
+    // A second deployment supersedes the one in progress, as ECS does.
+    let superseded: Vec<String> = {
+        let model = shared.model.lock().unwrap();
+        model
+            .deployments
+            .values()
+            .filter(|d| name_of(&d["serviceArn"]) == service)
+            .filter(|d| d["status"] == "IN_PROGRESS" || d["status"] == "PENDING")
+            .filter_map(|d| d["serviceDeploymentArn"].as_str().map(str::to_string))
+            .collect()
+    };
+    for arn in superseded {
+        set_status(
+            &shared.model,
+            &arn,
+            "STOPPED",
+            "superseded by a newer deployment",
+        );
+    }
+    let n = shared.counter.fetch_add(1, Ordering::SeqCst);
+    let started = new_deployment(
+        &shared.model,
+        &spec.cluster,
+        &spec.service,
+        n,
+        &task_definition,
+        &spec.green_target_group,
+    );
+    set_status(&shared.model, &started.arn, "PENDING", "");
+    let driver = Driver {
+        model: shared.model.clone(),
+        lifecycle,
+        spec: spec.clone(),
+        deployment: started.arn.clone(),
+        revision: started.revision.clone(),
+        task_definition: task_definition.clone(),
+        ecs_id: format!("ecs-svc/{n:019}"),
+    };
+    tokio::spawn(driver.run());
+    let base = format!("arn:aws:ecs:us-east-1:{}", crate::world::ACCOUNT);
+    let mut service_json = json!({
+        "serviceArn": format!("{base}:service/{}/{}", spec.cluster, spec.service),
+        "serviceName": spec.service,
+        "clusterArn": format!("{base}:cluster/{}", spec.cluster),
+        "taskDefinition": task_definition,
+        "status": "ACTIVE",
+        "deploymentController": {"type": "ECS"},
+        "deploymentConfiguration": {"strategy": "BLUE_GREEN"},
+    });
+    if !shared.omit_current.load(Ordering::SeqCst) {
+        service_json["currentServiceDeployment"] = json!(started.arn);
+    }
+    Some(answer(json!({ "service": service_json })))
+}
+
+/// Drives one service deployment through ECS's blue/green stages.
+struct Driver {
+    model: Arc<Mutex<Model>>,
+    lifecycle: Arc<dyn NativeLifecycle>,
+    spec: NativeService,
+    deployment: String,
+    revision: String,
+    task_definition: String,
+    /// The `ecs-svc/…` id the state-change events carry.
+    ecs_id: String,
+}
+
+/// Hook rounds before a deployment gives up on a hook that keeps answering IN_PROGRESS.
+const MAX_HOOK_ROUNDS: u32 = 120;
+
+impl Driver {
+    fn status(&self, status: &str, reason: &str) {
+        set_status(&self.model, &self.deployment, status, reason);
+    }
+
+    fn superseded(&self) -> bool {
+        let model = self.model.lock().unwrap();
+        model
+            .deployments
+            .get(&self.deployment)
+            .is_some_and(|d| d["status"] == "STOPPED")
+    }
+
+    fn event(&self, name: &str, kind: &str, reason: &str) -> Value {
+        let base = format!("arn:aws:ecs:us-east-1:{}", crate::world::ACCOUNT);
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        json!({
+            "version": "0",
+            "id": format!("{}-{name}", self.ecs_id),
+            "detail-type": "ECS Deployment State Change",
+            "source": "aws.ecs",
+            "account": crate::world::ACCOUNT,
+            "time": now,
+            "region": "us-east-1",
+            "resources": [format!("{base}:service/{}/{}", self.spec.cluster, self.spec.service)],
+            "detail": {
+                "eventType": kind,
+                "eventName": name,
+                "deploymentId": self.ecs_id,
+                "updatedAt": now,
+                "reason": reason,
+            }
+        })
+    }
+
+    async fn run(self) {
+        self.status("IN_PROGRESS", "");
+        let started = self.event(
+            "SERVICE_DEPLOYMENT_IN_PROGRESS",
+            "INFO",
+            &format!("ECS deployment {} in progress.", self.ecs_id),
+        );
+        self.lifecycle.publish(started).await;
+        if let Err(why) = self
+            .lifecycle
+            .start_green(&self.spec, &self.task_definition)
+            .await
+        {
+            return self.roll_back(&why).await;
+        }
+        for stage in STAGES {
+            if self.superseded() {
+                return;
+            }
+            if let Some(d) = self
+                .model
+                .lock()
+                .unwrap()
+                .deployments
+                .get_mut(&self.deployment)
+            {
+                d["lifecycleStage"] = json!(stage);
+            }
+            if !self.spec.hook_stages.iter().any(|s| s == stage) {
+                continue;
+            }
+            if let Err(why) = self.run_hook(stage).await {
+                return self.roll_back(&why).await;
+            }
+        }
+        if let Err(why) = self
+            .lifecycle
+            .promote_green(&self.spec, &self.task_definition)
+            .await
+        {
+            return self.roll_back(&why).await;
+        }
+        self.status("SUCCESSFUL", "");
+        let done = self.event(
+            "SERVICE_DEPLOYMENT_COMPLETED",
+            "INFO",
+            &format!("ECS deployment {} completed.", self.ecs_id),
+        );
+        self.lifecycle.publish(done).await;
+    }
+
+    /// Invokes the hook at `stage` until it answers SUCCEEDED (Ok) or FAILED (Err, the reason).
+    async fn run_hook(&self, stage: &str) -> Result<(), String> {
+        let base = format!("arn:aws:ecs:us-east-1:{}", crate::world::ACCOUNT);
+        let execution = format!("{}-{stage}", self.ecs_id.trim_start_matches("ecs-svc/"));
+        let mut details = Value::Null;
+        for _ in 0..MAX_HOOK_ROUNDS {
+            let mut payload = json!({
+                "executionId": execution,
+                "lifecycleStage": stage,
+                "resourceArn": self.deployment,
+                "executionDetails": {
+                    "serviceArn": format!("{base}:service/{}/{}", self.spec.cluster, self.spec.service),
+                    "targetServiceRevisionArn": self.revision,
+                    "testTrafficWeights": {},
+                    "productionTrafficWeights": {},
+                },
+            });
+            if !details.is_null() {
+                payload["hookDetails"] = details.clone();
+            }
+            let answered = self
+                .lifecycle
+                .invoke_hook(&self.spec.hook_function, payload)
+                .await;
+            let (status, reason, delay) = match &answered {
+                Ok(a) => (
+                    a["hookStatus"].as_str().unwrap_or("FAILED").to_string(),
+                    a["hookDetails"]["greenlight"]["last"]
+                        .as_str()
+                        .or(a["hookDetails"]["greenlight"]["reason"].as_str())
+                        .unwrap_or_default()
+                        .to_string(),
+                    a["callBackDelay"].as_u64().unwrap_or(30),
+                ),
+                Err(e) => ("ERROR".to_string(), e.clone(), 0),
+            };
+            self.model.lock().unwrap().hook_answers.push(HookAnswer {
+                deployment: self.deployment.clone(),
+                stage: stage.to_string(),
+                status: status.clone(),
+                reason: reason.clone(),
+            });
+            match status.as_str() {
+                "SUCCEEDED" => return Ok(()),
+                "IN_PROGRESS" => {
+                    details = answered
+                        .ok()
+                        .map(|a| a["hookDetails"].clone())
+                        .unwrap_or_default();
+                    tokio::time::sleep(Duration::from_secs(delay)).await;
+                }
+                _ => {
+                    return Err(format!(
+                        "the {stage} lifecycle hook answered {status}: {reason}"
+                    ))
+                }
+            }
+        }
+        Err(format!(
+            "the {stage} lifecycle hook did not finish in {MAX_HOOK_ROUNDS} rounds"
+        ))
+    }
+
+    async fn roll_back(&self, why: &str) {
+        self.status("ROLLBACK_IN_PROGRESS", why);
+        let rolling = self.event(
+            "SERVICE_DEPLOYMENT_IN_PROGRESS",
+            "INFO",
+            &format!("ECS deployment: rolling back {}: {why}", self.ecs_id),
+        );
+        self.lifecycle.publish(rolling).await;
+        self.lifecycle.discard_green(&self.spec).await;
+        self.status("ROLLBACK_SUCCESSFUL", why);
+        let failed = self.event("SERVICE_DEPLOYMENT_FAILED", "ERROR", why);
+        self.lifecycle.publish(failed).await;
+    }
 }

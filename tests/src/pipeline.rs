@@ -1,26 +1,33 @@
 //! The whole pipeline on one machine: the three real function binaries behind Runtime API
-//! hosts, moto for ECR, ECS, ELBv2, SSM, Secrets Manager and DynamoDB, the CodeDeploy
-//! stand-in driving each blue/green deployment, a green web app per service, and a Slack
-//! receiver. Used by `greenlight-local` (the demo) and by the end-to-end test.
+//! hosts, moto for ECR, ECS, ELBv2, SSM, Secrets Manager and DynamoDB, a green web app per
+//! service, and a Slack receiver. web1's service is deployed by CodeDeploy (the CodeDeploy
+//! stand-in drives each deployment); web2's by ECS itself, native blue/green (the ECS stand-in
+//! in front of moto drives each service deployment). Used by `greenlight-local` (the demo)
+//! and by the end-to-end test.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use aws_sdk_ecs::types::DeploymentControllerType;
 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 use serde_json::Value;
 
 use crate::codedeploy::{CodeDeployStandIn, GroupSpec, Lifecycle};
+use crate::ecs_native::{EcsNativeStandIn, NativeLifecycle, NativeService};
 use crate::invoke_api::InvokeApi;
 use crate::moto::{workspace_root, MotoServer};
 use crate::receivers::{GreenApp, Health, SlackReceiver};
 use crate::runtime::{FunctionHost, Invoked};
 use crate::world::{
-    create_green_task_set, push_event, seed_app, Clients, SeededApp, CLUSTER, GREEN_TASK_IP, TABLE,
+    create_green_task_set, push_event, seed_app_deployed_by, Clients, SeededApp, CLUSTER,
+    GREEN_TASK_IP, TABLE,
 };
 
 pub const HOOK_FUNCTION: &str = "CodeDeployHook_greenlight";
+/// The app whose service ECS deploys itself (native blue/green); the other uses CodeDeploy.
+pub const NATIVE_APP: &str = "web2";
 pub const DEPLOYER_FUNCTION: &str = "greenlight-deployer";
 const CONFIG_PARAMETER: &str = "/greenlight/config";
 const SLACK_SECRET: &str = "greenlight/slack";
@@ -65,6 +72,22 @@ impl Timeline {
     }
 }
 
+/// A deployment of an app by either engine, as the scenario checks it.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// CodeDeploy's deployment id, or the service deployment ARN.
+    pub id: String,
+    pub version: String,
+    /// Succeeded, Failed, Stopped, or (still running) InProgress / CodeDeploy's word.
+    pub status: String,
+    /// Rolled back (a CodeDeploy rollback deployment, or a native ROLLBACK_* status).
+    pub rolled_back: bool,
+    /// The hook's verdicts: Succeeded or Failed (a native hook's IN_PROGRESS rounds aside).
+    pub verdicts: Vec<String>,
+    /// What the hook said last.
+    pub hook_reason: String,
+}
+
 /// What the hook reported, per deployment, as the runtime host saw it.
 #[derive(Debug, Clone)]
 pub struct HookOutcome {
@@ -76,6 +99,8 @@ pub struct HookOutcome {
 pub struct Pipeline {
     moto: MotoServer,
     pub stand_in: CodeDeployStandIn,
+    /// ECS's native blue/green, in front of moto.
+    pub ecs: EcsNativeStandIn,
     pub clients: Clients,
     pub slack: SlackReceiver,
     pub green: Vec<(String, GreenApp)>,
@@ -119,8 +144,15 @@ fn config(apps: &[(String, String)]) -> String {
         "[defaults]\nhooks = [\"AfterAllowTestTraffic\"]\n\n[slack]\nwebhook = \"secretsmanager:greenlight/slack\"\nmention_on_failure = \"<!here>\"\n",
     );
     for (app, url) in apps {
+        // A native app names its service; a CodeDeploy one its deployment group. Neither says
+        // which engine: the deployer reads it from the service.
+        let deploys = if app == NATIVE_APP {
+            format!("cluster = \"{CLUSTER}\"\nservice = \"{app}\"")
+        } else {
+            format!("application = \"{app}\"\ndeployment_group = \"{app}-bluegreen\"")
+        };
         text.push_str(&format!(
-            "\n[apps.{app}]\nrepository = \"{app}\"\napplication = \"{app}\"\ndeployment_group = \"{app}-bluegreen\"\n\
+            "\n[apps.{app}]\nrepository = \"{app}\"\n{deploys}\n\
              [apps.{app}.health]\nurl = \"{url}\"\nsuccesses = 3\nfailures = 3\ninterval_ms = 200\ntimeout_ms = 1000\n"
         ));
     }
@@ -160,7 +192,7 @@ impl Pipeline {
     pub async fn start(timeline: Timeline) -> Self {
         timeline.log(
             "local",
-            "starting moto server, the CodeDeploy stand-in, Slack and the green apps",
+            "starting moto server, the CodeDeploy and ECS stand-ins, Slack and the green apps",
         );
         let moto = MotoServer::start().await;
         let stand_in = CodeDeployStandIn::start(Duration::from_secs(60)).await;
@@ -171,9 +203,19 @@ impl Pipeline {
         let mut apps = vec![];
         let mut green = vec![];
         for (i, name) in ["web1", "web2"].iter().enumerate() {
-            let app = seed_app(&clients, name, 80 + i as i32).await;
-            stand_in.add_group(app.group.clone(), &app.task_definition);
-            timeline.log("local", format!("seeded {name}: ECR repository, ECS service {CLUSTER}/{name} (CODE_DEPLOY), ALB with listeners :{} and :{} (test), deployment group {name}-bluegreen", 80 + i, 8080 + i));
+            let native = *name == NATIVE_APP;
+            let controller = if native {
+                DeploymentControllerType::Ecs
+            } else {
+                DeploymentControllerType::CodeDeploy
+            };
+            let app = seed_app_deployed_by(&clients, name, 80 + i as i32, controller).await;
+            if native {
+                timeline.log("local", format!("seeded {name}: ECR repository, ECS service {CLUSTER}/{name} (ECS, BLUE_GREEN, hook at POST_TEST_TRAFFIC_SHIFT), ALB with listeners :{} and :{} (test)", 80 + i, 8080 + i));
+            } else {
+                stand_in.add_group(app.group.clone(), &app.task_definition);
+                timeline.log("local", format!("seeded {name}: ECR repository, ECS service {CLUSTER}/{name} (CODE_DEPLOY), ALB with listeners :{} and :{} (test), deployment group {name}-bluegreen", 80 + i, 8080 + i));
+            }
             green.push((name.to_string(), GreenApp::start().await));
             apps.push(app);
         }
@@ -199,7 +241,8 @@ impl Pipeline {
             .await
             .expect("Slack secret");
 
-        let ecs = crate::faults::FaultProxy::moto_ecs(&moto.endpoint).await;
+        let moto_ecs = crate::faults::FaultProxy::moto_ecs(&moto.endpoint).await;
+        let ecs = EcsNativeStandIn::start(&moto_ecs.endpoint).await;
         let env: Vec<(String, String)> = [
             ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
             ("AWS_ENDPOINT_URL_ECS", ecs.endpoint.as_str()),
@@ -247,6 +290,28 @@ impl Pipeline {
             busy: Default::default(),
         });
         stand_in.attach(world.clone());
+        let native = world
+            .apps
+            .iter()
+            .find(|a| a.name == NATIVE_APP)
+            .expect("the native app");
+        ecs.drive(
+            NativeService {
+                cluster: CLUSTER.into(),
+                service: NATIVE_APP.into(),
+                green_target_group: native.green_target_group.clone(),
+                test_listener_rule: format!(
+                    "{}/0123456789abcdef",
+                    native
+                        .group
+                        .test_listener
+                        .replace(":listener/", ":listener-rule/")
+                ),
+                hook_function: HOOK_FUNCTION.into(),
+                hook_stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
+            },
+            world.clone(),
+        );
         let invoked = world.clone();
         let invoke_api = InvokeApi::start(
             DEPLOYER_FUNCTION,
@@ -260,6 +325,7 @@ impl Pipeline {
         Self {
             moto,
             stand_in,
+            ecs,
             clients,
             slack,
             green,
@@ -305,6 +371,79 @@ impl Pipeline {
         digest
     }
 
+    /// Greenlight's deployments of an app by either engine, oldest first (CodeDeploy's own
+    /// rollback deployments are not the app's: they show as `rolled_back` on the one undone).
+    pub async fn deployments_of(&self, app: &str) -> Vec<Observed> {
+        if app != NATIVE_APP {
+            let reports = self.stand_in.reports();
+            let outcomes = self.world.hook_outcomes.lock().unwrap().clone();
+            return self
+                .stand_in
+                .deployments()
+                .into_iter()
+                .filter(|d| d.application == app && d.creator != "codeDeployRollback")
+                .map(|d| Observed {
+                    version: d
+                        .description
+                        .as_deref()
+                        .and_then(greenlight_shared::appspec::ReleaseDescription::parse)
+                        .map(|r| r.version)
+                        .unwrap_or_default(),
+                    status: d.status.clone(),
+                    rolled_back: d.rollback_deployment_id.is_some(),
+                    verdicts: reports
+                        .iter()
+                        .filter(|r| r.deployment_id == d.id)
+                        .map(|r| r.status.clone())
+                        .collect(),
+                    hook_reason: outcomes
+                        .iter()
+                        .rfind(|o| o.deployment_id == d.id)
+                        .map(|o| o.reason.clone())
+                        .unwrap_or_default(),
+                    id: d.id,
+                })
+                .collect();
+        }
+        let answers = self.ecs.hook_answers();
+        let mut observed = vec![];
+        for d in self
+            .ecs
+            .deployments()
+            .into_iter()
+            .filter(|d| d.service == app)
+        {
+            let version = self
+                .clients
+                .task_definition_tag(&d.task_definition, "greenlight:version")
+                .await;
+            let mine: Vec<_> = answers.iter().filter(|a| a.deployment == d.arn).collect();
+            observed.push(Observed {
+                id: d.arn.clone(),
+                version: version.unwrap_or_default(),
+                status: match d.status.as_str() {
+                    "SUCCESSFUL" => "Succeeded",
+                    "STOPPED" => "Stopped",
+                    s if s.starts_with("ROLLBACK_") => "Failed",
+                    _ => "InProgress",
+                }
+                .to_string(),
+                rolled_back: d.status.starts_with("ROLLBACK_"),
+                verdicts: mine
+                    .iter()
+                    .filter(|a| a.status != "IN_PROGRESS")
+                    .map(|a| match a.status.as_str() {
+                        "SUCCEEDED" => "Succeeded".to_string(),
+                        "FAILED" => "Failed".to_string(),
+                        other => other.to_string(),
+                    })
+                    .collect(),
+                hook_reason: mine.last().map(|a| a.reason.clone()).unwrap_or_default(),
+            });
+        }
+        observed
+    }
+
     /// Waits until no deployment is active and no invocation is running (or the timeout).
     pub async fn settle(&self, timeout: Duration) -> bool {
         let started = Instant::now();
@@ -314,7 +453,8 @@ impl Pipeline {
                 .stand_in
                 .deployments()
                 .iter()
-                .any(|d| matches!(d.status.as_str(), "Created" | "InProgress" | "Ready"));
+                .any(|d| matches!(d.status.as_str(), "Created" | "InProgress" | "Ready"))
+                || self.ecs.active();
             let busy = self.world.busy.load(std::sync::atomic::Ordering::SeqCst) > 0;
             if active || busy {
                 quiet_since = None;
@@ -606,6 +746,163 @@ impl World {
             .elb
             .deregister_targets()
             .target_group_arn(&app.green_target_group)
+            .targets(target)
+            .send()
+            .await;
+    }
+}
+
+#[async_trait]
+impl NativeLifecycle for World {
+    async fn start_green(
+        &self,
+        service: &NativeService,
+        task_definition: &str,
+    ) -> Result<(), String> {
+        self.clients
+            .elb
+            .register_targets()
+            .target_group_arn(&service.green_target_group)
+            .targets(
+                TargetDescription::builder()
+                    .id(GREEN_TASK_IP)
+                    .port(3000)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| format!("RegisterTargets: {e:?}"))?;
+        self.timeline.log(
+            "ecs",
+            format!(
+                "{}: green revision started with {}, test traffic routed to it",
+                service.service,
+                short_td(task_definition)
+            ),
+        );
+        Ok(())
+    }
+
+    async fn promote_green(
+        &self,
+        service: &NativeService,
+        task_definition: &str,
+    ) -> Result<(), String> {
+        self.clients
+            .ecs
+            .update_service()
+            .cluster(&service.cluster)
+            .service(&service.service)
+            .task_definition(task_definition)
+            .send()
+            .await
+            .map_err(|e| format!("UpdateService: {e:?}"))?;
+        self.retire_green(service).await;
+        self.timeline.log(
+            "ecs",
+            format!(
+                "{}: production traffic shifted to green ({}), blue retired",
+                service.service,
+                short_td(task_definition)
+            ),
+        );
+        Ok(())
+    }
+
+    async fn discard_green(&self, service: &NativeService) {
+        self.retire_green(service).await;
+        self.timeline.log(
+            "ecs",
+            format!(
+                "{}: rolled back: green removed, blue keeps production traffic",
+                service.service
+            ),
+        );
+    }
+
+    async fn invoke_hook(&self, function: &str, payload: Value) -> Result<Value, String> {
+        let answer = {
+            let _busy = Busy::new(&self.busy);
+            self.hook.invoke(payload.clone()).await
+        };
+        let stage = payload["lifecycleStage"].as_str().unwrap_or_default();
+        match answer {
+            Invoked::Response(v) => {
+                let progress = &v["hookDetails"]["greenlight"];
+                self.timeline.log(
+                    "health-hook",
+                    format!(
+                        "{} {} {stage} round {}: {} ({})",
+                        progress["app"].as_str().unwrap_or_default(),
+                        progress["version"].as_str().unwrap_or_default(),
+                        progress["rounds"],
+                        v["hookStatus"].as_str().unwrap_or_default(),
+                        progress["last"].as_str().unwrap_or_default(),
+                    ),
+                );
+                Ok(v)
+            }
+            Invoked::Error(e) => {
+                self.timeline
+                    .log("health-hook", format!("{function} FAILED: {e}"));
+                Err(e["errorMessage"]
+                    .as_str()
+                    .unwrap_or("the hook failed")
+                    .to_string())
+            }
+        }
+    }
+
+    async fn publish(&self, event: Value) {
+        let _busy = Busy::new(&self.busy);
+        let detail = &event["detail"];
+        self.timeline.log(
+            "ecs",
+            format!(
+                "{} {}: {}",
+                event["resources"][0]
+                    .as_str()
+                    .unwrap_or_default()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default(),
+                detail["eventName"].as_str().unwrap_or_default(),
+                detail["reason"].as_str().unwrap_or_default()
+            ),
+        );
+        match self.notifier.invoke(event.clone()).await {
+            Invoked::Response(v) => self.timeline.log(
+                "notifier",
+                match v["outcome"].as_str() {
+                    Some("posted") => {
+                        format!("slack: {}", v["headline"].as_str().unwrap_or_default())
+                    }
+                    _ => format!(
+                        "nothing posted: {}",
+                        v["reason"].as_str().unwrap_or_default()
+                    ),
+                },
+            ),
+            Invoked::Error(e) => self.timeline.log(
+                "notifier",
+                format!("FAILED: {}", e["errorMessage"].as_str().unwrap_or_default()),
+            ),
+        }
+        self.deliver_to_deployer(event).await;
+    }
+}
+
+impl World {
+    async fn retire_green(&self, service: &NativeService) {
+        let target = TargetDescription::builder()
+            .id(GREEN_TASK_IP)
+            .port(3000)
+            .build();
+        let _ = self
+            .clients
+            .elb
+            .deregister_targets()
+            .target_group_arn(&service.green_target_group)
             .targets(target)
             .send()
             .await;

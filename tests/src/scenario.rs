@@ -1,14 +1,20 @@
-//! The local pipeline's scenario, shared by the demo and the end-to-end test:
-//! 1. web1 v1.4.2 (and its `latest` twin) ships: one revision, one deployment, hook Succeeded;
-//! 2. web1 v1.4.3 whose green endpoint fails: hook Failed, rolled back, v1.4.2 still serves;
-//! 3. web2 v2.0.0 then v2.0.1 while the first deploys: v2.0.1 waits, then ships;
+//! The local pipeline's scenario, shared by the demo and the end-to-end test. web1's service
+//! is deployed by CodeDeploy, web2's by ECS itself (native blue/green); the first three acts
+//! run on both, with the same checks:
+//! 1. a healthy release (and its `latest` twin) ships: one revision, one deployment, hook
+//!    Succeeded (web1 v1.4.2, web2 v2.0.0);
+//! 2. a release whose green endpoint fails: hook Failed, rolled back before it took traffic,
+//!    the previous release still serves (web1 v1.4.3, web2 v2.0.1);
+//! 3. a push while a deployment runs waits, then ships (web2 v2.1.0 then v2.1.1; web1's is
+//!    act 5);
 //! 4. web1 v1.4.4 ships, then an operator's `greenlight rollback web1 --wait` brings v1.4.2
 //!    back through the same blue/green and health hook; retrying the bad v1.4.3 while it still
-//!    fails exits 4.
+//!    fails exits 4;
+//! 5. web1 v1.5.0 then v1.5.1 while the first deploys: v1.5.1 waits, then ships.
 
 use std::time::Duration;
 
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Observed, Pipeline, NATIVE_APP};
 use crate::receivers::Health;
 use crate::world::ACCOUNT;
 
@@ -23,78 +29,75 @@ fn image_of(app: &str, digest: &str) -> String {
     format!("{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{app}@{digest}")
 }
 
-/// Runs the three steps; returns every check made (none panics, so the demo can report).
-pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
-    let mut checks = vec![];
-    let settle = Duration::from_secs(90);
+const SETTLE: Duration = Duration::from_secs(90);
 
-    // 1. A healthy release.
-    step(1, "push web1:v1.4.2 (and :latest) — a healthy release");
-    let revisions_before = p.clients.revisions("web1").await.len();
+fn engine_of(app: &str) -> &'static str {
+    if app == NATIVE_APP {
+        "ECS blue/green"
+    } else {
+        "CodeDeploy"
+    }
+}
+
+/// Act 1 on one app: a healthy release ships. Returns its digest.
+async fn ships(p: &Pipeline, checks: &mut Vec<Check>, app: &str, version: &str) -> String {
+    let engine = engine_of(app);
+    let revisions_before = p.clients.revisions(app).await.len();
+    let deployments_before = p.deployments_of(app).await.len();
     let slack_before = p.slack.messages().len();
-    let v142 = p.push("web1", "v1.4.2", Health::Healthy).await;
-    let settled = p.settle(settle).await;
-    check(&mut checks, "web1 v1.4.2 settled", settled, "");
-    let revisions = p.clients.revisions("web1").await.len() - revisions_before;
+    let digest = p.push(app, version, Health::Healthy).await;
+    let settled = p.settle(SETTLE).await;
+    check(checks, &format!("{app} {version} settled"), settled, "");
+    let revisions = p.clients.revisions(app).await.len() - revisions_before;
     check(
-        &mut checks,
-        "one task-definition revision for v1.4.2 and its latest twin",
+        checks,
+        &format!("{app}: one task-definition revision for {version} and its latest twin"),
         revisions == 1,
         format!("{revisions} registered"),
     );
-    let deployments: Vec<_> = p
-        .stand_in
-        .deployments()
-        .into_iter()
-        .filter(|d| d.application == "web1")
-        .collect();
-    check(
-        &mut checks,
-        "one deployment for v1.4.2",
-        deployments.len() == 1,
-        format!("{} deployments", deployments.len()),
-    );
+    let deployments: Vec<Observed> = p.deployments_of(app).await.split_off(deployments_before);
     let first = deployments.first().cloned().unwrap_or_default();
     check(
-        &mut checks,
-        "v1.4.2 deployment succeeded",
-        first.status == "Succeeded",
-        first.status.clone(),
+        checks,
+        &format!(
+            "{app}: one {engine} deployment for {version}, succeeded, its hook Succeeded once"
+        ),
+        deployments.len() == 1
+            && first.version == version
+            && first.status == "Succeeded"
+            && first.verdicts == ["Succeeded"],
+        format!("{deployments:?}"),
     );
-    let hook = p
-        .stand_in
-        .reports()
-        .into_iter()
-        .filter(|r| r.deployment_id == first.id)
-        .map(|r| r.status)
-        .collect::<Vec<_>>();
+    let (_, serving) = p.clients.service_image(app).await;
     check(
-        &mut checks,
-        "hook reported Succeeded exactly once",
-        hook == ["Succeeded"],
-        format!("{hook:?}"),
-    );
-    let (_, serving) = p.clients.service_image("web1").await;
-    check(
-        &mut checks,
-        "web1 serves v1.4.2 pinned by digest",
-        serving == image_of("web1", &v142),
+        checks,
+        &format!("{app} serves {version} pinned by digest"),
+        serving == image_of(app, &digest),
         serving,
     );
     let headlines: Vec<String> = p.slack.headlines()[slack_before..].to_vec();
-    let expected = [
-        "deploying to production",
-        "is ready on green",
-        "deployed to production in",
-    ];
-    let in_order = headlines.len() == 3
+    // CodeDeploy pauses at READY before the production shift; ECS has no such state.
+    let expected: &[&str] = if app == NATIVE_APP {
+        &["deploying to production", "deployed to production in"]
+    } else {
+        &[
+            "deploying to production",
+            "is ready on green",
+            "deployed to production in",
+        ]
+    };
+    let subject = format!("{app} {version}");
+    let in_order = headlines.len() == expected.len()
         && headlines
             .iter()
             .zip(expected)
-            .all(|(h, e)| h.contains("web1 v1.4.2") && h.contains(e));
+            .all(|(h, e)| h.contains(&subject) && h.contains(e));
     check(
-        &mut checks,
-        "Slack: started → ready → succeeded",
+        checks,
+        &format!(
+            "Slack: {app} started → {} succeeded",
+            if app == NATIVE_APP { "" } else { "ready →" }
+        ),
         in_order,
         headlines.join(" | "),
     );
@@ -106,147 +109,104 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
         .map(|m| m.to_string())
         .unwrap_or_default();
     check(
-        &mut checks,
-        "Slack names the commit and who pushed it",
+        checks,
+        &format!("Slack names the commit of {app} {version} and who pushed it"),
         shipped.contains("*Pushed by*\\noctocat")
             && shipped.contains("https://github.com/acme/monorepo/commit/"),
         shipped.chars().take(300).collect::<String>(),
     );
+    digest
+}
 
-    // 2. An unhealthy release is rolled back before it takes traffic.
-    step(2, "push web1:v1.4.3 whose green endpoint answers HTTP 500");
+/// Act 2 on one app: a release whose green fails is rolled back before it takes traffic.
+async fn rolled_back(
+    p: &Pipeline,
+    checks: &mut Vec<Check>,
+    app: &str,
+    bad: &str,
+    (good, good_digest): (&str, &str),
+) {
+    let engine = engine_of(app);
     let slack_before = p.slack.messages().len();
-    p.push("web1", "v1.4.3", Health::Failing).await;
-    let settled = p.settle(settle).await;
-    check(&mut checks, "web1 v1.4.3 settled", settled, "");
-    let deployments: Vec<_> = p
-        .stand_in
-        .deployments()
+    p.push(app, bad, Health::Failing).await;
+    let settled = p.settle(SETTLE).await;
+    check(checks, &format!("{app} {bad} settled"), settled, "");
+    let failed = p
+        .deployments_of(app)
+        .await
         .into_iter()
-        .filter(|d| d.application == "web1")
-        .collect();
-    let bad = deployments
-        .iter()
-        .find(|d| {
-            d.description
-                .as_deref()
-                .is_some_and(|t| t.contains("version=v1.4.3"))
-        })
-        .cloned()
+        .find(|d| d.version == bad)
         .unwrap_or_default();
     check(
-        &mut checks,
-        "v1.4.3 deployment failed",
-        bad.status == "Failed",
-        bad.status.clone(),
+        checks,
+        &format!("{app}: the {engine} deployment of {bad} failed and was rolled back"),
+        failed.status == "Failed" && failed.rolled_back,
+        format!("{failed:?}"),
     );
     check(
-        &mut checks,
-        "v1.4.3 was rolled back",
-        bad.rollback_deployment_id.is_some(),
-        format!("{:?}", bad.rollback_deployment_id),
+        checks,
+        &format!("{app}: the hook failed {bad} once, with its reason"),
+        failed.verdicts == ["Failed"] && failed.hook_reason.contains("HTTP 500"),
+        format!("{:?} {:?}", failed.verdicts, failed.hook_reason),
     );
-    let hook = p
-        .world
-        .hook_outcomes
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|h| h.deployment_id == bad.id)
-        .cloned()
-        .collect::<Vec<_>>();
-    let reported = p
-        .stand_in
-        .reports()
-        .into_iter()
-        .filter(|r| r.deployment_id == bad.id)
-        .map(|r| r.status)
-        .collect::<Vec<_>>();
+    let (_, serving) = p.clients.service_image(app).await;
     check(
-        &mut checks,
-        "hook reported Failed exactly once, with its reason",
-        reported == ["Failed"] && hook.iter().any(|h| h.reason.contains("HTTP 500")),
-        format!("{reported:?} {:?}", hook.first().map(|h| &h.reason)),
-    );
-    let (_, serving) = p.clients.service_image("web1").await;
-    check(
-        &mut checks,
-        "web1 still serves v1.4.2",
-        serving == image_of("web1", &v142),
+        checks,
+        &format!("{app} still serves {good}"),
+        serving == image_of(app, good_digest),
         serving,
     );
     let headlines: Vec<String> = p.slack.headlines()[slack_before..].to_vec();
-    let failed = headlines
+    let announced_failed = headlines.iter().any(|h| {
+        h.contains(&format!("{app} {bad} FAILED")) && h.contains(&format!("rolled back to {good}"))
+    });
+    let no_false_success = !headlines
         .iter()
-        .any(|h| h.contains("web1 v1.4.3 FAILED") && h.contains("rolled back to v1.4.2"));
-    let rolled_back = headlines
-        .iter()
-        .any(|h| h.contains("rolled back to v1.4.2") && !h.contains("FAILED"));
-    let no_false_success = !headlines.iter().any(|h| h.contains("v1.4.3 deployed"));
+        .any(|h| h.contains(&format!("{bad} deployed")));
     check(
-        &mut checks,
-        "Slack: v1.4.3 failed, rolled back to v1.4.2, never called a success",
-        failed && rolled_back && no_false_success,
+        checks,
+        &format!("Slack: {app} {bad} failed, rolled back to {good}, never called a success"),
+        announced_failed && no_false_success,
         headlines.join(" | "),
     );
+}
 
-    // 3. A push during a deployment waits, then ships.
-    step(3, "push web2:v2.0.0, then web2:v2.0.1 while v2.0.0 deploys");
+/// Act 3 on one app: a push while a deployment runs waits, then ships. The second's digest.
+async fn waits(
+    p: &Pipeline,
+    checks: &mut Vec<Check>,
+    app: &str,
+    first: &str,
+    second: &str,
+) -> String {
     let slack_before = p.slack.messages().len();
-    let world = p.world.clone();
-    let clients = p.clients.clone();
-    let first_push = p.push("web2", "v2.0.0", Health::Healthy);
+    let before = p.deployments_of(app).await.len();
+    let first_push = p.push(app, first, Health::Healthy);
     let second_push = async {
         // Push as soon as the first deployment exists.
         for _ in 0..100 {
-            if p.stand_in
-                .deployments()
-                .iter()
-                .any(|d| d.application == "web2")
-            {
+            if p.deployments_of(app).await.len() > before {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        p.push("web2", "v2.0.1", Health::Healthy).await
+        p.push(app, second, Health::Healthy).await
     };
-    let (_, v201) = tokio::join!(first_push, second_push);
-    let _ = (world, clients);
-    let settled = p.settle(settle).await;
-    check(&mut checks, "web2 settled", settled, "");
-    let deployments: Vec<_> = p
-        .stand_in
-        .deployments()
-        .into_iter()
-        .filter(|d| d.application == "web2")
-        .collect();
-    let versions: Vec<String> = deployments
-        .iter()
-        .map(|d| {
-            d.description
-                .clone()
-                .unwrap_or_default()
-                .split_whitespace()
-                .find(|w| w.starts_with("version="))
-                .unwrap_or_default()
-                .trim_start_matches("version=")
-                .to_string()
-        })
-        .collect();
+    let (_, digest) = tokio::join!(first_push, second_push);
+    let settled = p.settle(SETTLE).await;
     check(
-        &mut checks,
-        "web2 deployed v2.0.0 then v2.0.1, one deployment each",
-        versions == ["v2.0.0", "v2.0.1"],
-        format!("{versions:?}"),
+        checks,
+        &format!("{app} {first} and {second} settled"),
+        settled,
+        "",
     );
+    let deployments = p.deployments_of(app).await.split_off(before);
+    let versions: Vec<&str> = deployments.iter().map(|d| d.version.as_str()).collect();
     check(
-        &mut checks,
-        "both web2 deployments succeeded",
-        deployments.iter().all(|d| d.status == "Succeeded"),
-        format!(
-            "{:?}",
-            deployments.iter().map(|d| &d.status).collect::<Vec<_>>()
-        ),
+        checks,
+        &format!("{app} deployed {first} then {second}, one deployment each, both succeeded"),
+        versions == [first, second] && deployments.iter().all(|d| d.status == "Succeeded"),
+        format!("{deployments:?}"),
     );
     let waited = p
         .world
@@ -254,25 +214,54 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
         .lock()
         .unwrap()
         .iter()
-        .any(|o| o["outcome"] == "waiting" && o["version"] == "v2.0.1");
-    check(&mut checks, "v2.0.1 waited for v2.0.0", waited, "");
-    let (_, serving) = p.clients.service_image("web2").await;
+        .any(|o| o["outcome"] == "waiting" && o["app"] == app && o["version"] == second);
     check(
-        &mut checks,
-        "web2 serves v2.0.1",
-        serving == image_of("web2", &v201),
+        checks,
+        &format!("{app} {second} waited for {first}"),
+        waited,
+        "",
+    );
+    let (_, serving) = p.clients.service_image(app).await;
+    check(
+        checks,
+        &format!("{app} serves {second}"),
+        serving == image_of(app, &digest),
         serving,
     );
     let successes = p.slack.headlines()[slack_before..]
         .iter()
-        .filter(|h| h.contains("web2") && h.contains("deployed to production"))
+        .filter(|h| h.contains(app) && h.contains("deployed to production"))
         .count();
     check(
-        &mut checks,
-        "Slack: both web2 releases announced as deployed",
+        checks,
+        &format!("Slack: both {app} releases announced as deployed"),
         successes == 2,
         format!("{successes}"),
     );
+    digest
+}
+
+/// Runs the acts; returns every check made (none panics, so the demo can report).
+pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
+    let mut checks = vec![];
+    let settle = SETTLE;
+
+    step(
+        1,
+        "push web1:v1.4.2 (CodeDeploy) and web2:v2.0.0 (ECS blue/green) — healthy releases",
+    );
+    let v142 = ships(p, &mut checks, "web1", "v1.4.2").await;
+    let v200 = ships(p, &mut checks, "web2", "v2.0.0").await;
+
+    step(
+        2,
+        "push web1:v1.4.3 and web2:v2.0.1 whose green endpoints answer HTTP 500",
+    );
+    rolled_back(p, &mut checks, "web1", "v1.4.3", ("v1.4.2", &v142)).await;
+    rolled_back(p, &mut checks, "web2", "v2.0.1", ("v2.0.0", &v200)).await;
+
+    step(3, "push web2:v2.1.0, then web2:v2.1.1 while v2.1.0 deploys");
+    waits(p, &mut checks, "web2", "v2.1.0", "v2.1.1").await;
 
     // The operator's side: the command reads the same story back from the ledger.
     let (code, out, _) = p.greenlight(&["history", "web1", "--json"]).await;
@@ -301,11 +290,11 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
     };
     check(
         &mut checks,
-        "greenlight status: web1 runs v1.4.2 (last failure v1.4.3), web2 runs v2.0.1, nothing deploying",
+        "greenlight status: web1 runs v1.4.2 (last failure v1.4.3), web2 runs v2.1.1, nothing deploying",
         code == Some(0)
             && of("web1")["running"]["version"] == "v1.4.2"
             && of("web1")["last_failure"]["version"] == "v1.4.3"
-            && of("web2")["running"]["version"] == "v2.0.1"
+            && of("web2")["running"]["version"] == "v2.1.1"
             && of("web1")["deploying"].is_null()
             && of("web2")["deploying"].is_null()
             && of("web2")["waiting"].is_null(),
@@ -490,5 +479,8 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
             && status[0]["deploying"].is_null(),
         out.chars().take(400).collect::<String>(),
     );
+
+    step(5, "push web1:v1.5.0, then web1:v1.5.1 while v1.5.0 deploys");
+    waits(p, &mut checks, "web1", "v1.5.0", "v1.5.1").await;
     checks
 }

@@ -225,6 +225,19 @@ impl Clients {
     }
 
     /// ARNs of every revision of a task-definition family.
+    /// One tag of a task definition, as moto keeps it.
+    pub async fn task_definition_tag(&self, arn: &str, key: &str) -> Option<String> {
+        let out = self
+            .ecs
+            .describe_task_definition()
+            .task_definition(arn)
+            .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+            .send()
+            .await
+            .ok()?;
+        greenlight_shared::task_definition::tag_value(out.tags(), key)
+    }
+
     pub async fn revisions(&self, family: &str) -> Vec<String> {
         self.ecs
             .list_task_definitions()
@@ -258,8 +271,20 @@ pub struct SeededApp {
     pub security_group: String,
 }
 
-/// Creates everything one app needs, as a real account would have it before Greenlight.
+/// Creates everything one app needs, as a real account would have it before Greenlight: its
+/// service deployed by CodeDeploy.
 pub async fn seed_app(c: &Clients, name: &str, listener_port: i32) -> SeededApp {
+    seed_app_deployed_by(c, name, listener_port, DeploymentControllerType::CodeDeploy).await
+}
+
+/// The same, with the service's deployment controller `controller` (`Ecs` for a native
+/// blue/green service: moto keeps the controller, the ECS stand-in adds the strategy).
+pub async fn seed_app_deployed_by(
+    c: &Clients,
+    name: &str,
+    listener_port: i32,
+    controller: DeploymentControllerType,
+) -> SeededApp {
     let (vpc, subnets, security_group) = c.default_network().await;
     c.ecr
         .create_repository()
@@ -391,7 +416,7 @@ pub async fn seed_app(c: &Clients, name: &str, listener_port: i32) -> SeededApp 
         .launch_type(LaunchType::Fargate)
         .deployment_controller(
             DeploymentController::builder()
-                .r#type(DeploymentControllerType::CodeDeploy)
+                .r#type(controller)
                 .build()
                 .unwrap(),
         )

@@ -8,7 +8,7 @@ use std::time::Duration;
 use greenlight_tests::pipeline::{Entry, Pipeline, Timeline};
 use greenlight_tests::scenario;
 
-const STEPS: usize = 4;
+const STEPS: usize = 5;
 
 #[tokio::main]
 async fn main() {
