@@ -1,7 +1,8 @@
 //! One isolated deployer world per test case, for the fault matrix and the push storm: the
 //! real deployer handler with the real SDK clients, talking through fault proxies to a shared
-//! moto server (its own ledger table) and its own CodeDeploy stand-in. Invocations can be
-//! failed or killed; the checks read the truth from the stand-in and the ledger directly.
+//! moto server (its own ledger table) and its own CodeDeploy stand-in, or, for a service ECS
+//! deploys itself, its own ECS stand-in in front of moto. Invocations can be failed or killed;
+//! the checks read the truth from the stand-ins and the ledger directly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +19,12 @@ use greenlight_shared::Config;
 use serde_json::{json, Value};
 
 use crate::codedeploy::{CodeDeployStandIn, DeploymentState};
+use crate::ecs_native::{EcsNativeStandIn, NativeService};
 use crate::faults::{FaultProxy, Faults};
 use crate::moto::MotoServer;
 use crate::world::{
-    push_event, sdk_config, sdk_config_retrying, seed_app, Clients, SeededApp, ACCOUNT, REGION,
+    push_event, sdk_config, sdk_config_retrying, seed_app_deployed_by, Clients, SeededApp, ACCOUNT,
+    CLUSTER, REGION,
 };
 
 pub const APP: &str = "web1";
@@ -32,6 +35,32 @@ repository = "web1"
 application = "web1"
 deployment_group = "web1-bluegreen"
 "#;
+
+/// The same app when ECS deploys its service: named by the service.
+const NATIVE_CONFIG: &str = r#"
+[apps.web1]
+repository = "web1"
+cluster = "apps"
+service = "web1"
+"#;
+
+/// Which engine deploys the case's service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    CodeDeploy,
+    Ecs,
+}
+
+/// A deployment of either engine, as the checks read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub id: String,
+    pub digest: String,
+    /// The operator's request it deploys (CodeDeploy's description names it).
+    pub request: Option<String>,
+    /// Succeeded, Failed, Stopped or InProgress.
+    pub status: String,
+}
 
 /// What one delivery of an event came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +74,9 @@ pub enum Delivered {
 pub struct Case {
     pub deps: Arc<Deps>,
     pub stand_in: CodeDeployStandIn,
+    /// The ECS stand-in, when ECS deploys the service.
+    pub native: Option<EcsNativeStandIn>,
+    clients: Clients,
     pub faults: Faults,
     /// The ledger read directly (not through the proxies), for the checks.
     pub ledger: DynamoLedger,
@@ -72,19 +104,44 @@ impl Case {
         app: &SeededApp,
         table: &str,
         budget: Duration,
+        engine: Engine,
     ) -> Self {
         clients.create_table(table).await;
         let stand_in = CodeDeployStandIn::start(Duration::from_secs(30)).await;
         stand_in.add_group(app.group.clone(), &app.task_definition);
         let faults = Faults::default();
         let moto = FaultProxy::start(moto_endpoint, &faults).await;
+        let native = match engine {
+            Engine::CodeDeploy => None,
+            Engine::Ecs => {
+                let ecs = EcsNativeStandIn::start(moto_endpoint).await;
+                ecs.manage(NativeService {
+                    cluster: CLUSTER.into(),
+                    service: APP.into(),
+                    green_target_group: app.green_target_group.clone(),
+                    test_listener_rule: format!("{}/0", app.group.test_listener),
+                    hook_function: "CodeDeployHook_greenlight".into(),
+                    hook_stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
+                });
+                Some(ecs)
+            }
+        };
+        let ecs_proxy = match &native {
+            Some(ecs) => FaultProxy::start(&ecs.endpoint, &faults).await.endpoint,
+            None => moto.endpoint.clone(),
+        };
+        let via_ecs = fast_retry_config(&ecs_proxy).await;
         let codedeploy = FaultProxy::start(&stand_in.endpoint, &faults).await;
         let via_moto = fast_retry_config(&moto.endpoint).await;
         let via_codedeploy = fast_retry_config(&codedeploy.endpoint).await;
         let deps = Arc::new(Deps {
-            config: Config::parse(CONFIG).expect("config"),
+            config: Config::parse(match engine {
+                Engine::CodeDeploy => CONFIG,
+                Engine::Ecs => NATIVE_CONFIG,
+            })
+            .expect("config"),
             codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(&via_codedeploy))),
-            ecs: Arc::new(Ecs(aws_sdk_ecs::Client::new(&via_moto))),
+            ecs: Arc::new(Ecs(aws_sdk_ecs::Client::new(&via_ecs))),
             registry: Arc::new(Ecr(aws_sdk_ecr::Client::new(&via_moto))),
             ledger: Arc::new(DynamoLedger::new(
                 aws_sdk_dynamodb::Client::new(&via_moto),
@@ -97,6 +154,8 @@ impl Case {
         Self {
             deps,
             stand_in,
+            native,
+            clients: clients.clone(),
             faults,
             ledger: DynamoLedger::new(aws_sdk_dynamodb::Client::new(&direct), table),
             budget,
@@ -129,20 +188,95 @@ impl Case {
             .collect()
     }
 
+    /// Every deployment of either engine, in creation order.
+    pub async fn runs(&self) -> Vec<Run> {
+        let Some(ecs) = &self.native else {
+            return self
+                .stand_in
+                .deployments()
+                .into_iter()
+                .map(|d| {
+                    let release = d.description.as_deref().and_then(ReleaseDescription::parse);
+                    Run {
+                        status: match d.status.as_str() {
+                            "Created" | "InProgress" => "InProgress".into(),
+                            other => other.to_string(),
+                        },
+                        id: d.id,
+                        digest: release
+                            .as_ref()
+                            .map(|r| r.digest.clone())
+                            .unwrap_or_default(),
+                        request: release.and_then(|r| r.request),
+                    }
+                })
+                .collect();
+        };
+        let mut runs = vec![];
+        for d in ecs.deployments() {
+            let digest = self
+                .clients
+                .task_definition_tag(&d.task_definition, "greenlight:digest")
+                .await
+                .unwrap_or_default();
+            runs.push(Run {
+                id: d.arn,
+                digest,
+                request: None,
+                status: match d.status.as_str() {
+                    "SUCCESSFUL" => "Succeeded",
+                    "STOPPED" => "Stopped",
+                    s if s.starts_with("ROLLBACK_") => "Failed",
+                    _ => "InProgress",
+                }
+                .into(),
+            });
+        }
+        runs
+    }
+
+    /// The deployments of `digest`, in creation order.
+    pub async fn runs_of(&self, digest: &str) -> Vec<Run> {
+        let mut runs = self.runs().await;
+        runs.retain(|r| r.digest == digest);
+        runs
+    }
+
+    /// Ends a running deployment (succeeded, or failed and rolled back); returns the event
+    /// its engine sends.
+    pub async fn finish(&self, id: &str, succeeded: bool) -> Value {
+        let Some(ecs) = &self.native else {
+            return self
+                .stand_in
+                .complete(id, if succeeded { "Succeeded" } else { "Failed" });
+        };
+        // The service's own record is left as it is (moto's service is shared by the cases,
+        // as the CodeDeploy stand-in's completions leave it too).
+        let status = if succeeded {
+            "SUCCESSFUL"
+        } else {
+            "ROLLBACK_SUCCESSFUL"
+        };
+        ecs.set_status(id, status, "");
+        let mut event: Value = serde_json::from_str(include_str!(
+            "../../events/ecs-deployment-state-change-completed.json"
+        ))
+        .expect("sample event");
+        event["resources"] = json!([format!(
+            "arn:aws:ecs:{REGION}:{ACCOUNT}:service/{CLUSTER}/{APP}"
+        )]);
+        event["account"] = json!(ACCOUNT);
+        event
+    }
+
     /// Ends every deployment still running (successfully, or as `fail` says) and delivers
     /// its end event.
     pub async fn end_running(&self, fail: &(dyn Fn(&str) -> bool + Sync), request: &str) {
-        for d in self.stand_in.deployments() {
-            if matches!(d.status.as_str(), "Created" | "InProgress") {
-                let digest = d
-                    .description
-                    .as_deref()
-                    .and_then(ReleaseDescription::parse)
-                    .map(|r| r.digest)
-                    .unwrap_or_default();
-                let status = if fail(&digest) { "Failed" } else { "Succeeded" };
-                let event = self.stand_in.complete(&d.id, status);
-                self.deliver_until_done(&event, &format!("{request}-{}", d.id))
+        for run in self.runs().await {
+            if run.status == "InProgress" {
+                let event = self.finish(&run.id, !fail(&run.digest)).await;
+                let id = run.id.rsplit('/').next().unwrap_or_default();
+                self.deliver_until_done(&event, &format!("{request}-{id}"))
                     .await;
             }
         }
@@ -168,11 +302,7 @@ impl Case {
             self.deliver_until_done(&sweep_event(), &format!("sweep-{round}"))
                 .await;
             let queue = self.queue().await;
-            let running = self
-                .stand_in
-                .deployments()
-                .iter()
-                .any(|d| matches!(d.status.as_str(), "Created" | "InProgress"));
+            let running = self.runs().await.iter().any(|r| r.status == "InProgress");
             if queue.active.is_none() && queue.pending.is_none() && !running {
                 return;
             }
@@ -202,7 +332,7 @@ impl Case {
                 .map(|r| r.pushed_at)
         };
         for r in releases {
-            let deployments = case.deployments_of(&r.digest);
+            let deployments = case.runs_of(&r.digest).await;
             if deployments.len() > 1 {
                 found.push(format!(
                     "{} deployed {} times",
@@ -238,18 +368,20 @@ impl Case {
             }
         }
         let newest = releases.iter().max_by_key(|r| r.pushed_at).unwrap();
-        if case.deployments_of(&newest.digest).len() != 1 {
+        if case.runs_of(&newest.digest).await.len() != 1 {
             found.push(format!(
                 "the newest push {} did not ship once",
                 newest.version
             ));
         }
         let order: Vec<_> = case
-            .stand_in
-            .deployments()
+            .runs()
+            .await
             .iter()
-            .filter_map(|d| d.description.as_deref().and_then(ReleaseDescription::parse))
-            .filter_map(|r| pushed_at(&r.digest).map(|t| (t, r.version)))
+            .filter_map(|d| {
+                let r = releases.iter().find(|r| r.digest == d.digest)?;
+                pushed_at(&d.digest).map(|t| (t, r.version.clone()))
+            })
             .collect();
         if order.windows(2).any(|w| w[1].0 < w[0].0) {
             found.push(format!(
@@ -304,18 +436,30 @@ pub struct MotoWorld {
     pub endpoint: String,
     pub clients: Clients,
     pub app: SeededApp,
+    pub engine: Engine,
 }
 
 impl MotoWorld {
+    /// moto with the app seeded, its service deployed by CodeDeploy.
     pub async fn start() -> Arc<Self> {
+        Self::deployed_by(Engine::CodeDeploy).await
+    }
+
+    pub async fn deployed_by(engine: Engine) -> Arc<Self> {
+        use aws_sdk_ecs::types::DeploymentControllerType;
         let moto = MotoServer::start().await;
         let clients = Clients::new(&moto.endpoint, &moto.endpoint).await;
-        let app = seed_app(&clients, APP, 80).await;
+        let controller = match engine {
+            Engine::CodeDeploy => DeploymentControllerType::CodeDeploy,
+            Engine::Ecs => DeploymentControllerType::Ecs,
+        };
+        let app = seed_app_deployed_by(&clients, APP, 80, controller).await;
         Arc::new(Self {
             endpoint: moto.endpoint.clone(),
             _moto: moto,
             clients,
             app,
+            engine,
         })
     }
 
@@ -339,6 +483,14 @@ impl MotoWorld {
     }
 
     pub async fn case(&self, table: &str, budget: Duration) -> Case {
-        Case::start(&self.endpoint, &self.clients, &self.app, table, budget).await
+        Case::start(
+            &self.endpoint,
+            &self.clients,
+            &self.app,
+            table,
+            budget,
+            self.engine,
+        )
+        .await
     }
 }

@@ -159,8 +159,15 @@ impl EcsNativeStandIn {
 
     /// `service` becomes a blue/green service whose deployments this stand-in drives.
     pub fn drive(&self, service: NativeService, lifecycle: Arc<dyn NativeLifecycle>) {
-        self.blue_green(&service.service, &service.test_listener_rule);
         *self.shared.lifecycle.lock().unwrap() = Some(lifecycle);
+        self.manage(service);
+    }
+
+    /// `service` becomes a blue/green service: UpdateService starts a service deployment,
+    /// which stays IN_PROGRESS until the test ends it ([`Self::set_status`]) unless a
+    /// lifecycle drives it ([`Self::drive`]).
+    pub fn manage(&self, service: NativeService) {
+        self.blue_green(&service.service, &service.test_listener_rule);
         self.model
             .lock()
             .unwrap()
@@ -463,7 +470,7 @@ fn start_deployment(shared: &Shared, request: &Value) -> Option<Response> {
     let task_definition = request["taskDefinition"].as_str()?.to_string();
     let service = name_of(&request["service"]);
     let spec = shared.model.lock().unwrap().services.get(&service)?.clone();
-    let lifecycle = shared.lifecycle.lock().unwrap().clone()?;
+    let lifecycle = shared.lifecycle.lock().unwrap().clone();
     // A second deployment supersedes the one in progress, as ECS does.
     let superseded: Vec<String> = {
         let model = shared.model.lock().unwrap();
@@ -492,17 +499,19 @@ fn start_deployment(shared: &Shared, request: &Value) -> Option<Response> {
         &task_definition,
         &spec.green_target_group,
     );
-    set_status(&shared.model, &started.arn, "PENDING", "");
-    let driver = Driver {
-        model: shared.model.clone(),
-        lifecycle,
-        spec: spec.clone(),
-        deployment: started.arn.clone(),
-        revision: started.revision.clone(),
-        task_definition: task_definition.clone(),
-        ecs_id: format!("ecs-svc/{n:019}"),
-    };
-    tokio::spawn(driver.run());
+    if let Some(lifecycle) = lifecycle {
+        set_status(&shared.model, &started.arn, "PENDING", "");
+        let driver = Driver {
+            model: shared.model.clone(),
+            lifecycle,
+            spec: spec.clone(),
+            deployment: started.arn.clone(),
+            revision: started.revision.clone(),
+            task_definition: task_definition.clone(),
+            ecs_id: format!("ecs-svc/{n:019}"),
+        };
+        tokio::spawn(driver.run());
+    }
     let base = format!("arn:aws:ecs:us-east-1:{}", crate::world::ACCOUNT);
     let mut service_json = json!({
         "serviceArn": format!("{base}:service/{}/{}", spec.cluster, spec.service),

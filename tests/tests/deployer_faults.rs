@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use greenlight_tests::deployer_case::{Case, Delivered, MotoWorld, Release, APP};
+use greenlight_tests::deployer_case::{Case, Delivered, Engine, MotoWorld, Release, APP};
 use greenlight_tests::faults::{injection_points, record_calls, Fault};
 use serde_json::Value;
 
@@ -65,13 +65,14 @@ async fn play(case: &Case, releases: &[Release], redelivery: Redelivery) {
             Step::EndAny => unreachable!(),
             Step::End(digest) => {
                 let Some(d) = case
-                    .deployments_of(&digest)
+                    .runs_of(&digest)
+                    .await
                     .into_iter()
                     .find(|d| d.status == "InProgress")
                 else {
                     continue;
                 };
-                case.stand_in.complete(&d.id, "Succeeded")
+                case.finish(&d.id, true).await
             }
         };
         let request = format!("step-{i}");
@@ -129,6 +130,44 @@ async fn every_fault_at_every_call_deploys_each_release_at_most_once_and_the_new
     let (total, failures) = run_matrix(Scenario::Pushes, &w, &releases, &calls).await;
     println!(
         "fault matrix: {} calls x {} fault kinds (+ late/duplicate redelivery for the 2 that fail the invocation) = {total} cases, {} violated",
+        points.len(),
+        Fault::ALL.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_the_native_engine_every_fault_at_every_call_deploys_each_release_at_most_once_and_the_newest_ships(
+) {
+    // The same scenario and promises when ECS deploys the service itself: UpdateService, the
+    // service deployment APIs and "ECS Deployment State Change" events instead of CodeDeploy.
+    let w = MotoWorld::deployed_by(Engine::Ecs).await;
+    let releases = w.push_releases(4).await;
+    let clean = w.case("native-clean", BUDGET).await;
+    play(&clean, &releases, Redelivery::Retry).await;
+    assert_eq!(clean.violations(&releases).await, Vec::<String>::new());
+    let calls = clean.faults.calls();
+    for op in [
+        "DescribeServices",
+        "RegisterTaskDefinition",
+        "ListServiceDeployments",
+        "UpdateService",
+        "DescribeServiceDeployments",
+        "TransactWriteItems",
+    ] {
+        assert!(calls.iter().any(|c| c == op), "never calls {op}: {calls:?}");
+    }
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c == "CreateDeployment" || c == "GetDeploymentGroup"),
+        "CodeDeploy is not this service's engine: {calls:?}"
+    );
+    let points = injection_points(&calls);
+    let (total, failures) = run_matrix(Scenario::Pushes, &w, &releases, &calls).await;
+    println!(
+        "native fault matrix: {} calls x {} fault kinds (+ late/duplicate redelivery) = {total} cases, {} violated",
         points.len(),
         Fault::ALL.len(),
         failures.len()

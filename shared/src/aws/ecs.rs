@@ -337,6 +337,14 @@ impl EcsApi for Ecs {
             .cluster(cluster)
             .service(service)
             .task_definition(task_definition)
+            // Not retried by the SDK: a retry after a lost answer would start a second
+            // deployment that supersedes the first. The deployer's own retry first reads the
+            // service's deployments and adopts the one it started (`engine::EcsEngine`).
+            .customize()
+            .config_override(
+                aws_sdk_ecs::config::Builder::default()
+                    .retry_config(aws_sdk_ecs::config::retry::RetryConfig::disabled()),
+            )
             .send()
             .await
             .map_err(|e| {
