@@ -3,12 +3,14 @@
 //! for every attempt, and after Lambda's retries each state of a deployment is posted exactly
 //! once, and a rollback is never announced with a success headline. The real handler and SDK
 //! clients talk through a fault proxy to moto (DynamoDB, Secrets Manager) and the CodeDeploy
-//! stand-in; Slack is a real local receiver.
+//! stand-in, or, for a service ECS deploys itself, the ECS stand-in in front of moto (the
+//! service deployments and revisions, the task definition's tags); Slack is a real local
+//! receiver.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use greenlight_notifier::{handle, Deps};
+use greenlight_notifier::{notify, parse_event, Deps};
 use greenlight_shared::aws::codedeploy::CodeDeploy;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::DynamoLedger;
@@ -16,11 +18,14 @@ use greenlight_shared::secrets::{SecretReader, SecretRef};
 use greenlight_shared::slack::SlackPoster;
 use greenlight_shared::Config;
 use greenlight_tests::codedeploy::CodeDeployStandIn;
+use greenlight_tests::deployer_case::Engine;
+use greenlight_tests::ecs_native::{EcsNativeStandIn, NativeService};
 use greenlight_tests::faults::{injection_points, record_calls, Fault, FaultProxy, Faults};
 use greenlight_tests::moto::MotoServer;
 use greenlight_tests::receivers::SlackReceiver;
 use greenlight_tests::world::{
-    create_release_deployment, record_release, sdk_config, seed_app, Clients,
+    create_release_deployment, record_release, sdk_config, seed_app_deployed_by, Clients,
+    SeededApp, CLUSTER,
 };
 use serde_json::Value;
 
@@ -31,14 +36,22 @@ repository = "web1"
 application = "web1"
 deployment_group = "web1-bluegreen"
 "#;
+const NATIVE_CONFIG: &str = r#"
+[apps.web1]
+repository = "web1"
+cluster = "apps"
+service = "web1"
+"#;
 
 struct World {
     _moto: MotoServer,
     moto_endpoint: String,
     clients: Clients,
     slack: SlackReceiver,
-    group: greenlight_tests::codedeploy::GroupSpec,
-    serving: String,
+    app: SeededApp,
+    engine: Engine,
+    /// Native: the release's revision, tagged as the deployer tags it.
+    release_revision: String,
 }
 
 /// One case: its own ledger table, proxies and a cold notifier (the webhook is read once per
@@ -47,12 +60,42 @@ struct Case {
     deps: Deps,
     faults: Faults,
     stand_in: CodeDeployStandIn,
+    native: Option<EcsNativeStandIn>,
+    green_target_group: String,
+    release_revision: String,
 }
 
-async fn world() -> World {
+async fn world(engine: Engine) -> World {
+    use aws_sdk_ecs::types::{DeploymentControllerType, Tag};
     let moto = MotoServer::start().await;
     let clients = Clients::new(&moto.endpoint, &moto.endpoint).await;
-    let app = seed_app(&clients, "web1", 80).await;
+    let controller = match engine {
+        Engine::CodeDeploy => DeploymentControllerType::CodeDeploy,
+        Engine::Ecs => DeploymentControllerType::Ecs,
+    };
+    let app = seed_app_deployed_by(&clients, "web1", 80, controller).await;
+    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+    let release_revision = clients
+        .ecs
+        .register_task_definition()
+        .family("web1")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("web1")
+                .image(format!("web1@{DIGEST}"))
+                .memory(256)
+                .build(),
+        )
+        .tags(tag("greenlight:app", "web1"))
+        .tags(tag("greenlight:version", "v1.4.3"))
+        .tags(tag("greenlight:digest", DIGEST))
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .unwrap()
+        .to_string();
     let slack = SlackReceiver::start().await;
     clients
         .secrets
@@ -67,8 +110,9 @@ async fn world() -> World {
         _moto: moto,
         clients,
         slack,
-        group: app.group,
-        serving: app.task_definition,
+        app,
+        engine,
+        release_revision,
     }
 }
 
@@ -79,7 +123,22 @@ impl World {
         record_release(&self.clients, &table, "web1", "v1.4.3", DIGEST).await;
         // Each case has its own CodeDeploy (its deployment ids start again at d-000000001).
         let stand_in = CodeDeployStandIn::start(Duration::from_secs(30)).await;
-        stand_in.add_group(self.group.clone(), &self.serving);
+        stand_in.add_group(self.app.group.clone(), &self.app.task_definition);
+        let native = match self.engine {
+            Engine::CodeDeploy => None,
+            Engine::Ecs => {
+                let ecs = EcsNativeStandIn::start(&self.moto_endpoint).await;
+                ecs.manage(NativeService {
+                    cluster: CLUSTER.into(),
+                    service: "web1".into(),
+                    green_target_group: self.app.green_target_group.clone(),
+                    test_listener_rule: format!("{}/0", self.app.group.test_listener),
+                    hook_function: "CodeDeployHook_greenlight".into(),
+                    hook_stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
+                });
+                Some(ecs)
+            }
+        };
         let faults = Faults::default();
         let via_moto = sdk_config(
             &FaultProxy::start(&self.moto_endpoint, &faults)
@@ -93,11 +152,21 @@ impl World {
                 .endpoint,
         )
         .await;
+        let via_ecs = match &native {
+            Some(ecs) => {
+                sdk_config(&FaultProxy::start(&ecs.endpoint, &faults).await.endpoint).await
+            }
+            None => via_moto.clone(),
+        };
         let deps = Deps {
-            config: Config::parse(CONFIG).unwrap(),
+            config: Config::parse(match self.engine {
+                Engine::CodeDeploy => CONFIG,
+                Engine::Ecs => NATIVE_CONFIG,
+            })
+            .unwrap(),
             codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(&via_codedeploy))),
             ecs: Arc::new(greenlight_shared::aws::ecs::Ecs(aws_sdk_ecs::Client::new(
-                &via_moto,
+                &via_ecs,
             ))),
             ledger: Some(Arc::new(DynamoLedger::new(
                 aws_sdk_dynamodb::Client::new(&via_moto),
@@ -116,27 +185,68 @@ impl World {
             deps,
             faults,
             stand_in,
+            native,
+            green_target_group: self.app.green_target_group.clone(),
+            release_revision: self.release_revision.clone(),
         }
     }
 }
 
 impl Case {
-    /// The release's deployment fails and is rolled back: its FAILURE and the rollback's
-    /// SUCCESS, as EventBridge delivers them (now).
-    async fn failed_and_rolled_back(&self) -> Vec<Value> {
-        let codedeploy =
-            aws_sdk_codedeploy::Client::new(&sdk_config(&self.stand_in.endpoint).await);
-        let id = create_release_deployment(&codedeploy, "web1", "v1.4.3", DIGEST, None).await;
-        let (failure, rollback) = self.stand_in.fail_and_roll_back(&id);
-        vec![failure, rollback]
+    /// The release's deployment fails and is rolled back; each event delivered as it comes.
+    /// CodeDeploy: its FAILURE, then the rollback deployment's SUCCESS. ECS: the deployment's
+    /// IN_PROGRESS, then its FAILED once it has rolled back.
+    async fn fail_and_roll_back(&self, request: &str) {
+        let Some(ecs) = &self.native else {
+            let codedeploy =
+                aws_sdk_codedeploy::Client::new(&sdk_config(&self.stand_in.endpoint).await);
+            let id = create_release_deployment(&codedeploy, "web1", "v1.4.3", DIGEST, None).await;
+            let (failure, rollback) = self.stand_in.fail_and_roll_back(&id);
+            for (i, e) in [failure, rollback].iter().enumerate() {
+                self.deliver(e, &format!("{request}-{i}")).await;
+            }
+            return;
+        };
+        let deployment = ecs.deploy(
+            CLUSTER,
+            "web1",
+            1,
+            &self.release_revision,
+            &self.green_target_group,
+        );
+        let event = |name: &str| {
+            let mut e: Value = serde_json::from_str(include_str!(
+                "../../events/ecs-deployment-state-change-in-progress.json"
+            ))
+            .unwrap();
+            e["detail"]["eventName"] = name.into();
+            e["time"] = chrono::Utc::now().to_rfc3339().into();
+            e["resources"] = serde_json::json!([format!(
+                "arn:aws:ecs:us-east-1:{}:service/{CLUSTER}/web1",
+                greenlight_tests::world::ACCOUNT
+            )]);
+            e
+        };
+        self.deliver(
+            &event("SERVICE_DEPLOYMENT_IN_PROGRESS"),
+            &format!("{request}-0"),
+        )
+        .await;
+        ecs.set_status(
+            &deployment.arn,
+            "ROLLBACK_SUCCESSFUL",
+            "the POST_TEST_TRAFFIC_SHIFT hook failed",
+        );
+        self.deliver(&event("SERVICE_DEPLOYMENT_FAILED"), &format!("{request}-1"))
+            .await;
     }
 
     /// Delivers as Lambda would: retried (same request id) while it fails.
     async fn deliver(&self, event: &Value, request: &str) -> usize {
         for attempt in 1..=4 {
             let invocation = Invocation::for_test(request, Duration::from_secs(6));
-            let event = serde_json::from_value(event.clone()).unwrap();
-            if handle(&self.deps, event, &invocation).await.is_ok() {
+            let event = parse_event(event.clone()).unwrap();
+            if notify(&self.deps, event, &invocation).await.is_ok() {
                 return attempt;
             }
             self.faults.disarm();
@@ -148,23 +258,47 @@ impl Case {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_at_every_notifier_call_posts_each_state_once_and_never_a_success_for_a_rollback(
 ) {
-    let w = world().await;
+    matrix(
+        Engine::CodeDeploy,
+        &[
+            "PutItem",
+            "GetDeployment",
+            "GetSecretValue",
+            "GetItem",
+            "Query",
+            "UpdateItem",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_native_engine_every_fault_at_every_notifier_call_posts_each_state_once_and_never_a_success(
+) {
+    matrix(
+        Engine::Ecs,
+        &[
+            "PutItem",
+            "ListServiceDeployments",
+            "DescribeServiceRevisions",
+            "DescribeTaskDefinition",
+            "GetSecretValue",
+            "GetItem",
+            "Query",
+            "UpdateItem",
+        ],
+    )
+    .await;
+}
+
+async fn matrix(engine: Engine, expected_calls: &[&str]) {
+    let w = world(engine).await;
 
     // The fault-free run: the calls to break.
     let clean = w.case(0).await;
-    let events = clean.failed_and_rolled_back().await;
-    for (i, e) in events.iter().enumerate() {
-        clean.deliver(e, &format!("clean-{i}")).await;
-    }
+    clean.fail_and_roll_back("clean").await;
     let calls = clean.faults.calls();
-    for op in [
-        "PutItem",
-        "GetDeployment",
-        "GetSecretValue",
-        "GetItem",
-        "Query",
-        "UpdateItem",
-    ] {
+    for op in expected_calls {
         assert!(calls.iter().any(|c| c == op), "no {op} in {calls:?}");
     }
     let points = injection_points(&calls);
@@ -192,7 +326,6 @@ async fn every_fault_at_every_notifier_call_posts_each_state_once_and_never_a_su
             cases += 1;
             let c = w.case(n).await;
             n += 1;
-            let events = c.failed_and_rolled_back().await;
             let before = w.slack.messages().len();
             if let Some((op, nth)) = &point {
                 c.faults.arm(op, *nth, *fault);
@@ -200,9 +333,7 @@ async fn every_fault_at_every_notifier_call_posts_each_state_once_and_never_a_su
             if let Some(answers) = &slack {
                 w.slack.script(answers);
             }
-            for (i, e) in events.iter().enumerate() {
-                c.deliver(e, &format!("case-{n}-{i}")).await;
-            }
+            c.fail_and_roll_back(&format!("case-{n}")).await;
             seen_calls.extend(c.faults.calls());
             let posted: Vec<Value> = w.slack.messages()[before..].to_vec();
             let headlines: Vec<String> = posted
@@ -217,11 +348,25 @@ async fn every_fault_at_every_notifier_call_posts_each_state_once_and_never_a_su
                 failures.push(format!("{label}: {} posts: {headlines:?}", headlines.len()));
                 continue;
             }
-            if !headlines[0].contains("FAILED") {
-                failures.push(format!("{label}: the failure read {:?}", headlines[0]));
+            // CodeDeploy: FAILED, then the rollback's own success; ECS: started, then FAILED
+            // with the version rolled back to.
+            let (first, last) = match engine {
+                Engine::CodeDeploy => ("FAILED", "rolled back"),
+                Engine::Ecs => (
+                    "deploying to production",
+                    "FAILED on production — rolled back",
+                ),
+            };
+            if !headlines[0].contains(first) {
+                failures.push(format!(
+                    "{label}: the first message read {:?}",
+                    headlines[0]
+                ));
             }
-            if !headlines[1].contains("rolled back")
-                || posted[1].to_string().contains("white_check_mark")
+            if !headlines[1].contains(last)
+                || posted
+                    .iter()
+                    .any(|p| p.to_string().contains("white_check_mark"))
             {
                 failures.push(format!("{label}: the rollback read {:?}", headlines[1]));
             }
@@ -229,7 +374,7 @@ async fn every_fault_at_every_notifier_call_posts_each_state_once_and_never_a_su
     }
     record_calls("notifier", &seen_calls);
     println!(
-        "notifier fault matrix: {} calls x 2 faults + 2 Slack outages = {cases} cases, {} violated",
+        "notifier fault matrix ({engine:?}): {} calls x 2 faults + 2 Slack outages = {cases} cases, {} violated",
         points.len(),
         failures.len()
     );

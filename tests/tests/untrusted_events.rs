@@ -18,6 +18,9 @@ const SEEDS: &[&str] = &[
     include_str!("../../events/codedeploy-start.json"),
     include_str!("../../events/codedeploy-stop.json"),
     include_str!("../../events/codedeploy-success.json"),
+    include_str!("../../events/ecs-deployment-state-change-completed.json"),
+    include_str!("../../events/ecs-deployment-state-change-failed.json"),
+    include_str!("../../events/ecs-deployment-state-change-in-progress.json"),
     include_str!("../../events/ecs-lifecycle-hook-post-test-traffic-shift.json"),
     include_str!("../../events/ecr-archive-untagged.json"),
     include_str!("../../events/ecr-delete.json"),
@@ -196,7 +199,7 @@ fn every_seed_is_read_by_the_function_it_is_for() {
                 greenlight_deployer::parse_event(event.clone()).is_ok(),
                 "{seed}"
             );
-            if event["source"] == "aws.codedeploy" {
+            if event["source"] == "aws.codedeploy" || event["source"] == "aws.ecs" {
                 assert!(greenlight_notifier::parse_event(event).is_ok());
             }
         }
