@@ -75,6 +75,10 @@ REQUIRED_ACTIONS = {
         "ecs:DescribeTaskDefinition",
         "ecs:RegisterTaskDefinition",
         "ecs:TagResource",
+        "ecs:UpdateService",
+        "ecs:ListServiceDeployments",
+        "ecs:DescribeServiceDeployments",
+        "ecs:DescribeServiceRevisions",
         "iam:PassRole",
         "dynamodb:GetItem",
         "dynamodb:BatchGetItem",
@@ -109,6 +113,9 @@ REQUIRED_ACTIONS = {
     },
     "NotifierFunction": {
         "codedeploy:GetDeployment",
+        "ecs:ListServiceDeployments",
+        "ecs:DescribeServiceRevisions",
+        "ecs:DescribeTaskDefinition",
         "dynamodb:GetItem",
         "dynamodb:Query",
         "dynamodb:PutItem",
@@ -453,10 +460,15 @@ CODEDEPLOY_SAMPLES = [
     "codedeploy-failure",
     "codedeploy-stop",
 ]
+ECS_DEPLOYMENT_SAMPLES = [
+    "ecs-deployment-state-change-in-progress",
+    "ecs-deployment-state-change-completed",
+    "ecs-deployment-state-change-failed",
+]
 
 
 def test_sample_events_exist():
-    for name in ECR_SAMPLES + CODEDEPLOY_SAMPLES:
+    for name in ECR_SAMPLES + CODEDEPLOY_SAMPLES + ECS_DEPLOYMENT_SAMPLES:
         assert (EVENTS / f"{name}.json").is_file(), name
 
 
@@ -504,6 +516,34 @@ def test_deployer_state_rule_matches_finished_deployments_only(sam: dict, sample
     assert event_matches(pattern_of(rule), load_event(sample)) is expected
 
 
+@pytest.mark.parametrize("sample", ECS_DEPLOYMENT_SAMPLES)
+def test_notifier_takes_every_native_deployment_state(sam: dict, sample: str):
+    _, rule = single_rule(sam, "NotifierFunction", "aws.ecs")
+    assert event_matches(pattern_of(rule), load_event(sample))
+
+
+@pytest.mark.parametrize(
+    ("sample", "expected"),
+    [
+        ("ecs-deployment-state-change-in-progress", False),
+        ("ecs-deployment-state-change-completed", True),
+        ("ecs-deployment-state-change-failed", True),
+    ],
+)
+def test_deployer_takes_native_deployment_events_that_may_end_one(sam: dict, sample: str, expected: bool):
+    _, rule = single_rule(sam, "DeployerFunction", "aws.ecs")
+    assert event_matches(pattern_of(rule), load_event(sample)) is expected
+
+
+def test_ecs_rules_take_every_service_so_onboarding_needs_no_stack_update(sam: dict):
+    event = load_event("ecs-deployment-state-change-completed")
+    event["resources"] = ["arn:aws:ecs:us-east-1:111122223333:service/other/web9-onboarded-later"]
+    for function in ("NotifierFunction", "DeployerFunction"):
+        _, rule = single_rule(sam, function, "aws.ecs")
+        assert event_matches(pattern_of(rule), event)
+        assert "resources" not in pattern_of(rule)
+
+
 def test_codedeploy_rules_take_every_application_so_onboarding_needs_no_stack_update(sam: dict):
     event = load_event("codedeploy-success")
     event["detail"]["application"] = "web3-onboarded-later"
@@ -519,7 +559,10 @@ def test_rules_do_not_cross_sources(sam: dict):
         assert not event_matches(pattern_of(ecr_rule), load_event(sample))
     for function in ("NotifierFunction", "DeployerFunction"):
         _, rule = single_rule(sam, function, "aws.codedeploy")
-        for sample in ECR_SAMPLES:
+        for sample in ECR_SAMPLES + ECS_DEPLOYMENT_SAMPLES:
+            assert not event_matches(pattern_of(rule), load_event(sample))
+        _, rule = single_rule(sam, function, "aws.ecs")
+        for sample in ECR_SAMPLES + CODEDEPLOY_SAMPLES:
             assert not event_matches(pattern_of(rule), load_event(sample))
 
 
@@ -545,7 +588,7 @@ def test_matcher_itself():
 
 def test_every_rule_is_wired_reliably(sam: dict):
     rules = resources_of_type(sam, "AWS::Events::Rule")
-    assert len(rules) == 4
+    assert len(rules) == 6
     permissions = resources_of_type(sam, "AWS::Lambda::Permission")
     queue_policy = next(iter(resources_of_type(sam, "AWS::SQS::QueuePolicy").values()))
     (statement,) = queue_policy["Properties"]["PolicyDocument"]["Statement"]
@@ -671,6 +714,8 @@ SERVICE_OF_OPERATION = {
             "DescribeTaskSets",
             "DescribeServiceDeployments",
             "DescribeServiceRevisions",
+            "ListServiceDeployments",
+            "UpdateService",
         ]
     },
     **{
