@@ -64,6 +64,9 @@ pub struct FunctionHost {
     /// Serialises invocations: Lambda runs one at a time per execution environment.
     turn: Mutex<()>,
     init_error: Arc<Mutex<Option<(String, Value)>>>,
+    /// Invocations answered and the time they took (what Lambda bills), in microseconds.
+    invoked: std::sync::atomic::AtomicU64,
+    busy_us: std::sync::atomic::AtomicU64,
 }
 
 impl FunctionHost {
@@ -149,6 +152,8 @@ impl FunctionHost {
             counter: Default::default(),
             turn: Mutex::new(()),
             init_error,
+            invoked: Default::default(),
+            busy_us: Default::default(),
         }
     }
 
@@ -160,6 +165,27 @@ impl FunctionHost {
     /// Invokes the function and waits for its answer (or the timeout, reported as an error).
     pub async fn invoke(&self, payload: Value) -> Invoked {
         let _turn = self.turn.lock().await;
+        let started = std::time::Instant::now();
+        let answer = self.invoke_now(payload).await;
+        self.invoked
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.busy_us.fetch_add(
+            started.elapsed().as_micros() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        answer
+    }
+
+    /// How many invocations were answered, and the time they took together.
+    pub fn billed(&self) -> (u64, Duration) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (
+            self.invoked.load(SeqCst),
+            Duration::from_micros(self.busy_us.load(SeqCst)),
+        )
+    }
+
+    async fn invoke_now(&self, payload: Value) -> Invoked {
         let n = self
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -1,6 +1,7 @@
 //! `greenlight-bench`: size, cold start, memory, warm latency and AWS calls of the three
 //! functions (release builds), beside a minimal lambda_runtime echo function as the floor, and
-//! one deploy by Greenlight beside one by `aws ecs deploy`. Run it with `scripts/bench`.
+//! one deploy by Greenlight beside one by `aws ecs deploy`, and the Lambda time each engine's
+//! deployments cost (the local pipeline on release builds). Run it with `scripts/bench`.
 //!
 //! Everything runs through the same local Runtime API host; AWS and Slack are answered by a
 //! fast local stub (so latency is Greenlight's own cost), except the deploy comparison, which
@@ -216,12 +217,13 @@ async fn main() {
 
     let refresh = config_refresh_cost(&env, &out_dir).await;
     let comparison = compare_with_aws_cli(&env).await;
+    let lambda_time = lambda_time_per_deployment().await;
     // The arm64 bootstraps and zips `scripts/package` measured, when it has run.
     let arm64: Option<Value> =
         std::fs::read(workspace_root().join("target/greenlight-package/sizes.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let report = json!({"functions": rows, "arm64": arm64, "config_refresh": refresh, "deploy_comparison": comparison, "cold_runs": COLD_RUNS, "warm_invocations": WARM_INVOCATIONS});
+    let report = json!({"functions": rows, "arm64": arm64, "config_refresh": refresh, "deploy_comparison": comparison, "lambda_time_per_deployment": lambda_time, "cold_runs": COLD_RUNS, "warm_invocations": WARM_INVOCATIONS});
     std::fs::write(
         out_dir.join("results.json"),
         serde_json::to_string_pretty(&report).expect("JSON"),
@@ -229,6 +231,53 @@ async fn main() {
     .expect("results");
     print_table(&report);
     println!("\nJSON: target/greenlight-bench/results.json");
+}
+
+/// The Lambda time of whole deployments on each engine: the local pipeline (release builds,
+/// the pipeline's health settings: 3 good probes 200 ms apart, 3 bad ones fail) ships a
+/// healthy release and rolls back a failing one on web1 (CodeDeploy) and web2 (ECS blue/
+/// green); per function, the invocations and the time they took. The CodeDeploy hook probes
+/// inside one invocation; the native hook answers a round per invocation and is called back.
+async fn lambda_time_per_deployment() -> Value {
+    use greenlight_tests::pipeline::{Pipeline, Timeline};
+    use greenlight_tests::receivers::Health;
+    // The pipeline runs the release builds (`pipeline::binary` reads the profile from here).
+    std::env::set_var("GREENLIGHT_PROFILE", "release");
+    let p = Pipeline::start(Timeline::new(std::sync::Arc::new(|_| {}))).await;
+    let hosts = [
+        ("deployer", &p.world.deployer),
+        ("health-hook", &p.world.hook),
+        ("notifier", &p.world.notifier),
+    ];
+    let mut rows = vec![];
+    for (app, engine, good, bad) in [
+        ("web1", "CodeDeploy", "v1.0.0", "v1.0.1"),
+        ("web2", "ECS blue/green", "v2.0.0", "v2.0.1"),
+    ] {
+        for (version, health, deployment) in [
+            (good, Health::Healthy, "ships"),
+            (bad, Health::Failing, "rolled back"),
+        ] {
+            let before: Vec<_> = hosts.iter().map(|(_, h)| h.billed()).collect();
+            p.push(app, version, health).await;
+            let settled = p.settle(Duration::from_secs(90)).await;
+            let mut functions = serde_json::Map::new();
+            let mut total = Duration::ZERO;
+            for ((name, host), (n0, t0)) in hosts.iter().zip(before) {
+                let (n1, t1) = host.billed();
+                total += t1 - t0;
+                functions.insert(
+                    name.to_string(),
+                    json!({"invocations": n1 - n0, "ms": ms(t1 - t0)}),
+                );
+            }
+            rows.push(json!({
+                "engine": engine, "deployment": deployment, "settled": settled,
+                "functions": functions, "total_ms": ms(total),
+            }));
+        }
+    }
+    json!(rows)
 }
 
 /// What keeping the config fresh costs a warm deployer: its warm p50 with the config read
@@ -429,6 +478,26 @@ fn print_table(report: &Value) {
         "\nConfig refresh, deployer warm p50: {} ms as deployed (read again once a minute); {} ms reading it before every invocation.",
         r["warm_ms_p50_max_age_60s"], r["warm_ms_p50_read_every_invocation"]
     );
+    println!("\nLambda time per deployment (local pipeline, release builds; hook: 3 good probes 200 ms apart, or 3 bad):");
+    println!("| engine | deployment | deployer | health-hook | notifier | total |");
+    println!("|---|---|---|---|---|---|");
+    for r in report["lambda_time_per_deployment"].as_array().into_iter().flatten() {
+        let f = |name: &str| {
+            format!(
+                "{} ms ({}×)",
+                r["functions"][name]["ms"], r["functions"][name]["invocations"]
+            )
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} ms |",
+            r["engine"].as_str().unwrap_or_default(),
+            r["deployment"].as_str().unwrap_or_default(),
+            f("deployer"),
+            f("health-hook"),
+            f("notifier"),
+            r["total_ms"]
+        );
+    }
     let c = &report["deploy_comparison"];
     println!("\nOne deploy against moto + the CodeDeploy stand-in: Greenlight deployer (cold process + first invocation) {} ms; `aws ecs deploy` {} ms.",
         c["greenlight_cold_deployer_ms"], c["aws_ecs_deploy"]["ms"]);
