@@ -158,6 +158,10 @@ pub fn render_plan(answer: &Value) -> String {
     for change in answer["changes"].as_array().into_iter().flatten() {
         out += &format!("  {}\n", change.as_str().unwrap_or_default());
     }
+    if answer["engine"] == "ecs" {
+        out += "ECS blue/green: UpdateService with the new revision; the service's lifecycle hooks check it\n";
+        return out;
+    }
     out += "AppSpec:\n";
     out += &serde_json::to_string_pretty(&answer["appspec"]).unwrap_or_default();
     out += "\n";
@@ -293,6 +297,19 @@ mod tests {
             text.contains("  container web1: image a -> b\nAppSpec:\n{"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_native_plan_says_how_ecs_deploys_it_instead_of_an_appspec() {
+        let text = render_plan(&json!({
+            "outcome": "planned", "app": "web2", "version": "v2.0.0",
+            "digest": format!("sha256:{}", "ab".repeat(32)),
+            "task_definition": "arn:aws:ecs:us-east-1:123456789012:task-definition/web2:7",
+            "changes": ["container web2: image a -> b"], "already_running": false,
+            "engine": "ecs", "appspec": null,
+        }));
+        assert!(text.ends_with("container web2: image a -> b\nECS blue/green: UpdateService with the new revision; the service's lifecycle hooks check it\n"), "{text}");
+        assert!(!text.contains("AppSpec"), "{text}");
     }
 
     #[test]

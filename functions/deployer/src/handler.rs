@@ -205,7 +205,10 @@ pub enum Outcome {
         task_definition: String,
         /// One line per difference between the two revisions.
         changes: Vec<String>,
-        /// The AppSpec the deployment would carry (its new revision is named when registered).
+        /// The engine that would deploy it.
+        engine: EngineKind,
+        /// The AppSpec a CodeDeploy deployment would carry (its new revision is named when
+        /// registered); null for ECS blue/green, which deploys the revision itself.
         appspec: serde_json::Value,
         /// The service runs this image already (a deploy would replace its tasks).
         already_running: bool,
@@ -418,10 +421,10 @@ async fn requested_release(
 /// What a deploy of `push` would do, read and not written: the revision diff and the AppSpec.
 async fn plan(deps: &Deps, app: &AppConfig, push: &ImagePush) -> Result<Outcome, DeployError> {
     let Target {
+        engine,
         service,
         lb,
         container,
-        ..
     } = target(deps, app).await?;
     let (td, tags) = deps
         .ecs
@@ -454,7 +457,11 @@ async fn plan(deps: &Deps, app: &AppConfig, push: &ImagePush) -> Result<Outcome,
         already_running: container_image(&td, &container) == Some(push.image.as_str()),
         changes: revision_changes(&td, &tags, &next),
         task_definition: service.task_definition_arn,
-        appspec: serde_json::from_str(&appspec.to_json()).unwrap_or_default(),
+        engine: engine.kind(),
+        appspec: match engine.kind() {
+            EngineKind::CodeDeploy => serde_json::from_str(&appspec.to_json()).unwrap_or_default(),
+            EngineKind::Ecs => serde_json::Value::Null,
+        },
     })
 }
 

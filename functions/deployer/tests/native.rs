@@ -381,3 +381,43 @@ async fn events_of_services_nobody_deploys_are_skipped_after_one_ledger_read() {
     let out = w.run(nameless, "req-2").await.unwrap();
     assert!(matches!(out, Outcome::Skipped { .. }), "{out:?}");
 }
+
+#[tokio::test]
+async fn a_plan_for_a_native_service_names_its_engine_and_writes_nothing() {
+    let w = World::new();
+    let registry = Arc::new(FakeRegistry::new(w.calls.clone()));
+    registry
+        .images
+        .lock()
+        .unwrap()
+        .push(greenlight_shared::aws::ecr::RegistryImage {
+            digest: digest(1),
+            tags: vec!["v1.4.2".into()],
+        });
+    let mut deps = w.deps;
+    deps.registry = registry;
+    let plan = json!({
+        "greenlight": "plan", "app": "web1", "release": "v1.4.2",
+        "request_id": "7d8e2c1a-0000-4000-8000-000000000008",
+        "requested_by": "arn:aws:iam::123456789012:user/alice",
+        "requested_at": chrono::Utc::now().to_rfc3339(),
+    });
+    let out = handle(
+        &deps,
+        plan,
+        &Invocation::for_test("req-1", Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    let Outcome::Planned {
+        engine, appspec, ..
+    } = &out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*engine, greenlight_shared::engine::EngineKind::Ecs);
+    assert!(appspec.is_null(), "{appspec}");
+    assert_eq!(w.calls.count("UpdateService"), 0);
+    assert_eq!(w.calls.count("RegisterTaskDefinition"), 0);
+    assert!(w.ledger.record(&digest(1)).is_none());
+}

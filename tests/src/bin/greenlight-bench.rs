@@ -481,7 +481,11 @@ fn print_table(report: &Value) {
     println!("\nLambda time per deployment (local pipeline, release builds; hook: 3 good probes 200 ms apart, or 3 bad):");
     println!("| engine | deployment | deployer | health-hook | notifier | total |");
     println!("|---|---|---|---|---|---|");
-    for r in report["lambda_time_per_deployment"].as_array().into_iter().flatten() {
+    for r in report["lambda_time_per_deployment"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let f = |name: &str| {
             format!(
                 "{} ms ({}×)",
