@@ -10,7 +10,9 @@
 //! - CodeDeploy refuses a second deployment of a busy group; ECS would start it and supersede
 //!   the running one. The native engine therefore reads the service's active deployments
 //!   before UpdateService and answers "busy" itself, so both engines report a busy service the
-//!   same way (`AwsErrorKind::DeploymentLimitExceeded`).
+//!   same way (`AwsErrorKind::DeploymentLimitExceeded`). Unlike CodeDeploy's refusal, the read
+//!   and the update are two calls: a deployment someone else starts between them is
+//!   superseded by ours (ECS offers no conditional UpdateService).
 //! - A CodeDeploy deployment names its release in its description; a native one carries none,
 //!   so it is recognised by the task definition revision it deploys (registered for this run).
 //! - A CodeDeploy rollback is a deployment of its own; a native rollback is a state of the
@@ -146,7 +148,8 @@ fn codedeploy_run(d: Deployment) -> Run {
     }
 }
 
-/// Service deployment statuses that hold the service (a rollback holds it until it ends).
+/// Service deployment statuses that hold the service (a rollback holds it until it ends): the
+/// filter of the busy check.
 pub const ACTIVE_SERVICE_DEPLOYMENT: &[&str] = &[
     "PENDING",
     "IN_PROGRESS",
@@ -155,9 +158,18 @@ pub const ACTIVE_SERVICE_DEPLOYMENT: &[&str] = &[
     "ROLLBACK_IN_PROGRESS",
 ];
 
+/// The statuses a service deployment ends in. Any other (one ECS adds later, or none) is
+/// taken as still running: a deployment is never finished, nor deployed over, on a guess.
+pub const ENDED_SERVICE_DEPLOYMENT: &[&str] = &[
+    "SUCCESSFUL",
+    "STOPPED",
+    "ROLLBACK_SUCCESSFUL",
+    "ROLLBACK_FAILED",
+];
+
 fn native_run(d: ServiceDeploymentBrief, task_definition: Option<String>) -> Run {
     Run {
-        active: ACTIVE_SERVICE_DEPLOYMENT.contains(&d.status.as_str()),
+        active: !ENDED_SERVICE_DEPLOYMENT.contains(&d.status.as_str()),
         ended: match d.status.as_str() {
             "SUCCESSFUL" => ReleaseStatus::Succeeded,
             "STOPPED" => ReleaseStatus::Stopped,
@@ -372,6 +384,8 @@ mod tests {
         assert!(run("ROLLBACK_IN_PROGRESS").active);
         assert!(run("PENDING").active);
         assert!(!run("ROLLBACK_SUCCESSFUL").active);
+        assert!(run("").active, "no status is not an end");
+        assert!(run("SOMETHING_NEW").active);
         assert_eq!(run("ROLLBACK_SUCCESSFUL").ended, ReleaseStatus::Failed);
         assert_eq!(run("ROLLBACK_FAILED").ended, ReleaseStatus::Failed);
         assert_eq!(run("SUCCESSFUL").ended, ReleaseStatus::Succeeded);

@@ -50,12 +50,21 @@ pub type EcsDeploymentEvent = EventBridgeEvent<EcsDeploymentChange>;
 pub const ECS_DEPLOYMENT_STATE_CHANGE: &str = "ECS Deployment State Change";
 
 /// The (cluster, service) an ECS deployment event is about: its resource, the service ARN.
+/// Only names ECS accepts (1 to 255 letters, digits, `-` and `_`), so what comes back is
+/// bounded and safe to log, compare and send on as is.
 pub fn service_of_event(event: &EcsDeploymentEvent) -> Option<(&str, &str)> {
+    let valid = |name: &str| {
+        (1..=255).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     event
         .resources
         .iter()
         .flatten()
         .find_map(|arn| crate::engine::service_of_arn(arn))
+        .filter(|(cluster, service)| valid(cluster) && valid(service))
 }
 
 /// Whether an ECS deployment event may say a deployment ended (IN_PROGRESS never does).

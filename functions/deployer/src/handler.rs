@@ -697,21 +697,7 @@ async fn handle_deployment_end(
     let next = driver
         .apply(|q, lease| q.end(&deployment_id, outcome, lease))
         .await?;
-    let finished = Outcome::Finished {
-        app: app.name.clone(),
-        deployment_id: deployment_id.clone(),
-        next: None,
-    };
-    let after = driver.follow(next, finished.clone(), None).await?;
-    Ok(if after == finished {
-        finished
-    } else {
-        Outcome::Finished {
-            app: app.name.clone(),
-            deployment_id,
-            next: Some(Box::new(after)),
-        }
-    })
+    finish(&mut driver, next, deployment_id).await
 }
 
 /// A native deployment of a service changed state: when it may have ended, the app whose
@@ -723,15 +709,11 @@ async fn handle_service_deployment_change(
     invocation: &Invocation,
 ) -> Result<Outcome, DeployError> {
     let Some((cluster, service)) = service_of_event(event) else {
-        info!("skipped: the ECS deployment event names no service");
+        info!("skipped: the ECS deployment event names no valid service");
         return Ok(Outcome::Skipped {
-            reason: "the ECS deployment event names no service".into(),
+            reason: "the ECS deployment event names no valid service".into(),
         });
     };
-    let (cluster, service) = (
-        clipped(cluster, SHOWN_NAME_MAX),
-        clipped(service, SHOWN_NAME_MAX),
-    );
     let name = clipped(&event.detail.event_name, SHOWN_NAME_MAX);
     if !may_end(&event.detail) {
         info!(cluster = %cluster, service = %service, event = %name, "skipped: not the end of a deployment");
@@ -764,8 +746,18 @@ async fn handle_service_deployment_change(
             reason: format!("deployment {deployment_id} is still in progress"),
         });
     }
+    finish(&mut driver, next, deployment_id).await
+}
+
+/// A deployment ended (`next` is what its end leads to): carries `next` out and says so.
+async fn finish(
+    driver: &mut Driver<'_>,
+    next: Next,
+    deployment_id: String,
+) -> Result<Outcome, DeployError> {
+    let app = driver.app.name.clone();
     let finished = Outcome::Finished {
-        app: app.name.clone(),
+        app: app.clone(),
         deployment_id: deployment_id.clone(),
         next: None,
     };
@@ -774,7 +766,7 @@ async fn handle_service_deployment_change(
         finished
     } else {
         Outcome::Finished {
-            app: app.name.clone(),
+            app,
             deployment_id,
             next: Some(Box::new(after)),
         }

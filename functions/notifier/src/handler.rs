@@ -109,6 +109,8 @@ pub enum NotifyError {
         #[source]
         source: Box<greenlight_shared::AwsError>,
     },
+    #[error("ECS says a deployment of service {cluster}/{service} ended, but it still reads as running; retried")]
+    NotEndedYet { cluster: String, service: String },
     #[error("the {state} message of app `{app}` was not posted: {source}")]
     SlackGaveUp {
         app: String,
@@ -130,6 +132,7 @@ impl NotifyError {
             Self::DeploymentUnreadable { .. } | Self::ServiceUnreadable { .. } => {
                 "DeploymentUnreadable"
             }
+            Self::NotEndedYet { .. } => "DeploymentNotEndedYet",
         }
     }
 }
@@ -333,7 +336,7 @@ async fn announce(
             .region
             .clone()
             .or_else(|| event.region.clone())
-            .filter(|r| !r.is_empty())
+            .filter(|r| is_region(r))
             .unwrap_or_else(|| deps.region.clone()),
         mention_on_failure: app.slack.mention_on_failure.clone(),
         channel: app.slack.channel.clone(),
@@ -412,6 +415,15 @@ fn managing_app<'a>(config: &'a Config, application: &str, group: &str) -> Optio
                 None
             }
         })
+}
+
+/// A region's shape (`us-east-1`, `us-gov-west-1`): the event's region goes into a console link,
+/// so anything else is replaced by the function's own.
+fn is_region(text: &str) -> bool {
+    (4..=30).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn non_empty(from_event: &str, configured: &str) -> String {

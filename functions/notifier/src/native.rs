@@ -13,10 +13,10 @@
 
 use chrono::{DateTime, Utc};
 use greenlight_shared::aws::ecs::ServiceDeploymentBrief;
-use greenlight_shared::events::{clipped, service_of_event, EcsDeploymentEvent, SHOWN_NAME_MAX};
+use greenlight_shared::events::{may_end, service_of_event, EcsDeploymentEvent};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::task_definition::{tag_value, TAG_APP, TAG_DIGEST, TAG_VERSION};
-use greenlight_shared::AppConfig;
+use greenlight_shared::{AppConfig, AwsErrorKind};
 use tracing::{info, warn};
 
 use crate::handler::{
@@ -28,8 +28,9 @@ use crate::message::{Notice, Rollback, StartedBy};
 /// deployment followed at once (the deployer starts the next release when one ends).
 const RECENT_DEPLOYMENTS: usize = 3;
 
-/// How far back an event looks for deployments to announce.
-const LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::hours(6);
+/// How far back an event looks for deployments to announce: longer than ECS's longest bake
+/// time (24 h), so the end of any deployment still running is found.
+const LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::hours(25);
 
 /// The word CodeDeploy would use for a service deployment status (see the module docs).
 pub fn state_of(status: &str) -> &'static str {
@@ -42,6 +43,15 @@ pub fn state_of(status: &str) -> &'static str {
     }
 }
 
+/// What an announcement is claimed under: its state, except that a rollback that failed is
+/// announced again after the failure (whose message said it was rolling back).
+fn notice_key(status: &str) -> &'static str {
+    match status {
+        "ROLLBACK_FAILED" => "ROLLBACK_FAILED",
+        other => state_of(other),
+    }
+}
+
 /// One service deployment event: announces the current state of the service's recent
 /// deployments, each state once.
 pub async fn handle_service_deployment(
@@ -50,15 +60,11 @@ pub async fn handle_service_deployment(
     invocation: &Invocation,
 ) -> Result<Notified, NotifyError> {
     let Some((cluster, service)) = service_of_event(event) else {
-        info!("ignored: the ECS deployment event names no service");
+        info!("ignored: the ECS deployment event names no valid service");
         return Ok(Notified::Ignored {
-            reason: "the ECS deployment event names no service".into(),
+            reason: "the ECS deployment event names no valid service".into(),
         });
     };
-    let (cluster, service) = (
-        clipped(cluster, SHOWN_NAME_MAX),
-        clipped(service, SHOWN_NAME_MAX),
-    );
     // Apps that name their service are matched here; one named by its CodeDeploy group only
     // is found by the `greenlight:app` tag of the revision deployed.
     let named = deps.config.app_for_service(&cluster, &service);
@@ -69,17 +75,40 @@ pub async fn handle_service_deployment(
         });
     }
     let since = event.time.unwrap_or_else(Utc::now) - LOOK_BACK;
-    let mut recent = deps
+    let mut recent = match deps
         .ecs
-        .service_deployments(&cluster, &service, Some(since), false)
+        .service_deployments(cluster, service, Some(since), false)
         .await
-        .map_err(|e| NotifyError::ServiceUnreadable {
-            cluster: cluster.clone(),
-            service: service.clone(),
-            source: Box::new(e),
-        })?;
+    {
+        Ok(recent) => recent,
+        // Not a service the stack lets it read (another cluster), or gone: not Greenlight's.
+        Err(e) if matches!(e.kind, AwsErrorKind::AccessDenied | AwsErrorKind::NotFound) => {
+            info!(cluster = %cluster, service = %service, error = %e, "ignored: the service's deployments cannot be read");
+            return Ok(Notified::Ignored {
+                reason: format!(
+                    "the deployments of ECS service {cluster}/{service} cannot be read"
+                ),
+            });
+        }
+        Err(e) => {
+            return Err(NotifyError::ServiceUnreadable {
+                cluster: cluster.to_string(),
+                service: service.to_string(),
+                source: Box::new(e),
+            })
+        }
+    };
     recent.truncate(RECENT_DEPLOYMENTS);
     recent.reverse();
+    // ECS says a deployment ended while its newest still reads as running (its record lags the
+    // event): fail, so that Lambda's retry reads it again, unless this was the last attempt.
+    let lagging = may_end(&event.detail)
+        && recent
+            .last()
+            .is_some_and(|d| state_of(&d.status) == "START")
+        && event
+            .time
+            .is_some_and(|t| Utc::now() - t < crate::handler::LAST_ATTEMPT_AGE);
     let mut last = None;
     let mut first_error = None;
     for deployment in recent {
@@ -94,6 +123,10 @@ pub async fn handle_service_deployment(
     match (first_error, last) {
         (Some(e), _) => Err(e),
         (None, Some(posted)) => Ok(posted),
+        (None, None) if lagging => Err(NotifyError::NotEndedYet {
+            cluster: cluster.to_string(),
+            service: service.to_string(),
+        }),
         (None, None) => Ok(Notified::Ignored {
             reason: format!("nothing new to announce for ECS service {cluster}/{service}"),
         }),
@@ -109,6 +142,7 @@ async fn announce_once(
     invocation: &Invocation,
 ) -> Result<Option<Notified>, NotifyError> {
     let state = state_of(&deployment.status);
+    let key = notice_key(&deployment.status);
     // The release it deploys, from the tags of its revision's task definition.
     let (task_definition, tags) = match released(deps, deployment).await {
         Ok(found) => found,
@@ -126,7 +160,7 @@ async fn announce_once(
     let id = deployment.arn.as_str();
     let claimed = match &deps.ledger {
         Some(ledger) => match ledger
-            .claim_notice(id, state, &notice_lease(invocation))
+            .claim_notice(id, key, &notice_lease(invocation))
             .await
         {
             Ok(true) => true,
@@ -148,11 +182,8 @@ async fn announce_once(
             target: service.to_string(),
             deployment_id: id.to_string(),
             state: state.to_string(),
-            region: event
-                .region
-                .clone()
-                .filter(|r| !r.is_empty())
-                .unwrap_or_else(|| deps.region.clone()),
+            // ECS is read in the function's own region; the event's is not trusted.
+            region: deps.region.clone(),
             mention_on_failure: app.slack.mention_on_failure.clone(),
             channel: app.slack.channel.clone(),
             task_definition,
@@ -167,8 +198,8 @@ async fn announce_once(
     .await;
     if let (true, Some(ledger)) = (claimed, &deps.ledger) {
         let recorded = match &result {
-            Ok(_) => ledger.notice_posted(id, state).await,
-            Err(_) => ledger.release_notice(id, state).await,
+            Ok(_) => ledger.notice_posted(id, key).await,
+            Err(_) => ledger.release_notice(id, key).await,
         };
         if let Err(e) = recorded {
             warn!(app = %app.name, deployment_id = %id, error = %e, "could not record the announcement");
@@ -232,7 +263,15 @@ async fn enrich(
             notice.hook_reason = record.hook_reason;
         }
     }
-    if rolled_back {
+    if deployment.status == "ROLLBACK_FAILED" {
+        notice.error_message = Some(format!(
+            "ECS could not roll back: {}",
+            deployment
+                .status_reason
+                .as_deref()
+                .unwrap_or("no reason given")
+        ));
+    } else if rolled_back {
         let to = match ledger {
             Some(ledger) => last_good(ledger, app, notice.digest.as_deref())
                 .await

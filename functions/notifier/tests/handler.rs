@@ -1115,3 +1115,99 @@ async fn a_refused_announcement_of_a_native_state_is_posted_by_the_retried_event
     assert!(matches!(out, Notified::Posted { .. }), "{out:?}");
     assert_eq!(w.slack.bodies().len(), 2);
 }
+
+#[tokio::test]
+async fn an_end_ecs_announces_before_its_deployment_reads_ended_is_retried_then_let_go() {
+    let w = World::new(Answer::OK).await;
+    w.native_release(vec![service_deployment(1, "IN_PROGRESS", None)]);
+    w.run_native("SERVICE_DEPLOYMENT_IN_PROGRESS", "web3")
+        .await
+        .unwrap();
+    // COMPLETED while ECS still lists the deployment as running: retried, nothing posted.
+    let err = w
+        .run_native("SERVICE_DEPLOYMENT_COMPLETED", "web3")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NotifyError::NotEndedYet { .. }), "{err}");
+    // On the last attempt (an old event) it is let go rather than failed for good.
+    let mut old = sample("ecs-deployment-state-change-completed");
+    old["resources"] = json!(["arn:aws:ecs:us-east-1:123456789012:service/default/web3"]);
+    old["time"] = json!(Utc::now() - chrono::Duration::minutes(5));
+    let out = greenlight_notifier::notify(
+        &w.deps,
+        greenlight_notifier::parse_event(old).unwrap(),
+        &Invocation::for_test("req-9", Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, Notified::Ignored { .. }), "{out:?}");
+    assert_eq!(w.slack.bodies().len(), 1);
+}
+
+#[tokio::test]
+async fn a_rollback_that_fails_is_announced_after_the_failure() {
+    let w = World::new(Answer::OK).await;
+    w.native_release(vec![service_deployment(
+        1,
+        "ROLLBACK_IN_PROGRESS",
+        Some("hook failed"),
+    )]);
+    w.run_native("SERVICE_DEPLOYMENT_IN_PROGRESS", "web3")
+        .await
+        .unwrap();
+    w.set_native_status(1, "ROLLBACK_FAILED", Some("blue could not start"));
+    let out = w
+        .run_native("SERVICE_DEPLOYMENT_FAILED", "web3")
+        .await
+        .unwrap();
+    assert!(matches!(out, Notified::Posted { .. }), "{out:?}");
+    let bodies = w.slack.bodies();
+    assert_eq!(bodies.len(), 2);
+    let last = &bodies[1];
+    assert!(
+        lead(last).contains("web3 v2.0.0 FAILED on production"),
+        "{}",
+        lead(last)
+    );
+    assert!(!lead(last).contains("rolled back to"), "{}", lead(last));
+    assert_eq!(
+        field(last, "Error").as_deref(),
+        Some("ECS could not roll back: blue could not start")
+    );
+}
+
+#[tokio::test]
+async fn an_ecs_event_cannot_steer_the_console_link_or_name_an_invalid_service() {
+    let w = World::new(Answer::OK).await;
+    w.native_release(vec![service_deployment(1, "IN_PROGRESS", None)]);
+    let mut forged = sample("ecs-deployment-state-change-in-progress");
+    forged["resources"] = json!(["arn:aws:ecs:us-east-1:123456789012:service/default/web3"]);
+    forged["region"] = json!("evil.example|click me>");
+    greenlight_notifier::notify(
+        &w.deps,
+        greenlight_notifier::parse_event(forged).unwrap(),
+        &Invocation::for_test("req-1", Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    let text = w.posted().to_string();
+    assert!(!text.contains("evil"), "{text}");
+    assert!(
+        text.contains("https://us-east-1.console.aws.amazon.com/ecs/"),
+        "{text}"
+    );
+
+    let calls = w.calls.total();
+    for service in ["web3|x", &"w".repeat(256), ""] {
+        let out = w
+            .run_native("SERVICE_DEPLOYMENT_COMPLETED", service)
+            .await
+            .unwrap();
+        assert!(matches!(out, Notified::Ignored { .. }), "{out:?}");
+    }
+    assert_eq!(
+        w.calls.total(),
+        calls,
+        "no AWS call for an invalid service name"
+    );
+}

@@ -1,5 +1,6 @@
 //! `greenlight-local`: the whole Greenlight pipeline on this machine, no AWS account needed.
-//! Plays four acts of a two-app monorepo and prints what happens, as it happens.
+//! Plays five acts of a two-app monorepo (web1 deployed by CodeDeploy, web2 by ECS's native
+//! blue/green) and prints what happens, as it happens.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ async fn main() {
         let _ = std::io::stdout().flush();
     });
     println!(
-        "Greenlight local pipeline: moto (AWS), a CodeDeploy stand-in, local Slack and web apps\n"
+        "Greenlight local pipeline: moto (AWS), CodeDeploy and ECS blue/green stand-ins, local Slack and web apps\n"
     );
     let pipeline = tokio::time::timeout(
         Duration::from_secs(120),
@@ -59,7 +60,7 @@ async fn main() {
     }
     let failed = checks.iter().filter(|c| !c.1).count();
     if failed == 0 {
-        println!("\nVerdict: PASS — {} checks: a healthy release shipped, a bad one was rolled back before taking traffic, a release pushed mid-deployment waited and shipped, an operator rolled back through the same blue/green.", checks.len());
+        println!("\nVerdict: PASS — {} checks: on CodeDeploy (web1) and on ECS blue/green (web2) alike, a healthy release shipped, a bad one was rolled back before taking traffic, a release pushed mid-deployment waited and shipped; an operator rolled back through the same blue/green.", checks.len());
     } else {
         println!("\nVerdict: FAIL — {failed} of {} checks failed (function logs: target/greenlight-logs/)", checks.len());
         std::process::exit(1);
