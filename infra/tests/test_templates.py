@@ -99,7 +99,7 @@ REQUIRED_ACTIONS = {
         "ecs:DescribeServiceDeployments",
         "ecs:DescribeServiceRevisions",
         "ecs:DescribeServices",
-        "ecs:DescribeTaskDefinition",
+        "ecs:ListTagsForResource",
         "elasticloadbalancing:DescribeTargetHealth",
         "elasticloadbalancing:DescribeTargetGroups",
         "elasticloadbalancing:DescribeListeners",
@@ -115,7 +115,7 @@ REQUIRED_ACTIONS = {
         "codedeploy:GetDeployment",
         "ecs:ListServiceDeployments",
         "ecs:DescribeServiceRevisions",
-        "ecs:DescribeTaskDefinition",
+        "ecs:ListTagsForResource",
         "dynamodb:GetItem",
         "dynamodb:Query",
         "dynamodb:PutItem",
@@ -716,6 +716,7 @@ SERVICE_OF_OPERATION = {
             "DescribeServiceRevisions",
             "ListServiceDeployments",
             "UpdateService",
+            "ListTagsForResource",
         ]
     },
     **{

@@ -638,6 +638,10 @@ impl EcsApi for FakeEcs {
             .build();
         Ok((td, self.tags.lock().unwrap().clone()))
     }
+    async fn task_definition_tags(&self, _arn: &str) -> Result<Vec<Tag>, AwsError> {
+        self.calls.push("ListTagsForResource");
+        Ok(self.tags.lock().unwrap().clone())
+    }
     async fn register_task_definition(
         &self,
         request: RegisterTaskDefinitionInputBuilder,

@@ -251,7 +251,7 @@ async fn every_fault_at_every_call_of_a_native_check_still_answers_in_time_and_e
     for op in [
         "GetParameter",
         "DescribeServiceRevisions",
-        "DescribeTaskDefinition",
+        "ListTagsForResource",
         "DescribeServiceDeployments",
         "DescribeTargetHealth",
         "UpdateItem",

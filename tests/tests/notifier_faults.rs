@@ -281,7 +281,7 @@ async fn on_the_native_engine_every_fault_at_every_notifier_call_posts_each_stat
             "PutItem",
             "ListServiceDeployments",
             "DescribeServiceRevisions",
-            "DescribeTaskDefinition",
+            "ListTagsForResource",
             "GetSecretValue",
             "GetItem",
             "Query",

@@ -328,9 +328,9 @@ async fn find_release(deps: &Deps, event: &EcsHookEvent, progress: &mut Progress
         Ok(r) => r,
         Err(e) => return Some(call_failed(e)),
     };
-    let (_, tags) = match deps
+    let tags = match deps
         .ecs
-        .task_definition(&revision.task_definition_arn)
+        .task_definition_tags(&revision.task_definition_arn)
         .await
     {
         Ok(td) => td,

@@ -143,7 +143,7 @@ async fn healthy_green_succeeds_after_n_rounds_each_answering_at_once() {
     );
     // The release is found once, then carried in hookDetails.
     assert_eq!(w.calls.count("DescribeServiceRevisions"), 1);
-    assert_eq!(w.calls.count("DescribeTaskDefinition"), 1);
+    assert_eq!(w.calls.count("ListTagsForResource"), 1);
     assert_eq!(w.calls.count("DescribeServiceDeployments"), 3);
     let progress = &answers[2].hook_details.as_ref().unwrap()["greenlight"];
     assert_eq!(progress["app"], "web2");

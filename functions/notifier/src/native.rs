@@ -221,7 +221,7 @@ async fn released(
         .service_revision(revision)
         .await?
         .task_definition_arn;
-    let (_, tags) = deps.ecs.task_definition(&arn).await?;
+    let tags = deps.ecs.task_definition_tags(&arn).await?;
     Ok((Some(arn), tags))
 }
 

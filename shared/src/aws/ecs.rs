@@ -72,6 +72,9 @@ pub trait EcsApi: Send + Sync {
     async fn service(&self, cluster: &str, service: &str) -> Result<EcsServiceInfo, AwsError>;
     /// The task definition and its tags.
     async fn task_definition(&self, arn: &str) -> Result<(TaskDefinition, Vec<Tag>), AwsError>;
+    /// A task definition's tags alone (ListTagsForResource): what the hook and the notifier
+    /// read a release from, without the task definition's large shape.
+    async fn task_definition_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError>;
     /// Registers a revision; returns its ARN.
     async fn register_task_definition(
         &self,
@@ -207,6 +210,19 @@ impl EcsApi for Ecs {
             )
         })?;
         Ok((td, tags))
+    }
+
+    async fn task_definition_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError> {
+        let out = self
+            .0
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk("ListTagsForResource", format!("task definition {arn}"), e)
+            })?;
+        Ok(out.tags.unwrap_or_default())
     }
 
     async fn register_task_definition(
