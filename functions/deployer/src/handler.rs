@@ -545,15 +545,14 @@ async fn target(deps: &Deps, app: &AppConfig) -> Result<Target, DeployError> {
             service: name.clone(),
         }),
     };
-    let lb =
-        service
-            .load_balancers
-            .first()
-            .cloned()
-            .ok_or_else(|| DeployError::NoLoadBalancer {
-                cluster,
-                service: name,
-            })?;
+    let lb = service
+        .load_balancers
+        .first()
+        .cloned()
+        .ok_or(DeployError::NoLoadBalancer {
+            cluster,
+            service: name,
+        })?;
     let container = app
         .container
         .clone()

@@ -67,7 +67,7 @@ pub async fn handle_service_deployment(
     };
     // Apps that name their service are matched here; one named by its CodeDeploy group only
     // is found by the `greenlight:app` tag of the revision deployed.
-    let named = deps.config.app_for_service(&cluster, &service);
+    let named = deps.config.app_for_service(cluster, service);
     if named.is_none() && deps.config.apps.iter().all(|a| a.service.is_some()) {
         info!(cluster = %cluster, service = %service, "ignored: service not managed by Greenlight");
         return Ok(Notified::Ignored {

@@ -425,7 +425,7 @@ impl EcsApi for Ecs {
             })
             .filter(|d| !d.arn.is_empty())
             .collect();
-        listed.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        listed.sort_by_key(|d| std::cmp::Reverse(d.created_at));
         Ok(listed)
     }
 }
