@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_ecs::types::DeploymentControllerType;
-use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 use serde_json::Value;
 
 use crate::codedeploy::{CodeDeployStandIn, GroupSpec, Lifecycle};
@@ -21,8 +20,8 @@ use crate::moto::{workspace_root, MotoServer};
 use crate::receivers::{GreenApp, Health, SlackReceiver};
 use crate::runtime::{FunctionHost, Invoked};
 use crate::world::{
-    create_green_task_set, push_event, seed_app_deployed_by, Clients, SeededApp, CLUSTER,
-    GREEN_TASK_IP, TABLE,
+    create_green_task_set, push_event, seed_app_deployed_by, start_green_task, stop_green_task,
+    Clients, SeededApp, CLUSTER, TABLE,
 };
 
 pub const HOOK_FUNCTION: &str = "CodeDeployHook_greenlight";
@@ -737,18 +736,7 @@ impl World {
             .force(true)
             .send()
             .await;
-        let target = TargetDescription::builder()
-            .id(GREEN_TASK_IP)
-            .port(3000)
-            .build();
-        let _ = self
-            .clients
-            .elb
-            .deregister_targets()
-            .target_group_arn(&app.green_target_group)
-            .targets(target)
-            .send()
-            .await;
+        stop_green_task(&self.clients, &app.green_target_group).await;
     }
 }
 
@@ -759,19 +747,7 @@ impl NativeLifecycle for World {
         service: &NativeService,
         task_definition: &str,
     ) -> Result<(), String> {
-        self.clients
-            .elb
-            .register_targets()
-            .target_group_arn(&service.green_target_group)
-            .targets(
-                TargetDescription::builder()
-                    .id(GREEN_TASK_IP)
-                    .port(3000)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| format!("RegisterTargets: {e:?}"))?;
+        start_green_task(&self.clients, &service.green_target_group).await?;
         self.timeline.log(
             "ecs",
             format!(
@@ -797,7 +773,7 @@ impl NativeLifecycle for World {
             .send()
             .await
             .map_err(|e| format!("UpdateService: {e:?}"))?;
-        self.retire_green(service).await;
+        stop_green_task(&self.clients, &service.green_target_group).await;
         self.timeline.log(
             "ecs",
             format!(
@@ -810,7 +786,7 @@ impl NativeLifecycle for World {
     }
 
     async fn discard_green(&self, service: &NativeService) {
-        self.retire_green(service).await;
+        stop_green_task(&self.clients, &service.green_target_group).await;
         self.timeline.log(
             "ecs",
             format!(
@@ -889,22 +865,5 @@ impl NativeLifecycle for World {
             ),
         }
         self.deliver_to_deployer(event).await;
-    }
-}
-
-impl World {
-    async fn retire_green(&self, service: &NativeService) {
-        let target = TargetDescription::builder()
-            .id(GREEN_TASK_IP)
-            .port(3000)
-            .build();
-        let _ = self
-            .clients
-            .elb
-            .deregister_targets()
-            .target_group_arn(&service.green_target_group)
-            .targets(target)
-            .send()
-            .await;
     }
 }

@@ -470,7 +470,6 @@ pub async fn create_green_task_set(
     container: &str,
     port: i32,
 ) -> Result<String, String> {
-    use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
     let network = AwsVpcConfiguration::builder()
         .set_subnets(Some(app.subnets.clone()))
         .security_groups(&app.security_group)
@@ -503,23 +502,42 @@ pub async fn create_green_task_set(
         .and_then(|t| t.id())
         .unwrap_or_default()
         .to_string();
-    c.elb
-        .register_targets()
-        .target_group_arn(&app.green_target_group)
-        .targets(
-            TargetDescription::builder()
-                .id(GREEN_TASK_IP)
-                .port(3000)
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| format!("RegisterTargets: {e:?}"))?;
+    start_green_task(c, &app.green_target_group).await?;
     Ok(id)
 }
 
 /// The address the green task registers in its target group.
 pub const GREEN_TASK_IP: &str = "10.0.1.10";
+
+/// Green's task registers in the green target group (where the hook reads its health).
+pub async fn start_green_task(c: &Clients, green_target_group: &str) -> Result<(), String> {
+    c.elb
+        .register_targets()
+        .target_group_arn(green_target_group)
+        .targets(green_task())
+        .send()
+        .await
+        .map_err(|e| format!("RegisterTargets: {e:?}"))?;
+    Ok(())
+}
+
+/// Green's task leaves the green target group (promoted or rolled back).
+pub async fn stop_green_task(c: &Clients, green_target_group: &str) {
+    let _ = c
+        .elb
+        .deregister_targets()
+        .target_group_arn(green_target_group)
+        .targets(green_task())
+        .send()
+        .await;
+}
+
+fn green_task() -> aws_sdk_elasticloadbalancingv2::types::TargetDescription {
+    aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+        .id(GREEN_TASK_IP)
+        .port(3000)
+        .build()
+}
 
 /// The EventBridge "ECR Image Action" event of a push, shaped like `events/ecr-push-version.json`.
 pub fn push_event(
