@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::aws::codedeploy::{CodeDeployApi, Deployment, NewDeployment};
-use crate::aws::ecs::{EcsApi, EcsServiceInfo, ServiceDeploymentBrief};
+use crate::aws::ecs::{EcsApi, EcsServiceInfo, ServiceDeploymentBrief, ServiceReads};
 use crate::error::{AwsError, AwsErrorKind};
 use crate::ledger::ReleaseStatus;
 
@@ -97,7 +97,7 @@ pub trait DeploymentEngine: Send + Sync {
 /// A deployment read back by id: a service deployment ARN is native, anything else CodeDeploy's.
 pub async fn run_by_id(
     codedeploy: &dyn CodeDeployApi,
-    ecs: &dyn EcsApi,
+    ecs: &dyn ServiceReads,
     id: &str,
 ) -> Result<Run, AwsError> {
     if is_service_deployment_arn(id) {

@@ -9,7 +9,7 @@ use crate::aws::codedeploy::{
 };
 use crate::aws::ecs::{
     EcsApi, EcsServiceInfo, LoadBalancedContainer, ServiceDeploymentBrief, ServiceDeploymentState,
-    ServiceRevisionInfo, TaskSetState,
+    ServiceReads, ServiceRevisionInfo, TaskSetState, TaskSetsApi,
 };
 use crate::aws::elb::{ListenerEndpoint, LoadBalancingApi, TargetState};
 use crate::events::ImagePush;
@@ -609,7 +609,7 @@ impl FakeEcs {
 }
 
 #[async_trait]
-impl EcsApi for FakeEcs {
+impl ServiceReads for FakeEcs {
     async fn service(&self, _cluster: &str, _service: &str) -> Result<EcsServiceInfo, AwsError> {
         self.calls.push("DescribeServices");
         Ok(EcsServiceInfo {
@@ -623,45 +623,6 @@ impl EcsApi for FakeEcs {
             controller: self.controller.lock().unwrap().clone(),
             strategy: self.strategy.lock().unwrap().clone(),
         })
-    }
-    async fn task_definition(&self, arn: &str) -> Result<(TaskDefinition, Vec<Tag>), AwsError> {
-        self.calls.push("DescribeTaskDefinition");
-        let td = TaskDefinition::builder()
-            .task_definition_arn(arn)
-            .family("web1")
-            .container_definitions(
-                ContainerDefinition::builder()
-                    .name("web1")
-                    .image(self.running_image.lock().unwrap().clone())
-                    .build(),
-            )
-            .build();
-        Ok((td, self.tags.lock().unwrap().clone()))
-    }
-    async fn task_definition_tags(&self, _arn: &str) -> Result<Vec<Tag>, AwsError> {
-        self.calls.push("ListTagsForResource");
-        Ok(self.tags.lock().unwrap().clone())
-    }
-    async fn register_task_definition(
-        &self,
-        request: RegisterTaskDefinitionInputBuilder,
-    ) -> Result<String, AwsError> {
-        self.calls.push("RegisterTaskDefinition");
-        let mut registered = self.registered.lock().unwrap();
-        registered.push(request);
-        Ok(format!(
-            "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:{}",
-            7 + registered.len()
-        ))
-    }
-    async fn task_sets(
-        &self,
-        _c: &str,
-        _s: &str,
-        _ids: &[String],
-    ) -> Result<Vec<TaskSetState>, AwsError> {
-        self.calls.push("DescribeTaskSets");
-        next_answer(&self.task_set_answers, Ok(vec![]))
     }
     async fn service_deployment(&self, arn: &str) -> Result<ServiceDeploymentState, AwsError> {
         self.calls.push("DescribeServiceDeployments");
@@ -693,6 +654,62 @@ impl EcsApi for FakeEcs {
         }
         Ok(self.revision.lock().unwrap().clone())
     }
+    async fn service_deployments(
+        &self,
+        cluster: &str,
+        service: &str,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        active_only: bool,
+    ) -> Result<Vec<ServiceDeploymentBrief>, AwsError> {
+        self.calls.push("ListServiceDeployments");
+        let listed = self.service_deployments.lock().unwrap();
+        let mut found: Vec<ServiceDeploymentBrief> = listed
+            .iter()
+            .map(|(d, _)| d.clone())
+            .filter(|d| crate::engine::service_of_arn(&d.arn) == Some((cluster, service)))
+            .filter(|d| {
+                !active_only
+                    || crate::engine::ACTIVE_SERVICE_DEPLOYMENT.contains(&d.status.as_str())
+            })
+            .filter(|d| since.is_none_or(|t| d.created_at.is_some_and(|c| c >= t)))
+            .collect();
+        found.reverse();
+        Ok(found)
+    }
+    async fn task_definition_tags(&self, _arn: &str) -> Result<Vec<Tag>, AwsError> {
+        self.calls.push("ListTagsForResource");
+        Ok(self.tags.lock().unwrap().clone())
+    }
+}
+
+#[async_trait]
+impl EcsApi for FakeEcs {
+    async fn task_definition(&self, arn: &str) -> Result<(TaskDefinition, Vec<Tag>), AwsError> {
+        self.calls.push("DescribeTaskDefinition");
+        let td = TaskDefinition::builder()
+            .task_definition_arn(arn)
+            .family("web1")
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("web1")
+                    .image(self.running_image.lock().unwrap().clone())
+                    .build(),
+            )
+            .build();
+        Ok((td, self.tags.lock().unwrap().clone()))
+    }
+    async fn register_task_definition(
+        &self,
+        request: RegisterTaskDefinitionInputBuilder,
+    ) -> Result<String, AwsError> {
+        self.calls.push("RegisterTaskDefinition");
+        let mut registered = self.registered.lock().unwrap();
+        registered.push(request);
+        Ok(format!(
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:{}",
+            7 + registered.len()
+        ))
+    }
     async fn update_service(
         &self,
         cluster: &str,
@@ -719,27 +736,18 @@ impl EcsApi for FakeEcs {
             .load(std::sync::atomic::Ordering::SeqCst);
         Ok(named.then_some(arn))
     }
-    async fn service_deployments(
+}
+
+#[async_trait]
+impl TaskSetsApi for FakeEcs {
+    async fn task_sets(
         &self,
-        cluster: &str,
-        service: &str,
-        since: Option<chrono::DateTime<chrono::Utc>>,
-        active_only: bool,
-    ) -> Result<Vec<ServiceDeploymentBrief>, AwsError> {
-        self.calls.push("ListServiceDeployments");
-        let listed = self.service_deployments.lock().unwrap();
-        let mut found: Vec<ServiceDeploymentBrief> = listed
-            .iter()
-            .map(|(d, _)| d.clone())
-            .filter(|d| crate::engine::service_of_arn(&d.arn) == Some((cluster, service)))
-            .filter(|d| {
-                !active_only
-                    || crate::engine::ACTIVE_SERVICE_DEPLOYMENT.contains(&d.status.as_str())
-            })
-            .filter(|d| since.is_none_or(|t| d.created_at.is_some_and(|c| c >= t)))
-            .collect();
-        found.reverse();
-        Ok(found)
+        _c: &str,
+        _s: &str,
+        _ids: &[String],
+    ) -> Result<Vec<TaskSetState>, AwsError> {
+        self.calls.push("DescribeTaskSets");
+        next_answer(&self.task_set_answers, Ok(vec![]))
     }
 }
 

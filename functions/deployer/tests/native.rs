@@ -380,6 +380,18 @@ async fn events_of_services_nobody_deploys_are_skipped_after_one_ledger_read() {
     nameless["resources"] = json!([]);
     let out = w.run(nameless, "req-2").await.unwrap();
     assert!(matches!(out, Outcome::Skipped { .. }), "{out:?}");
+    // Names ECS could not have made are not looked for (nor logged in full).
+    for service in ["web1|x".to_string(), "w".repeat(256)] {
+        let out = w
+            .run(ecs_event("SERVICE_DEPLOYMENT_COMPLETED", &service), "req-3")
+            .await
+            .unwrap();
+        assert!(
+            matches!(&out, Outcome::Skipped { reason } if reason.contains("no valid service")),
+            "{out:?}"
+        );
+    }
+    assert_eq!(w.calls.total(), 0);
 }
 
 #[tokio::test]

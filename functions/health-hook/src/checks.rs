@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use greenlight_shared::aws::ecs::EcsApi;
+use greenlight_shared::aws::ecs::TaskSetsApi;
 use greenlight_shared::aws::elb::LoadBalancingApi;
 use greenlight_shared::config::HealthSettings;
 use serde::Serialize;
@@ -47,7 +47,7 @@ async fn wait_or_give_up(interval: Duration, deadline: Instant) -> bool {
 
 /// The green task set is STEADY_STATE and runs its desired count.
 pub async fn task_set(
-    ecs: &dyn EcsApi,
+    ecs: &dyn TaskSetsApi,
     cluster: &str,
     service: &str,
     task_set_id: &str,

@@ -8,7 +8,7 @@ use aws_lambda_events::codedeploy::CodeDeployLifecycleEvent;
 use futures_util::FutureExt;
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::codedeploy::{CodeDeployApi, HookVerdict, TaskSetInfo};
-use greenlight_shared::aws::ecs::EcsApi;
+use greenlight_shared::aws::ecs::TaskSetsApi;
 use greenlight_shared::aws::elb::LoadBalancingApi;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::Ledger;
@@ -23,7 +23,7 @@ use crate::probe::Prober;
 pub struct Deps {
     pub config: Config,
     pub codedeploy: Arc<dyn CodeDeployApi>,
-    pub ecs: Arc<dyn EcsApi>,
+    pub ecs: Arc<dyn TaskSetsApi>,
     pub elb: Arc<dyn LoadBalancingApi>,
     pub prober: Arc<dyn Prober>,
     /// Where the verdict's reason is kept for the notifier (optional).

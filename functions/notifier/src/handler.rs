@@ -10,7 +10,7 @@ use aws_lambda_events::codedeploy::CodeDeployEvent;
 use chrono::{DateTime, Utc};
 use greenlight_shared::appspec::{AppSpec, ReleaseDescription};
 use greenlight_shared::aws::codedeploy::{CodeDeployApi, Deployment};
-use greenlight_shared::aws::ecs::EcsApi;
+use greenlight_shared::aws::ecs::ServiceReads;
 use greenlight_shared::events::EcsDeploymentEvent;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{Ledger, ReleaseRecord};
@@ -55,7 +55,7 @@ pub struct Deps {
     pub config: Config,
     pub codedeploy: Arc<dyn CodeDeployApi>,
     /// Native blue/green deployments are read from ECS.
-    pub ecs: Arc<dyn EcsApi>,
+    pub ecs: Arc<dyn ServiceReads>,
     /// The release ledger; without it messages carry only what CodeDeploy says.
     pub ledger: Option<Arc<dyn Ledger>>,
     pub secrets: Arc<dyn SecretSource>,

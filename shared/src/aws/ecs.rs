@@ -67,38 +67,16 @@ pub struct TaskSetState {
     pub target_group_arn: Option<String>,
 }
 
+/// The ECS reads of a service and its native blue/green deployments: all the notifier holds.
+/// Ports are split by who needs them: a function linked to a `dyn` port links every method's
+/// request and response shapes, used or not (the task definition's alone are most of a MB).
 #[async_trait]
-pub trait EcsApi: Send + Sync {
+pub trait ServiceReads: Send + Sync {
     async fn service(&self, cluster: &str, service: &str) -> Result<EcsServiceInfo, AwsError>;
-    /// The task definition and its tags.
-    async fn task_definition(&self, arn: &str) -> Result<(TaskDefinition, Vec<Tag>), AwsError>;
-    /// A task definition's tags alone (ListTagsForResource): what the hook and the notifier
-    /// read a release from, without the task definition's large shape.
-    async fn task_definition_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError>;
-    /// Registers a revision; returns its ARN.
-    async fn register_task_definition(
-        &self,
-        request: RegisterTaskDefinitionInputBuilder,
-    ) -> Result<String, AwsError>;
-    /// The service's task sets with these ids (all of them when `ids` is empty).
-    async fn task_sets(
-        &self,
-        cluster: &str,
-        service: &str,
-        ids: &[String],
-    ) -> Result<Vec<TaskSetState>, AwsError>;
     /// A native blue/green service deployment by ARN.
     async fn service_deployment(&self, arn: &str) -> Result<ServiceDeploymentState, AwsError>;
     /// A service revision by ARN.
     async fn service_revision(&self, arn: &str) -> Result<ServiceRevisionInfo, AwsError>;
-    /// Native blue/green: starts a deployment of `task_definition` (UpdateService); the
-    /// service deployment it started, when ECS names it in the answer.
-    async fn update_service(
-        &self,
-        cluster: &str,
-        service: &str,
-        task_definition: &str,
-    ) -> Result<Option<String>, AwsError>;
     /// The service's deployments, newest first: those created at or after `since`, or only
     /// those in progress (one page of up to 20: a window or the active ones, never a history).
     async fn service_deployments(
@@ -108,6 +86,41 @@ pub trait EcsApi: Send + Sync {
         since: Option<chrono::DateTime<chrono::Utc>>,
         active_only: bool,
     ) -> Result<Vec<ServiceDeploymentBrief>, AwsError>;
+    /// A task definition's tags alone (ListTagsForResource): what the hook and the notifier
+    /// read a release from, without the task definition's large shape.
+    async fn task_definition_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError>;
+}
+
+/// The deployer's ECS: the reads, and a new revision of the task definition deployed.
+#[async_trait]
+pub trait EcsApi: ServiceReads {
+    /// The task definition and its tags.
+    async fn task_definition(&self, arn: &str) -> Result<(TaskDefinition, Vec<Tag>), AwsError>;
+    /// Registers a revision; returns its ARN.
+    async fn register_task_definition(
+        &self,
+        request: RegisterTaskDefinitionInputBuilder,
+    ) -> Result<String, AwsError>;
+    /// Native blue/green: starts a deployment of `task_definition` (UpdateService); the
+    /// service deployment it started, when ECS names it in the answer.
+    async fn update_service(
+        &self,
+        cluster: &str,
+        service: &str,
+        task_definition: &str,
+    ) -> Result<Option<String>, AwsError>;
+}
+
+/// The health hook's ECS: the reads, and the task sets of a CodeDeploy deployment.
+#[async_trait]
+pub trait TaskSetsApi: ServiceReads {
+    /// The service's task sets with these ids (all of them when `ids` is empty).
+    async fn task_sets(
+        &self,
+        cluster: &str,
+        service: &str,
+        ids: &[String],
+    ) -> Result<Vec<TaskSetState>, AwsError>;
 }
 
 #[derive(Debug, Clone)]
@@ -131,7 +144,7 @@ fn found_or_missing<'a, T>(
 }
 
 #[async_trait]
-impl EcsApi for Ecs {
+impl ServiceReads for Ecs {
     async fn service(&self, cluster: &str, service: &str) -> Result<EcsServiceInfo, AwsError> {
         let resource = format!("ECS service {cluster}/{service}");
         let out = self
@@ -183,107 +196,6 @@ impl EcsApi for Ecs {
                 .and_then(|c| c.strategy())
                 .map(|s| s.as_str().to_string()),
         })
-    }
-
-    async fn task_definition(&self, arn: &str) -> Result<(TaskDefinition, Vec<Tag>), AwsError> {
-        let out = self
-            .0
-            .describe_task_definition()
-            .task_definition(arn)
-            .include(TaskDefinitionField::Tags)
-            .send()
-            .await
-            .map_err(|e| {
-                AwsError::from_sdk(
-                    "DescribeTaskDefinition",
-                    format!("task definition {arn}"),
-                    e,
-                )
-            })?;
-        let tags = out.tags.unwrap_or_default();
-        let td = out.task_definition.ok_or_else(|| {
-            AwsError::new(
-                "DescribeTaskDefinition",
-                format!("task definition {arn}"),
-                AwsErrorKind::NotFound,
-                "no task definition returned",
-            )
-        })?;
-        Ok((td, tags))
-    }
-
-    async fn task_definition_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError> {
-        let out = self
-            .0
-            .list_tags_for_resource()
-            .resource_arn(arn)
-            .send()
-            .await
-            .map_err(|e| {
-                AwsError::from_sdk("ListTagsForResource", format!("task definition {arn}"), e)
-            })?;
-        Ok(out.tags.unwrap_or_default())
-    }
-
-    async fn register_task_definition(
-        &self,
-        request: RegisterTaskDefinitionInputBuilder,
-    ) -> Result<String, AwsError> {
-        let family = request.get_family().clone().unwrap_or_default();
-        let resource = format!("task definition family {family}");
-        let out = request
-            .send_with(&self.0)
-            .await
-            .map_err(|e| AwsError::from_sdk("RegisterTaskDefinition", &resource, e))?;
-        out.task_definition
-            .and_then(|t| t.task_definition_arn)
-            .ok_or_else(|| {
-                AwsError::new(
-                    "RegisterTaskDefinition",
-                    resource,
-                    AwsErrorKind::Unavailable,
-                    "no ARN returned",
-                )
-            })
-    }
-
-    async fn task_sets(
-        &self,
-        cluster: &str,
-        service: &str,
-        ids: &[String],
-    ) -> Result<Vec<TaskSetState>, AwsError> {
-        let out = self
-            .0
-            .describe_task_sets()
-            .cluster(cluster)
-            .service(service)
-            .set_task_sets((!ids.is_empty()).then(|| ids.to_vec()))
-            .send()
-            .await
-            .map_err(|e| {
-                AwsError::from_sdk(
-                    "DescribeTaskSets",
-                    format!("ECS service {cluster}/{service}"),
-                    e,
-                )
-            })?;
-        Ok(out
-            .task_sets()
-            .iter()
-            .map(|t| TaskSetState {
-                id: t.id().unwrap_or_default().to_string(),
-                task_definition_arn: t.task_definition().map(str::to_string),
-                stability: t.stability_status().map(|s| s.as_str().to_string()),
-                desired_count: t.computed_desired_count(),
-                running_count: t.running_count(),
-                target_group_arn: t
-                    .load_balancers()
-                    .first()
-                    .and_then(|lb| lb.target_group_arn())
-                    .map(str::to_string),
-            })
-            .collect())
     }
 
     async fn service_deployment(&self, arn: &str) -> Result<ServiceDeploymentState, AwsError> {
@@ -341,41 +253,6 @@ impl EcsApi for Ecs {
         })
     }
 
-    async fn update_service(
-        &self,
-        cluster: &str,
-        service: &str,
-        task_definition: &str,
-    ) -> Result<Option<String>, AwsError> {
-        let out = self
-            .0
-            .update_service()
-            .cluster(cluster)
-            .service(service)
-            .task_definition(task_definition)
-            // Not retried by the SDK: a retry after a lost answer would start a second
-            // deployment that supersedes the first. The deployer's own retry first reads the
-            // service's deployments and adopts the one it started (`engine::EcsEngine`).
-            .customize()
-            .config_override(
-                aws_sdk_ecs::config::Builder::default()
-                    .retry_config(aws_sdk_ecs::config::retry::RetryConfig::disabled()),
-            )
-            .send()
-            .await
-            .map_err(|e| {
-                AwsError::from_sdk(
-                    "UpdateService",
-                    format!("ECS service {cluster}/{service}"),
-                    e,
-                )
-            })?;
-        Ok(out
-            .service()
-            .and_then(|s| s.current_service_deployment())
-            .map(str::to_string))
-    }
-
     async fn service_deployments(
         &self,
         cluster: &str,
@@ -427,6 +304,147 @@ impl EcsApi for Ecs {
             .collect();
         listed.sort_by_key(|d| std::cmp::Reverse(d.created_at));
         Ok(listed)
+    }
+    async fn task_definition_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError> {
+        let out = self
+            .0
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk("ListTagsForResource", format!("task definition {arn}"), e)
+            })?;
+        Ok(out.tags.unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl EcsApi for Ecs {
+    async fn task_definition(&self, arn: &str) -> Result<(TaskDefinition, Vec<Tag>), AwsError> {
+        let out = self
+            .0
+            .describe_task_definition()
+            .task_definition(arn)
+            .include(TaskDefinitionField::Tags)
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "DescribeTaskDefinition",
+                    format!("task definition {arn}"),
+                    e,
+                )
+            })?;
+        let tags = out.tags.unwrap_or_default();
+        let td = out.task_definition.ok_or_else(|| {
+            AwsError::new(
+                "DescribeTaskDefinition",
+                format!("task definition {arn}"),
+                AwsErrorKind::NotFound,
+                "no task definition returned",
+            )
+        })?;
+        Ok((td, tags))
+    }
+
+    async fn register_task_definition(
+        &self,
+        request: RegisterTaskDefinitionInputBuilder,
+    ) -> Result<String, AwsError> {
+        let family = request.get_family().clone().unwrap_or_default();
+        let resource = format!("task definition family {family}");
+        let out = request
+            .send_with(&self.0)
+            .await
+            .map_err(|e| AwsError::from_sdk("RegisterTaskDefinition", &resource, e))?;
+        out.task_definition
+            .and_then(|t| t.task_definition_arn)
+            .ok_or_else(|| {
+                AwsError::new(
+                    "RegisterTaskDefinition",
+                    resource,
+                    AwsErrorKind::Unavailable,
+                    "no ARN returned",
+                )
+            })
+    }
+
+    async fn update_service(
+        &self,
+        cluster: &str,
+        service: &str,
+        task_definition: &str,
+    ) -> Result<Option<String>, AwsError> {
+        let out = self
+            .0
+            .update_service()
+            .cluster(cluster)
+            .service(service)
+            .task_definition(task_definition)
+            // Not retried by the SDK: a retry after a lost answer would start a second
+            // deployment that supersedes the first. The deployer's own retry first reads the
+            // service's deployments and adopts the one it started (`engine::EcsEngine`).
+            .customize()
+            .config_override(
+                aws_sdk_ecs::config::Builder::default()
+                    .retry_config(aws_sdk_ecs::config::retry::RetryConfig::disabled()),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "UpdateService",
+                    format!("ECS service {cluster}/{service}"),
+                    e,
+                )
+            })?;
+        Ok(out
+            .service()
+            .and_then(|s| s.current_service_deployment())
+            .map(str::to_string))
+    }
+}
+
+#[async_trait]
+impl TaskSetsApi for Ecs {
+    async fn task_sets(
+        &self,
+        cluster: &str,
+        service: &str,
+        ids: &[String],
+    ) -> Result<Vec<TaskSetState>, AwsError> {
+        let out = self
+            .0
+            .describe_task_sets()
+            .cluster(cluster)
+            .service(service)
+            .set_task_sets((!ids.is_empty()).then(|| ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "DescribeTaskSets",
+                    format!("ECS service {cluster}/{service}"),
+                    e,
+                )
+            })?;
+        Ok(out
+            .task_sets()
+            .iter()
+            .map(|t| TaskSetState {
+                id: t.id().unwrap_or_default().to_string(),
+                task_definition_arn: t.task_definition().map(str::to_string),
+                stability: t.stability_status().map(|s| s.as_str().to_string()),
+                desired_count: t.computed_desired_count(),
+                running_count: t.running_count(),
+                target_group_arn: t
+                    .load_balancers()
+                    .first()
+                    .and_then(|lb| lb.target_group_arn())
+                    .map(str::to_string),
+            })
+            .collect())
     }
 }
 
