@@ -264,43 +264,60 @@ pub async fn handle(
         });
     }
 
-    // EventBridge delivers at least once: announce each state of a deployment once. Without a
-    // reachable ledger, a possible duplicate message beats a lost one.
+    let announced = once(deps, &app.name, deployment_id, state, invocation, async {
+        announce(deps, &event, app, invocation).await
+    })
+    .await?;
+    Ok(announced.unwrap_or_else(|| {
+        info!(app = %app.name, deployment_id = %deployment_id, state = %state, "ignored: already announced");
+        Notified::Ignored {
+            reason: format!("{state} of {deployment_id} was already announced"),
+        }
+    }))
+}
+
+/// Announces one state of a deployment at most once (EventBridge delivers at least once):
+/// claims it in the ledger, runs `post`, then marks it posted, or gives the claim back when the
+/// post failed so that the retried event posts it. `Ok(None)`: announced already (`post` did not
+/// run). Without a reachable ledger, a possible duplicate message beats a lost one.
+pub(crate) async fn once(
+    deps: &Deps,
+    app: &str,
+    deployment_id: &str,
+    state: &str,
+    invocation: &Invocation,
+    post: impl std::future::Future<Output = Result<Notified, NotifyError>>,
+) -> Result<Option<Notified>, NotifyError> {
     let claimed = match &deps.ledger {
         Some(ledger) => match ledger
             .claim_notice(deployment_id, state, &notice_lease(invocation))
             .await
         {
             Ok(true) => true,
-            Ok(false) => {
-                info!(app = %app.name, deployment_id = %deployment_id, state = %state, "ignored: already announced");
-                return Ok(Notified::Ignored {
-                    reason: format!("{state} of {deployment_id} was already announced"),
-                });
-            }
+            Ok(false) => return Ok(None),
             Err(e) => {
-                warn!(app = %app.name, deployment_id = %deployment_id, error = %e, "announcing without de-duplication");
+                warn!(app = %app, deployment_id = %deployment_id, error = %e, "announcing without de-duplication");
                 false
             }
         },
         None => false,
     };
-    let result = announce(deps, &event, app, invocation).await;
+    let result = post.await;
     if let (true, Some(ledger)) = (claimed, &deps.ledger) {
         let recorded = match &result {
             Ok(_) => ledger.notice_posted(deployment_id, state).await,
             Err(_) => ledger.release_notice(deployment_id, state).await,
         };
         if let Err(e) = recorded {
-            warn!(app = %app.name, deployment_id = %deployment_id, error = %e, "could not record the announcement");
+            warn!(app = %app, deployment_id = %deployment_id, error = %e, "could not record the announcement");
         }
     }
-    result
+    result.map(Some)
 }
 
 /// The announcement's claim lasts as long as this invocation (and 2 s): a retry after a crash
 /// (same request id) or after the deadline can always claim it again.
-pub(crate) fn notice_lease(invocation: &Invocation) -> greenlight_shared::queue::Lease {
+fn notice_lease(invocation: &Invocation) -> greenlight_shared::queue::Lease {
     greenlight_shared::queue::Lease {
         owner: invocation.request_id.clone(),
         until_ms: invocation.deadline_ms as i64 + 2_000,

@@ -20,7 +20,7 @@ use greenlight_shared::{AppConfig, AwsErrorKind};
 use tracing::{info, warn};
 
 use crate::handler::{
-    last_good, notice_lease, post_notice, release_record, webhook_for, Deps, Notified, NotifyError,
+    last_good, once, post_notice, release_record, webhook_for, Deps, Notified, NotifyError,
 };
 use crate::message::{Notice, Rollback, StartedBy};
 
@@ -143,36 +143,28 @@ async fn announce_once(
 ) -> Result<Option<Notified>, NotifyError> {
     let state = state_of(&deployment.status);
     let key = notice_key(&deployment.status);
-    // The release it deploys, from the tags of its revision's task definition.
-    let (task_definition, tags) = match released(deps, deployment).await {
-        Ok(found) => found,
-        Err(e) => {
-            // Announced without the release rather than not at all.
-            warn!(deployment = %deployment.arn, error = %e, "cannot read the revision deployed");
-            (None, vec![])
+    // The release it deploys, from the tags of its revision's task definition: read first only
+    // when they must tell the app; for an app named by its service, only for a state not
+    // announced yet (a redelivered event costs no read).
+    let (app, read) = match named {
+        Some(app) => (app, None),
+        None => {
+            let read = released_or_nothing(deps, deployment).await;
+            match tag_value(&read.1, TAG_APP).and_then(|n| deps.config.app_named(&n)) {
+                Some(app) => (app, Some(read)),
+                None => {
+                    info!(deployment = %deployment.arn, "ignored: a deployment of a service no app names");
+                    return Ok(None);
+                }
+            }
         }
     };
-    let tagged = tag_value(&tags, TAG_APP).and_then(|n| deps.config.app_named(&n));
-    let Some(app) = named.or(tagged) else {
-        info!(deployment = %deployment.arn, "ignored: a deployment of a service no app names");
-        return Ok(None);
-    };
     let id = deployment.arn.as_str();
-    let claimed = match &deps.ledger {
-        Some(ledger) => match ledger
-            .claim_notice(id, key, &notice_lease(invocation))
-            .await
-        {
-            Ok(true) => true,
-            Ok(false) => return Ok(None),
-            Err(e) => {
-                warn!(app = %app.name, deployment_id = %id, error = %e, "announcing without de-duplication");
-                false
-            }
-        },
-        None => false,
-    };
-    let result = async {
+    once(deps, &app.name, id, key, invocation, async {
+        let (task_definition, tags) = match read {
+            Some(read) => read,
+            None => released_or_nothing(deps, deployment).await,
+        };
         let webhook = webhook_for(deps, app).await?;
         let (cluster, service) = greenlight_shared::engine::service_of_arn(id).unwrap_or_default();
         let mut notice = Notice {
@@ -194,18 +186,20 @@ async fn announce_once(
         let at = event.time.unwrap_or_else(Utc::now);
         enrich(deps, app, deployment, at, &mut notice).await;
         post_notice(deps, app, &webhook, &notice, invocation).await
-    }
-    .await;
-    if let (true, Some(ledger)) = (claimed, &deps.ledger) {
-        let recorded = match &result {
-            Ok(_) => ledger.notice_posted(id, key).await,
-            Err(_) => ledger.release_notice(id, key).await,
-        };
-        if let Err(e) = recorded {
-            warn!(app = %app.name, deployment_id = %id, error = %e, "could not record the announcement");
-        }
-    }
-    result.map(Some)
+    })
+    .await
+}
+
+/// The release a deployment deploys, or nothing when it cannot be read: announced without the
+/// release rather than not at all.
+async fn released_or_nothing(
+    deps: &Deps,
+    deployment: &ServiceDeploymentBrief,
+) -> (Option<String>, Vec<aws_sdk_ecs::types::Tag>) {
+    released(deps, deployment).await.unwrap_or_else(|e| {
+        warn!(deployment = %deployment.arn, error = %e, "cannot read the revision deployed");
+        (None, vec![])
+    })
 }
 
 /// The task definition a deployment deploys, and its tags.

@@ -1011,13 +1011,26 @@ async fn a_native_deployment_is_announced_started_then_succeeded_each_once() {
         blocks(&body).last().unwrap()["elements"][0]["text"],
         json!("<https://us-east-1.console.aws.amazon.com/ecs/v2/clusters/default/services/web3/deployments?region=us-east-1|View the deployments of web3 in the AWS console>")
     );
-    // A duplicate delivery, and an event that changes nothing, post nothing.
+    // A duplicate delivery, and an event that changes nothing, post nothing, and cost one
+    // listing: the release is read only for a state not announced yet.
+    let reads = |w: &World| {
+        (
+            w.calls.count("ListServiceDeployments"),
+            w.calls.count("DescribeServiceRevisions") + w.calls.count("ListTagsForResource"),
+        )
+    };
+    let (listed, read) = reads(&w);
+    assert_eq!(
+        read, 2,
+        "one revision and one tag read for the announcement"
+    );
     let again = w
         .run_native("SERVICE_DEPLOYMENT_IN_PROGRESS", "web3")
         .await
         .unwrap();
     assert!(matches!(again, Notified::Ignored { .. }), "{again:?}");
     assert_eq!(w.slack.bodies().len(), 1);
+    assert_eq!(reads(&w), (listed + 1, read));
 
     w.set_native_status(1, "SUCCESSFUL", None);
     let out = w
