@@ -35,6 +35,7 @@ EXPANDED_SAM_TEMPLATE = "template.expanded.json"
 # Values given to list parameters when event patterns are evaluated.
 PARAMETER_VALUES = {
     "ManagedApplications": ["web1", "web2"],
+    "ManagedServices": ["web2"],
 }
 
 # Actions that support no resource-level permissions: IAM accepts only Resource "*" for them
@@ -811,7 +812,7 @@ def test_codedeploy_actions_are_scoped_to_the_managed_applications(sam: dict, fu
 def test_each_managed_application_gets_its_own_policies():
     apps = ["web1", "checkout-api", "admin.portal", "team-a-*"]
     template = sam_template({"ManagedApplications": apps})
-    policies = resources_of_type(template, "AWS::IAM::Policy")
+    policies = {k: v for k, v in resources_of_type(template, "AWS::IAM::Policy").items() if "CodeDeploy" in k}
     for app in apps:
         logical = re.sub("[^0-9A-Za-z]", "", app)
         for role in ("Deployer", "HealthHook", "Notifier"):
@@ -823,6 +824,49 @@ def test_each_managed_application_gets_its_own_policies():
             assert f":deploymentgroup:{app}/*" in text
             assert ":deploymentgroup:*" not in text and ":application:*" not in text
     assert not policies, f"policies not written per application: {sorted(policies)}"
+
+
+ECS_SERVICE_ARN = "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:service/${EcsClusterName}/"
+
+
+def update_service_grants(template: dict) -> dict[str, dict]:
+    """The policies (by logical id) of any role that allow ecs:UpdateService."""
+    grants = {}
+    for logical, resource in resources_of_type(template, "AWS::IAM::Policy").items():
+        statements = flatten_if(resource["Properties"]["PolicyDocument"]["Statement"])
+        if any("ecs:UpdateService" in as_list(s["Action"]) for s in statements):
+            grants[logical] = resource
+    return grants
+
+
+def test_update_service_is_scoped_to_each_managed_service_only_for_the_deployer():
+    services = ["web2", "checkout-api", "team-b-*"]
+    template = sam_template({**PARAMETER_VALUES, "ManagedServices": services})
+    for role in ("HealthHookRole", "NotifierRole"):
+        assert not any("ecs:UpdateService" in as_list(s["Action"]) for s in role_statements(template, role))
+    inline = template["Resources"]["DeployerRole"]["Properties"].get("Policies", [])
+    assert "ecs:UpdateService" not in json.dumps(inline), "UpdateService on the whole cluster"
+    grants = update_service_grants(template)
+    for service in services:
+        policy = grants.pop(f"DeployerEcsService{re.sub('[^0-9A-Za-z]', '', service)}")
+        assert policy["Condition"] == "DeploysNativeServices"
+        assert policy["Properties"]["Roles"] == [{"Ref": "DeployerRole"}]
+        (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert as_list(statement["Action"]) == ["ecs:UpdateService"]
+        assert [sub_text(r) for r in flatten_if(statement["Resource"])] == [f"{ECS_SERVICE_ARN}{service}"]
+    assert not grants, f"UpdateService granted beyond the managed services: {sorted(grants)}"
+
+
+def test_no_managed_service_means_no_update_service(sam: dict):
+    """The default (CodeDeploy only) creates no UpdateService policy: CloudFormation reads the
+    empty list as one empty entry, and every policy the loop writes is under a condition that is
+    false exactly when the list is empty."""
+    assert load_template(SAM_TEMPLATE)["Parameters"]["ManagedServices"]["Default"] == ""
+    assert sam["Conditions"]["DeploysNativeServices"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "ManagedServices"}]}, ""]}]
+    }
+    grants = update_service_grants(sam)
+    assert grants and all(g["Condition"] == "DeploysNativeServices" for g in grants.values())
 
 
 def test_the_operator_policy_allows_what_the_command_calls_and_nothing_else(sam: dict):
