@@ -33,7 +33,7 @@ impl fmt::Display for AwsErrorKind {
         f.write_str(match self {
             Self::NotFound => "not found",
             Self::AccessDenied => "access denied",
-            Self::DeploymentLimitExceeded => "deployment group busy",
+            Self::DeploymentLimitExceeded => "busy: a deployment is in progress",
             Self::AlreadyCompleted => "already completed",
             Self::Throttled => "throttled",
             Self::Invalid => "invalid request",

@@ -528,13 +528,13 @@ fn describe_deployer(v: &Value) -> String {
         ),
         "waiting" => match v["replaced"].as_str() {
             Some(old) => format!(
-                "{} {}: group busy, waits (replaces the older pending {})",
+                "{} {}: busy, waits (replaces the older pending {})",
                 s("app"),
                 s("version"),
                 &old[..19.min(old.len())]
             ),
             None => format!(
-                "{} {}: group busy, waits for the running deployment",
+                "{} {}: busy, waits for the running deployment",
                 s("app"),
                 s("version")
             ),

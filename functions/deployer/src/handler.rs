@@ -596,7 +596,7 @@ async fn deploy_release(
     let outcome = match &next {
         Next::Waiting { replaced } => {
             info!(app = %app.name, version = %record.version, digest = %record.digest,
-                  replaced = replaced.as_deref().unwrap_or(""), "deployment group busy: the release waits");
+                  replaced = replaced.as_deref().unwrap_or(""), "a deployment is in progress (deployment group or service busy): the release waits");
             Outcome::Waiting {
                 app: app.name.clone(),
                 version: record.version.clone(),
@@ -1082,7 +1082,7 @@ impl<'a> Driver<'a> {
                     return Err(e.into());
                 };
                 info!(app = %app.name, version = %record.version, digest = %record.digest, deployment_id = %foreign.id,
-                      "deployment group busy with a deployment Greenlight did not start: the release waits for its end");
+                      "busy with a deployment Greenlight did not start: the release waits for its end");
                 let next = self
                     .apply(|q, lease| q.blocked_by_foreign(&record.digest, &foreign.id, lease))
                     .await?;
