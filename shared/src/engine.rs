@@ -183,6 +183,10 @@ fn native_run(d: ServiceDeploymentBrief, task_definition: Option<String>) -> Run
     }
 }
 
+/// How often a throttled CreateDeployment is sent, and the first wait between two sends.
+const START_ATTEMPTS: usize = 3;
+const THROTTLE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// CodeDeploy deploying a service through a deployment group.
 pub struct CodeDeployEngine {
     pub api: Arc<dyn CodeDeployApi>,
@@ -196,15 +200,27 @@ impl DeploymentEngine for CodeDeployEngine {
         EngineKind::CodeDeploy
     }
 
+    /// CreateDeployment is sent again only after a throttle (refused before CodeDeploy acted);
+    /// any other failure may have created the deployment, and is left to the caller, which
+    /// reads the group's deployments back before creating anything.
     async fn start(&self, launch: &Launch) -> Result<String, AwsError> {
-        self.api
-            .create_deployment(&NewDeployment {
-                application: self.application.clone(),
-                deployment_group: self.deployment_group.clone(),
-                appspec: launch.appspec.clone(),
-                description: launch.description.clone(),
-            })
-            .await
+        let request = NewDeployment {
+            application: self.application.clone(),
+            deployment_group: self.deployment_group.clone(),
+            appspec: launch.appspec.clone(),
+            description: launch.description.clone(),
+        };
+        let mut backoff = THROTTLE_BACKOFF;
+        for _ in 1..START_ATTEMPTS {
+            match self.api.create_deployment(&request).await {
+                Err(e) if e.kind == AwsErrorKind::Throttled => {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 4;
+                }
+                answer => return answer,
+            }
+        }
+        self.api.create_deployment(&request).await
     }
 
     async fn runs_since(&self, since: DateTime<Utc>) -> Result<Vec<Run>, AwsError> {

@@ -34,6 +34,8 @@ pub struct FakeLedger {
     /// Earlier runs of digests that a request deployed again, oldest first.
     pub archived: Mutex<Vec<ReleaseRecord>>,
     pub unreachable: bool,
+    /// How many queue transactions fail (the ledger errs) before they are written again.
+    pub failing_commits: Mutex<usize>,
 }
 
 impl FakeLedger {
@@ -80,8 +82,16 @@ impl ReleaseLedger for FakeLedger {
             })
         };
         match releases.get_mut(&push.digest) {
-            Some(r) if other_request(r) && !r.status.is_final() => Ok(Claim::Done(r.clone())),
-            Some(r) if other_request(r) => {
+            Some(r)
+                if other_request(r)
+                    && !r.status.is_final()
+                    && !r.is_stale_claim(
+                        chrono::DateTime::from_timestamp_millis(lease.now_ms).unwrap_or_default(),
+                    ) =>
+            {
+                Ok(Claim::Done(r.clone()))
+            }
+            Some(r) if other_request(r) && r.status.is_final() => {
                 let record = ReleaseRecord {
                     owner: Some(lease.owner.clone()),
                     lease_until: until,
@@ -135,6 +145,21 @@ impl ReleaseLedger for FakeLedger {
     ) -> Result<Option<ReleaseRecord>, LedgerError> {
         self.check()?;
         Ok(self.record(digest))
+    }
+    async fn stale_claims(
+        &self,
+        app: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Vec<ReleaseRecord>, LedgerError> {
+        self.check()?;
+        Ok(self
+            .releases
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|r| r.app == app && r.is_stale_claim(now))
+            .cloned()
+            .collect())
     }
     async fn superseded_by(
         &self,
@@ -201,6 +226,16 @@ impl QueueLedger for FakeLedger {
     }
     async fn commit(&self, app: &str, read: &Queue, plan: &Plan) -> Result<bool, LedgerError> {
         self.check()?;
+        {
+            let mut failing = self.failing_commits.lock().unwrap();
+            if *failing > 0 {
+                *failing -= 1;
+                return Err(LedgerError {
+                    operation: "TransactWriteItems",
+                    message: "ProvisionedThroughputExceededException".into(),
+                });
+            }
+        }
         let mut queues = self.queues.lock().unwrap();
         let current = queues.entry(app.to_string()).or_default();
         if current.version != read.version {
@@ -307,6 +342,11 @@ pub struct FakeCodeDeploy {
     pub group_missing: bool,
     /// Refuse a deployment while another is active, as CodeDeploy does.
     pub one_at_a_time: bool,
+    /// How many CreateDeployments act and then lose their answer (an error after the fact).
+    pub lost_create_answers: Mutex<usize>,
+    /// The status a new deployment ends in at once (CodeDeploy fails a broken one within a
+    /// second); `None`: it runs until the test ends it.
+    pub ends_at_once: Option<&'static str>,
 }
 
 impl FakeCodeDeploy {
@@ -321,6 +361,8 @@ impl FakeCodeDeploy {
             deployments: Mutex::default(),
             group_missing: false,
             one_at_a_time: false,
+            lost_create_answers: Mutex::default(),
+            ends_at_once: None,
         }
     }
 }
@@ -380,12 +422,25 @@ impl CodeDeployApi for FakeCodeDeploy {
                 id: id.clone(),
                 application: request.application.clone(),
                 deployment_group: request.deployment_group.clone(),
-                status: "InProgress".into(),
+                status: self.ends_at_once.unwrap_or("InProgress").into(),
                 description: Some(request.description.clone()),
                 created_at: Some(Utc::now()),
                 ..Default::default()
             },
         );
+        let mut lost = self.lost_create_answers.lock().unwrap();
+        if *lost > 0 {
+            *lost -= 1;
+            return Err(AwsError::new(
+                "CreateDeployment",
+                format!(
+                    "deployment group {}/{}",
+                    request.application, request.deployment_group
+                ),
+                AwsErrorKind::Unavailable,
+                "dispatch failure: the connection closed before the answer",
+            ));
+        }
         Ok(id)
     }
     async fn deployment(&self, id: &str) -> Result<Deployment, AwsError> {

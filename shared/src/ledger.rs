@@ -148,6 +148,27 @@ impl ReleaseRecord {
     }
 }
 
+impl ReleaseRecord {
+    /// The push (or request) this release run was claimed for, to claim it again.
+    pub fn as_push(&self, repository: &str) -> ImagePush {
+        ImagePush {
+            app: self.app.clone(),
+            repository: repository.to_string(),
+            version: self.version.clone(),
+            digest: self.digest.clone(),
+            image: self.image.clone(),
+            pushed_at: self.pushed_at,
+            provenance: self.provenance.clone(),
+            request: self.request.clone(),
+        }
+    }
+
+    /// Claimed, and its claimer's lease has run out: the invocation died before it went on.
+    pub fn is_stale_claim(&self, now: DateTime<Utc>) -> bool {
+        self.status == ReleaseStatus::Claimed && self.lease_until.is_none_or(|t| t <= now)
+    }
+}
+
 /// The outcome of claiming a release.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
@@ -182,6 +203,14 @@ pub trait ReleaseLedger: Send + Sync {
         task_definition_arn: &str,
     ) -> Result<(), LedgerError>;
     async fn release(&self, app: &str, digest: &str) -> Result<Option<ReleaseRecord>, LedgerError>;
+    /// The app's releases still `claimed` by an invocation whose lease ran out before `now`:
+    /// one that died between its claim and the queue's admission left nothing else behind,
+    /// so the sweep reads these and takes them on.
+    async fn stale_claims(
+        &self,
+        app: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReleaseRecord>, LedgerError>;
     /// Releases superseded in favour of `digest`.
     async fn superseded_by(
         &self,
@@ -719,13 +748,17 @@ impl ReleaseLedger for DynamoLedger {
                 if !same_request {
                     // Another push or request of this digest: a final one is reopened for this
                     // request; one still under way is left to finish.
-                    if !record.status.is_final() {
+                    if record.status.is_final() {
+                        if self.reopen(push, lease, item, now).await? {
+                            return Ok(Claim::Acquired(acquired(push, lease)));
+                        }
+                        continue;
+                    }
+                    // A claim whose invocation died is taken over as it stands (the run it
+                    // was claimed for goes on); any other run under way is left to finish.
+                    if !record.is_stale_claim(now) {
                         return Ok(Claim::Done(record));
                     }
-                    if self.reopen(push, lease, item, now).await? {
-                        return Ok(Claim::Acquired(acquired(push, lease)));
-                    }
-                    continue;
                 }
             }
             if !record.status.is_in_flight() {
@@ -794,6 +827,24 @@ impl ReleaseLedger for DynamoLedger {
             .await?
             .as_ref()
             .and_then(record_of))
+    }
+
+    async fn stale_claims(
+        &self,
+        app: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReleaseRecord>, LedgerError> {
+        let items = self
+            .query_releases(
+                app,
+                Some(("release_status = :v", s(ReleaseStatus::Claimed.as_str()))),
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(record_of)
+            .filter(|r| r.is_stale_claim(now))
+            .collect())
     }
 
     async fn superseded_by(

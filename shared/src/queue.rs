@@ -168,6 +168,12 @@ impl Plan {
 }
 
 impl Queue {
+    /// Whether the release is in this queue: deploying, or waiting.
+    pub fn names(&self, digest: &str) -> bool {
+        self.active.as_ref().is_some_and(|a| a.is_release(digest))
+            || self.pending.as_ref().is_some_and(|p| p.digest == digest)
+    }
+
     fn keep(&self, next: Next) -> Plan {
         Plan {
             queue: self.clone(),

@@ -772,34 +772,52 @@ async fn finish(
     })
 }
 
-/// The periodic sweep (an EventBridge schedule): finishes what lost events left behind. A
-/// deployment whose end event never arrived is read back; a release whose invocation died
-/// is resumed; a waiting release in a free queue starts. One ledger read for all the apps and
-/// no AWS call when every queue is idle.
+/// The periodic sweep (an EventBridge schedule): finishes what lost events and dead
+/// invocations left behind. A release claimed by an invocation that died before the queue
+/// admitted it is taken on (newest first); a deployment whose end event never arrived is read
+/// back; a release whose invocation died is resumed; a waiting release in a free queue starts.
+/// One ledger read for the queues and one per app for stale claims; no AWS call when every
+/// queue is idle.
 async fn sweep(deps: &Deps, invocation: &Invocation) -> Result<Outcome, DeployError> {
     let names: Vec<String> = deps.config.apps.iter().map(|a| a.name.clone()).collect();
     let queues = deps.ledger.queues(&names).await?;
+    let now = Utc::now();
     let mut actions = vec![];
     let mut first_error = None;
     for (app, queue) in deps.config.apps.iter().zip(queues) {
-        if queue.active.is_none() && queue.pending.is_none() {
-            continue;
-        }
-        let mut driver = Driver::new(deps, app, invocation);
-        driver.known = Some(queue);
         let result = async {
+            let mut done = vec![];
+            let mut stale = deps.ledger.stale_claims(&app.name, now).await?;
+            stale.retain(|r| !queue.names(&r.digest));
+            // Newest first: an older one then finds it started and is superseded.
+            stale.sort_by_key(|r| std::cmp::Reverse(ticket_of(r)));
+            for record in &stale {
+                warn!(app = %app.name, version = %record.version, digest = %record.digest,
+                      "a release was claimed by an invocation that died before queueing it: taking it on");
+                let push = record.as_push(&app.repository);
+                done.push(deploy_release(deps, &push, app, invocation).await?);
+            }
+            if stale.is_empty() && queue.active.is_none() && queue.pending.is_none() {
+                return Ok(done);
+            }
+            let mut driver = Driver::new(deps, app, invocation);
+            driver.known = stale.is_empty().then_some(queue);
             let next = driver.settle().await?;
             let idle = Outcome::Skipped {
                 reason: "nothing to do".into(),
             };
-            driver.follow(next, idle, None).await
+            done.push(driver.follow(next, idle, None).await?);
+            Ok::<_, DeployError>(done)
         }
         .await;
         match result {
-            Ok(Outcome::Skipped { .. }) => {}
-            Ok(outcome) => {
-                info!(app = %app.name, ?outcome, "sweep moved the queue on");
-                actions.push(outcome);
+            Ok(done) => {
+                for outcome in done {
+                    if !matches!(outcome, Outcome::Skipped { .. }) {
+                        info!(app = %app.name, ?outcome, "sweep moved the queue on");
+                        actions.push(outcome);
+                    }
+                }
             }
             Err(e) => {
                 warn!(app = %app.name, error = %e, "sweep could not move the queue on");
@@ -986,16 +1004,8 @@ impl<'a> Driver<'a> {
             container,
         } = target(deps, app).await?;
         if resumed {
-            let since = self
-                .known
-                .as_ref()
-                .and_then(|q| q.active.as_ref())
-                .and_then(|a| chrono::DateTime::from_timestamp_millis(a.since_ms))
-                .unwrap_or(record.pushed_at)
-                - ADOPTION_WINDOW;
-            let earlier = engine.runs_since(since).await?;
-            if let Some(own) = earlier.iter().find(|d| names_release(d, record)) {
-                return self.adopt(record, own).await;
+            if let Some(own) = self.own_run(engine.as_ref(), record).await? {
+                return self.adopt(record, &own).await;
             }
         }
 
@@ -1100,8 +1110,36 @@ impl<'a> Driver<'a> {
                 };
                 Ok((outcome, next))
             }
+            Err(e) if e.kind == AwsErrorKind::Unavailable => {
+                // The answer may be lost after the engine acted (a deployment that fails at
+                // once has ended before any retry could meet it as busy): what it made is
+                // adopted; otherwise the invocation fails and its retry, or the sweep, starts it.
+                warn!(app = %app.name, version = %record.version, digest = %record.digest, error = %e,
+                      "starting the deployment failed: reading back whether it was made");
+                match self.own_run(engine.as_ref(), record).await {
+                    Ok(Some(own)) => self.adopt(record, &own).await,
+                    _ => Err(e.into()),
+                }
+            }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A deployment of this run of the release that an earlier attempt made, if any.
+    async fn own_run(
+        &self,
+        engine: &dyn DeploymentEngine,
+        record: &ReleaseRecord,
+    ) -> Result<Option<Run>, DeployError> {
+        let since = self
+            .known
+            .as_ref()
+            .and_then(|q| q.active.as_ref())
+            .and_then(|a| chrono::DateTime::from_timestamp_millis(a.since_ms))
+            .unwrap_or(record.pushed_at)
+            - ADOPTION_WINDOW;
+        let earlier = engine.runs_since(since).await?;
+        Ok(earlier.into_iter().find(|d| names_release(d, record)))
     }
 
     /// Records an existing deployment of the release (created by an attempt whose answer was

@@ -1027,3 +1027,183 @@ async fn a_request_from_a_clock_ahead_is_not_newer_than_now() {
     assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
     assert!(w.ledger.record(&digest(1)).unwrap().pushed_at <= Utc::now());
 }
+
+/// The release item's claim runs out as if its invocation had died long ago.
+fn expire_claim(w: &World, n: u8) {
+    let mut releases = w.ledger.releases.lock().unwrap();
+    let r = releases.get_mut(&digest(n)).unwrap();
+    r.lease_until = Some(Utc::now() - chrono::Duration::seconds(1));
+}
+
+fn swept(out: Outcome) -> Vec<Outcome> {
+    match out {
+        Outcome::Swept { actions, .. } => actions,
+        other => panic!("not a sweep's outcome: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_release_whose_deliveries_all_fail_after_its_claim_is_shipped_by_the_sweep() {
+    let ledger = FakeLedger {
+        // The first delivery and Lambda's two retries all fail at the queue's admission.
+        failing_commits: std::sync::Mutex::new(3),
+        ..Default::default()
+    };
+    let w = World::with(ledger, |_| {});
+    for _ in 0..3 {
+        let err = w
+            .run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DeployError::Ledger(_)), "{err}");
+    }
+    assert_eq!(
+        w.ledger.record(&digest(1)).unwrap().status,
+        ReleaseStatus::Claimed
+    );
+    assert_eq!(w.ledger.queue_of("web1"), Queue::default());
+    // The push is in the failed-events queue now; the schedule is all that is left.
+    expire_claim(&w, 1);
+    let actions = swept(w.run(sample("scheduled-sweep"), "req-sweep").await.unwrap());
+    assert!(
+        matches!(actions.as_slice(), [Outcome::Deployed { version, .. }] if version == "v1.4.2"),
+        "{actions:?}"
+    );
+    assert_eq!(
+        w.ledger.record(&digest(1)).unwrap().status,
+        ReleaseStatus::Deploying
+    );
+    // The next sweep finds nothing left to do.
+    let again = swept(
+        w.run(sample("scheduled-sweep"), "req-sweep-2")
+            .await
+            .unwrap(),
+    );
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(w.codedeploy.created.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_sweep_ships_the_newest_of_several_stranded_claims_and_supersedes_the_rest() {
+    let ledger = FakeLedger {
+        failing_commits: std::sync::Mutex::new(2),
+        ..Default::default()
+    };
+    let w = World::with(ledger, |_| {});
+    for (version, n, time) in [
+        ("v1.4.3", 2, "2026-11-25T10:13:00Z"),
+        ("v1.4.2", 1, "2026-11-25T10:12:00Z"),
+    ] {
+        w.run(push(version, n, time), "req-dead").await.unwrap_err();
+        expire_claim(&w, n);
+    }
+    let actions = swept(w.run(sample("scheduled-sweep"), "req-sweep").await.unwrap());
+    assert!(
+        matches!(actions.as_slice(), [Outcome::Deployed { version, .. }, Outcome::Superseded { .. }] if version == "v1.4.3"),
+        "{actions:?}"
+    );
+    assert_eq!(w.ecs.registered_images(), vec![image(2)]);
+    assert_eq!(
+        w.ledger.record(&digest(1)).unwrap().status,
+        ReleaseStatus::Superseded
+    );
+}
+
+#[tokio::test]
+async fn a_request_whose_invocation_died_after_its_claim_is_taken_over_by_the_next_request() {
+    let w = after_two_releases();
+    *w.ledger.failing_commits.lock().unwrap() = 1;
+    let first = "7d8e2c1a-0000-4000-8000-000000000011";
+    w.run(request("rollback", &digest(1), first), "req-1")
+        .await
+        .unwrap_err();
+    // Still claimed by the request whose invocation died: the next request waits for its lease.
+    let early = result(
+        w.run(
+            request(
+                "rollback",
+                &digest(1),
+                "7d8e2c1a-0000-4000-8000-000000000012",
+            ),
+            "req-2",
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(matches!(early, Outcome::Duplicate { .. }), "{early:?}");
+    expire_claim(&w, 1);
+    let out = result(
+        w.run(
+            request(
+                "rollback",
+                &digest(1),
+                "7d8e2c1a-0000-4000-8000-000000000013",
+            ),
+            "req-3",
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(
+        matches!(&out, Outcome::Deployed { version, .. } if version == "v1.4.2"),
+        "{out:?}"
+    );
+    let created = w.codedeploy.created.lock().unwrap().clone();
+    assert_eq!(created.len(), 1);
+    // The run that was claimed goes on: it is the first request's.
+    let description = ReleaseDescription::parse(&created[0].description).unwrap();
+    assert_eq!(description.request.as_deref(), Some(first));
+}
+
+#[tokio::test]
+async fn a_request_whose_invocation_died_after_its_claim_is_shipped_by_the_sweep() {
+    let w = after_two_releases();
+    *w.ledger.failing_commits.lock().unwrap() = 1;
+    w.run(
+        request(
+            "rollback",
+            &digest(1),
+            "7d8e2c1a-0000-4000-8000-000000000021",
+        ),
+        "req-1",
+    )
+    .await
+    .unwrap_err();
+    expire_claim(&w, 1);
+    let actions = swept(w.run(sample("scheduled-sweep"), "req-sweep").await.unwrap());
+    assert!(
+        matches!(actions.as_slice(), [Outcome::Deployed { version, .. }] if version == "v1.4.2"),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_answer_of_a_deployment_that_failed_at_once_is_adopted_not_made_again() {
+    let w = World::with(FakeLedger::default(), |cd| {
+        *cd.lost_create_answers.get_mut().unwrap() = 1;
+        cd.ends_at_once = Some("Failed");
+    });
+    let out = w
+        .run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1")
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out, Outcome::Deployed { deployment_id, .. } if deployment_id == "d-FAKE00001"),
+        "{out:?}"
+    );
+    let r = w.ledger.record(&digest(1)).unwrap();
+    assert_eq!(
+        (r.status, r.deployment_id.as_deref()),
+        (ReleaseStatus::Failed, Some("d-FAKE00001"))
+    );
+    assert_eq!(w.ledger.queue_of("web1").active, None);
+    // Lambda's retry of the invocation, and a redelivery, make nothing either.
+    for id in ["req-1", "req-2"] {
+        let again = w
+            .run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), id)
+            .await
+            .unwrap();
+        assert!(matches!(again, Outcome::Duplicate { .. }), "{again:?}");
+    }
+    assert_eq!(w.codedeploy.created.lock().unwrap().len(), 1);
+}

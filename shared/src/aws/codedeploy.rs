@@ -244,6 +244,15 @@ impl CodeDeployApi for CodeDeploy {
             .deployment_group_name(&request.deployment_group)
             .revision(revision)
             .description(&request.description)
+            // Not retried by the SDK: a retry after a lost answer creates a second deployment
+            // when the first has already ended (CodeDeploy refuses a second one only while the
+            // first is active). The engine retries a throttle, which never acted, and reads the
+            // group's deployments back after any other failure (`engine::CodeDeployEngine`).
+            .customize()
+            .config_override(
+                aws_sdk_codedeploy::config::Builder::default()
+                    .retry_config(aws_sdk_codedeploy::config::retry::RetryConfig::disabled()),
+            )
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("CreateDeployment", &resource, e))?;
@@ -484,7 +493,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn throttling_is_retried_then_succeeds() {
+    async fn create_deployment_is_sent_once_when_throttled() {
         let throttled = mock!(aws_sdk_codedeploy::Client::create_deployment)
             .sequence()
             .error(|| {
@@ -495,23 +504,23 @@ mod tests {
                         .build(),
                 )
             })
-            .times(2)
             .output(|| {
                 CreateDeploymentOutput::builder()
                     .deployment_id("d-123")
                     .build()
             })
             .build();
-        let id = CodeDeploy(mocked!(aws_sdk_codedeploy, &throttled))
+        let err = CodeDeploy(mocked!(aws_sdk_codedeploy, &throttled))
             .create_deployment(&request())
             .await
-            .unwrap();
-        assert_eq!(id, "d-123");
-        assert_eq!(throttled.num_calls(), 3);
+            .unwrap_err();
+        assert_eq!(err.kind, AwsErrorKind::Throttled);
+        assert_eq!(throttled.num_calls(), 1);
     }
 
     #[tokio::test]
-    async fn server_errors_are_retried_then_succeed() {
+    async fn create_deployment_is_sent_once_when_the_server_fails() {
+        // A 5xx may come after CodeDeploy acted: a second send could make a second deployment.
         let flaky = mock!(aws_sdk_codedeploy::Client::create_deployment)
             .sequence()
             .http_status(503, None)
@@ -521,12 +530,12 @@ mod tests {
                     .build()
             })
             .build();
-        let id = CodeDeploy(mocked!(aws_sdk_codedeploy, &flaky))
+        let err = CodeDeploy(mocked!(aws_sdk_codedeploy, &flaky))
             .create_deployment(&request())
             .await
-            .unwrap();
-        assert_eq!(id, "d-9");
-        assert_eq!(flaky.num_calls(), 2);
+            .unwrap_err();
+        assert_eq!(err.kind, AwsErrorKind::Unavailable);
+        assert_eq!(flaky.num_calls(), 1);
     }
 
     #[tokio::test]
