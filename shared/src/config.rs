@@ -217,6 +217,17 @@ pub struct GroupName {
     pub deployment_group: String,
 }
 
+/// The longest ECR repository name.
+const REPOSITORY_MAX: usize = 256;
+
+/// Whether `name` is a plain ECS cluster or service name (not an ARN).
+fn is_ecs_name(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// An ECS service, by cluster and service name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceName {
@@ -301,10 +312,25 @@ impl Config {
             };
             let service = match (app.cluster, app.service) {
                 (None, None) => None,
-                (cluster, service) => Some(ServiceName {
-                    cluster: required(cluster, "cluster")?,
-                    service: required(service, "service")?,
-                }),
+                (cluster, service) => {
+                    let plain = |value: Option<String>, field: &str| {
+                        let value = required(value, field)?;
+                        if is_ecs_name(&value) {
+                            Ok(value)
+                        } else {
+                            // An ARN would name the service a second way, which the events
+                            // (plain names) and the duplicate check below never match.
+                            Err(invalid(
+                                key(field),
+                                "must be a plain ECS name (letters, digits, `-`, `_`; at most 255), not an ARN",
+                            ))
+                        }
+                    };
+                    Some(ServiceName {
+                        cluster: plain(cluster, "cluster")?,
+                        service: plain(service, "service")?,
+                    })
+                }
             };
             match app.engine {
                 _ if group.is_none() && service.is_none() => {
@@ -324,8 +350,15 @@ impl Config {
                 }
                 _ => {}
             }
+            let repository = required(app.repository, "repository")?;
+            if repository.len() > REPOSITORY_MAX {
+                return Err(invalid(
+                    key("repository"),
+                    "is longer than an ECR repository name can be (256)",
+                ));
+            }
             apps.push(AppConfig {
-                repository: required(app.repository, "repository")?,
+                repository,
                 group,
                 service,
                 engine: app.engine,
@@ -711,6 +744,14 @@ webhook = "ssm:/greenlight/slack/web2"
             (
                 "[apps.a]\nrepository='r'\ncluster='c'\nservice='s'\n[apps.b]\nrepository='q'\ncluster='c'\nservice='s'\n",
                 "config key `apps.b.service`: service is already used by app `a`",
+            ),
+            (
+                "[apps.a]\nrepository='r'\ncluster='arn:aws:ecs:us-east-1:123456789012:cluster/c'\nservice='s'\n",
+                "config key `apps.a.cluster`: must be a plain ECS name",
+            ),
+            (
+                "[apps.a]\nrepository='r'\ncluster='c'\nservice='arn:aws:ecs:us-east-1:123456789012:service/c/s'\n",
+                "config key `apps.a.service`: must be a plain ECS name",
             ),
         ] {
             let err = error_of(doc);

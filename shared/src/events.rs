@@ -135,6 +135,10 @@ pub enum SkipReason {
     ForeignRegion { found: String, expected: String },
     #[error("event carries no valid sha256 image digest")]
     NoDigest,
+    /// Its `time` is later than now by more than clocks differ: it would outrank every real
+    /// push and request to come.
+    #[error("event time {0} is in the future")]
+    FromTheFuture(String),
 }
 
 impl SkipReason {
@@ -149,6 +153,7 @@ impl SkipReason {
             Self::ForeignAccount { .. } => "foreign_account",
             Self::ForeignRegion { .. } => "foreign_region",
             Self::NoDigest => "no_digest",
+            Self::FromTheFuture(_) => "from_the_future",
         }
     }
 }
@@ -202,14 +207,22 @@ pub fn registry_host(account: &str, region: &str) -> String {
     format!("{account}.dkr.ecr.{region}.{suffix}")
 }
 
-/// Decides whether an ECR event is a release to deploy. Pure: no AWS call.
+/// How far ahead of the deployer's clock an event's time may be: EventBridge stamps events
+/// with AWS's clock; more than this is not a clock difference.
+pub const MAX_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+
+/// Decides whether an ECR event is a release to deploy. Pure: no AWS call. Every value it
+/// quotes back is clipped: an event can carry anything, of any size.
 pub fn classify_push<'c>(
     event: &EcrImageEvent,
     config: &'c Config,
     here: &Location,
 ) -> Result<(ImagePush, &'c AppConfig), SkipReason> {
     let d = &event.detail;
-    let field = |v: &Option<String>| v.clone().unwrap_or_else(|| "<none>".to_string());
+    let field = |v: &Option<String>| {
+        v.as_deref()
+            .map_or_else(|| "<none>".to_string(), |v| clipped(v, SHOWN_NAME_MAX))
+    };
     if d.action_type.as_deref() != Some("PUSH") {
         return Err(SkipReason::NotAPush(field(&d.action_type)));
     }
@@ -219,34 +232,39 @@ pub fn classify_push<'c>(
     let account = event.account.clone().unwrap_or_default();
     if account != here.account {
         return Err(SkipReason::ForeignAccount {
-            found: account,
+            found: clipped(&account, SHOWN_NAME_MAX),
             expected: here.account.clone(),
         });
     }
     let region = event.region.clone().unwrap_or_default();
     if region != here.region {
         return Err(SkipReason::ForeignRegion {
-            found: region,
+            found: clipped(&region, SHOWN_NAME_MAX),
             expected: here.region.clone(),
         });
     }
     let repository = d.repository_name.clone().unwrap_or_default();
     let app = config
         .app_for_repository(&repository)
-        .ok_or_else(|| SkipReason::UnknownRepository(repository.clone()))?;
+        .ok_or_else(|| SkipReason::UnknownRepository(clipped(&repository, SHOWN_NAME_MAX)))?;
     let tag = d
         .image_tag
         .clone()
         .filter(|t| !t.is_empty())
         .ok_or(SkipReason::Untagged)?;
     if !app.tag_rule.is_release(&tag) {
-        return Err(SkipReason::NotAReleaseTag(tag));
+        return Err(SkipReason::NotAReleaseTag(clipped(&tag, SHOWN_NAME_MAX)));
     }
     let digest = d
         .image_digest
         .clone()
         .filter(|d| is_sha256_digest(d))
         .ok_or(SkipReason::NoDigest)?;
+    let now = Utc::now();
+    let pushed_at = event.time.unwrap_or(now);
+    if pushed_at > now + MAX_CLOCK_SKEW {
+        return Err(SkipReason::FromTheFuture(pushed_at.to_rfc3339()));
+    }
     let push = ImagePush {
         app: app.name.clone(),
         image: format!(
@@ -258,7 +276,7 @@ pub fn classify_push<'c>(
         repository,
         version: tag,
         digest,
-        pushed_at: event.time.unwrap_or_else(Utc::now),
+        pushed_at,
         provenance: Default::default(),
         request: None,
     };

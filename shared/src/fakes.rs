@@ -91,7 +91,10 @@ impl ReleaseLedger for FakeLedger {
             {
                 Ok(Claim::Done(r.clone()))
             }
-            Some(r) if other_request(r) && r.status.is_final() => {
+            Some(r)
+                if (other_request(r) || push.request.is_none() && r.is_retagged_by(push))
+                    && r.status.is_final() =>
+            {
                 let record = ReleaseRecord {
                     owner: Some(lease.owner.clone()),
                     lease_until: until,

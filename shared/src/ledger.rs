@@ -163,6 +163,12 @@ impl ReleaseRecord {
         }
     }
 
+    /// Whether `push` is a later push of this finished release's digest under another release
+    /// tag (a redelivery of the same push, or a late one of an earlier tag, is not).
+    pub fn is_retagged_by(&self, push: &ImagePush) -> bool {
+        self.status.is_final() && push.version != self.version && push.pushed_at > self.pushed_at
+    }
+
     /// Claimed, and its claimer's lease has run out: the invocation died before it went on.
     pub fn is_stale_claim(&self, now: DateTime<Utc>) -> bool {
         self.status == ReleaseStatus::Claimed && self.lease_until.is_none_or(|t| t <= now)
@@ -760,6 +766,14 @@ impl ReleaseLedger for DynamoLedger {
                         return Ok(Claim::Done(record));
                     }
                 }
+            }
+            if push.request.is_none() && record.is_retagged_by(push) {
+                // A release tag new to a digest that shipped before (a revert rebuilt to an
+                // earlier image): a new run of it, as an operator's request would make.
+                if self.reopen(push, lease, item, now).await? {
+                    return Ok(Claim::Acquired(acquired(push, lease)));
+                }
+                continue;
             }
             if !record.status.is_in_flight() {
                 return Ok(Claim::Done(record));

@@ -10,8 +10,8 @@
 //! deciding again after a write whose answer was lost is always safe.
 //!
 //! The rules:
-//! - **Newest wins, everywhere.** Releases are ordered by push time (then digest, so two pushes
-//!   of one second still have an order). A release older than the newest one that started, or
+//! - **Newest wins, everywhere.** Releases are ordered by push time, then version, then digest
+//!   ([`Ticket`]), so two pushes of one second still have the order their versions say. A release older than the newest one that started, or
 //!   than the one waiting, is superseded; it never starts after a newer one has.
 //! - **One at a time.** A release starts only in a free queue; otherwise it waits, replacing an
 //!   older waiting release.
@@ -25,14 +25,30 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::ReleaseStatus;
+use crate::tag_rule::compare_versions;
 
-/// A release's place in the order "newest wins" uses: push time, then digest.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A release's place in the order "newest wins" uses: push time, then the version (by
+/// [`compare_versions`]: two CI runs can push within one second), then the digest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Ticket {
     pub pushed_at_ms: i64,
     pub digest: String,
-    /// For log lines and messages only.
     pub version: String,
+}
+
+impl Ord for Ticket {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.pushed_at_ms
+            .cmp(&other.pushed_at_ms)
+            .then_with(|| compare_versions(&self.version, &other.version))
+            .then_with(|| self.digest.cmp(&other.digest))
+    }
+}
+
+impl PartialOrd for Ticket {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

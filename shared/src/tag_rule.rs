@@ -24,8 +24,69 @@ impl TagRule {
     }
 
     pub fn is_release(&self, tag: &str) -> bool {
-        !FLOATING_TAGS.contains(&tag) && self.pattern.is_match(tag)
+        tag.len() <= TAG_MAX && !FLOATING_TAGS.contains(&tag) && self.pattern.is_match(tag)
     }
+}
+
+/// The longest image tag ECR accepts.
+pub const TAG_MAX: usize = 128;
+
+/// The order of release versions: runs of digits compare as numbers (`v1.10.0` after
+/// `v1.9.0`), anything else as text, and a pre-release (`v2.0.0-rc.1`) comes before its
+/// release (`v2.0.0`). Versions that differ only in leading zeros are told apart as text.
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut x, mut y) = (chunks(a), chunks(b));
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return a.cmp(b),
+            // What follows a common start decides: `-…` is a pre-release, anything else newer.
+            (None, Some(rest)) => {
+                return if rest.starts_with('-') {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                }
+            }
+            (Some(rest), None) => {
+                return if rest.starts_with('-') {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                }
+            }
+            (Some(p), Some(q)) => {
+                let order = match (
+                    p.as_bytes()[0].is_ascii_digit(),
+                    q.as_bytes()[0].is_ascii_digit(),
+                ) {
+                    (true, true) => {
+                        let (p, q) = (p.trim_start_matches('0'), q.trim_start_matches('0'));
+                        p.len().cmp(&q.len()).then_with(|| p.cmp(q))
+                    }
+                    _ => p.cmp(q),
+                };
+                if order != Ordering::Equal {
+                    return order;
+                }
+            }
+        }
+    }
+}
+
+/// `v1.10.0-rc.2` → `v`, `1`, `.`, `10`, `.`, `0`, `-rc.`, `2`.
+fn chunks(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let first = rest.chars().next()?;
+        let digit = first.is_ascii_digit();
+        let end = rest
+            .find(|c: char| c.is_ascii_digit() != digit)
+            .unwrap_or(rest.len());
+        let (chunk, tail) = rest.split_at(end);
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 impl Default for TagRule {
@@ -61,6 +122,32 @@ mod tests {
         ] {
             assert!(!rule.is_release(tag), "{tag:?} should not be a release");
         }
+    }
+
+    #[test]
+    fn versions_are_ordered_by_their_numbers() {
+        use std::cmp::Ordering::*;
+        for (a, b, order) in [
+            ("v1.10.0", "v1.9.0", Greater),
+            ("v1.9.0", "v1.10.0", Less),
+            ("v2.0.0", "v1.99.99", Greater),
+            ("v1.4.2", "v1.4.2", Equal),
+            ("v2.0.0-rc.1", "v2.0.0", Less),
+            ("v2.0.0-rc.2", "v2.0.0-rc.10", Less),
+            ("v1.4.2.1", "v1.4.2", Greater),
+            ("v1.4.2_build.7", "v1.4.2", Greater),
+            ("v01", "v1", Less),
+            ("vB", "vA", Greater),
+        ] {
+            assert_eq!(compare_versions(a, b), order, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn a_tag_longer_than_ecr_allows_is_not_a_release() {
+        let rule = TagRule::default();
+        assert!(rule.is_release(&format!("v{}", "1".repeat(TAG_MAX - 1))));
+        assert!(!rule.is_release(&format!("v{}", "1".repeat(TAG_MAX))));
     }
 
     #[test]

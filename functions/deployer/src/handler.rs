@@ -20,6 +20,7 @@ use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{Claim, Ledger, LedgerError, ReleaseRecord, ReleaseStatus};
 use greenlight_shared::queue::{Lease, Next, Plan, Queue, Ticket};
 use greenlight_shared::request::{OperatorRequest, RequestKind};
+use greenlight_shared::tag_rule::compare_versions;
 use greenlight_shared::task_definition::{
     container_image, next_revision, revision_changes, ReleaseImage, RewriteError,
 };
@@ -310,11 +311,12 @@ async fn handle_push(
     let (push, app) = match classify_push(event, &deps.config, &here) {
         Ok(found) => found,
         Err(reason) => {
+            let shown = |v: &Option<String>| clipped(v.as_deref().unwrap_or(""), SHOWN_NAME_MAX);
             info!(
                 skip = reason.code(),
-                repository = event.detail.repository_name.as_deref().unwrap_or(""),
-                tag = event.detail.image_tag.as_deref().unwrap_or(""),
-                action = event.detail.action_type.as_deref().unwrap_or(""),
+                repository = %shown(&event.detail.repository_name),
+                tag = %shown(&event.detail.image_tag),
+                action = %shown(&event.detail.action_type),
                 "skipped: {reason}"
             );
             return Ok(Outcome::Skipped {
@@ -389,7 +391,7 @@ async fn requested_release(
             .iter()
             .filter(|t| app.tag_rule.is_release(t))
             .collect();
-        releases.sort();
+        releases.sort_by(|a, b| compare_versions(a, b));
         releases.pop().cloned().ok_or_else(|| {
             DeployError::ReleaseNotFound(format!(
                 "image {shown} of {} has no release tag",
@@ -410,8 +412,9 @@ async fn requested_release(
         repository: app.repository.clone(),
         version,
         digest: image.digest,
-        // When the operator asked; a clock ahead of ours does not make it newer than now.
-        pushed_at: request.requested_at.min(Utc::now()),
+        // Its place in the order is when the deployer received it: the operator's clock,
+        // ahead or behind, does not move it.
+        pushed_at: Utc::now(),
         provenance: Default::default(),
         request: Some(request.requested()),
     };

@@ -1207,3 +1207,141 @@ async fn a_lost_answer_of_a_deployment_that_failed_at_once_is_adopted_not_made_a
     }
     assert_eq!(w.codedeploy.created.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_push_from_the_future_is_refused_and_does_not_outrank_later_pushes() {
+    let ledger = FakeLedger {
+        unreachable: true, // refused before the ledger is read
+        ..Default::default()
+    };
+    let w = World::with(ledger, |_| {});
+    let out = w
+        .run(push("v9.9.9", 9, "2099-01-01T00:00:00Z"), "req-1")
+        .await
+        .unwrap();
+    let Outcome::Skipped { reason } = &out else {
+        panic!("{out:?}")
+    };
+    assert!(reason.contains("in the future"), "{reason}");
+    assert_eq!(w.calls.total(), 0);
+    // A minute ahead is a clock difference, not a forgery.
+    let w = World::new();
+    let soon = (Utc::now() + chrono::Duration::minutes(1)).to_rfc3339();
+    let out = w.run(push("v1.4.2", 1, &soon), "req-1").await.unwrap();
+    assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_request_from_a_slow_clock_is_not_superseded_by_the_push_it_rolls_back() {
+    let w = after_two_releases();
+    in_ecr(&w, &[(1, "v1.4.2"), (2, "v1.4.4"), (3, "v1.4.5")]);
+    let mut r = request("rollback", "v1.4.2", "7d8e2c1a-0000-4000-8000-000000000031");
+    // The operator's laptop is ten minutes slow.
+    r["requested_at"] = json!((Utc::now() - chrono::Duration::minutes(10)).to_rfc3339());
+    let out = result(w.run(r, "req-1").await.unwrap());
+    assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
+    // v1.4.5, the release being rolled back, was pushed five minutes ago; its event comes late.
+    let five_ago = (Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+    let late = w.run(push("v1.4.5", 3, &five_ago), "req-2").await.unwrap();
+    assert!(matches!(late, Outcome::Superseded { .. }), "{late:?}");
+}
+
+#[tokio::test]
+async fn two_releases_pushed_in_one_second_are_ordered_by_version() {
+    const T: &str = "2026-11-25T10:12:03Z";
+    // digest(1) sorts before digest(2): the version, not the digest, decides.
+    for (first, second, expected) in [
+        (("v1.10.0", 1), ("v1.9.0", 2), "superseded"),
+        (("v1.9.0", 2), ("v1.10.0", 1), "waiting"),
+    ] {
+        let w = World::new();
+        let out = w.run(push(first.0, first.1, T), "req-1").await.unwrap();
+        assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
+        let out = w.run(push(second.0, second.1, T), "req-2").await.unwrap();
+        match expected {
+            "superseded" => assert!(matches!(out, Outcome::Superseded { .. }), "{out:?}"),
+            _ => assert!(
+                matches!(&out, Outcome::Waiting { version, .. } if version == "v1.10.0"),
+                "{out:?}"
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_by_digest_takes_the_highest_release_tag_by_version_order() {
+    let w = World::new();
+    *w.registry.images.lock().unwrap() = vec![greenlight_shared::aws::ecr::RegistryImage {
+        digest: digest(1),
+        tags: vec!["v1.10.0".into(), "latest".into(), "v1.9.0".into()],
+    }];
+    let out = result(
+        w.run(
+            request("deploy", &digest(1), "7d8e2c1a-0000-4000-8000-000000000032"),
+            "req-1",
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(
+        matches!(&out, Outcome::Deployed { version, .. } if version == "v1.10.0"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_release_tag_on_a_digest_that_shipped_before_deploys_it_again() {
+    // v1.4.2 (1) shipped, then v1.4.4 (2); a revert rebuilt reproducibly is v1.4.5 = image 1.
+    let w = after_two_releases();
+    let out = w
+        .run(push("v1.4.5", 1, "2026-11-27T10:00:00Z"), "req-1")
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out, Outcome::Deployed { version, .. } if version == "v1.4.5"),
+        "{out:?}"
+    );
+    assert_eq!(w.ecs.registered_images(), vec![image(1)]);
+    let r = w.ledger.record(&digest(1)).unwrap();
+    assert_eq!(
+        (r.status, r.version.as_str()),
+        (ReleaseStatus::Deploying, "v1.4.5")
+    );
+    // The first run is kept as history.
+    assert_eq!(w.ledger.archived.lock().unwrap()[0].version, "v1.4.2");
+    // Its redelivery, and a late delivery of the digest's first tag, deploy nothing more.
+    for (version, id) in [("v1.4.5", "req-2"), ("v1.4.2", "req-3")] {
+        let time = if version == "v1.4.5" {
+            "2026-11-27T10:00:00Z"
+        } else {
+            "2026-11-25T10:00:00Z"
+        };
+        let again = w.run(push(version, 1, time), id).await.unwrap();
+        assert!(matches!(again, Outcome::Duplicate { .. }), "{again:?}");
+    }
+    assert_eq!(w.codedeploy.created.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_oversized_unmanaged_repository_or_tag_is_skipped_with_a_short_reason() {
+    let w = World::new();
+    let mut e = push("v1.4.2", 1, "2026-11-25T10:12:03Z");
+    e["detail"]["repository-name"] = json!("r".repeat(500_000));
+    let Outcome::Skipped { reason } = w.run(e, "req-1").await.unwrap() else {
+        panic!("not skipped")
+    };
+    assert!(reason.len() < 300, "{} bytes", reason.len());
+    let long_tag = format!("v{}", "1".repeat(200));
+    let Outcome::Skipped { reason } = w
+        .run(push(&long_tag, 1, "2026-11-25T10:12:03Z"), "req-2")
+        .await
+        .unwrap()
+    else {
+        panic!("not skipped")
+    };
+    assert!(
+        reason.contains("not a release tag") && reason.len() < 300,
+        "{reason}"
+    );
+    assert_eq!(w.calls.total(), 0);
+}
