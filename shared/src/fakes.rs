@@ -606,6 +606,8 @@ pub struct FakeEcs {
     pub service_deployments: Mutex<Vec<(ServiceDeploymentBrief, String)>>,
     /// Whether UpdateService's answer names the deployment it started (`currentServiceDeployment`).
     pub names_current_deployment: std::sync::atomic::AtomicBool,
+    /// How many UpdateServices are refused (throttled, nothing started).
+    pub failing_updates: Mutex<usize>,
 }
 
 impl FakeEcs {
@@ -623,6 +625,7 @@ impl FakeEcs {
             strategy: Mutex::default(),
             service_deployments: Mutex::default(),
             names_current_deployment: std::sync::atomic::AtomicBool::new(true),
+            failing_updates: Mutex::default(),
         }
     }
 
@@ -775,6 +778,18 @@ impl EcsApi for FakeEcs {
         task_definition: &str,
     ) -> Result<Option<String>, AwsError> {
         self.calls.push("UpdateService");
+        {
+            let mut failing = self.failing_updates.lock().unwrap();
+            if *failing > 0 {
+                *failing -= 1;
+                return Err(AwsError::new(
+                    "UpdateService",
+                    format!("ECS service {cluster}/{service}"),
+                    AwsErrorKind::Throttled,
+                    "ThrottlingException: Rate exceeded",
+                ));
+            }
+        }
         let mut listed = self.service_deployments.lock().unwrap();
         let n = listed.len() + 1;
         let base = "arn:aws:ecs:us-east-1:123456789012";

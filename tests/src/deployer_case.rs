@@ -149,6 +149,7 @@ impl Case {
             )),
             hook_function: "CodeDeployHook_greenlight".into(),
             lease_margin: Duration::ZERO,
+            readback_pause: Duration::ZERO,
         });
         let direct = sdk_config(moto_endpoint).await;
         Self {

@@ -54,6 +54,7 @@ async fn env(apps: &[&str]) -> (Env, Vec<SeededApp>) {
         ledger: ledger.clone(),
         hook_function: "CodeDeployHook_greenlight".into(),
         lease_margin: Duration::ZERO,
+        readback_pause: Duration::ZERO,
     });
     (
         Env {

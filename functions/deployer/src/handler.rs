@@ -32,6 +32,10 @@ use tracing::{info, warn};
 /// has stopped it by then; the margin covers clock differences between hosts.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
+/// How long a recorded deployment that AWS answers NotFound for may hold the queue: right
+/// after its creation a read can miss it; long after, it is gone for good.
+const NOT_FOUND_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
 /// How far back a resumed release looks for a deployment of its own, before it took the queue
 /// (clock differences between CodeDeploy and the function).
 const ADOPTION_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
@@ -47,6 +51,9 @@ pub struct Deps {
     pub hook_function: String,
     /// How long past its deadline an invocation's leases last ([`LEASE_MARGIN`] in Lambda).
     pub lease_margin: Duration,
+    /// The first pause before a native end event is read back again ([`READBACK_PAUSE`] in
+    /// Lambda); each next pause is twice as long.
+    pub readback_pause: Duration,
 }
 
 impl greenlight_shared::startup::UsesConfig for Deps {
@@ -705,6 +712,13 @@ async fn handle_deployment_end(
 /// A native deployment of a service changed state: when it may have ended, the app whose
 /// release is deploying that service reads its deployment back (the event names the service,
 /// not the service deployment, and is not the verdict) and, if it ended, frees its queue.
+///
+/// The event can come before the ledger or ECS agrees with it: the deployment is still being
+/// recorded by the invocation that started it, or ECS still lists it as active. Both are read
+/// again a few times over seconds ([`READBACK_PAUSE`]) before the event is let go (the sweep
+/// is left). An app with nothing deploying on the service resumes whatever its queue holds:
+/// this is how the retry of an end event that started the next release, and failed doing
+/// so, carries on at once.
 async fn handle_service_deployment_change(
     deps: &Deps,
     event: &EcsDeploymentEvent,
@@ -723,33 +737,83 @@ async fn handle_service_deployment_change(
             reason: format!("{name} is not the end of a deployment"),
         });
     }
-    let names: Vec<String> = deps.config.apps.iter().map(|a| a.name.clone()).collect();
-    let queues = deps.ledger.queues(&names).await?;
-    let deploying = deps.config.apps.iter().zip(queues).find(|(_, q)| {
-        q.active_deployment()
-            .and_then(engine::service_of_arn)
-            .is_some_and(|(c, s)| c == cluster && s == service)
-    });
-    let Some((app, queue)) = deploying else {
-        info!(cluster = %cluster, service = %service, event = %name, "skipped: no release of Greenlight is deploying this service");
-        return Ok(Outcome::Skipped {
-            reason: format!("no release is deploying ECS service {cluster}/{service}"),
-        });
-    };
-    let deployment_id = queue.active_deployment().unwrap_or_default().to_string();
-    info!(app = %app.name, deployment_id = %deployment_id, event = %name, "service deployment may have ended");
-    let mut driver = Driver::new(deps, app, invocation);
-    driver.known = Some(queue);
-    let next = driver.check_active().await?;
-    let still =
-        matches!(&driver.known, Some(q) if q.active_deployment() == Some(deployment_id.as_str()));
-    if still && next == Next::Idle {
-        return Ok(Outcome::Skipped {
-            reason: format!("deployment {deployment_id} is still in progress"),
-        });
+    let on_service =
+        |arn: &str| engine::service_of_arn(arn).is_some_and(|(c, s)| c == cluster && s == service);
+    let mut pauses = (0..READBACKS).map(|i| deps.readback_pause * 2u32.pow(i));
+    loop {
+        let names: Vec<String> = deps.config.apps.iter().map(|a| a.name.clone()).collect();
+        let queues = deps.ledger.queues(&names).await?;
+        let apps_queues = || deps.config.apps.iter().zip(queues.iter());
+        let deploying = apps_queues()
+            .find(|(_, q)| q.active_deployment().is_some_and(on_service))
+            .or_else(|| {
+                let app = deps.config.app_for_service(&cluster, &service)?;
+                apps_queues().find(|(a, _)| a.name == app.name)
+            });
+        let Some((app, queue)) = deploying else {
+            info!(cluster = %cluster, service = %service, event = %name, "skipped: no release of Greenlight is deploying this service");
+            return Ok(Outcome::Skipped {
+                reason: format!("no release is deploying ECS service {cluster}/{service}"),
+            });
+        };
+        let mut driver = Driver::new(deps, app, invocation);
+        let Some(deployment_id) = queue
+            .active_deployment()
+            .filter(|id| on_service(id))
+            .map(str::to_string)
+        else {
+            let being_recorded = queue.active.as_ref().is_some_and(|a| {
+                a.deployment_id.is_none()
+                    && a.owner != driver.lease.owner
+                    && a.lease_until_ms > driver.lease.now_ms
+            });
+            if being_recorded {
+                // Its deployment is being started: the event may be its end.
+                if let Some(pause) = pauses.next() {
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                info!(app = %app.name, event = %name, "skipped: the service's deployment is still being recorded (the sweep reads it back)");
+                return Ok(Outcome::Skipped {
+                    reason: format!(
+                        "the deployment of ECS service {cluster}/{service} is still being recorded"
+                    ),
+                });
+            }
+            // Nothing of ours runs there: resume what the queue holds (this invocation's own
+            // retry, a release whose invocation died, one waiting in a free queue).
+            info!(app = %app.name, event = %name, "service deployment ended: moving the app's queue on");
+            driver.known = Some(queue.clone());
+            let next = driver.settle().await?;
+            let idle = Outcome::Skipped {
+                reason: format!("no release is deploying ECS service {cluster}/{service}"),
+            };
+            return driver.follow(next, idle, None).await;
+        };
+        info!(app = %app.name, deployment_id = %deployment_id, event = %name, "service deployment may have ended");
+        driver.known = Some(queue.clone());
+        let next = driver.check_active().await?;
+        let still = matches!(&driver.known, Some(q) if q.active_deployment() == Some(deployment_id.as_str()));
+        if still && next == Next::Idle {
+            if let Some(pause) = pauses.next() {
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+            warn!(app = %app.name, deployment_id = %deployment_id, event = %name,
+                  "ECS still lists the deployment as in progress after the event: left to its next event or the sweep");
+            return Ok(Outcome::Skipped {
+                reason: format!("deployment {deployment_id} is still in progress"),
+            });
+        }
+        return finish(&mut driver, next, deployment_id).await;
     }
-    finish(&mut driver, next, deployment_id).await
 }
+
+/// The first pause between read-backs of a native end event that ECS or the ledger does not
+/// agree with yet; three pauses, each twice the last, are 3.5 s in all, well within the
+/// function's timeout.
+pub const READBACK_PAUSE: Duration = Duration::from_millis(500);
+const READBACKS: u32 = 3;
 
 /// A deployment ended (`next` is what its end leads to): carries `next` out and says so.
 async fn finish(
@@ -928,9 +992,31 @@ impl<'a> Driver<'a> {
             self.known = Some(queue);
             return Ok(Next::Idle);
         };
+        let since_ms = queue.active.as_ref().map_or(0, |a| a.since_ms);
         self.known = Some(queue);
-        let run =
-            engine::run_by_id(self.deps.codedeploy.as_ref(), self.deps.ecs.as_ref(), &id).await?;
+        let run = match engine::run_by_id(
+            self.deps.codedeploy.as_ref(),
+            self.deps.ecs.as_ref(),
+            &id,
+        )
+        .await
+        {
+            Ok(run) => run,
+            Err(e)
+                if e.kind == AwsErrorKind::NotFound
+                    && Utc::now().timestamp_millis() - since_ms
+                        > NOT_FOUND_GRACE.num_milliseconds() =>
+            {
+                // Gone for good (the service was recreated, the deployment aged out): it can
+                // never be read again, so it must not hold the app's releases for ever.
+                warn!(app = %self.app.name, deployment_id = %id, error = %e,
+                      "the deployment holding the queue can no longer be read: closed as stopped, the queue moves on");
+                return self
+                    .apply(|q, lease| q.end(&id, ReleaseStatus::Stopped, lease))
+                    .await;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if run.active {
             return Ok(Next::Idle);
         }

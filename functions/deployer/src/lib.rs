@@ -18,4 +18,6 @@
 
 pub mod handler;
 
-pub use handler::{handle, parse_event, DeployError, DeployerEvent, Deps, Outcome, LEASE_MARGIN};
+pub use handler::{
+    handle, parse_event, DeployError, DeployerEvent, Deps, Outcome, LEASE_MARGIN, READBACK_PAUSE,
+};

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use greenlight_deployer::{handle, Deps, LEASE_MARGIN};
+use greenlight_deployer::{handle, Deps, LEASE_MARGIN, READBACK_PAUSE};
 use greenlight_shared::aws::{codedeploy::CodeDeploy, ecr::Ecr, ecs::Ecs};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::startup::{report_init_error, Live, Startup};
@@ -28,6 +28,7 @@ async fn main() -> Result<(), Error> {
         registry: Arc::new(Ecr(aws_sdk_ecr::Client::new(&startup.sdk))),
         config: startup.config,
         lease_margin: LEASE_MARGIN,
+        readback_pause: READBACK_PAUSE,
     };
     let deps = Live::new(deps, startup.refresh);
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {

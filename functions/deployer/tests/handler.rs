@@ -53,6 +53,7 @@ impl World {
             ledger: ledger.clone(),
             hook_function: "CodeDeployHook_greenlight".into(),
             lease_margin: Duration::ZERO,
+            readback_pause: Duration::ZERO,
         };
         Self {
             deps,
@@ -1344,4 +1345,47 @@ async fn an_oversized_unmanaged_repository_or_tag_is_skipped_with_a_short_reason
         "{reason}"
     );
     assert_eq!(w.calls.total(), 0);
+}
+
+#[tokio::test]
+async fn a_deployment_that_can_no_longer_be_read_is_closed_as_stopped_after_a_grace() {
+    let gone = |since_minutes: i64| {
+        let mut queue = held_by_dead_invocation(1, Some("d-GONE00001"));
+        queue.active.as_mut().unwrap().since_ms =
+            Utc::now().timestamp_millis() - since_minutes * 60_000;
+        let ledger = FakeLedger::default();
+        ledger.insert(ReleaseRecord {
+            deployment_id: Some("d-GONE00001".into()),
+            ..record(1, "v1.4.2", ReleaseStatus::Deploying)
+        });
+        ledger.set_queue("web1", queue);
+        World::with(ledger, |_| {})
+    };
+    // Just made: a read that misses it is not proof it is gone.
+    let w = gone(1);
+    let err = w
+        .run(sample("scheduled-sweep"), "req-sweep")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DeployError::Aws(e) if e.kind == AwsErrorKind::NotFound),
+        "{err}"
+    );
+    assert_eq!(
+        w.ledger.record(&digest(1)).unwrap().status,
+        ReleaseStatus::Deploying
+    );
+    // Long gone: closed, and the app's next release is free to go.
+    let w = gone(60);
+    w.run(sample("scheduled-sweep"), "req-sweep").await.unwrap();
+    assert_eq!(
+        w.ledger.record(&digest(1)).unwrap().status,
+        ReleaseStatus::Stopped
+    );
+    assert_eq!(w.ledger.queue_of("web1").active, None);
+    let out = w
+        .run(push("v1.4.3", 2, "2026-11-25T10:13:00Z"), "req-2")
+        .await
+        .unwrap();
+    assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
 }

@@ -50,6 +50,7 @@ impl World {
             ledger: ledger.clone(),
             hook_function: "greenlight-health-hook".into(),
             lease_margin: Duration::ZERO,
+            readback_pause: Duration::ZERO,
         };
         Self {
             deps,
@@ -432,4 +433,64 @@ async fn a_plan_for_a_native_service_names_its_engine_and_writes_nothing() {
     assert_eq!(w.calls.count("UpdateService"), 0);
     assert_eq!(w.calls.count("RegisterTaskDefinition"), 0);
     assert!(w.ledger.record(&digest(1)).is_none());
+}
+
+#[tokio::test]
+async fn the_retry_of_an_end_event_that_failed_to_start_the_next_release_starts_it_at_once() {
+    let w = World::new();
+    let first = deployed_id(
+        &w.run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1")
+            .await
+            .unwrap(),
+    );
+    w.run(push("v1.4.3", 2, "2026-11-25T10:13:00Z"), "req-2")
+        .await
+        .unwrap();
+    w.ecs.set_deployment_status(&first, "SUCCESSFUL");
+    *w.ecs.failing_updates.lock().unwrap() = 1;
+    let err = w
+        .run(ecs_event("SERVICE_DEPLOYMENT_COMPLETED", "web1"), "req-3")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("UpdateService"), "{err}");
+    // Lambda retries the event with the same request id: the release it holds goes on now,
+    // not when its lease runs out and a sweep comes.
+    let out = w
+        .run(ecs_event("SERVICE_DEPLOYMENT_COMPLETED", "web1"), "req-3")
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out, Outcome::Deployed { version, .. } if version == "v1.4.3"),
+        "{out:?}"
+    );
+    assert_eq!(w.ecs.updated_to().len(), 2);
+    assert_eq!(
+        w.ledger.record(&digest(2)).unwrap().status,
+        ReleaseStatus::Deploying
+    );
+}
+
+#[tokio::test]
+async fn an_end_event_while_the_deployment_is_being_recorded_is_read_again_then_let_go() {
+    let w = World::new();
+    w.run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1")
+        .await
+        .unwrap();
+    // Another invocation holds the queue and has not recorded its deployment yet.
+    let mut queue = w.ledger.queue_of("web1");
+    let active = queue.active.as_mut().unwrap();
+    active.deployment_id = None;
+    active.owner = "req-live".into();
+    active.lease_until_ms = chrono::Utc::now().timestamp_millis() + 60_000;
+    w.ledger.set_queue("web1", queue.clone());
+    let out = w
+        .run(ecs_event("SERVICE_DEPLOYMENT_COMPLETED", "web1"), "req-2")
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out, Outcome::Skipped { reason } if reason.contains("still being recorded")),
+        "{out:?}"
+    );
+    // Read again three times, and nothing written.
+    assert_eq!(w.ledger.queue_of("web1"), queue);
 }

@@ -72,6 +72,7 @@ impl World {
             ledger: ledger.clone(),
             hook_function: "CodeDeployHook_greenlight".into(),
             lease_margin: Duration::ZERO,
+            readback_pause: Duration::ZERO,
         };
         Self {
             deps,

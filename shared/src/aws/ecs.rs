@@ -123,6 +123,9 @@ pub trait TaskSetsApi: ServiceReads {
     ) -> Result<Vec<TaskSetState>, AwsError>;
 }
 
+/// The most pages of ListServiceDeployments read for one answer.
+const LIST_PAGES_MAX: usize = 10;
+
 #[derive(Debug, Clone)]
 pub struct Ecs(pub aws_sdk_ecs::Client);
 
@@ -261,34 +264,45 @@ impl ServiceReads for Ecs {
         active_only: bool,
     ) -> Result<Vec<ServiceDeploymentBrief>, AwsError> {
         use aws_sdk_ecs::types::{CreatedAt, ServiceDeploymentStatus};
-        let active = crate::engine::ACTIVE_SERVICE_DEPLOYMENT
+        let active: Vec<ServiceDeploymentStatus> = crate::engine::ACTIVE_SERVICE_DEPLOYMENT
             .iter()
             .map(|s| ServiceDeploymentStatus::from(*s))
             .collect();
-        let out = self
-            .0
-            .list_service_deployments()
-            .cluster(cluster)
-            .service(service)
-            .set_status(active_only.then_some(active))
-            .set_created_at(since.map(|t| {
-                CreatedAt::builder()
-                    .after(aws_smithy_types::DateTime::from_millis(
-                        t.timestamp_millis(),
-                    ))
-                    .build()
-            }))
-            .send()
-            .await
-            .map_err(|e| {
-                AwsError::from_sdk(
-                    "ListServiceDeployments",
-                    format!("ECS service {cluster}/{service}"),
-                    e,
-                )
-            })?;
-        let mut listed: Vec<ServiceDeploymentBrief> = out
-            .service_deployments()
+        // Every page (ECS promises no order within or across them), sorted here; a bound on
+        // the pages keeps a service with years of deployments from eating the deadline.
+        let mut found = vec![];
+        let mut token = None;
+        for _ in 0..LIST_PAGES_MAX {
+            let out = self
+                .0
+                .list_service_deployments()
+                .cluster(cluster)
+                .service(service)
+                .set_status(active_only.then(|| active.clone()))
+                .set_created_at(since.map(|t| {
+                    CreatedAt::builder()
+                        .after(aws_smithy_types::DateTime::from_millis(
+                            t.timestamp_millis(),
+                        ))
+                        .build()
+                }))
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| {
+                    AwsError::from_sdk(
+                        "ListServiceDeployments",
+                        format!("ECS service {cluster}/{service}"),
+                        e,
+                    )
+                })?;
+            token = out.next_token().map(str::to_string);
+            found.extend(out.service_deployments.unwrap_or_default());
+            if token.is_none() {
+                break;
+            }
+        }
+        let mut listed: Vec<ServiceDeploymentBrief> = found
             .iter()
             .map(|d| ServiceDeploymentBrief {
                 arn: d.service_deployment_arn().unwrap_or_default().to_string(),
@@ -490,6 +504,46 @@ mod tests {
         );
         assert_eq!(info.load_balancers[0].container_name, "web1");
         assert_eq!(info.load_balancers[0].container_port, 3000);
+    }
+
+    #[tokio::test]
+    async fn service_deployments_are_read_from_every_page_newest_first() {
+        use aws_sdk_ecs::operation::list_service_deployments::ListServiceDeploymentsOutput;
+        use aws_sdk_ecs::types::ServiceDeploymentBrief as Brief;
+        let brief = |n: i64| {
+            Brief::builder()
+                .service_deployment_arn(format!(
+                    "arn:aws:ecs:us-east-1:123456789012:service-deployment/apps/web1/d{n}"
+                ))
+                .status(aws_sdk_ecs::types::ServiceDeploymentStatus::Successful)
+                .created_at(aws_smithy_types::DateTime::from_secs(1_700_000_000 + n))
+                .build()
+        };
+        let pages = mock!(aws_sdk_ecs::Client::list_service_deployments)
+            .sequence()
+            .output(move || {
+                ListServiceDeploymentsOutput::builder()
+                    .service_deployments(brief(1))
+                    .service_deployments(brief(3))
+                    .next_token("page-2")
+                    .build()
+            })
+            .output(move || {
+                ListServiceDeploymentsOutput::builder()
+                    .service_deployments(brief(2))
+                    .build()
+            })
+            .build();
+        let listed = Ecs(mocked!(aws_sdk_ecs, &pages))
+            .service_deployments("apps", "web1", None, false)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = listed
+            .iter()
+            .map(|d| d.arn.rsplit('/').next().unwrap())
+            .collect();
+        assert_eq!(ids, ["d3", "d2", "d1"]);
+        assert_eq!(pages.num_calls(), 2);
     }
 
     #[tokio::test]
