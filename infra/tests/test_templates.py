@@ -83,6 +83,7 @@ REQUIRED_ACTIONS = {
         "iam:PassRole",
         "dynamodb:GetItem",
         "dynamodb:BatchGetItem",
+        "dynamodb:Query",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "ssm:GetParameter",
@@ -1153,3 +1154,21 @@ def test_example_config_matches_example_service():
     assert re.fullmatch(config["defaults"]["tag_pattern"], "v1.4.2")
     assert not re.fullmatch(config["defaults"]["tag_pattern"], "latest")
     assert config["defaults"]["hooks"] == ["AfterAllowTestTraffic"]
+
+
+# Each role's ledger writes, by the key prefix of the items it writes.
+WRITE_PREFIX = {"DeployerFunction": "app#*", "HealthHookFunction": "app#*", "NotifierFunction": "notice#*"}
+LEDGER_WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_ledger_writes_are_scoped_to_the_items_each_function_owns(sam: dict, function: str):
+    role_name, _ = role_of(sam, function)
+    writing = [s for s in role_statements(sam, role_name) if LEDGER_WRITES & set(as_list(s["Action"]))]
+    assert writing, f"{role_name} writes nothing to the ledger"
+    for statement in writing:
+        condition = statement.get("Condition", {})
+        keys = condition.get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys")
+        assert as_list(keys) == [WRITE_PREFIX[function]], f"{role_name}/{statement.get('Sid')}: {condition}"
+        # No write rides along in a statement with reads (the condition would scope them too).
+        assert set(as_list(statement["Action"])) <= LEDGER_WRITES, statement

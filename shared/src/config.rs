@@ -150,6 +150,8 @@ struct RawHealth {
     check_task_set: Option<bool>,
     check_target_health: Option<bool>,
     check_http: Option<bool>,
+    window_s: Option<u64>,
+    check_production: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +202,11 @@ pub struct HealthSettings {
     pub check_task_set: bool,
     pub check_target_health: bool,
     pub check_http: bool,
+    /// How long green may take to pass, from the first check (native hook rounds).
+    pub window_s: u64,
+    /// Native ECS: check green again at the production traffic stages the hook is registered
+    /// for (it is always checked at POST_TEST_TRAFFIC_SHIFT).
+    pub check_production: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -511,6 +518,11 @@ fn merge_health(
             .or(defaults.check_target_health)
             .unwrap_or(true),
         check_http: app.check_http.or(defaults.check_http).unwrap_or(true),
+        window_s: app.window_s.or(defaults.window_s).unwrap_or(15 * 60),
+        check_production: app
+            .check_production
+            .or(defaults.check_production)
+            .unwrap_or(false),
     };
     if !settings.path.starts_with('/') {
         return Err(invalid(format!("{key}.path"), "must start with `/`"));
@@ -537,6 +549,13 @@ fn merge_health(
     }
     if settings.failures == 0 {
         return Err(invalid(format!("{key}.failures"), "must be at least 1"));
+    }
+    // ECS waits at most 24 hours at a stage.
+    if !(1..=24 * 3600).contains(&settings.window_s) {
+        return Err(invalid(
+            format!("{key}.window_s"),
+            "must be between 1 and 86400 seconds",
+        ));
     }
     if settings.timeout_ms == 0 {
         return Err(invalid(format!("{key}.timeout_ms"), "must be at least 1"));

@@ -1,26 +1,37 @@
 //! The hook for native ECS blue/green deployments.
 //!
-//! ECS invokes the hook at a lifecycle stage (`POST_TEST_TRAFFIC_SHIFT` is the one for checking
-//! green through the test listener before production traffic) and invokes it again after
-//! `callBackDelay` while it answers `IN_PROGRESS`. So the hook never waits through a check
-//! window: each invocation makes one round of the same checks as for CodeDeploy (green's tasks
-//! running, its targets healthy, the HTTP probe through the test listener rule or
-//! `health.url`), keeps its progress in `hookDetails` (consecutive good and bad probes, when it
-//! started, what it found on the first round), and answers at once. A ten-minute check costs
-//! seconds of Lambda time.
+//! ECS invokes the hook at each lifecycle stage it is registered for, and invokes it again
+//! after `callBackDelay` while it answers `IN_PROGRESS`. So the hook never waits through a
+//! check window: each invocation makes one round of the same checks as for CodeDeploy (green's
+//! tasks running, its targets healthy, the HTTP probe through the test listener rule or
+//! `health.url`), keeps its counters in `hookDetails` and answers at once. A ten-minute check
+//! costs seconds of Lambda time.
 //!
-//! The release is found from the target revision's task definition, which carries the
-//! `greenlight:app|version|digest` tags the deployer writes; a revision without them is not a
-//! release of Greenlight's and is failed as unmanaged. Every answer is one of `SUCCEEDED`,
-//! `FAILED` or `IN_PROGRESS`: an error or a panic in a round is `FAILED` with the reason, a
-//! round cut short by the deadline or a throttled call is `IN_PROGRESS` (the next round tries
-//! again) until [`CHECK_WINDOW`] has passed since the first round.
+//! By stage ([`Stage`]): green is checked at `POST_TEST_TRAFFIC_SHIFT` (test traffic reaches
+//! it, production does not yet), and at the production traffic stages when
+//! `health.check_production` is set; every other stage has nothing to check and is answered
+//! `SUCCEEDED` at once without a call. A deployment that is rolling back is never stalled or
+//! failed: ECS runs the traffic-shift hooks again during a rollback, and they answer
+//! `SUCCEEDED` at once.
+//!
+//! Nothing that decides what is checked is taken from the event's `hookDetails` (anyone
+//! allowed to invoke the hook can write them): they carry only the execution, the revision
+//! they count for, times and counters. The release (from the target revision's task
+//! definition, which carries the `greenlight:app|version|digest` tags the deployer writes),
+//! its green target group and the URL to probe (from the config and the service's test
+//! listener) are read again every round, and the service deployment must name the event's
+//! target revision and service. A revision without the tags is not a release of Greenlight's
+//! and is failed as unmanaged. Every answer is one of `SUCCEEDED`, `FAILED` or `IN_PROGRESS`:
+//! an error or a panic in a round is `FAILED` with the reason, a round cut short by the
+//! deadline or a throttled call is `IN_PROGRESS` (the next round tries again) until
+//! `health.window_s` has passed since the first round.
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use greenlight_shared::ecs_hook::{service_of, EcsHookAnswer, EcsHookEvent, HookStatus};
+use greenlight_shared::events::clipped;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::task_definition::{tag_value, TAG_APP, TAG_DIGEST, TAG_VERSION};
 use greenlight_shared::AwsErrorKind;
@@ -31,9 +42,11 @@ use tracing::{info, warn};
 use crate::checks;
 use crate::handler::{Deps, HookError};
 
-/// How long after its first round the hook keeps answering IN_PROGRESS before it fails green
-/// as not ready. Well within ECS's 24 hours per stage and the hook's default timeout.
-pub const CHECK_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The longest ECS runs a lifecycle stage: progress that claims to be older is not ECS's.
+const STAGE_MAX_MS: i64 = 24 * 3600 * 1000;
+
+/// The window when the app cannot be told (its release could not be read).
+const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Time kept before the deadline for the answer (there is no report call to make), and for
 /// keeping a verdict's reason in the ledger.
@@ -43,22 +56,22 @@ const VERDICT_RECORD_BUDGET: Duration = Duration::from_secs(1);
 /// Where the progress lives in `hookDetails` (the hook's own configured details sit beside it).
 const DETAILS_KEY: &str = "greenlight";
 
-/// What one hook execution has seen so far, returned in `hookDetails` and read back.
+/// What one hook execution has counted so far, returned in `hookDetails` and read back: times
+/// and counters only.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
-    /// The hook execution it belongs to: progress of another one is not trusted.
+    /// The hook execution and the revision it counts for: progress of another is not trusted.
     pub execution: String,
+    #[serde(default)]
+    pub revision: String,
+    /// The stage it counts at: a later stage checks afresh.
+    #[serde(default)]
+    pub stage: String,
     pub started_ms: i64,
     pub rounds: u32,
     /// Consecutive good and bad probe answers.
     pub good: u32,
     pub bad: u32,
-    /// Found on the first round.
-    pub app: Option<String>,
-    pub version: Option<String>,
-    pub digest: Option<String>,
-    pub target_group: Option<String>,
-    pub url: Option<String>,
     /// What the last round found.
     pub last: Option<String>,
 }
@@ -66,17 +79,59 @@ pub struct Progress {
 impl Progress {
     /// The progress `hookDetails` holds for this execution, or a fresh one.
     fn of(event: &EcsHookEvent, now_ms: i64) -> Self {
+        let revision = &event.execution_details.target_service_revision_arn;
         event
             .hook_details
             .as_ref()
             .and_then(|d| d.get(DETAILS_KEY))
             .and_then(|p| serde_json::from_value::<Progress>(p.clone()).ok())
-            .filter(|p| p.execution == event.execution_id && p.started_ms <= now_ms)
+            .filter(|p| {
+                p.execution == event.execution_id
+                    && p.revision == *revision
+                    && p.stage == event.lifecycle_stage
+                    && p.started_ms <= now_ms
+                    && now_ms - p.started_ms <= STAGE_MAX_MS
+                    && p.good <= p.rounds
+                    && p.bad <= p.rounds
+            })
             .unwrap_or_else(|| Progress {
                 execution: event.execution_id.clone(),
+                revision: revision.clone(),
+                stage: event.lifecycle_stage.clone(),
                 started_ms: now_ms,
                 ..Progress::default()
             })
+    }
+}
+
+/// The release a round checks, read afresh every round (never from `hookDetails`).
+#[derive(Debug, Clone, Default)]
+struct Release {
+    app: String,
+    version: Option<String>,
+    digest: Option<String>,
+    target_group: Option<String>,
+    url: Option<String>,
+}
+
+/// A lifecycle stage, as far as checking green goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Test traffic reaches green and production does not: the check before production.
+    PostTestTraffic,
+    /// Production traffic is moving to green, or has moved.
+    Production,
+    /// Green has no traffic to be probed through yet (or the stage is unknown to the hook).
+    NothingToCheck,
+}
+
+impl Stage {
+    pub fn of(name: &str) -> Self {
+        match name {
+            "POST_TEST_TRAFFIC_SHIFT" => Self::PostTestTraffic,
+            "PRODUCTION_TRAFFIC_SHIFT" | "POST_PRODUCTION_TRAFFIC_SHIFT" => Self::Production,
+            _ => Self::NothingToCheck,
+        }
     }
 }
 
@@ -86,6 +141,8 @@ enum Round {
     Passed,
     NotYet(String),
     Failed(String),
+    /// Nothing to check here (a rollback under way, a production stage not checked).
+    Skip(String),
 }
 
 /// Reads an ECS lifecycle hook invocation; anything else is a `MalformedEvent` with a short
@@ -118,13 +175,34 @@ pub async fn handle_native(
     event: &EcsHookEvent,
     invocation: &Invocation,
 ) -> EcsHookAnswer {
+    let stage = Stage::of(&event.lifecycle_stage);
+    if stage == Stage::NothingToCheck {
+        info!(deployment = %event.resource_arn, stage = %event.lifecycle_stage, verdict = "SUCCEEDED",
+              "nothing to check at this stage");
+        return EcsHookAnswer {
+            hook_status: HookStatus::Succeeded,
+            call_back_delay: None,
+            hook_details: Some(serde_json::json!({ DETAILS_KEY: {
+                "last": format!("nothing to check at {}", clipped(&event.lifecycle_stage, 64))
+            } })),
+        };
+    }
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut progress = Progress::of(event, now_ms);
     progress.rounds += 1;
+    let mut release = None;
     let deadline = invocation.deadline_minus(ANSWER_GUARD + VERDICT_RECORD_BUDGET);
     let outcome = tokio::time::timeout_at(
         deadline,
-        AssertUnwindSafe(round(deps, event, &mut progress, deadline)).catch_unwind(),
+        AssertUnwindSafe(round(
+            deps,
+            event,
+            stage,
+            &mut progress,
+            &mut release,
+            deadline,
+        ))
+        .catch_unwind(),
     )
     .await;
     let round = match outcome {
@@ -132,35 +210,46 @@ pub async fn handle_native(
         Ok(Err(_)) => Round::Failed("a check failed unexpectedly (panic)".to_string()),
         Err(_) => Round::NotYet("the round did not finish before the invocation's deadline".into()),
     };
+    let window = release
+        .as_ref()
+        .and_then(|r: &Release| deps.config.app_named(&r.app))
+        .map_or(DEFAULT_WINDOW, |a| Duration::from_secs(a.health.window_s));
     let elapsed = Duration::from_millis((now_ms - progress.started_ms).max(0) as u64);
-    let (status, reason) = match round {
-        Round::Passed => (HookStatus::Succeeded, "all checks passed".to_string()),
-        Round::Failed(why) => (HookStatus::Failed, why),
-        Round::NotYet(why) if elapsed >= CHECK_WINDOW => (
+    let (status, reason, verdict) = match round {
+        Round::Passed => (HookStatus::Succeeded, "all checks passed".to_string(), true),
+        Round::Skip(why) => (HookStatus::Succeeded, why, false),
+        Round::Failed(why) => (HookStatus::Failed, why, true),
+        Round::NotYet(why) if elapsed >= window => (
             HookStatus::Failed,
             format!(
                 "not ready {} s after the first check: {why}",
                 elapsed.as_secs()
             ),
+            true,
         ),
-        Round::NotYet(why) => (HookStatus::InProgress, why),
+        Round::NotYet(why) => (HookStatus::InProgress, why, false),
     };
     progress.last = Some(reason.clone());
-    info!(deployment = %event.resource_arn, stage = %event.lifecycle_stage,
-          app = progress.app.as_deref().unwrap_or(""), version = progress.version.as_deref().unwrap_or(""),
+    let (app, version) = release
+        .as_ref()
+        .map(|r| (r.app.as_str(), r.version.as_deref().unwrap_or("")))
+        .unwrap_or_default();
+    info!(deployment = %event.resource_arn, stage = %event.lifecycle_stage, app = %app, version = %version,
           round = progress.rounds, verdict = ?status, reason = %reason, "round");
-    if status != HookStatus::InProgress {
-        record_verdict(
-            deps,
-            event,
-            &progress,
-            status == HookStatus::Succeeded,
-            &reason,
-        )
-        .await;
+    if verdict {
+        if let Some(release) = &release {
+            record_verdict(
+                deps,
+                event,
+                release,
+                status == HookStatus::Succeeded,
+                &reason,
+            )
+            .await;
+        }
     }
     let delay = match status {
-        HookStatus::InProgress => Some(callback_delay(deps, &progress)),
+        HookStatus::InProgress => Some(callback_delay(deps, release.as_ref())),
         _ => None,
     };
     EcsHookAnswer {
@@ -171,11 +260,9 @@ pub async fn handle_native(
 }
 
 /// The app's probe interval, in whole seconds (ECS counts in seconds), at least one.
-fn callback_delay(deps: &Deps, progress: &Progress) -> u64 {
-    let interval_ms = progress
-        .app
-        .as_deref()
-        .and_then(|a| deps.config.app_named(a))
+fn callback_delay(deps: &Deps, release: Option<&Release>) -> u64 {
+    let interval_ms = release
+        .and_then(|r| deps.config.app_named(&r.app))
         .map(|a| a.health.interval_ms)
         .unwrap_or(5_000);
     interval_ms.div_ceil(1000).max(1)
@@ -185,12 +272,11 @@ fn callback_delay(deps: &Deps, progress: &Progress) -> u64 {
 async fn record_verdict(
     deps: &Deps,
     event: &EcsHookEvent,
-    progress: &Progress,
+    release: &Release,
     passed: bool,
     reason: &str,
 ) {
-    let (Some(ledger), Some(app), Some(digest)) = (&deps.ledger, &progress.app, &progress.digest)
-    else {
+    let (Some(ledger), app, Some(digest)) = (&deps.ledger, &release.app, &release.digest) else {
         return;
     };
     let write = ledger.record_hook_verdict(app, digest, &event.lifecycle_stage, passed, reason);
@@ -224,41 +310,74 @@ macro_rules! or_round {
 async fn round(
     deps: &Deps,
     event: &EcsHookEvent,
+    stage: Stage,
     progress: &mut Progress,
+    found: &mut Option<Release>,
     deadline: Instant,
 ) -> Round {
-    if progress.app.is_none() {
-        if let Some(unfit) = find_release(deps, event, progress).await {
-            return unfit;
-        }
+    let details = &event.execution_details;
+    // The deployment, its service and its revision must be one: the event is not trusted to
+    // pair them.
+    let same_service = match (
+        arn_service(&event.resource_arn, "service-deployment"),
+        service_of(&details.service_arn),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    };
+    if !same_service {
+        return Round::Failed(
+            "the event's service deployment is not of the event's service".to_string(),
+        );
     }
-    let Some(app) = progress
-        .app
+    let deployment = or_round!(deps.ecs.service_deployment(&event.resource_arn).await);
+    if deployment.status.starts_with("ROLLBACK") {
+        return Round::Skip(format!(
+            "the service deployment is {}: nothing to check while it rolls back",
+            deployment.status
+        ));
+    }
+    if deployment
+        .target_revision
         .as_deref()
-        .and_then(|a| deps.config.app_named(a))
-    else {
+        .is_some_and(|r| r != details.target_service_revision_arn)
+    {
+        return Round::Failed(
+            "the service deployment does not deploy the event's target revision".to_string(),
+        );
+    }
+    if !matches!(deployment.status.as_str(), "PENDING" | "IN_PROGRESS") {
+        return Round::Failed(format!(
+            "the service deployment is {}{}",
+            deployment.status,
+            deployment
+                .status_reason
+                .map(|r| format!(": {}", clipped(&r, 200)))
+                .unwrap_or_default()
+        ));
+    }
+    let release = match find_release(deps, event).await {
+        Ok(release) => found.insert(release),
+        Err(unfit) => return unfit,
+    };
+    let Some(app) = deps.config.app_named(&release.app) else {
         return Round::Failed("the app of this release left the config".to_string());
     };
     let settings = &app.health;
+    if stage == Stage::Production && !settings.check_production {
+        return Round::Skip(format!(
+            "apps.{}.health.check_production is not set: nothing to check at {}",
+            app.name, event.lifecycle_stage
+        ));
+    }
     if settings.check_task_set {
-        let deployment = or_round!(deps.ecs.service_deployment(&event.resource_arn).await);
-        if !matches!(deployment.status.as_str(), "PENDING" | "IN_PROGRESS") {
-            return Round::Failed(format!(
-                "the service deployment is {}{}",
-                deployment.status,
-                deployment
-                    .status_reason
-                    .map(|r| format!(": {}", greenlight_shared::events::clipped(&r, 200)))
-                    .unwrap_or_default()
-            ));
-        }
         let (running, wanted) = (deployment.running_tasks, deployment.requested_tasks);
         if wanted == 0 || running < wanted {
             return Round::NotYet(format!("green runs {running} of {wanted} tasks"));
         }
     }
     if settings.check_target_health {
-        let Some(target_group) = progress.target_group.as_deref() else {
+        let Some(target_group) = release.target_group.as_deref() else {
             return Round::Failed("the green revision has no target group".to_string());
         };
         // One read: `now` as the deadline makes the check answer without waiting.
@@ -274,7 +393,7 @@ async fn round(
         }
     }
     if settings.check_http {
-        let Some(url) = progress.url.clone() else {
+        let Some(url) = release.url.clone() else {
             return Round::Failed("no URL to probe".to_string());
         };
         let timeout = Duration::from_millis(settings.timeout_ms)
@@ -316,9 +435,9 @@ async fn round(
     Round::Passed
 }
 
-/// The first round: the release the target revision runs, its app, the green target group and
-/// the URL to probe. `Some` when the hook cannot go on.
-async fn find_release(deps: &Deps, event: &EcsHookEvent, progress: &mut Progress) -> Option<Round> {
+/// The release the target revision runs, its app, the green target group and the URL to
+/// probe, read from ECS, ELB and the config; `Err` when the hook cannot go on.
+async fn find_release(deps: &Deps, event: &EcsHookEvent) -> Result<Release, Round> {
     let details = &event.execution_details;
     let revision = match deps
         .ecs
@@ -326,7 +445,7 @@ async fn find_release(deps: &Deps, event: &EcsHookEvent, progress: &mut Progress
         .await
     {
         Ok(r) => r,
-        Err(e) => return Some(call_failed(e)),
+        Err(e) => return Err(call_failed(e)),
     };
     let tags = match deps
         .ecs
@@ -334,33 +453,53 @@ async fn find_release(deps: &Deps, event: &EcsHookEvent, progress: &mut Progress
         .await
     {
         Ok(td) => td,
-        Err(e) => return Some(call_failed(e)),
+        Err(e) => return Err(call_failed(e)),
     };
     let tag = |key: &str| tag_value(&tags, key);
     let Some(app) = tag(TAG_APP).and_then(|name| deps.config.app_named(&name)) else {
-        return Some(Round::Failed(format!(
+        return Err(Round::Failed(format!(
             "the revision's task definition {} is not a release of an app Greenlight manages (no known {TAG_APP} tag)",
             revision.task_definition_arn
         )));
     };
-    progress.app = Some(app.name.clone());
-    progress.version = tag(TAG_VERSION);
-    progress.digest = tag(TAG_DIGEST);
-    progress.target_group = revision.target_groups.first().cloned();
+    // The release must be the app's whose service this is: a verdict is written onto it.
+    let event_service = service_of(&details.service_arn);
+    let revision_service = arn_service(&details.target_service_revision_arn, "service-revision");
+    let configured = app
+        .service
+        .as_ref()
+        .map(|s| (s.cluster.as_str(), s.service.as_str()));
+    if revision_service != event_service || configured.is_some_and(|c| Some(c) != event_service) {
+        return Err(Round::Failed(format!(
+            "the target revision is not a revision of app {}'s service",
+            app.name
+        )));
+    }
+    let mut release = Release {
+        app: app.name.clone(),
+        version: tag(TAG_VERSION),
+        digest: tag(TAG_DIGEST),
+        target_group: revision.target_groups.first().cloned(),
+        url: None,
+    };
     let settings = &app.health;
     if !settings.check_http {
-        return None;
+        return Ok(release);
     }
     if let Some(url) = &settings.url {
-        progress.url = Some(url.clone());
-        return None;
+        release.url = Some(url.clone());
+        return Ok(release);
     }
     // The test listener rule's listener: `…:listener-rule/app/<lb>/<id>/<listener>/<rule>` is
     // a rule of `…:listener/app/<lb>/<id>/<listener>`.
-    let (cluster, service) = service_of(&details.service_arn)?;
+    let Some((cluster, service)) = service_of(&details.service_arn) else {
+        return Err(Round::Failed(
+            "the event names no valid service".to_string(),
+        ));
+    };
     let service = match deps.ecs.service(cluster, service).await {
         Ok(s) => s,
-        Err(e) => return Some(call_failed(e)),
+        Err(e) => return Err(call_failed(e)),
     };
     let listener = service
         .load_balancers
@@ -368,7 +507,7 @@ async fn find_release(deps: &Deps, event: &EcsHookEvent, progress: &mut Progress
         .find_map(|lb| lb.test_listener_rule.as_deref())
         .and_then(listener_of_rule);
     let Some(listener) = listener else {
-        return Some(Round::Failed(format!(
+        return Err(Round::Failed(format!(
             "service {cluster}/{} has no test listener rule and apps.{}.health.url is not set",
             service_of(&details.service_arn)
                 .map(|(_, s)| s)
@@ -378,16 +517,37 @@ async fn find_release(deps: &Deps, event: &EcsHookEvent, progress: &mut Progress
     };
     let endpoint = match deps.elb.listener_endpoint(&listener).await {
         Ok(e) => e,
-        Err(e) => return Some(call_failed(e)),
+        Err(e) => return Err(call_failed(e)),
     };
     if endpoint.protocol.eq_ignore_ascii_case("HTTPS") && settings.host.is_none() {
-        return Some(Round::Failed(format!(
+        return Err(Round::Failed(format!(
             "the test listener is HTTPS: its certificate cannot be checked against the load balancer's name {}; set apps.{}.health.host to the name it is for",
             endpoint.host, app.name
         )));
     }
-    progress.url = Some(endpoint.url(&settings.path));
-    None
+    release.url = Some(endpoint.url(&settings.path));
+    Ok(release)
+}
+
+/// `(cluster, service)` of an ECS ARN of `kind` whose path is `<kind>/<cluster>/<service>/<id>`
+/// (a service deployment or a service revision).
+fn arn_service<'a>(arn: &'a str, kind: &str) -> Option<(&'a str, &'a str)> {
+    let path = arn.split(':').nth(5)?;
+    let mut parts = path.split('/');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some(k), Some(cluster), Some(service), Some(id), None)
+            if k == kind && !cluster.is_empty() && !service.is_empty() && !id.is_empty() =>
+        {
+            Some((cluster, service))
+        }
+        _ => None,
+    }
 }
 
 /// The listener ARN of a listener rule ARN.

@@ -30,6 +30,8 @@ failures = 2
 interval_ms = 4000
 timeout_ms = 100
 "#;
+const REVISION: &str =
+    "arn:aws:ecs:us-east-1:123456789012:service-revision/my-cluster/web2/9313423515462893900";
 const RULE: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/web2/50dc6c495c0c9188/f2f7dc8efc522ab2/9683b2d02a6cabee";
 
 struct World {
@@ -43,15 +45,21 @@ struct World {
 fn in_progress(running: i32, requested: i32) -> ServiceDeploymentState {
     ServiceDeploymentState {
         status: "IN_PROGRESS".into(),
-        target_revision: Some("green".into()),
+        target_revision: Some(REVISION.into()),
         requested_tasks: requested,
         running_tasks: running,
         ..Default::default()
     }
 }
 
+const EXECUTION: &str = "e8d5a28f-eb01-4f3c-9454-a30ba6dc54bc";
+
 impl World {
     fn new(probes: Vec<Result<u16, String>>) -> Self {
+        Self::configured(CONFIG, probes)
+    }
+
+    fn configured(config: &str, probes: Vec<Result<u16, String>>) -> Self {
         let calls = Arc::new(Calls::default());
         let ecs = Arc::new(FakeEcs::new(calls.clone(), "unused"));
         *ecs.tags.lock().unwrap() = [
@@ -72,7 +80,7 @@ impl World {
         *elb.health_answers.lock().unwrap() = vec![Ok(healthy_targets(2))];
         let prober = Arc::new(FakeProber::answering(probes));
         let deps = Deps {
-            config: Config::parse(CONFIG).unwrap(),
+            config: Config::parse(config).unwrap(),
             codedeploy: Arc::new(FakeCodeDeploy::new(calls.clone())),
             ecs: ecs.clone(),
             elb: elb.clone(),
@@ -91,13 +99,25 @@ impl World {
 
     /// One invocation, as ECS makes it: with the `hookDetails` the last answer returned.
     async fn invoke(&self, details: Option<&Value>) -> EcsHookAnswer {
+        self.invoke_at("POST_TEST_TRAFFIC_SHIFT", details).await
+    }
+
+    async fn invoke_at(&self, stage: &str, details: Option<&Value>) -> EcsHookAnswer {
+        self.invoke_with(|p| {
+            p["lifecycleStage"] = json!(stage);
+            if let Some(details) = details {
+                p["hookDetails"] = details.clone();
+            }
+        })
+        .await
+    }
+
+    async fn invoke_with(&self, change: impl FnOnce(&mut Value)) -> EcsHookAnswer {
         let mut payload: Value = serde_json::from_str(include_str!(
             "../../../events/ecs-lifecycle-hook-post-test-traffic-shift.json"
         ))
         .unwrap();
-        if let Some(details) = details {
-            payload["hookDetails"] = details.clone();
-        }
+        change(&mut payload);
         let event: EcsHookEvent = parse_ecs_event(payload).unwrap();
         handle_native(
             &self.deps,
@@ -141,14 +161,17 @@ async fn healthy_green_succeeds_after_n_rounds_each_answering_at_once() {
         *w.prober.urls.lock().unwrap(),
         vec!["http://web1-test.elb.local:8080/api/health"; 3]
     );
-    // The release is found once, then carried in hookDetails.
-    assert_eq!(w.calls.count("DescribeServiceRevisions"), 1);
-    assert_eq!(w.calls.count("ListTagsForResource"), 1);
+    // The release is read again every round: hookDetails carry counters only.
+    assert_eq!(w.calls.count("DescribeServiceRevisions"), 3);
+    assert_eq!(w.calls.count("ListTagsForResource"), 3);
     assert_eq!(w.calls.count("DescribeServiceDeployments"), 3);
     let progress = &answers[2].hook_details.as_ref().unwrap()["greenlight"];
-    assert_eq!(progress["app"], "web2");
-    assert_eq!(progress["version"], "v2.1.0");
     assert_eq!(progress["good"], 3);
+    assert_eq!(progress["revision"], REVISION);
+    assert!(
+        progress.get("url").is_none() && progress.get("app").is_none(),
+        "{progress}"
+    );
 }
 
 #[tokio::test]
@@ -191,20 +214,124 @@ async fn green_not_ready_waits_without_probing() {
 }
 
 #[tokio::test]
-async fn a_deployment_that_is_rolling_back_is_failed_at_once() {
+async fn a_deployment_that_is_rolling_back_is_never_stalled_or_failed_at_any_stage() {
+    for stage in [
+        "POST_TEST_TRAFFIC_SHIFT",
+        "PRODUCTION_TRAFFIC_SHIFT",
+        "POST_PRODUCTION_TRAFFIC_SHIFT",
+    ] {
+        let w = World::new(vec![Ok(500)]);
+        *w.ecs.deployment_answers.lock().unwrap() = vec![Ok(ServiceDeploymentState {
+            status: "ROLLBACK_IN_PROGRESS".into(),
+            status_reason: Some("alarm web2-5xx in ALARM".into()),
+            ..Default::default()
+        })];
+        let answer = w.invoke_at(stage, None).await;
+        assert_eq!(answer.hook_status, HookStatus::Succeeded, "{stage}");
+        let reason = answer.hook_details.as_ref().unwrap()["greenlight"]["last"].clone();
+        assert_eq!(
+            reason,
+            "the service deployment is ROLLBACK_IN_PROGRESS: nothing to check while it rolls back"
+        );
+        assert!(w.prober.urls.lock().unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn stages_with_nothing_to_check_succeed_at_once_without_a_call() {
+    for stage in [
+        "RECONCILE_SERVICE",
+        "PRE_SCALE_UP",
+        "POST_SCALE_UP",
+        "TEST_TRAFFIC_SHIFT",
+        "PRE_PRODUCTION_TRAFFIC_SHIFT",
+        "A_STAGE_ECS_ADDS_LATER",
+    ] {
+        let w = World::new(vec![Ok(500)]);
+        *w.ecs.deployment_answers.lock().unwrap() = vec![Ok(in_progress(0, 2))];
+        let answer = w.invoke_at(stage, None).await;
+        assert_eq!(answer.hook_status, HookStatus::Succeeded, "{stage}");
+        assert_eq!(w.calls.total(), 0, "{stage}");
+        assert!(w.prober.urls.lock().unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn production_stages_are_checked_only_when_the_config_asks() {
+    let w = World::new(vec![Ok(500)]);
+    let answer = w.invoke_at("PRODUCTION_TRAFFIC_SHIFT", None).await;
+    assert_eq!(answer.hook_status, HookStatus::Succeeded);
+    assert!(w.prober.urls.lock().unwrap().is_empty());
+
+    let w = World::configured(
+        &CONFIG.replace(
+            "timeout_ms = 100",
+            "timeout_ms = 100\ncheck_production = true",
+        ),
+        vec![Ok(500)],
+    );
+    let first = w.invoke_at("POST_PRODUCTION_TRAFFIC_SHIFT", None).await;
+    assert_eq!(first.hook_status, HookStatus::InProgress);
+    let second = w
+        .invoke_at("POST_PRODUCTION_TRAFFIC_SHIFT", first.hook_details.as_ref())
+        .await;
+    assert_eq!(second.hook_status, HookStatus::Failed);
+    assert_eq!(w.prober.urls.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn forged_hook_details_choose_nothing_that_is_checked() {
+    let w = World::new(vec![Ok(200)]);
+    let started = chrono::Utc::now().timestamp_millis() - 4_000;
+    let forged = json!({"greenlight": {
+        "execution": EXECUTION, "revision": REVISION, "stage": "POST_TEST_TRAFFIC_SHIFT",
+        "started_ms": started, "rounds": 1, "good": 0, "bad": 0,
+        "app": "web1", "digest": "sha256:1111", "target_group": "arn:tg-forged",
+        "url": "http://attacker.example/"
+    }});
+    let answer = w.invoke(Some(&forged)).await;
+    assert_eq!(answer.hook_status, HookStatus::InProgress);
+    assert_eq!(
+        *w.prober.urls.lock().unwrap(),
+        vec!["http://web1-test.elb.local:8080/api/health"]
+    );
+    // Counters that could not have been counted are not trusted either.
+    let impossible = json!({"greenlight": {
+        "execution": EXECUTION, "revision": REVISION, "stage": "POST_TEST_TRAFFIC_SHIFT",
+        "started_ms": started, "rounds": 1, "good": 99, "bad": 0
+    }});
+    let answer = w.invoke(Some(&impossible)).await;
+    assert_eq!(answer.hook_status, HookStatus::InProgress);
+    assert_eq!(
+        answer.hook_details.unwrap()["greenlight"]["good"],
+        1,
+        "counted afresh"
+    );
+}
+
+#[tokio::test]
+async fn a_deployment_revision_or_service_that_do_not_belong_together_fail_without_a_probe() {
+    // The service deployment deploys another revision than the event says.
     let w = World::new(vec![Ok(200)]);
     *w.ecs.deployment_answers.lock().unwrap() = vec![Ok(ServiceDeploymentState {
-        status: "ROLLBACK_IN_PROGRESS".into(),
-        status_reason: Some("alarm web2-5xx in ALARM".into()),
-        ..Default::default()
+        target_revision: Some(
+            "arn:aws:ecs:us-east-1:123456789012:service-revision/my-cluster/web2/1".into(),
+        ),
+        ..in_progress(2, 2)
     })];
-    let answers = w.run().await;
-    assert_eq!(statuses(&answers), [HookStatus::Failed]);
-    let reason = answers[0].hook_details.as_ref().unwrap()["greenlight"]["last"].clone();
-    assert_eq!(
-        reason,
-        "the service deployment is ROLLBACK_IN_PROGRESS: alarm web2-5xx in ALARM"
-    );
+    let answer = w.invoke(None).await;
+    assert_eq!(answer.hook_status, HookStatus::Failed);
+    assert!(w.prober.urls.lock().unwrap().is_empty());
+    // The event pairs a deployment of one service with another service.
+    let w = World::new(vec![Ok(200)]);
+    let answer = w
+        .invoke_with(|p| {
+            p["executionDetails"]["serviceArn"] =
+                json!("arn:aws:ecs:us-east-1:123456789012:service/my-cluster/other");
+        })
+        .await;
+    assert_eq!(answer.hook_status, HookStatus::Failed);
+    assert_eq!(w.calls.total(), 0);
 }
 
 #[tokio::test]
@@ -278,6 +405,21 @@ async fn green_not_ready_within_the_window_is_failed() {
         reason.as_str().unwrap().starts_with("not ready 9"),
         "{reason}"
     );
+}
+
+#[tokio::test]
+async fn the_window_is_the_apps_own() {
+    let w = World::configured(
+        &CONFIG.replace("timeout_ms = 100", "timeout_ms = 100\nwindow_s = 60"),
+        vec![Ok(200)],
+    );
+    *w.ecs.deployment_answers.lock().unwrap() = vec![Ok(in_progress(0, 2))];
+    let first = w.invoke(None).await;
+    assert_eq!(first.hook_status, HookStatus::InProgress);
+    let mut details = first.hook_details.unwrap();
+    details["greenlight"]["started_ms"] = json!(chrono::Utc::now().timestamp_millis() - 61_000);
+    let answer = w.invoke(Some(&details)).await;
+    assert_eq!(answer.hook_status, HookStatus::Failed);
 }
 
 #[test]
