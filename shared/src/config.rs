@@ -134,6 +134,7 @@ struct RawSlack {
     webhook: Option<String>,
     mention_on_failure: Option<String>,
     channel: Option<String>,
+    announce_outside: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -215,6 +216,9 @@ pub struct SlackSettings {
     pub webhook: Option<String>,
     pub mention_on_failure: Option<String>,
     pub channel: Option<String>,
+    /// Whether deployments that Greenlight did not start (a service's creation, a manual or
+    /// infrastructure-as-code update) are announced, as such.
+    pub announce_outside: bool,
 }
 
 /// A CodeDeploy deployment group, by application and group name.
@@ -305,6 +309,11 @@ impl Config {
                     .mention_on_failure
                     .or_else(|| raw.slack.mention_on_failure.clone()),
                 channel: app.slack.channel.or_else(|| raw.slack.channel.clone()),
+                announce_outside: app
+                    .slack
+                    .announce_outside
+                    .or(raw.slack.announce_outside)
+                    .unwrap_or(true),
             };
             if let Some(webhook) = &slack.webhook {
                 crate::secrets::SecretRef::parse(webhook)

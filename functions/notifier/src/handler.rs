@@ -393,6 +393,13 @@ pub(crate) async fn post_notice(
     invocation: &Invocation,
 ) -> Result<Notified, NotifyError> {
     let (deployment_id, state) = (notice.deployment_id.as_str(), notice.state.as_str());
+    if notice.is_outside() && !app.slack.announce_outside {
+        info!(app = %app.name, deployment_id = %deployment_id, state = %state,
+              "not announced: a deployment outside Greenlight (apps.<app>.slack.announce_outside = false)");
+        return Ok(Notified::Ignored {
+            reason: format!("deployment {deployment_id} was not started by Greenlight"),
+        });
+    }
     let message = message::build(notice);
     let deadline = invocation.deadline_minus(SLACK_DEADLINE_MARGIN);
     let attempts = match deps.slack.post(webhook, &message.payload, deadline).await {

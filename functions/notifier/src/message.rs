@@ -135,6 +135,14 @@ pub struct Notice {
 }
 
 impl Notice {
+    /// Whether Greenlight did not start this deployment (a person, IaC, a service's creation).
+    pub fn is_outside(&self) -> bool {
+        matches!(
+            self.started_by,
+            Some(StartedBy::Manual) | Some(StartedBy::Other(_))
+        ) && !self.is_rollback()
+    }
+
     /// Whether this deployment is itself a rollback.
     pub fn is_rollback(&self) -> bool {
         matches!(self.rollback, Some(Rollback::IsRollback { .. }))
@@ -161,6 +169,8 @@ pub enum Outcome {
     Failed,
     /// A rollback deployment finished: production is back on the previous version.
     RolledBack,
+    /// A deployment Greenlight did not start ended well: not a release, never a success.
+    Outside,
     Stopped,
     InProgress,
     Unknown,
@@ -173,6 +183,7 @@ impl Outcome {
         }
         match notice.state.as_str() {
             "SUCCESS" if notice.is_rollback() => Self::RolledBack,
+            "SUCCESS" if notice.is_outside() => Self::Outside,
             "SUCCESS" => Self::Succeeded,
             "FAILURE" => Self::Failed,
             "STOP" => Self::Stopped,
@@ -188,7 +199,7 @@ impl Outcome {
             Self::Failed => "#E01E5A",
             Self::RolledBack | Self::Stopped => "#ECB22E",
             Self::InProgress => "#1D9BD1",
-            Self::Unknown => "#8D8D8D",
+            Self::Unknown | Self::Outside => "#8D8D8D",
         }
     }
 
@@ -297,6 +308,9 @@ fn state_headline(n: &Notice) -> String {
             other => format!(":grey_question: {app} rollback to {to} is now {other}"),
         };
     }
+    if n.is_outside() {
+        return outside_headline(n);
+    }
     let subject = match &n.version {
         Some(version) => format!("{app} {version}"),
         None => format!("{app} deployment {}", n.deployment_id),
@@ -329,6 +343,30 @@ fn state_headline(n: &Notice) -> String {
                 n.deployment_id
             ),
         },
+    }
+}
+
+/// A deployment that Greenlight did not start: what it deploys and who started it where the
+/// engine says, never in a release's words.
+fn outside_headline(n: &Notice) -> String {
+    let (app, env) = (&n.app, &n.environment);
+    let what = n
+        .task_definition
+        .as_deref()
+        .map(|td| td.rsplit('/').next().unwrap_or(td))
+        .unwrap_or(n.deployment_id.as_str());
+    let by = match &n.started_by {
+        Some(StartedBy::Other(creator)) => format!(", started by {creator}"),
+        _ => String::new(),
+    };
+    let subject = format!("{app}: a deployment outside Greenlight ({what}{by})");
+    match n.state.as_str() {
+        "START" => format!(":information_source: {subject} started on {env}"),
+        "READY" => format!(":information_source: {subject} is ready on green"),
+        "SUCCESS" => format!(":information_source: {subject} finished on {env}; not a release"),
+        "FAILURE" => format!(":x: {subject} FAILED on {env}"),
+        "STOP" => format!(":black_square_for_stop: {subject} STOPPED on {env}"),
+        other => format!(":grey_question: {subject} is now {other}"),
     }
 }
 

@@ -558,29 +558,31 @@ async fn refused_message_fails_at_once_without_retrying() {
 async fn every_sample_event_posts_its_headline() {
     let w = World::new(Answer::OK).await;
     w.knows_the_deployment("web1", "web1-bluegreen");
+    // The samples' deployment carries no release of Greenlight's: a person started it.
+    let outside = "web1: a deployment outside Greenlight (d-7GQK2M4XB)";
     let expected = [
         (
             "codedeploy-start",
-            ":rocket: web1 deployment d-7GQK2M4XB deploying to production",
+            format!(":information_source: {outside} started on production"),
         ),
         (
             "codedeploy-ready",
-            ":large_blue_circle: web1 deployment d-7GQK2M4XB is ready on green — shifting traffic",
+            format!(":information_source: {outside} is ready on green"),
         ),
         (
             "codedeploy-success",
-            ":white_check_mark: web1 deployment d-7GQK2M4XB deployed to production",
+            format!(":information_source: {outside} finished on production; not a release"),
         ),
         (
             "codedeploy-failure",
-            ":x: web1 deployment d-7GQK2M4XB FAILED on production",
+            format!(":x: {outside} FAILED on production"),
         ),
         (
             "codedeploy-stop",
-            ":black_square_for_stop: web1 deployment d-7GQK2M4XB STOPPED on production",
+            format!(":black_square_for_stop: {outside} STOPPED on production"),
         ),
     ];
-    for (name, headline) in expected {
+    for (name, headline) in &expected {
         let event: CodeDeployEvent = serde_json::from_value(sample(name)).unwrap();
         let out = w.run(event).await.unwrap();
         assert_eq!(posted_headline(&out), headline, "{name}");
@@ -831,11 +833,11 @@ async fn default_webhook_serves_apps_without_one_and_is_read_once_per_cold_start
 
     assert_eq!(
         posted_headline(&start),
-        ":rocket: web2 deployment d-7GQK2M4XB deploying to staging"
+        ":information_source: web2: a deployment outside Greenlight (d-7GQK2M4XB) started on staging"
     );
     assert_eq!(
         posted_headline(&success),
-        ":white_check_mark: web2 deployment d-7GQK2M4XB deployed to staging"
+        ":information_source: web2: a deployment outside Greenlight (d-7GQK2M4XB) finished on staging; not a release"
     );
     let bodies = w.slack.bodies();
     assert_eq!(bodies.len(), 2);
@@ -1222,5 +1224,56 @@ async fn an_ecs_event_cannot_steer_the_console_link_or_name_an_invalid_service()
         w.calls.total(),
         calls,
         "no AWS call for an invalid service name"
+    );
+}
+
+#[tokio::test]
+async fn a_deployment_greenlight_did_not_start_is_said_so_never_as_a_release_success() {
+    let w = World::new(Answer::OK).await;
+    // The service was created, or updated by hand: its revision carries no release tags.
+    *w.ecs.service_deployments.lock().unwrap() = vec![(
+        service_deployment(1, "SUCCESSFUL", None),
+        WEB3_TD.to_string(),
+    )];
+    let out = w
+        .run_native("SERVICE_DEPLOYMENT_COMPLETED", "web3")
+        .await
+        .unwrap();
+    let headline = posted_headline(&out);
+    assert_eq!(
+        headline,
+        ":information_source: web3: a deployment outside Greenlight (web3:12) finished on production; not a release"
+    );
+    assert!(!headline.contains("white_check_mark") && !headline.contains("deployed to"));
+    assert_eq!(colour(&w.posted()), "#8D8D8D");
+}
+
+#[tokio::test]
+async fn the_config_can_keep_deployments_outside_greenlight_out_of_slack() {
+    let mut w = World::new(Answer::OK).await;
+    w.deps.config = Config::parse(&CONFIG.replace(
+        "[apps.web3.slack]\n",
+        "[apps.web3.slack]\nannounce_outside = false\n",
+    ))
+    .unwrap();
+    *w.ecs.service_deployments.lock().unwrap() = vec![(
+        service_deployment(1, "SUCCESSFUL", None),
+        WEB3_TD.to_string(),
+    )];
+    let out = w
+        .run_native("SERVICE_DEPLOYMENT_COMPLETED", "web3")
+        .await
+        .unwrap();
+    assert!(matches!(out, Notified::Ignored { .. }), "{out:?}");
+    assert!(w.slack.bodies().is_empty());
+    // A release of Greenlight's is still announced.
+    w.native_release(vec![service_deployment(2, "SUCCESSFUL", None)]);
+    let out = w
+        .run_native("SERVICE_DEPLOYMENT_COMPLETED", "web3")
+        .await
+        .unwrap();
+    assert!(
+        posted_headline(&out).starts_with(":white_check_mark: web3 v2.0.0 deployed"),
+        "{out:?}"
     );
 }
