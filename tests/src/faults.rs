@@ -15,6 +15,9 @@
 //!   the test drops the invocation, as Lambda ends one at its timeout;
 //! - [`Fault::Hung`]: never forwarded and never answered, for every attempt (an endpoint that
 //!   accepts the connection and then says nothing).
+//!
+//! Faults together ([`Faults::chaos`]): every n-th call of a set of operations fails in turn
+//! as throttled, as a 500, and as a 500 after the server acted, until [`Faults::calm`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -71,6 +74,14 @@ struct State0 {
     counts: HashMap<String, usize>,
     armed: Option<Armed>,
     fired: bool,
+    chaos: Option<Chaos>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Chaos {
+    operations: Vec<String>,
+    every: usize,
+    seen: usize,
 }
 
 /// The fault plan and the call log, shared by every proxy of one test case.
@@ -103,6 +114,35 @@ impl Faults {
             },
         });
         s.fired = false;
+    }
+
+    /// From now on every `every`-th call of `operations` fails: throttled, then a 500, then a
+    /// 500 after the server acted, in turn.
+    pub fn chaos(&self, operations: &[&str], every: usize) {
+        self.state.lock().unwrap().chaos = Some(Chaos {
+            operations: operations.iter().map(|o| o.to_string()).collect(),
+            every,
+            seen: 0,
+        });
+    }
+
+    /// The next `times` calls of `operation` answer 500 without being forwarded (an outage
+    /// that outlasts the SDK's retries of several invocations).
+    pub fn fail_next(&self, operation: &str, times: usize) {
+        let mut s = self.state.lock().unwrap();
+        let nth = s.counts.get(operation).copied().unwrap_or_default() + 1;
+        s.armed = Some(Armed {
+            operation: operation.to_string(),
+            nth,
+            fault: Fault::Down,
+            left: times,
+        });
+        s.fired = false;
+    }
+
+    /// The faults stop.
+    pub fn calm(&self) {
+        self.state.lock().unwrap().chaos = None;
     }
 
     /// Takes the armed fault away (a retry after it), keeping the calls seen.
@@ -138,6 +178,22 @@ impl Faults {
             *c += 1;
             *c
         };
+        if let Some(chaos) = s
+            .chaos
+            .as_mut()
+            .filter(|c| c.operations.iter().any(|o| o == operation))
+        {
+            chaos.seen += 1;
+            if chaos.seen % chaos.every == 0 {
+                let turn = (chaos.seen / chaos.every) % 3;
+                s.fired = true;
+                return match turn {
+                    0 => Action::Refuse(Fault::Throttled),
+                    1 => Action::Refuse(Fault::ServerError),
+                    _ => Action::ForwardThen(Fault::AnswerLost),
+                };
+            }
+        }
         let Some(armed) = s.armed.as_mut() else {
             return Action::Forward;
         };

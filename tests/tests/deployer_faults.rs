@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use greenlight_shared::ledger::ReleaseRecord;
 use greenlight_tests::deployer_case::{Case, Delivered, Engine, MotoWorld, Release, APP};
 use greenlight_tests::faults::{injection_points, record_calls, Fault};
 use serde_json::Value;
@@ -29,6 +30,9 @@ enum Redelivery {
     Retry,
     /// EventBridge: the failed event arrives late, after the rest, and every event twice.
     LateAndDuplicated,
+    /// An operator's request whose invocation died: Lambda does not retry a synchronous
+    /// Invoke, so the operator asks again (a new request) once the dead one's lease ran out.
+    SecondRequest,
 }
 
 /// v1 ships; v2 and v3 are pushed while it deploys (v3 replaces v2); v1 ends and v3 starts; a
@@ -77,7 +81,7 @@ async fn play(case: &Case, releases: &[Release], redelivery: Redelivery) {
         };
         let request = format!("step-{i}");
         match redelivery {
-            Redelivery::Retry => {
+            Redelivery::Retry | Redelivery::SecondRequest => {
                 case.deliver_until_done(&event, &request).await;
             }
             Redelivery::LateAndDuplicated => {
@@ -175,8 +179,10 @@ async fn on_the_native_engine_every_fault_at_every_call_deploys_each_release_at_
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The operator's rollback request of the second matrix.
+/// The operator's rollback request of the second matrix, and the one they send when the
+/// first one's invocation died.
 const ROLLBACK: &str = "5f0c9a51-1d7e-4c3b-9a0e-7f3c2b1a0d99";
+const ROLLBACK_AGAIN: &str = "5f0c9a51-1d7e-4c3b-9a0e-7f3c2b1a0daa";
 
 fn rollback_request(to: &Release, asked_at: chrono::DateTime<chrono::Utc>) -> Value {
     serde_json::json!({
@@ -199,17 +205,15 @@ async fn ship_two(case: &Case, releases: &[Release]) {
     }
 }
 
-/// Under faults: the operator asks to roll back to v1; v3 is pushed a minute later (while the
-/// rollback deploys); the running deployment ends, then the next.
+/// Under faults: the operator asks to roll back to v1; v3 is pushed just after the request was
+/// sent (while the rollback deploys); the running deployment ends, then the next. A request's
+/// place in the order is when the deployer first received it (the operator's clock, here a
+/// week slow, does not count), so v3 is pushed at the wall clock's time.
 async fn play_rollback(case: &Case, releases: &[Release], redelivery: Redelivery) {
-    let asked_at = releases[1].pushed_at + chrono::Duration::minutes(5);
-    let v3 = Release {
-        pushed_at: asked_at + chrono::Duration::minutes(1),
-        ..releases[2].clone()
-    };
+    let slow_clock = chrono::Utc::now() - chrono::Duration::days(7);
     let steps = vec![
-        Step::Event(rollback_request(&releases[0], asked_at)),
-        Step::Event(v3.push()),
+        Step::Event(rollback_request(&releases[0], slow_clock)),
+        Step::Event(Value::Null),
         Step::EndAny,
         Step::EndAny,
     ];
@@ -217,6 +221,12 @@ async fn play_rollback(case: &Case, releases: &[Release], redelivery: Redelivery
     let mut delivered = vec![];
     for (i, step) in steps.into_iter().enumerate() {
         let event = match step {
+            // v3, pushed now: after the request was sent (and, unless it failed, received).
+            Step::Event(Value::Null) => Release {
+                pushed_at: chrono::Utc::now() + chrono::Duration::milliseconds(5),
+                ..releases[2].clone()
+            }
+            .push(),
             Step::Event(e) => e,
             Step::EndAny => {
                 let Some(d) = case
@@ -233,7 +243,15 @@ async fn play_rollback(case: &Case, releases: &[Release], redelivery: Redelivery
         };
         let request = format!("op-step-{i}");
         match redelivery {
-            Redelivery::Retry => {
+            Redelivery::SecondRequest if i == 0 => {
+                if !matches!(case.deliver(&event, &request).await, Delivered::Done(_)) {
+                    tokio::time::sleep(BUDGET).await;
+                    let mut again = event.clone();
+                    again["request_id"] = serde_json::json!(ROLLBACK_AGAIN);
+                    case.deliver_until_done(&again, "op-second-request").await;
+                }
+            }
+            Redelivery::Retry | Redelivery::SecondRequest => {
                 case.deliver_until_done(&event, &request).await;
             }
             Redelivery::LateAndDuplicated => {
@@ -254,9 +272,10 @@ async fn play_rollback(case: &Case, releases: &[Release], redelivery: Redelivery
     case.drain(&|_| false).await;
 }
 
-/// The request's promises: the rollback deploys at most once and never after the newer v3;
-/// v3 ships exactly once; v1 keeps its first run; every record final as its deployment ended;
-/// the queue idle.
+/// The request's promises: of the rollback and v3, the newer (by the places the ledger
+/// recorded: the request's first receipt, v3's push) ships exactly once and the older at most
+/// once and never after it; v1 keeps its first run; every record final as its deployment
+/// ended; the queue idle.
 async fn rollback_violations(case: &Case, releases: &[Release]) -> Vec<String> {
     use greenlight_shared::appspec::ReleaseDescription;
     let mut found = vec![];
@@ -272,18 +291,40 @@ async fn rollback_violations(case: &Case, releases: &[Release]) -> Vec<String> {
             Some((d, r))
         })
         .collect();
+    // The rollback is either request's (a second one resumes the first's claim, or makes its
+    // own when the first died before claiming).
+    let same = |found: Option<&str>, wanted: Option<&str>| {
+        found == wanted || (wanted == Some(ROLLBACK) && found == Some(ROLLBACK_AGAIN))
+    };
     let count = |digest: &str, request: Option<&str>| {
         described
             .iter()
-            .filter(|(_, r)| r.digest == digest && r.request.as_deref() == request)
+            .filter(|(_, r)| r.digest == digest && same(r.request.as_deref(), request))
             .count()
     };
     let (v1, v2, v3) = (&releases[0], &releases[1], &releases[2]);
+    let place = |record: Option<ReleaseRecord>| record.map(|r| r.pushed_at);
+    let rollback_newer = match (
+        place(case.release(&v1.digest).await),
+        place(case.release(&v3.digest).await),
+    ) {
+        (Some(rollback), Some(pushed)) => rollback > pushed,
+        (found, _) => found.is_some(),
+    };
+    let (rollback_runs, v3_runs) = if rollback_newer {
+        (1..=1, 0..=1)
+    } else {
+        (0..=1, 1..=1)
+    };
     for (what, n, expected) in [
         ("v1's push", count(&v1.digest, None), 1..=1),
         ("v2", count(&v2.digest, None), 1..=1),
-        ("v3", count(&v3.digest, None), 1..=1),
-        ("the rollback", count(&v1.digest, Some(ROLLBACK)), 0..=1),
+        ("v3", count(&v3.digest, None), v3_runs),
+        (
+            "the rollback",
+            count(&v1.digest, Some(ROLLBACK)),
+            rollback_runs,
+        ),
     ] {
         if !expected.contains(&n) {
             found.push(format!("{what} deployed {n} times"));
@@ -292,14 +333,17 @@ async fn rollback_violations(case: &Case, releases: &[Release]) -> Vec<String> {
     let position = |digest: &str, request: Option<&str>| {
         described
             .iter()
-            .position(|(_, r)| r.digest == digest && r.request.as_deref() == request)
+            .position(|(_, r)| r.digest == digest && same(r.request.as_deref(), request))
     };
-    if let (Some(rollback), Some(newer)) = (
+    if let (Some(rollback), Some(pushed)) = (
         position(&v1.digest, Some(ROLLBACK)),
         position(&v3.digest, None),
     ) {
-        if rollback > newer {
+        if rollback > pushed && !rollback_newer {
             found.push("the rollback deployed after the newer v3".into());
+        }
+        if pushed > rollback && rollback_newer {
+            found.push("v3 deployed after the newer rollback".into());
         }
     }
     for (r, request) in [(v1, Some(ROLLBACK)), (v3, None)] {
@@ -307,7 +351,7 @@ async fn rollback_violations(case: &Case, releases: &[Release]) -> Vec<String> {
             found.push(format!("{} has no release record", r.version));
             continue;
         };
-        if record.request.as_ref().map(|q| q.id.as_str()) != request {
+        if !same(record.request.as_ref().map(|q| q.id.as_str()), request) {
             found.push(format!("{} does not record the request", r.version));
         }
         if !record.status.is_final() {
@@ -315,7 +359,7 @@ async fn rollback_violations(case: &Case, releases: &[Release]) -> Vec<String> {
         }
         let deployment = described
             .iter()
-            .find(|(_, d)| d.digest == r.digest && d.request.as_deref() == request);
+            .find(|(_, d)| d.digest == r.digest && same(d.request.as_deref(), request));
         let expected = match deployment.map(|(d, _)| d.status.as_str()) {
             Some("Succeeded") => "succeeded",
             Some(_) => "failed",
@@ -432,6 +476,9 @@ async fn run_matrix(
             cases.push((op.clone(), nth, fault, Redelivery::Retry));
             if fault.fails_the_invocation() {
                 cases.push((op.clone(), nth, fault, Redelivery::LateAndDuplicated));
+                if matches!(scenario, Scenario::Rollback) {
+                    cases.push((op.clone(), nth, fault, Redelivery::SecondRequest));
+                }
             }
         }
     }

@@ -7,8 +7,10 @@
 //! recovers): every invocation still answers SUCCEEDED, FAILED or IN_PROGRESS before its
 //! deadline, and the check ends SUCCEEDED (a round that could not be made is another round,
 //! never a verdict). A call that hangs for good keeps every round IN_PROGRESS, in time. A failing
-//! probe, a deployment that ECS is rolling back, and a probe through the test listener rule
-//! end FAILED with the reason.
+//! probe and a probe through the test listener rule end FAILED with the reason; forged
+//! `hookDetails` choose neither the URL nor the count; every lifecycle stage gets its answer;
+//! a deployment ECS is rolling back is answered SUCCEEDED at once at every stage that runs
+//! again during a rollback.
 
 use std::time::{Duration, Instant};
 
@@ -184,7 +186,20 @@ async fn check_rounds(
     rounds: usize,
     faults: Option<&Faults>,
 ) -> Result<(String, String), String> {
-    let mut details: Option<Value> = None;
+    check_at(hook, d, rounds, faults, "POST_TEST_TRAFFIC_SHIFT", None).await
+}
+
+/// [`check_rounds`] at a lifecycle stage, the first invocation carrying `first_details` (as a
+/// forger's would).
+async fn check_at(
+    hook: &FunctionHost,
+    d: &NativeDeployment,
+    rounds: usize,
+    faults: Option<&Faults>,
+    stage: &str,
+    first_details: Option<Value>,
+) -> Result<(String, String), String> {
+    let mut details: Option<Value> = first_details;
     let execution = format!("execution-{}", d.arn.rsplit('/').next().unwrap_or_default());
     for round in 1..=rounds {
         if let Some(faults) = faults.filter(|f| f.fired()) {
@@ -192,7 +207,7 @@ async fn check_rounds(
         }
         let mut event = json!({
             "executionId": execution,
-            "lifecycleStage": "POST_TEST_TRAFFIC_SHIFT",
+            "lifecycleStage": stage,
             "resourceArn": d.arn,
             "executionDetails": {
                 "serviceArn": format!("arn:aws:ecs:us-east-1:123456789012:service/{CLUSTER}/web2"),
@@ -304,15 +319,76 @@ async fn every_fault_at_every_call_of_a_native_check_still_answers_in_time_and_e
         Ok((s, reason)) if s == "FAILED" && reason.starts_with("http_probe failed") => {}
         other => failures.push(format!("failing probe: {other:?}")),
     }
-    w.green.set(Health::Healthy);
+    // Forged hookDetails with the real execution: neither their URL nor their counters are
+    // used; the config's URL (failing) is probed and the check fails.
     cases += 1;
+    let forged_url = GreenApp::start().await;
     let d = w.new_deployment();
-    w.ecs
-        .set_status(&d.arn, "ROLLBACK_IN_PROGRESS", "alarm web2-5xx in ALARM");
-    match check(&hook, &d).await {
-        Ok((s, reason)) if s == "FAILED" && reason.contains("ROLLBACK_IN_PROGRESS: alarm") => {}
-        other => failures.push(format!("rolling back: {other:?}")),
+    let execution = format!("execution-{}", d.arn.rsplit('/').next().unwrap_or_default());
+    let forged = json!({"greenlight": {
+        "execution": execution, "revision": d.revision, "stage": "POST_TEST_TRAFFIC_SHIFT",
+        "started_ms": chrono::Utc::now().timestamp_millis() - 1_000, "rounds": 1, "good": 5,
+        "bad": 0, "app": "web2", "digest": DIGEST, "url": forged_url.url,
+        "target_group": "arn:forged"
+    }});
+    match check_at(
+        &hook,
+        &d,
+        ROUNDS,
+        None,
+        "POST_TEST_TRAFFIC_SHIFT",
+        Some(forged),
+    )
+    .await
+    {
+        Ok((s, reason)) if s == "FAILED" && reason.starts_with("http_probe failed") => {}
+        other => failures.push(format!("forged hookDetails: {other:?}")),
     }
+    if forged_url.hits.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+        failures.push("forged hookDetails: the forged URL was probed".into());
+    }
+    w.green.set(Health::Healthy);
+    // Every stage ECS may invoke the hook at: checked where green can be, SUCCEEDED at once
+    // where there is nothing to check (the production stages without check_production).
+    for stage in [
+        "RECONCILE_SERVICE",
+        "PRE_SCALE_UP",
+        "POST_SCALE_UP",
+        "TEST_TRAFFIC_SHIFT",
+        "POST_TEST_TRAFFIC_SHIFT",
+        "PRE_PRODUCTION_TRAFFIC_SHIFT",
+        "PRODUCTION_TRAFFIC_SHIFT",
+        "POST_PRODUCTION_TRAFFIC_SHIFT",
+    ] {
+        cases += 1;
+        let d = w.new_deployment();
+        match check_at(&hook, &d, ROUNDS, None, stage, None).await {
+            Ok((s, _)) if s == "SUCCEEDED" => {}
+            other => failures.push(format!("stage {stage}: {other:?}")),
+        }
+    }
+    // ECS rolls back (an alarm) and runs the traffic-shift hooks again: none stalls or fails
+    // the rollback, whatever green says.
+    w.green.set(Health::Failing);
+    for stage in [
+        "POST_TEST_TRAFFIC_SHIFT",
+        "TEST_TRAFFIC_SHIFT",
+        "PRODUCTION_TRAFFIC_SHIFT",
+    ] {
+        cases += 1;
+        let d = w.new_deployment();
+        w.ecs
+            .set_status(&d.arn, "ROLLBACK_IN_PROGRESS", "alarm web2-5xx in ALARM");
+        match check_at(&hook, &d, ROUNDS, None, stage, None).await {
+            // At TEST_TRAFFIC_SHIFT there is nothing to check in any case.
+            Ok((s, reason))
+                if s == "SUCCEEDED"
+                    && (reason.contains("rolls back")
+                        || reason.starts_with("nothing to check")) => {}
+            other => failures.push(format!("rolling back, hook at {stage}: {other:?}")),
+        }
+    }
+    w.green.set(Health::Healthy);
     seen_calls.extend(w.faults.calls());
     drop(hook);
     cases += 1;
@@ -334,7 +410,7 @@ async fn every_fault_at_every_call_of_a_native_check_still_answers_in_time_and_e
     }
     record_calls("health-hook", &seen_calls);
     println!(
-        "native hook fault matrix: {} calls x 4 faults + 4 = {cases} cases, {} violated",
+        "native hook fault matrix: {} calls x 4 faults + 16 = {cases} cases, {} violated",
         points.len(),
         failures.len()
     );

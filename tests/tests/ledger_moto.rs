@@ -93,3 +93,51 @@ async fn an_announcement_claim_is_retaken_by_its_own_retry_or_after_its_deadline
         "a posted notice is never taken over"
     );
 }
+
+fn push(digest: &str, version: &str) -> greenlight_shared::events::ImagePush {
+    greenlight_shared::events::ImagePush {
+        app: "web1".into(),
+        repository: "web1".into(),
+        version: version.into(),
+        digest: digest.into(),
+        image: format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/web1@{digest}"),
+        pushed_at: chrono::Utc::now(),
+        provenance: Default::default(),
+        request: None,
+    }
+}
+
+#[tokio::test]
+async fn claims_whose_lease_ran_out_are_found_for_the_sweep_and_others_are_not() {
+    use greenlight_shared::ledger::{Claim, ReleaseLedger};
+    let moto = MotoServer::start().await;
+    let stand_in = CodeDeployStandIn::start(Duration::from_secs(5)).await;
+    let clients = Clients::new(&moto.endpoint, &stand_in.endpoint).await;
+    clients.create_ledger_table().await;
+    let ledger = DynamoLedger::new(clients.dynamodb.clone(), TABLE);
+    let dead = format!("sha256:{}", "1".repeat(64));
+    let live = format!("sha256:{}", "2".repeat(64));
+    let registered = format!("sha256:{}", "3".repeat(64));
+    for (digest, budget_ms) in [(&dead, -1_000), (&live, 60_000), (&registered, -1_000)] {
+        let claim = ledger
+            .claim(&push(digest, "v1"), &lease("req", budget_ms))
+            .await
+            .unwrap();
+        assert!(matches!(claim, Claim::Acquired(_)), "{claim:?}");
+    }
+    ledger
+        .record_registered("web1", &registered, "arn:td:1")
+        .await
+        .unwrap();
+    let stale = ledger
+        .stale_claims("web1", chrono::Utc::now())
+        .await
+        .unwrap();
+    let digests: Vec<&str> = stale.iter().map(|r| r.digest.as_str()).collect();
+    assert_eq!(digests, [dead.as_str()]);
+    assert!(ledger
+        .stale_claims("web2", chrono::Utc::now())
+        .await
+        .unwrap()
+        .is_empty());
+}

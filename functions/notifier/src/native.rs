@@ -150,7 +150,7 @@ async fn announce_once(
         Some(app) => (app, None),
         None => {
             let read = released_or_nothing(deps, deployment).await;
-            match tag_value(&read.1, TAG_APP).and_then(|n| deps.config.app_named(&n)) {
+            match tag_value(&read.tags, TAG_APP).and_then(|n| deps.config.app_named(&n)) {
                 Some(app) => (app, Some(read)),
                 None => {
                     info!(deployment = %deployment.arn, "ignored: a deployment of a service no app names");
@@ -161,10 +161,15 @@ async fn announce_once(
     };
     let id = deployment.arn.as_str();
     once(deps, &app.name, id, key, invocation, async {
-        let (task_definition, tags) = match read {
+        let released = match read {
             Some(read) => read,
             None => released_or_nothing(deps, deployment).await,
         };
+        let Released {
+            task_definition,
+            tags,
+            read,
+        } = released;
         let webhook = webhook_for(deps, app).await?;
         let (cluster, service) = greenlight_shared::engine::service_of_arn(id).unwrap_or_default();
         let mut notice = Notice {
@@ -184,22 +189,38 @@ async fn announce_once(
             ..Notice::default()
         };
         let at = event.time.unwrap_or_else(Utc::now);
-        enrich(deps, app, deployment, at, &mut notice).await;
+        enrich(deps, app, deployment, at, read, &mut notice).await;
         post_notice(deps, app, &webhook, &notice, invocation).await
     })
     .await
 }
 
+/// What a deployment deploys: its task definition and tags, and whether they could be read.
+struct Released {
+    task_definition: Option<String>,
+    tags: Vec<aws_sdk_ecs::types::Tag>,
+    /// False when the revision could not be read: who started it is then unknown.
+    read: bool,
+}
+
 /// The release a deployment deploys, or nothing when it cannot be read: announced without the
 /// release rather than not at all.
-async fn released_or_nothing(
-    deps: &Deps,
-    deployment: &ServiceDeploymentBrief,
-) -> (Option<String>, Vec<aws_sdk_ecs::types::Tag>) {
-    released(deps, deployment).await.unwrap_or_else(|e| {
-        warn!(deployment = %deployment.arn, error = %e, "cannot read the revision deployed");
-        (None, vec![])
-    })
+async fn released_or_nothing(deps: &Deps, deployment: &ServiceDeploymentBrief) -> Released {
+    match released(deps, deployment).await {
+        Ok((task_definition, tags)) => Released {
+            task_definition,
+            tags,
+            read: true,
+        },
+        Err(e) => {
+            warn!(deployment = %deployment.arn, error = %e, "cannot read the revision deployed");
+            Released {
+                task_definition: None,
+                tags: vec![],
+                read: false,
+            }
+        }
+    }
 }
 
 /// The task definition a deployment deploys, and its tags.
@@ -226,6 +247,7 @@ async fn enrich(
     app: &AppConfig,
     deployment: &ServiceDeploymentBrief,
     event_time: DateTime<Utc>,
+    revision_read: bool,
     notice: &mut Notice,
 ) {
     let ended = !matches!(notice.state.as_str(), "START");
@@ -245,11 +267,14 @@ async fn enrich(
             .filter(|r| r.deployment_id.as_deref() == Some(deployment.arn.as_str())),
         _ => None,
     };
-    notice.started_by = Some(match &record {
-        Some(_) => StartedBy::Push,
-        None if notice.digest.is_some() => StartedBy::Push,
-        None => StartedBy::Manual,
-    });
+    // Outside Greenlight only when its revision was read and carries no release of ours; a
+    // revision that could not be read says nothing of who started it.
+    notice.started_by = match &record {
+        Some(_) => Some(StartedBy::Push),
+        None if notice.digest.is_some() => Some(StartedBy::Push),
+        None if revision_read => Some(StartedBy::Manual),
+        None => None,
+    };
     if let Some(record) = record {
         notice.provenance = record.provenance;
         notice.requested = record.request;
