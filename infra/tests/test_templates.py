@@ -106,6 +106,7 @@ REQUIRED_ACTIONS = {
         "elasticloadbalancing:DescribeTargetGroups",
         "elasticloadbalancing:DescribeListeners",
         "elasticloadbalancing:DescribeLoadBalancers",
+        "elasticloadbalancing:DescribeRules",
         "ssm:GetParameter",
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
@@ -723,7 +724,13 @@ SERVICE_OF_OPERATION = {
     },
     **{
         op: "elasticloadbalancing"
-        for op in ["DescribeTargetGroups", "DescribeTargetHealth", "DescribeListeners", "DescribeLoadBalancers"]
+        for op in [
+            "DescribeTargetGroups",
+            "DescribeTargetHealth",
+            "DescribeListeners",
+            "DescribeLoadBalancers",
+            "DescribeRules",
+        ]
     },
     **{
         op: "codedeploy"

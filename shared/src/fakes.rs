@@ -608,6 +608,8 @@ pub struct FakeEcs {
     pub names_current_deployment: std::sync::atomic::AtomicBool,
     /// How many UpdateServices are refused (throttled, nothing started).
     pub failing_updates: Mutex<usize>,
+    /// The service's Lambda lifecycle hooks.
+    pub lifecycle_hooks: Mutex<Vec<crate::aws::ecs::LifecycleHook>>,
 }
 
 impl FakeEcs {
@@ -626,6 +628,7 @@ impl FakeEcs {
             service_deployments: Mutex::default(),
             names_current_deployment: std::sync::atomic::AtomicBool::new(true),
             failing_updates: Mutex::default(),
+            lifecycle_hooks: Mutex::default(),
         }
     }
 
@@ -683,6 +686,7 @@ impl ServiceReads for FakeEcs {
             }],
             controller: self.controller.lock().unwrap().clone(),
             strategy: self.strategy.lock().unwrap().clone(),
+            lifecycle_hooks: self.lifecycle_hooks.lock().unwrap().clone(),
         })
     }
     async fn service_deployment(&self, arn: &str) -> Result<ServiceDeploymentState, AwsError> {
@@ -855,6 +859,8 @@ pub struct FakeLoadBalancing {
     /// Answers of DescribeTargetHealth, in order; the last one repeats.
     pub health_answers: Mutex<Vec<Result<Vec<TargetState>, AwsError>>>,
     pub test_listener: ListenerEndpoint,
+    /// What the service's test listener rule matches on (anything, by default).
+    pub test_rule: Mutex<crate::aws::elb::RuleMatch>,
 }
 
 impl FakeLoadBalancing {
@@ -867,6 +873,7 @@ impl FakeLoadBalancing {
                 host: "web1-test.elb.local".into(),
                 port: 8080,
             },
+            test_rule: Mutex::default(),
         }
     }
 }
@@ -895,6 +902,10 @@ impl LoadBalancingApi for FakeLoadBalancing {
     async fn listener_endpoint(&self, _arn: &str) -> Result<ListenerEndpoint, AwsError> {
         self.calls.push("DescribeListeners");
         Ok(self.test_listener.clone())
+    }
+    async fn rule_match(&self, _arn: &str) -> Result<crate::aws::elb::RuleMatch, AwsError> {
+        self.calls.push("DescribeRules");
+        Ok(self.test_rule.lock().unwrap().clone())
     }
 }
 

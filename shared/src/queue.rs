@@ -380,6 +380,23 @@ impl Queue {
     }
 
     /// The release's deployment exists: record it.
+    /// An operator asked for the waiting release `digest`: it keeps waiting, with the request's
+    /// place in the order (`asked`), so a push made before the request cannot supersede it.
+    pub fn promote_pending(&self, asked: &Ticket) -> Plan {
+        match &self.pending {
+            Some(waiting) if waiting.digest == asked.digest && asked > waiting => {
+                let mut q = self.clone();
+                q.pending = Some(asked.clone());
+                Plan {
+                    queue: q,
+                    changes: vec![],
+                    next: Next::Waiting { replaced: None },
+                }
+            }
+            _ => self.keep(Next::Idle),
+        }
+    }
+
     pub fn deploying(&self, digest: &str, deployment_id: &str, lease: &Lease) -> Plan {
         match &self.active {
             Some(Active {

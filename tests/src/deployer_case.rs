@@ -119,7 +119,7 @@ impl Case {
                     cluster: CLUSTER.into(),
                     service: APP.into(),
                     green_target_group: app.green_target_group.clone(),
-                    test_listener_rule: format!("{}/0", app.group.test_listener),
+                    test_listener_rule: app.test_rule.clone(),
                     hook_function: "CodeDeployHook_greenlight".into(),
                     hook_stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
                 });

@@ -299,13 +299,7 @@ impl Pipeline {
                 cluster: CLUSTER.into(),
                 service: NATIVE_APP.into(),
                 green_target_group: native.green_target_group.clone(),
-                test_listener_rule: format!(
-                    "{}/0123456789abcdef",
-                    native
-                        .group
-                        .test_listener
-                        .replace(":listener/", ":listener-rule/")
-                ),
+                test_listener_rule: native.test_rule.clone(),
                 hook_function: HOOK_FUNCTION.into(),
                 hook_stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
             },

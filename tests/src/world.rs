@@ -9,7 +9,9 @@ use aws_sdk_ecs::types::{
     DeploymentControllerType, KeyValuePair, LaunchType, LoadBalancer, NetworkConfiguration,
     NetworkMode, PortMapping, Secret, TransportProtocol,
 };
-use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum, TargetTypeEnum};
+use aws_sdk_elasticloadbalancingv2::types::{
+    Action, ActionTypeEnum, ProtocolEnum, RuleCondition, TargetTypeEnum,
+};
 use serde_json::{json, Value};
 
 use crate::codedeploy::GroupSpec;
@@ -267,6 +269,8 @@ pub struct SeededApp {
     pub task_definition: String,
     pub blue_target_group: String,
     pub green_target_group: String,
+    /// The test listener's rule that forwards to green (what a native service names).
+    pub test_rule: String,
     pub subnets: Vec<String>,
     pub security_group: String,
 }
@@ -406,6 +410,31 @@ pub async fn seed_app_deployed_by(
     };
     let prod = listener(listener_port, blue.clone()).await;
     let test = listener(listener_port + 8000, green.clone()).await;
+    // The test listener's rule for green, as a native blue/green service names one.
+    let test_rule = c
+        .elb
+        .create_rule()
+        .listener_arn(&test)
+        .priority(1)
+        .conditions(
+            RuleCondition::builder()
+                .field("path-pattern")
+                .values("/*")
+                .build(),
+        )
+        .actions(
+            Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(&green)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create the test listener rule")
+        .rules()[0]
+        .rule_arn()
+        .expect("rule ARN")
+        .to_string();
 
     c.ecs
         .create_service()
@@ -456,6 +485,7 @@ pub async fn seed_app_deployed_by(
         task_definition: td_arn,
         blue_target_group: blue,
         green_target_group: green,
+        test_rule,
         subnets,
         security_group,
     }

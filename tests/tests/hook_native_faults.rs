@@ -94,11 +94,7 @@ async fn world() -> World {
     let green = GreenApp::start().await;
     put_config(&clients, Some(&green.url)).await;
     let ecs = EcsNativeStandIn::start(&moto.endpoint).await;
-    let test_rule = app
-        .group
-        .test_listener
-        .replacen(":listener/", ":listener-rule/", 1)
-        + "/0123456789abcdef";
+    let test_rule = app.test_rule.clone();
     ecs.blue_green("web2", &test_rule);
     let faults = Faults::default();
     let via_moto = FaultProxy::moto(&moto.endpoint, &faults).await;
@@ -405,6 +401,7 @@ async fn every_fault_at_every_call_of_a_native_check_still_answers_in_time_and_e
         "DescribeServices",
         "DescribeListeners",
         "DescribeLoadBalancers",
+        "DescribeRules",
     ] {
         assert!(seen_calls.iter().any(|c| c == op), "no {op}");
     }

@@ -132,7 +132,7 @@ impl World {
                     cluster: CLUSTER.into(),
                     service: "web1".into(),
                     green_target_group: self.app.green_target_group.clone(),
-                    test_listener_rule: format!("{}/0", self.app.group.test_listener),
+                    test_listener_rule: self.app.test_rule.clone(),
                     hook_function: "CodeDeployHook_greenlight".into(),
                     hook_stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
                 });

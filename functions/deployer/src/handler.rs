@@ -591,6 +591,23 @@ async fn deploy_release(
                 version: record.version,
             });
         }
+        Claim::Done(record)
+            if record.status == ReleaseStatus::Pending && push.request.is_some() =>
+        {
+            // An operator asks for the release that waits: it takes the request's place.
+            let asked = Ticket {
+                pushed_at_ms: push.pushed_at.timestamp_millis(),
+                ..ticket_of(&record)
+            };
+            let next = driver.apply(|q, _| q.promote_pending(&asked)).await?;
+            info!(app = %record.app, version = %record.version, digest = %record.digest,
+                  promoted = matches!(next, Next::Waiting { .. }), "the requested release waits, in the request's place");
+            return Ok(Outcome::Waiting {
+                app: record.app,
+                version: record.version,
+                replaced: None,
+            });
+        }
         Claim::Done(record) => {
             info!(app = %record.app, version = %record.version, digest = %record.digest, status = record.status.as_str(), "release already handled");
             return Ok(Outcome::Duplicate {

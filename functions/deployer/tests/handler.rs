@@ -1389,3 +1389,41 @@ async fn a_deployment_that_can_no_longer_be_read_is_closed_as_stopped_after_a_gr
         .unwrap();
     assert!(matches!(out, Outcome::Deployed { .. }), "{out:?}");
 }
+
+#[tokio::test]
+async fn a_request_for_a_waiting_release_gives_it_the_requests_place() {
+    let w = World::new();
+    in_ecr(&w, &[(1, "v1.4.2"), (2, "v1.4.3"), (3, "v1.4.4")]);
+    w.run(push("v1.4.2", 1, "2026-11-25T10:12:00Z"), "req-1")
+        .await
+        .unwrap();
+    let waits = w
+        .run(push("v1.4.3", 2, "2026-11-25T10:13:00Z"), "req-2")
+        .await
+        .unwrap();
+    assert!(matches!(waits, Outcome::Waiting { .. }), "{waits:?}");
+    // The operator asks for the waiting v1.4.3 now.
+    let out = result(
+        w.run(
+            request("deploy", "v1.4.3", "7d8e2c1a-0000-4000-8000-000000000041"),
+            "req-3",
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(matches!(out, Outcome::Waiting { .. }), "{out:?}");
+    // v1.4.4 was pushed before the request was made; its event comes late.
+    let late = w
+        .run(push("v1.4.4", 3, "2026-11-25T10:20:00Z"), "req-4")
+        .await
+        .unwrap();
+    assert!(matches!(late, Outcome::Superseded { .. }), "{late:?}");
+    assert_eq!(
+        w.ledger.record(&digest(2)).unwrap().status,
+        ReleaseStatus::Pending
+    );
+    assert_eq!(
+        w.ledger.queue_of("web1").pending.map(|t| t.digest),
+        Some(digest(2))
+    );
+}

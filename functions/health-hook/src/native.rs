@@ -30,6 +30,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use greenlight_shared::aws::elb::RuleMatch;
 use greenlight_shared::ecs_hook::{service_of, EcsHookAnswer, EcsHookEvent, HookStatus};
 use greenlight_shared::events::clipped;
 use greenlight_shared::invocation::Invocation;
@@ -112,6 +113,11 @@ struct Release {
     digest: Option<String>,
     target_group: Option<String>,
     url: Option<String>,
+    /// The host the probe names (`health.host`, or the one the test listener rule matches).
+    probe_host: Option<String>,
+    /// How long ECS waits at this stage before it goes on without the hook's answer (its
+    /// timeout action is CONTINUE): green must be failed before then.
+    continues_after: Option<Duration>,
 }
 
 /// A lifecycle stage, as far as checking green goes.
@@ -198,6 +204,7 @@ pub async fn handle_native(
             deps,
             event,
             stage,
+            &invocation.function_arn,
             &mut progress,
             &mut release,
             deadline,
@@ -210,10 +217,15 @@ pub async fn handle_native(
         Ok(Err(_)) => Round::Failed("a check failed unexpectedly (panic)".to_string()),
         Err(_) => Round::NotYet("the round did not finish before the invocation's deadline".into()),
     };
-    let window = release
+    let app = release
         .as_ref()
-        .and_then(|r: &Release| deps.config.app_named(&r.app))
-        .map_or(DEFAULT_WINDOW, |a| Duration::from_secs(a.health.window_s));
+        .and_then(|r: &Release| deps.config.app_named(&r.app));
+    let mut window = app.map_or(DEFAULT_WINDOW, |a| Duration::from_secs(a.health.window_s));
+    if let Some(continues) = release.as_ref().and_then(|r| r.continues_after) {
+        // The last answer must reach ECS before it goes on unchecked: two callback delays early.
+        let interval = Duration::from_secs(callback_delay(deps, release.as_ref()));
+        window = window.min(continues.saturating_sub(interval * 2));
+    }
     let elapsed = Duration::from_millis((now_ms - progress.started_ms).max(0) as u64);
     let (status, reason, verdict) = match round {
         Round::Passed => (HookStatus::Succeeded, "all checks passed".to_string(), true),
@@ -311,6 +323,7 @@ async fn round(
     deps: &Deps,
     event: &EcsHookEvent,
     stage: Stage,
+    function_arn: &str,
     progress: &mut Progress,
     found: &mut Option<Release>,
     deadline: Instant,
@@ -356,8 +369,16 @@ async fn round(
                 .unwrap_or_default()
         ));
     }
-    let release = match find_release(deps, event).await {
-        Ok(release) => found.insert(release),
+    let Some((cluster, service_name)) = service_of(&details.service_arn) else {
+        return Round::Failed("the event names no valid service".to_string());
+    };
+    let service = or_round!(deps.ecs.service(cluster, service_name).await);
+    let release = match find_release(deps, event, &service).await {
+        Ok(mut release) => {
+            release.continues_after =
+                continues_after(&service, function_arn, &event.lifecycle_stage);
+            found.insert(release)
+        }
         Err(unfit) => return unfit,
     };
     let Some(app) = deps.config.app_named(&release.app) else {
@@ -400,7 +421,7 @@ async fn round(
             .min(deadline.saturating_duration_since(Instant::now()));
         let answer = deps
             .prober
-            .get(&url, settings.host.as_deref(), timeout)
+            .get(&url, release.probe_host.as_deref(), timeout)
             .await;
         let last = match answer {
             Ok(status) if status == settings.expect_status => {
@@ -437,7 +458,11 @@ async fn round(
 
 /// The release the target revision runs, its app, the green target group and the URL to
 /// probe, read from ECS, ELB and the config; `Err` when the hook cannot go on.
-async fn find_release(deps: &Deps, event: &EcsHookEvent) -> Result<Release, Round> {
+async fn find_release(
+    deps: &Deps,
+    event: &EcsHookEvent,
+    service: &greenlight_shared::aws::ecs::EcsServiceInfo,
+) -> Result<Release, Round> {
     let details = &event.execution_details;
     let revision = match deps
         .ecs
@@ -481,6 +506,8 @@ async fn find_release(deps: &Deps, event: &EcsHookEvent) -> Result<Release, Roun
         digest: tag(TAG_DIGEST),
         target_group: revision.target_groups.first().cloned(),
         url: None,
+        probe_host: app.health.host.clone(),
+        continues_after: None,
     };
     let settings = &app.health;
     if !settings.check_http {
@@ -492,41 +519,155 @@ async fn find_release(deps: &Deps, event: &EcsHookEvent) -> Result<Release, Roun
     }
     // The test listener rule's listener: `…:listener-rule/app/<lb>/<id>/<listener>/<rule>` is
     // a rule of `…:listener/app/<lb>/<id>/<listener>`.
-    let Some((cluster, service)) = service_of(&details.service_arn) else {
-        return Err(Round::Failed(
-            "the event names no valid service".to_string(),
-        ));
-    };
-    let service = match deps.ecs.service(cluster, service).await {
-        Ok(s) => s,
-        Err(e) => return Err(call_failed(e)),
-    };
-    let listener = service
+    let (cluster, name) = event_service.unwrap_or_default();
+    let Some(rule) = service
         .load_balancers
         .iter()
         .find_map(|lb| lb.test_listener_rule.as_deref())
-        .and_then(listener_of_rule);
-    let Some(listener) = listener else {
+    else {
         return Err(Round::Failed(format!(
-            "service {cluster}/{} has no test listener rule and apps.{}.health.url is not set",
-            service_of(&details.service_arn)
-                .map(|(_, s)| s)
-                .unwrap_or(""),
+            "service {cluster}/{name} has no test listener rule and apps.{}.health.url is not set",
             app.name
+        )));
+    };
+    let Some(listener) = listener_of_rule(rule) else {
+        return Err(Round::Failed(format!(
+            "the service's test listener rule {rule} is not a listener rule ARN"
         )));
     };
     let endpoint = match deps.elb.listener_endpoint(&listener).await {
         Ok(e) => e,
         Err(e) => return Err(call_failed(e)),
     };
-    if endpoint.protocol.eq_ignore_ascii_case("HTTPS") && settings.host.is_none() {
+    // The probe must be a request the rule matches, or it reaches another rule (blue's).
+    let matched = match deps.elb.rule_match(rule).await {
+        Ok(m) => m,
+        Err(e) => return Err(call_failed(e)),
+    };
+    let (host, query) = match probe_of(&matched, settings.host.as_deref(), &settings.path) {
+        Ok(probe) => probe,
+        Err(why) => {
+            return Err(Round::Failed(format!(
+                "the test listener rule {why}: a probe would reach another rule; set apps.{}.health.url (or health.host and health.path to what the rule matches)",
+                app.name
+            )))
+        }
+    };
+    release.probe_host = host;
+    if endpoint.protocol.eq_ignore_ascii_case("HTTPS") && release.probe_host.is_none() {
         return Err(Round::Failed(format!(
             "the test listener is HTTPS: its certificate cannot be checked against the load balancer's name {}; set apps.{}.health.host to the name it is for",
             endpoint.host, app.name
         )));
     }
-    release.url = Some(endpoint.url(&settings.path));
+    release.url = Some(endpoint.url(&settings.path) + &query);
     Ok(release)
+}
+
+/// The host to name and the query to send so that a GET of `path` matches the rule, or why
+/// none can.
+fn probe_of(
+    rule: &RuleMatch,
+    host: Option<&str>,
+    path: &str,
+) -> Result<(Option<String>, String), String> {
+    if let Some(field) = rule.unsatisfiable.first() {
+        return Err(format!("matches on {field}, which a probe does not send"));
+    }
+    let wild = |p: &str| p.contains(['*', '?']);
+    let host = match (host, rule.hosts.as_slice()) {
+        (host, []) => host.map(str::to_string),
+        (Some(h), patterns)
+            if patterns
+                .iter()
+                .any(|p| glob(&p.to_lowercase(), &h.to_lowercase())) =>
+        {
+            Some(h.to_string())
+        }
+        (None, patterns) => match patterns.iter().find(|p| !wild(p)) {
+            Some(p) => Some(p.clone()),
+            None => return Err(format!("matches hosts {patterns:?} only")),
+        },
+        (Some(h), patterns) => {
+            return Err(format!("matches hosts {patterns:?}, not health.host {h}"))
+        }
+    };
+    if !rule.paths.is_empty() && !rule.paths.iter().any(|p| glob(p, path)) {
+        return Err(format!(
+            "matches paths {:?}, not health.path {path}",
+            rule.paths
+        ));
+    }
+    let query = match rule
+        .queries
+        .iter()
+        .find(|(k, v)| !wild(v) && !k.as_deref().is_some_and(wild))
+    {
+        None if rule.queries.is_empty() => String::new(),
+        None => return Err(format!("matches query strings {:?} only", rule.queries)),
+        Some((Some(k), v)) => format!("?{}={}", escaped(k), escaped(v)),
+        Some((None, v)) => format!("?{}", escaped(v)),
+    };
+    Ok((host, query))
+}
+
+/// Whether `text` matches an ALB pattern (`*` any run of characters, `?` one character).
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // The classic two-pointer match with backtracking to the last `*`.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < t.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == t[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
+/// A query key or value, percent-encoded but for the characters URLs leave as they are.
+fn escaped(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// How long ECS waits for this hook at `stage` before it goes on without it, when the
+/// service's hook configuration says it then continues (a timeout that rolls back needs no
+/// care: failing late fails the same).
+fn continues_after(
+    service: &greenlight_shared::aws::ecs::EcsServiceInfo,
+    function_arn: &str,
+    stage: &str,
+) -> Option<Duration> {
+    let name = |arn: &str| {
+        let after = arn.split_once(":function:").map_or(arn, |(_, f)| f);
+        after.split(':').next().unwrap_or(after).to_string()
+    };
+    service
+        .lifecycle_hooks
+        .iter()
+        .find(|h| {
+            name(&h.function_arn) == name(function_arn) && h.stages.iter().any(|s| s == stage)
+        })
+        .filter(|h| h.timeout_action.as_deref() == Some("CONTINUE"))
+        .and_then(|h| h.timeout_minutes)
+        .map(|m| Duration::from_secs(u64::try_from(m).unwrap_or(0) * 60))
 }
 
 /// `(cluster, service)` of an ECS ARN of `kind` whose path is `<kind>/<cluster>/<service>/<id>`
@@ -560,6 +701,44 @@ pub fn listener_of_rule(rule: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_is_made_to_match_the_test_listener_rule_or_says_why_it_cannot() {
+        let rule = |hosts: &[&str], paths: &[&str]| RuleMatch {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            ..RuleMatch::default()
+        };
+        let ok = |r: &RuleMatch, host: Option<&str>| probe_of(r, host, "/api/health");
+        assert_eq!(ok(&rule(&[], &[]), None), Ok((None, String::new())));
+        assert_eq!(
+            ok(&rule(&["web2.test.internal"], &["/api/*"]), None),
+            Ok((Some("web2.test.internal".into()), String::new()))
+        );
+        assert_eq!(
+            ok(&rule(&["*.test.internal"], &[]), Some("Web2.Test.Internal")),
+            Ok((Some("Web2.Test.Internal".into()), String::new()))
+        );
+        assert!(ok(&rule(&["*.test.internal"], &[]), None).is_err());
+        assert!(ok(&rule(&["a.example"], &[]), Some("b.example")).is_err());
+        assert!(ok(&rule(&[], &["/web2/*"]), None)
+            .unwrap_err()
+            .contains("not health.path /api/health"));
+        let with_query = RuleMatch {
+            queries: vec![(Some("lane".into()), "green test".into())],
+            ..RuleMatch::default()
+        };
+        assert_eq!(
+            ok(&with_query, None),
+            Ok((None, "?lane=green%20test".into()))
+        );
+        let by_header = RuleMatch {
+            unsatisfiable: vec!["http-header".into()],
+            ..RuleMatch::default()
+        };
+        assert!(ok(&by_header, None).unwrap_err().contains("http-header"));
+        assert!(glob("/api/?ealth", "/api/health") && glob("*", "") && !glob("/a*b", "/ac"));
+    }
 
     #[test]
     fn a_rules_listener_is_the_rule_arn_without_its_id() {

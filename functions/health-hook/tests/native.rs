@@ -435,3 +435,72 @@ fn malformed_invocations_are_refused_with_a_short_reason() {
         assert!(diagnostic.error_message.len() < 200);
     }
 }
+
+#[tokio::test]
+async fn green_is_failed_before_a_stage_that_continues_on_timeout_would_ship_it_unchecked() {
+    use greenlight_shared::aws::ecs::LifecycleHook;
+    for (action, after_115_s) in [
+        ("CONTINUE", HookStatus::Failed),
+        ("ROLLBACK", HookStatus::InProgress),
+    ] {
+        let w = World::new(vec![Ok(200)]);
+        *w.ecs.lifecycle_hooks.lock().unwrap() = vec![LifecycleHook {
+            function_arn: "arn:aws:lambda:us-east-1:123456789012:function:greenlight-test:live"
+                .into(),
+            stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
+            timeout_minutes: Some(2),
+            timeout_action: Some(action.into()),
+        }];
+        *w.ecs.deployment_answers.lock().unwrap() = vec![Ok(in_progress(0, 2))];
+        let first = w.invoke(None).await;
+        assert_eq!(first.hook_status, HookStatus::InProgress);
+        let started = |ago_s: i64| {
+            let mut details = first.hook_details.clone().unwrap();
+            details["greenlight"]["started_ms"] =
+                json!(chrono::Utc::now().timestamp_millis() - ago_s * 1000);
+            details
+        };
+        // Two callback delays (4 s each) before ECS's two minutes: 112 s.
+        let answer = w.invoke(Some(&started(100))).await;
+        assert_eq!(answer.hook_status, HookStatus::InProgress, "{action}");
+        let answer = w.invoke(Some(&started(115))).await;
+        assert_eq!(answer.hook_status, after_115_s, "{action}");
+    }
+}
+
+#[tokio::test]
+async fn the_probe_sends_what_the_test_listener_rule_matches_on_or_fails_saying_why() {
+    use greenlight_shared::aws::elb::RuleMatch;
+    // A shared test listener: green's rule matches a host and a query; blue's takes the rest.
+    let w = World::new(vec![Ok(200)]);
+    *w.elb.test_rule.lock().unwrap() = RuleMatch {
+        hosts: vec!["web2.test.internal".into()],
+        paths: vec!["/api/*".into()],
+        queries: vec![(Some("lane".into()), "green".into())],
+        unsatisfiable: vec![],
+    };
+    let answer = w.invoke(None).await;
+    assert_eq!(answer.hook_status, HookStatus::InProgress);
+    assert_eq!(
+        *w.prober.urls.lock().unwrap(),
+        vec!["http://web1-test.elb.local:8080/api/health?lane=green"]
+    );
+    assert_eq!(
+        *w.prober.hosts.lock().unwrap(),
+        vec![Some("web2.test.internal".to_string())]
+    );
+    // A rule a probe cannot match fails at once, naming the condition; nothing is probed.
+    let w = World::new(vec![Ok(200)]);
+    *w.elb.test_rule.lock().unwrap() = RuleMatch {
+        unsatisfiable: vec!["http-header".into()],
+        ..RuleMatch::default()
+    };
+    let answer = w.invoke(None).await;
+    assert_eq!(answer.hook_status, HookStatus::Failed);
+    let reason = answer.hook_details.unwrap()["greenlight"]["last"].clone();
+    assert!(
+        reason.as_str().unwrap().contains("matches on http-header"),
+        "{reason}"
+    );
+    assert!(w.prober.urls.lock().unwrap().is_empty());
+}

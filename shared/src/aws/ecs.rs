@@ -44,6 +44,19 @@ pub struct EcsServiceInfo {
     pub controller: Option<String>,
     /// The ECS controller's strategy (`ROLLING`, `BLUE_GREEN`, …).
     pub strategy: Option<String>,
+    /// Native blue/green: the Lambda hooks the service runs, with their stages and timeouts.
+    pub lifecycle_hooks: Vec<LifecycleHook>,
+}
+
+/// A Lambda lifecycle hook of a service's deployments.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LifecycleHook {
+    pub function_arn: String,
+    pub stages: Vec<String>,
+    /// How long ECS waits for the hook at a stage, and what it does then (`ROLLBACK`,
+    /// `CONTINUE`), when the service says.
+    pub timeout_minutes: Option<i32>,
+    pub timeout_action: Option<String>,
 }
 
 /// A service deployment as ListServiceDeployments lists it.
@@ -198,6 +211,29 @@ impl ServiceReads for Ecs {
                 .deployment_configuration()
                 .and_then(|c| c.strategy())
                 .map(|s| s.as_str().to_string()),
+            lifecycle_hooks: found
+                .deployment_configuration()
+                .map(|c| c.lifecycle_hooks())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|h| {
+                    Some(LifecycleHook {
+                        function_arn: h.hook_target_arn()?.to_string(),
+                        stages: h
+                            .lifecycle_stages()
+                            .iter()
+                            .map(|s| s.as_str().to_string())
+                            .collect(),
+                        timeout_minutes: h
+                            .timeout_configuration()
+                            .and_then(|t| t.timeout_in_minutes()),
+                        timeout_action: h
+                            .timeout_configuration()
+                            .and_then(|t| t.action())
+                            .map(|a| a.as_str().to_string()),
+                    })
+                })
+                .collect(),
         })
     }
 

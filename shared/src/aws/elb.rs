@@ -32,11 +32,27 @@ impl ListenerEndpoint {
     }
 }
 
+/// What a listener rule matches a request on, as far as a probe can say it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RuleMatch {
+    /// Host header patterns (any one matches).
+    pub hosts: Vec<String>,
+    /// Path patterns (any one matches).
+    pub paths: Vec<String>,
+    /// Query string pairs (any one matches; a pair without a key matches a value).
+    pub queries: Vec<(Option<String>, String)>,
+    /// Conditions a probe does not satisfy: an HTTP header, a source IP, a method other than
+    /// GET.
+    pub unsatisfiable: Vec<String>,
+}
+
 #[async_trait]
 pub trait LoadBalancingApi: Send + Sync {
     async fn target_group_arn(&self, name: &str) -> Result<String, AwsError>;
     async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetState>, AwsError>;
     async fn listener_endpoint(&self, listener_arn: &str) -> Result<ListenerEndpoint, AwsError>;
+    /// The conditions of a listener rule (DescribeRules).
+    async fn rule_match(&self, rule_arn: &str) -> Result<RuleMatch, AwsError>;
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +118,58 @@ impl LoadBalancingApi for LoadBalancing {
                     .map(|r| r.as_str().to_string()),
             })
             .collect())
+    }
+
+    async fn rule_match(&self, rule_arn: &str) -> Result<RuleMatch, AwsError> {
+        let resource = format!("listener rule {rule_arn}");
+        let out = self
+            .0
+            .describe_rules()
+            .rule_arns(rule_arn)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeRules", &resource, e))?;
+        let rule = out.rules().first().ok_or_else(|| {
+            AwsError::new(
+                "DescribeRules",
+                &resource,
+                AwsErrorKind::NotFound,
+                "no such rule",
+            )
+        })?;
+        let mut found = RuleMatch::default();
+        for c in rule.conditions() {
+            // Each condition names its values in its config, or (the older form) in `Values`.
+            let or_values = |configured: Option<&[String]>| {
+                configured
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or(c.values())
+                    .to_vec()
+            };
+            match c.field().unwrap_or_default() {
+                "host-header" => found
+                    .hosts
+                    .extend(or_values(c.host_header_config().map(|h| h.values()))),
+                "path-pattern" => found
+                    .paths
+                    .extend(or_values(c.path_pattern_config().map(|p| p.values()))),
+                "query-string" => found.queries.extend(
+                    c.query_string_config()
+                        .map(|q| q.values())
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|kv| {
+                            Some((kv.key().map(str::to_string), kv.value()?.to_string()))
+                        }),
+                ),
+                "http-request-method"
+                    if or_values(c.http_request_method_config().map(|m| m.values()))
+                        .iter()
+                        .any(|m| m == "GET") => {}
+                other => found.unsatisfiable.push(other.to_string()),
+            }
+        }
+        Ok(found)
     }
 
     async fn listener_endpoint(&self, listener_arn: &str) -> Result<ListenerEndpoint, AwsError> {

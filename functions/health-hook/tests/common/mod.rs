@@ -12,6 +12,8 @@ use greenlight_health_hook::probe::Prober;
 pub struct FakeProber {
     answers: Mutex<VecDeque<Result<u16, String>>>,
     pub urls: Mutex<Vec<String>>,
+    /// The host each probe named, if any.
+    pub hosts: Mutex<Vec<Option<String>>>,
 }
 
 impl FakeProber {
@@ -19,14 +21,16 @@ impl FakeProber {
         Self {
             answers: Mutex::new(answers.into()),
             urls: Mutex::default(),
+            hosts: Mutex::default(),
         }
     }
 }
 
 #[async_trait]
 impl Prober for FakeProber {
-    async fn get(&self, url: &str, _host: Option<&str>, _timeout: Duration) -> Result<u16, String> {
+    async fn get(&self, url: &str, host: Option<&str>, _timeout: Duration) -> Result<u16, String> {
         self.urls.lock().unwrap().push(url.to_string());
+        self.hosts.lock().unwrap().push(host.map(str::to_string));
         let mut answers = self.answers.lock().unwrap();
         if answers.len() > 1 {
             answers.pop_front().unwrap()
