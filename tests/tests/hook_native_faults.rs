@@ -407,7 +407,7 @@ async fn every_fault_at_every_call_of_a_native_check_still_answers_in_time_and_e
     }
     record_calls("health-hook", &seen_calls);
     println!(
-        "native hook fault matrix: {} calls x 4 faults + 16 = {cases} cases, {} violated",
+        "native hook fault matrix: {} calls x 4 faults + 15 = {cases} cases, {} violated",
         points.len(),
         failures.len()
     );

@@ -764,7 +764,7 @@ async fn handle_service_deployment_change(
         let deploying = apps_queues()
             .find(|(_, q)| q.active_deployment().is_some_and(on_service))
             .or_else(|| {
-                let app = deps.config.app_for_service(&cluster, &service)?;
+                let app = deps.config.app_for_service(cluster, service)?;
                 apps_queues().find(|(a, _)| a.name == app.name)
             });
         let Some((app, queue)) = deploying else {
