@@ -53,6 +53,7 @@ RESOURCE_STAR_ALLOWED = {
     "elasticloadbalancing:DescribeTargetGroups",
     "elasticloadbalancing:DescribeListeners",
     "elasticloadbalancing:DescribeLoadBalancers",
+    "elasticloadbalancing:DescribeRules",
 }
 
 # AWS managed policies a function role may carry, and why.

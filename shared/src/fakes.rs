@@ -122,6 +122,9 @@ impl ReleaseLedger for FakeLedger {
                 Ok(Claim::HeldElsewhere(r.clone()))
             }
             Some(r) => {
+                if other_request(r) {
+                    r.pushed_at = push.pushed_at;
+                }
                 r.owner = Some(lease.owner.clone());
                 r.lease_until = until;
                 Ok(Claim::Acquired(r.clone()))

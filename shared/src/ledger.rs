@@ -782,10 +782,26 @@ impl ReleaseLedger for DynamoLedger {
             if lease_live && record.owner.as_deref() != Some(owner) {
                 return Ok(Claim::HeldElsewhere(record));
             }
-            // Take over: the holder died (lease expired) or this is its own retry.
+            // Take over: the holder died (lease expired) or this is its own retry. Another
+            // request that takes a dead request's claim over gives the run its own place in the
+            // order (its receipt); the run stays the first request's, whose deployment an
+            // earlier attempt may have made.
+            let replaces = push
+                .request
+                .as_ref()
+                .is_some_and(|q| record.request.as_ref().map(|r| &r.id) != Some(&q.id));
+            let pushed_at = if replaces {
+                push.pushed_at
+            } else {
+                record.pushed_at
+            };
             let take = self
                 .update(&push.app, release_key(&push.digest))
-                .update_expression("SET lease_owner = :me, lease_until = :lease")
+                .update_expression(
+                    "SET lease_owner = :me, lease_until = :lease, pushed_at_ms = :pushed_ms, pushed_at = :pushed",
+                )
+                .expression_attribute_values(":pushed_ms", n(pushed_at.timestamp_millis()))
+                .expression_attribute_values(":pushed", s(pushed_at.to_rfc3339()))
                 .condition_expression("lease_owner = :old_owner AND lease_until = :old_lease")
                 .expression_attribute_values(":me", s(owner))
                 .expression_attribute_values(":lease", n(lease.until_ms))
@@ -804,6 +820,7 @@ impl ReleaseLedger for DynamoLedger {
                     return Ok(Claim::Acquired(ReleaseRecord {
                         owner: Some(owner.to_string()),
                         lease_until: DateTime::from_timestamp_millis(lease.until_ms),
+                        pushed_at,
                         ..record
                     }))
                 }

@@ -28,7 +28,8 @@ impl TagRule {
     }
 }
 
-/// The longest image tag ECR accepts.
+/// The longest image tag a registry client pushes (the OCI distribution spec's tag grammar;
+/// ECR's own API takes up to 300).
 pub const TAG_MAX: usize = 128;
 
 /// The order of release versions: runs of digits compare as numbers (`v1.10.0` after
@@ -64,7 +65,14 @@ pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
                         let (p, q) = (p.trim_start_matches('0'), q.trim_start_matches('0'));
                         p.len().cmp(&q.len()).then_with(|| p.cmp(q))
                     }
-                    _ => p.cmp(q),
+                    // A pre-release part sorts before any other part at its place, as it
+                    // sorts before the end: the order stays total whatever a custom tag
+                    // pattern lets through (`v1-rc` < `v1` < `v1+b`).
+                    _ => match (p.starts_with('-'), q.starts_with('-')) {
+                        (true, false) => Ordering::Less,
+                        (false, true) => Ordering::Greater,
+                        _ => p.cmp(q),
+                    },
                 };
                 if order != Ordering::Equal {
                     return order;
@@ -138,9 +146,20 @@ mod tests {
             ("v1.4.2_build.7", "v1.4.2", Greater),
             ("v01", "v1", Less),
             ("vB", "vA", Greater),
+            ("v1+b", "v1-rc", Greater),
+            ("v1-rc", "v1.0", Less),
         ] {
             assert_eq!(compare_versions(a, b), order, "{a} vs {b}");
         }
+        // A total order: sorting any of these any way round gives one result.
+        let mut tags = [
+            "v1+b", "v1", "v1-rc", "v1.0", "v1.10", "v1.9", "v1_b", "v01",
+        ];
+        tags.sort_by(|a, b| compare_versions(a, b));
+        assert_eq!(
+            tags,
+            ["v1-rc", "v01", "v1", "v1+b", "v1.0", "v1.9", "v1.10", "v1_b"]
+        );
     }
 
     #[test]

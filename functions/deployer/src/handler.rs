@@ -875,11 +875,19 @@ async fn sweep(deps: &Deps, invocation: &Invocation) -> Result<Outcome, DeployEr
             stale.retain(|r| !queue.names(&r.digest));
             // Newest first: an older one then finds it started and is superseded.
             stale.sort_by_key(|r| std::cmp::Reverse(ticket_of(r)));
+            let mut stale_error = None;
             for record in &stale {
                 warn!(app = %app.name, version = %record.version, digest = %record.digest,
                       "a release was claimed by an invocation that died before queueing it: taking it on");
                 let push = record.as_push(&app.repository);
-                done.push(deploy_release(deps, &push, app, invocation).await?);
+                // One that fails still leaves the others and the queue to be moved on.
+                match deploy_release(deps, &push, app, invocation).await {
+                    Ok(outcome) => done.push(outcome),
+                    Err(e) => {
+                        warn!(app = %app.name, digest = %record.digest, error = %e, "sweep could not take the claim on");
+                        stale_error.get_or_insert(e);
+                    }
+                }
             }
             if stale.is_empty() && queue.active.is_none() && queue.pending.is_none() {
                 return Ok(done);
@@ -891,7 +899,10 @@ async fn sweep(deps: &Deps, invocation: &Invocation) -> Result<Outcome, DeployEr
                 reason: "nothing to do".into(),
             };
             done.push(driver.follow(next, idle, None).await?);
-            Ok::<_, DeployError>(done)
+            match stale_error {
+                Some(e) => Err(e),
+                None => Ok::<_, DeployError>(done),
+            }
         }
         .await;
         match result {
@@ -1283,6 +1294,7 @@ fn names_release(deployment: &Run, record: &ReleaseRecord) -> bool {
         .is_some_and(|d| {
             d.app == record.app
                 && d.digest == record.digest
+                && d.version == record.version
                 && d.request.as_deref() == record.request.as_ref().map(|r| r.id.as_str())
         })
 }

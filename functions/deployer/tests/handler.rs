@@ -1427,3 +1427,54 @@ async fn a_request_for_a_waiting_release_gives_it_the_requests_place() {
         Some(digest(2))
     );
 }
+
+#[tokio::test]
+async fn a_new_tag_run_of_a_digest_never_adopts_the_deployment_of_its_earlier_run() {
+    let w = World::new();
+    // v1.4.2 (image 1) ships, then v1.4.3 (image 2).
+    for (version, n, time) in [
+        ("v1.4.2", 1, "2026-11-25T10:12:00Z"),
+        ("v1.4.3", 2, "2026-11-25T10:13:00Z"),
+    ] {
+        let id = deployed_id_of(&w.run(push(version, n, time), version).await.unwrap());
+        w.codedeploy
+            .deployments
+            .lock()
+            .unwrap()
+            .get_mut(&id)
+            .unwrap()
+            .status = "Succeeded".into();
+        w.run(deployment_end(&id, "SUCCESS"), &format!("end-{version}"))
+            .await
+            .unwrap();
+    }
+    // A revert to image 1 under v1.4.5; its CreateDeployment fails before CodeDeploy acted.
+    w.codedeploy
+        .create_errors
+        .lock()
+        .unwrap()
+        .push(AwsError::new(
+            "CreateDeployment",
+            "deployment group web1/web1-bluegreen",
+            AwsErrorKind::Unavailable,
+            "dispatch failure: connection reset",
+        ));
+    let revert = push("v1.4.5", 1, "2026-11-25T10:20:00Z");
+    let err = w.run(revert.clone(), "req-revert").await.unwrap_err();
+    assert!(err.to_string().contains("CreateDeployment"), "{err}");
+    // v1.4.2's deployment names the same digest, not this run: Lambda's retry creates one.
+    let out = w.run(revert, "req-revert").await.unwrap();
+    assert_eq!(deployed_id_of(&out), "d-FAKE00003");
+    let r = w.ledger.record(&digest(1)).unwrap();
+    assert_eq!(
+        (r.version.as_str(), r.status, r.deployment_id.as_deref()),
+        ("v1.4.5", ReleaseStatus::Deploying, Some("d-FAKE00003"))
+    );
+}
+
+fn deployed_id_of(out: &Outcome) -> String {
+    match out {
+        Outcome::Deployed { deployment_id, .. } => deployment_id.clone(),
+        other => panic!("not deployed: {other:?}"),
+    }
+}

@@ -166,6 +166,9 @@ pub fn parse_ecs_event(payload: serde_json::Value) -> Result<EcsHookEvent, HookE
 /// Answers when the hook cannot run its checks (its config could not be loaded): FAILED, with
 /// the reason, so ECS rolls back rather than wait for the hook's timeout.
 pub fn answer_unusable(event: &EcsHookEvent, reason: &str) -> EcsHookAnswer {
+    if Stage::of(&event.lifecycle_stage) == Stage::NothingToCheck {
+        return nothing_to_check(event);
+    }
     warn!(deployment = %event.resource_arn, stage = %event.lifecycle_stage, reason = %reason,
           verdict = "FAILED", "verdict");
     EcsHookAnswer {
@@ -182,16 +185,11 @@ pub async fn handle_native(
     invocation: &Invocation,
 ) -> EcsHookAnswer {
     let stage = Stage::of(&event.lifecycle_stage);
-    if stage == Stage::NothingToCheck {
-        info!(deployment = %event.resource_arn, stage = %event.lifecycle_stage, verdict = "SUCCEEDED",
-              "nothing to check at this stage");
-        return EcsHookAnswer {
-            hook_status: HookStatus::Succeeded,
-            call_back_delay: None,
-            hook_details: Some(serde_json::json!({ DETAILS_KEY: {
-                "last": format!("nothing to check at {}", clipped(&event.lifecycle_stage, 64))
-            } })),
-        };
+    // No app checks the production stages: nothing to read there either (a rollback that
+    // runs the hook again there is never held up by a read that fails).
+    let production_checked = deps.config.apps.iter().any(|a| a.health.check_production);
+    if stage == Stage::NothingToCheck || stage == Stage::Production && !production_checked {
+        return nothing_to_check(event);
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut progress = Progress::of(event, now_ms);
@@ -268,6 +266,19 @@ pub async fn handle_native(
         hook_status: status,
         call_back_delay: delay,
         hook_details: Some(serde_json::json!({ DETAILS_KEY: progress })),
+    }
+}
+
+/// SUCCEEDED at once, without a call: green cannot be (or is not to be) checked here.
+fn nothing_to_check(event: &EcsHookEvent) -> EcsHookAnswer {
+    info!(deployment = %event.resource_arn, stage = %event.lifecycle_stage, verdict = "SUCCEEDED",
+          "nothing to check at this stage");
+    EcsHookAnswer {
+        hook_status: HookStatus::Succeeded,
+        call_back_delay: None,
+        hook_details: Some(serde_json::json!({ DETAILS_KEY: {
+            "last": format!("nothing to check at {}", clipped(&event.lifecycle_stage, 64))
+        } })),
     }
 }
 
@@ -598,15 +609,22 @@ fn probe_of(
             rule.paths
         ));
     }
-    let query = match rule
-        .queries
-        .iter()
-        .find(|(k, v)| !wild(v) && !k.as_deref().is_some_and(wild))
-    {
-        None if rule.queries.is_empty() => String::new(),
-        None => return Err(format!("matches query strings {:?} only", rule.queries)),
-        Some((Some(k), v)) => format!("?{}={}", escaped(k), escaped(v)),
-        Some((None, v)) => format!("?{}", escaped(v)),
+    // Every query-string condition must match: one literal pair of each.
+    let mut pairs = vec![];
+    for condition in &rule.queries {
+        match condition
+            .iter()
+            .find(|(k, v)| !wild(v) && !k.as_deref().is_some_and(wild))
+        {
+            Some((Some(k), v)) => pairs.push(format!("{}={}", escaped(k), escaped(v))),
+            Some((None, v)) => pairs.push(escaped(v)),
+            None => return Err(format!("matches query strings {condition:?} only")),
+        }
+    }
+    let query = if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
     };
     Ok((host, query))
 }
@@ -666,7 +684,8 @@ fn continues_after(
             name(&h.function_arn) == name(function_arn) && h.stages.iter().any(|s| s == stage)
         })
         .filter(|h| h.timeout_action.as_deref() == Some("CONTINUE"))
-        .and_then(|h| h.timeout_minutes)
+        // ECS waits a day at a stage unless told otherwise.
+        .map(|h| h.timeout_minutes.unwrap_or(24 * 60))
         .map(|m| Duration::from_secs(u64::try_from(m).unwrap_or(0) * 60))
 }
 
@@ -725,12 +744,18 @@ mod tests {
             .unwrap_err()
             .contains("not health.path /api/health"));
         let with_query = RuleMatch {
-            queries: vec![(Some("lane".into()), "green test".into())],
+            queries: vec![
+                vec![(Some("lane".into()), "green test".into())],
+                vec![
+                    (Some("env".into()), "t*".into()),
+                    (Some("env".into()), "test".into()),
+                ],
+            ],
             ..RuleMatch::default()
         };
         assert_eq!(
             ok(&with_query, None),
-            Ok((None, "?lane=green%20test".into()))
+            Ok((None, "?lane=green%20test&env=test".into()))
         );
         let by_header = RuleMatch {
             unsatisfiable: vec!["http-header".into()],

@@ -220,7 +220,14 @@ async fn a_deployment_that_is_rolling_back_is_never_stalled_or_failed_at_any_sta
         "PRODUCTION_TRAFFIC_SHIFT",
         "POST_PRODUCTION_TRAFFIC_SHIFT",
     ] {
-        let w = World::new(vec![Ok(500)]);
+        // Checked at the production stages too, so the rollback is what answers there.
+        let w = World::configured(
+            &CONFIG.replace(
+                "timeout_ms = 100",
+                "timeout_ms = 100\ncheck_production = true",
+            ),
+            vec![Ok(500)],
+        );
         *w.ecs.deployment_answers.lock().unwrap() = vec![Ok(ServiceDeploymentState {
             status: "ROLLBACK_IN_PROGRESS".into(),
             status_reason: Some("alarm web2-5xx in ALARM".into()),
@@ -476,7 +483,7 @@ async fn the_probe_sends_what_the_test_listener_rule_matches_on_or_fails_saying_
     *w.elb.test_rule.lock().unwrap() = RuleMatch {
         hosts: vec!["web2.test.internal".into()],
         paths: vec!["/api/*".into()],
-        queries: vec![(Some("lane".into()), "green".into())],
+        queries: vec![vec![(Some("lane".into()), "green".into())]],
         unsatisfiable: vec![],
     };
     let answer = w.invoke(None).await;

@@ -1227,18 +1227,24 @@ async fn an_ecs_event_cannot_steer_the_console_link_or_name_an_invalid_service()
     );
 }
 
+impl World {
+    /// web3's service was created, or updated by hand: the deployment that ends deploys a
+    /// revision without release tags.
+    async fn outside_deployment_ends(&self) -> Notified {
+        *self.ecs.service_deployments.lock().unwrap() = vec![(
+            service_deployment(1, "SUCCESSFUL", None),
+            WEB3_TD.to_string(),
+        )];
+        self.run_native("SERVICE_DEPLOYMENT_COMPLETED", "web3")
+            .await
+            .unwrap()
+    }
+}
+
 #[tokio::test]
 async fn a_deployment_greenlight_did_not_start_is_said_so_never_as_a_release_success() {
     let w = World::new(Answer::OK).await;
-    // The service was created, or updated by hand: its revision carries no release tags.
-    *w.ecs.service_deployments.lock().unwrap() = vec![(
-        service_deployment(1, "SUCCESSFUL", None),
-        WEB3_TD.to_string(),
-    )];
-    let out = w
-        .run_native("SERVICE_DEPLOYMENT_COMPLETED", "web3")
-        .await
-        .unwrap();
+    let out = w.outside_deployment_ends().await;
     let headline = posted_headline(&out);
     assert_eq!(
         headline,
@@ -1256,14 +1262,7 @@ async fn the_config_can_keep_deployments_outside_greenlight_out_of_slack() {
         "[apps.web3.slack]\nannounce_outside = false\n",
     ))
     .unwrap();
-    *w.ecs.service_deployments.lock().unwrap() = vec![(
-        service_deployment(1, "SUCCESSFUL", None),
-        WEB3_TD.to_string(),
-    )];
-    let out = w
-        .run_native("SERVICE_DEPLOYMENT_COMPLETED", "web3")
-        .await
-        .unwrap();
+    let out = w.outside_deployment_ends().await;
     assert!(matches!(out, Notified::Ignored { .. }), "{out:?}");
     assert!(w.slack.bodies().is_empty());
     // A release of Greenlight's is still announced.

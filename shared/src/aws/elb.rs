@@ -39,10 +39,11 @@ pub struct RuleMatch {
     pub hosts: Vec<String>,
     /// Path patterns (any one matches).
     pub paths: Vec<String>,
-    /// Query string pairs (any one matches; a pair without a key matches a value).
-    pub queries: Vec<(Option<String>, String)>,
+    /// Query string conditions, all of which must match: each a list of pairs of which any
+    /// one matches (a pair without a key matches a value).
+    pub queries: Vec<Vec<(Option<String>, String)>>,
     /// Conditions a probe does not satisfy: an HTTP header, a source IP, a method other than
-    /// GET.
+    /// GET, a regular expression.
     pub unsatisfiable: Vec<String>,
 }
 
@@ -146,21 +147,30 @@ impl LoadBalancingApi for LoadBalancing {
                     .unwrap_or(c.values())
                     .to_vec()
             };
+            let regex = !c.regex_values().is_empty()
+                || c.host_header_config()
+                    .is_some_and(|h| !h.regex_values().is_empty())
+                || c.path_pattern_config()
+                    .is_some_and(|p| !p.regex_values().is_empty());
             match c.field().unwrap_or_default() {
+                field if regex => found
+                    .unsatisfiable
+                    .push(format!("{field} (a regular expression)")),
                 "host-header" => found
                     .hosts
                     .extend(or_values(c.host_header_config().map(|h| h.values()))),
                 "path-pattern" => found
                     .paths
                     .extend(or_values(c.path_pattern_config().map(|p| p.values()))),
-                "query-string" => found.queries.extend(
+                "query-string" => found.queries.push(
                     c.query_string_config()
                         .map(|q| q.values())
                         .unwrap_or_default()
                         .iter()
                         .filter_map(|kv| {
                             Some((kv.key().map(str::to_string), kv.value()?.to_string()))
-                        }),
+                        })
+                        .collect(),
                 ),
                 "http-request-method"
                     if or_values(c.http_request_method_config().map(|m| m.values()))
