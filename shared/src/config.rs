@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::engine::EngineKind;
+use crate::model::EngineKind;
 use crate::tag_rule::{TagRule, DEFAULT_TAG_PATTERN};
 
 /// Lifecycle events of an ECS blue/green deployment that may run a hook function.

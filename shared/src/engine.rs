@@ -23,29 +23,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 
 use crate::aws::codedeploy::{CodeDeployApi, Deployment, NewDeployment};
 use crate::aws::ecs::{EcsApi, EcsServiceInfo, ServiceDeploymentBrief, ServiceReads};
 use crate::error::{AwsError, AwsErrorKind};
-use crate::ledger::ReleaseStatus;
-
-/// Which engine deploys a service (`engine = "codedeploy" | "ecs"` pins it in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EngineKind {
-    CodeDeploy,
-    Ecs,
-}
-
-impl std::fmt::Display for EngineKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::CodeDeploy => "CodeDeploy",
-            Self::Ecs => "ECS blue/green",
-        })
-    }
-}
+use crate::model::ReleaseStatus;
+pub use crate::model::{
+    is_service_deployment_arn, service_of_arn, EngineKind, ACTIVE_SERVICE_DEPLOYMENT,
+    ENDED_SERVICE_DEPLOYMENT,
+};
 
 /// The engine a service's deployment settings call for; `None` for a service no blue/green
 /// engine deploys (a rolling or external one). ECS's controller defaults to `ECS` when absent.
@@ -117,22 +103,6 @@ pub async fn run_by_id(
     }
 }
 
-/// `arn:aws:ecs:<region>:<account>:service-deployment/<cluster>/<service>/<id>`.
-pub fn is_service_deployment_arn(id: &str) -> bool {
-    id.starts_with("arn:") && id.contains(":service-deployment/")
-}
-
-/// The (cluster, service) a service deployment ARN or a service ARN
-/// (`…:service/<cluster>/<service>`) names.
-pub fn service_of_arn(arn: &str) -> Option<(&str, &str)> {
-    let (_, path) = arn
-        .split_once(":service-deployment/")
-        .or_else(|| arn.split_once(":service/"))?;
-    let mut parts = path.split('/');
-    let (cluster, service) = (parts.next()?, parts.next()?);
-    (!cluster.is_empty() && !service.is_empty()).then_some((cluster, service))
-}
-
 fn codedeploy_run(d: Deployment) -> Run {
     Run {
         active: d.is_active(),
@@ -147,25 +117,6 @@ fn codedeploy_run(d: Deployment) -> Run {
         task_definition: None,
     }
 }
-
-/// Service deployment statuses that hold the service (a rollback holds it until it ends): the
-/// filter of the busy check.
-pub const ACTIVE_SERVICE_DEPLOYMENT: &[&str] = &[
-    "PENDING",
-    "IN_PROGRESS",
-    "STOP_REQUESTED",
-    "ROLLBACK_REQUESTED",
-    "ROLLBACK_IN_PROGRESS",
-];
-
-/// The statuses a service deployment ends in. Any other (one ECS adds later, or none) is
-/// taken as still running: a deployment is never finished, nor deployed over, on a guess.
-pub const ENDED_SERVICE_DEPLOYMENT: &[&str] = &[
-    "SUCCESSFUL",
-    "STOPPED",
-    "ROLLBACK_SUCCESSFUL",
-    "ROLLBACK_FAILED",
-];
 
 fn native_run(d: ServiceDeploymentBrief, task_definition: Option<String>) -> Run {
     Run {

@@ -63,7 +63,7 @@ pub fn service_of_event(event: &EcsDeploymentEvent) -> Option<(&str, &str)> {
         .resources
         .iter()
         .flatten()
-        .find_map(|arn| crate::engine::service_of_arn(arn))
+        .find_map(|arn| crate::model::service_of_arn(arn))
         .filter(|(cluster, service)| valid(cluster) && valid(service))
 }
 

@@ -35,73 +35,10 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 
 use crate::events::ImagePush;
+pub use crate::model::ReleaseStatus;
 use crate::provenance::Provenance;
 use crate::queue::{Change, Lease, Plan, Queue};
 use crate::request::Requested;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReleaseStatus {
-    Claimed,
-    Registered,
-    Pending,
-    Deploying,
-    Succeeded,
-    Failed,
-    Stopped,
-    Superseded,
-    /// The service already ran this digest when the push arrived.
-    AlreadyRunning,
-}
-
-impl ReleaseStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Claimed => "claimed",
-            Self::Registered => "registered",
-            Self::Pending => "pending",
-            Self::Deploying => "deploying",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Stopped => "stopped",
-            Self::Superseded => "superseded",
-            Self::AlreadyRunning => "already_running",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Claimed,
-            Self::Registered,
-            Self::Pending,
-            Self::Deploying,
-            Self::Succeeded,
-            Self::Failed,
-            Self::Stopped,
-            Self::Superseded,
-            Self::AlreadyRunning,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
-    }
-
-    /// Whether an invocation holding the claim still has work to do.
-    pub fn is_in_flight(self) -> bool {
-        matches!(self, Self::Claimed | Self::Registered)
-    }
-
-    /// Whether the release has ended (nothing will happen to it any more).
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded
-                | Self::Failed
-                | Self::Stopped
-                | Self::Superseded
-                | Self::AlreadyRunning
-        )
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReleaseRecord {

@@ -13,6 +13,7 @@ pub mod events;
 pub mod fakes;
 pub mod invocation;
 pub mod ledger;
+pub mod model;
 pub mod provenance;
 pub mod queue;
 pub mod request;

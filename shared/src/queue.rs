@@ -24,7 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::ReleaseStatus;
+use crate::model::ReleaseStatus;
 use crate::tag_rule::compare_versions;
 
 /// A release's place in the order "newest wins" uses: push time, then the version (by

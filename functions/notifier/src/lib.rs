@@ -27,11 +27,10 @@
 //! of a deployment CodeDeploy rolled back says which version is serving now. Failures, stops
 //! and rollbacks carry the app's `mention_on_failure`.
 
+pub mod core;
 pub mod handler;
 pub mod message;
 pub mod native;
 
-pub use handler::{
-    handle, notify, parse_event, Deps, Notified, NotifierEvent, NotifyError, SecretSource,
-    WebhookCache,
-};
+pub use core::{Deps, Notified, NotifyError, SecretSource, WebhookCache};
+pub use handler::{handle, notify, parse_event, NotifierEvent};

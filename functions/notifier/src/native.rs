@@ -19,7 +19,7 @@ use greenlight_shared::task_definition::{tag_value, TAG_APP, TAG_DIGEST, TAG_VER
 use greenlight_shared::{AppConfig, AwsErrorKind};
 use tracing::{info, warn};
 
-use crate::handler::{
+use crate::core::{
     last_good, once, post_notice, release_record, webhook_for, Deps, Notified, NotifyError,
 };
 use crate::message::{Notice, Rollback, StartedBy};
@@ -108,7 +108,7 @@ pub async fn handle_service_deployment(
             .is_some_and(|d| state_of(&d.status) == "START")
         && event
             .time
-            .is_some_and(|t| Utc::now() - t < crate::handler::LAST_ATTEMPT_AGE);
+            .is_some_and(|t| Utc::now() - t < crate::core::LAST_ATTEMPT_AGE);
     let mut last = None;
     let mut first_error = None;
     for deployment in recent {

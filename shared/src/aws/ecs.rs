@@ -300,7 +300,7 @@ impl ServiceReads for Ecs {
         active_only: bool,
     ) -> Result<Vec<ServiceDeploymentBrief>, AwsError> {
         use aws_sdk_ecs::types::{CreatedAt, ServiceDeploymentStatus};
-        let active: Vec<ServiceDeploymentStatus> = crate::engine::ACTIVE_SERVICE_DEPLOYMENT
+        let active: Vec<ServiceDeploymentStatus> = crate::model::ACTIVE_SERVICE_DEPLOYMENT
             .iter()
             .map(|s| ServiceDeploymentStatus::from(*s))
             .collect();
