@@ -16,8 +16,13 @@
 //! Everything that is not a release (DELETE, failed push, `latest`, unknown repository,
 //! another account) is skipped with one log line and no AWS call.
 
+mod core;
+mod driver;
+mod ends;
 pub mod handler;
+mod requests;
+mod target;
 
-pub use handler::{
-    handle, parse_event, DeployError, DeployerEvent, Deps, Outcome, LEASE_MARGIN, READBACK_PAUSE,
-};
+pub use crate::core::{DeployError, Deps, Outcome, LEASE_MARGIN};
+pub use ends::READBACK_PAUSE;
+pub use handler::{handle, parse_event, DeployerEvent};
