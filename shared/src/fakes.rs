@@ -15,6 +15,7 @@ use crate::aws::elb::{ListenerEndpoint, LoadBalancingApi, TargetState};
 use crate::events::ImagePush;
 use crate::ledger::{
     Claim, LedgerError, NoticeLedger, QueueLedger, ReleaseLedger, ReleaseRecord, ReleaseStatus,
+    VerdictLedger,
 };
 use crate::queue::{Lease, Plan, Queue};
 use crate::{AwsError, AwsErrorKind};
@@ -192,6 +193,10 @@ impl ReleaseLedger for FakeLedger {
             .find(|r| r.status == ReleaseStatus::Succeeded)
             .cloned())
     }
+}
+
+#[async_trait]
+impl VerdictLedger for FakeLedger {
     async fn record_hook_verdict(
         &self,
         _app: &str,
