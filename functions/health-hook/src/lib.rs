@@ -14,10 +14,17 @@
 //!    config, never a URL from the event) answers the expected status N times in a row;
 //!    M failures in a row fail at once.
 
+//!
+//! Layout: `handler` routes an invocation to its engine's hook, `codedeploy` and `native`,
+//! which share `core` (dependencies, errors), `checks` and `probe`.
+
 pub mod checks;
+pub mod codedeploy;
+pub mod core;
 pub mod handler;
 pub mod native;
 pub mod probe;
 
-pub use handler::{handle, parse_event, report_unusable, Deps, HookError, HookReport};
+pub use codedeploy::{handle, parse_event, report_unusable, HookReport};
+pub use core::{Deps, HookError};
 pub use native::{answer_unusable, handle_native, parse_ecs_event};

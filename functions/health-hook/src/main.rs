@@ -1,13 +1,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use greenlight_health_hook::handler::{route, route_unusable};
 use greenlight_health_hook::probe::HttpProber;
-use greenlight_health_hook::{
-    answer_unusable, handle, handle_native, parse_ecs_event, parse_event, report_unusable, Deps,
-    HookError,
-};
+use greenlight_health_hook::Deps;
 use greenlight_shared::aws::{codedeploy::CodeDeploy, ecs::Ecs, elb::LoadBalancing};
-use greenlight_shared::ecs_hook::is_ecs_hook_event;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::startup::{Live, Startup};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
@@ -24,14 +21,7 @@ async fn main() -> Result<(), Error> {
             return run(service_fn(|event: LambdaEvent<serde_json::Value>| {
                 let invocation = Invocation::from_context(&event.context);
                 let (codedeploy, reason) = (&codedeploy, reason.as_str());
-                async move {
-                    if is_ecs_hook_event(&event.payload) {
-                        let payload = parse_ecs_event(event.payload)?;
-                        return answer(answer_unusable(&payload, reason));
-                    }
-                    let payload = parse_event(event.payload)?;
-                    answer(report_unusable(codedeploy, payload, reason, &invocation).await?)
-                }
+                async move { route_unusable(codedeploy, event.payload, reason, &invocation).await }
             }))
             .await;
         }
@@ -56,19 +46,7 @@ async fn main() -> Result<(), Error> {
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let invocation = Invocation::from_context(&event.context);
         let deps = &deps;
-        async move {
-            // ECS (native blue/green) reads the answer; CodeDeploy gets a report call.
-            if is_ecs_hook_event(&event.payload) {
-                let event = parse_ecs_event(event.payload)?;
-                return answer(handle_native(&*deps.current().await, &event, &invocation).await);
-            }
-            let event = parse_event(event.payload)?;
-            answer(handle(&*deps.current().await, event, &invocation).await?)
-        }
+        async move { route(&*deps.current().await, event.payload, &invocation).await }
     }))
     .await
-}
-
-fn answer(response: impl serde::Serialize) -> Result<serde_json::Value, HookError> {
-    serde_json::to_value(response).map_err(|e| HookError::MalformedEvent(e.to_string()))
 }

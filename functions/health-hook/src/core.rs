@@ -1,0 +1,67 @@
+//! What both engines' hooks share: the dependencies, the errors that fail an invocation, and
+//! the message of a panic caught in a round of checks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use greenlight_shared::aws::codedeploy::CodeDeployApi;
+use greenlight_shared::aws::ecs::TaskSetsApi;
+use greenlight_shared::aws::elb::LoadBalancingApi;
+use greenlight_shared::ledger::Ledger;
+use greenlight_shared::{AwsError, Config};
+
+use crate::probe::Prober;
+
+pub struct Deps {
+    pub config: Config,
+    pub codedeploy: Arc<dyn CodeDeployApi>,
+    pub ecs: Arc<dyn TaskSetsApi>,
+    pub elb: Arc<dyn LoadBalancingApi>,
+    pub prober: Arc<dyn Prober>,
+    /// Where the verdict's reason is kept for the notifier (optional).
+    pub ledger: Option<Arc<dyn Ledger>>,
+    /// Time kept in reserve before the Lambda deadline to report the verdict.
+    pub safety_margin: Duration,
+}
+
+impl greenlight_shared::startup::UsesConfig for Deps {
+    fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("malformed lifecycle event: {0}")]
+    MalformedEvent(String),
+    /// The verdict could not be delivered: failing the invocation lets Lambda retry it.
+    #[error("could not report {verdict} to CodeDeploy: {source}")]
+    Report {
+        verdict: &'static str,
+        #[source]
+        source: AwsError,
+    },
+}
+
+impl From<HookError> for lambda_runtime::Diagnostic {
+    fn from(e: HookError) -> Self {
+        let error_type = match e {
+            HookError::Report { .. } => "HookReportFailed",
+            HookError::MalformedEvent(_) => "MalformedEvent",
+        };
+        lambda_runtime::Diagnostic {
+            error_type: error_type.to_string(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// The message of a panic, clipped (it is logged and sent to CodeDeploy's console).
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string());
+    text.chars().take(200).collect()
+}
