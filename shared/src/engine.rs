@@ -27,11 +27,8 @@ use chrono::{DateTime, Utc};
 use crate::aws::codedeploy::{CodeDeployApi, Deployment, NewDeployment};
 use crate::aws::ecs::{EcsApi, EcsServiceInfo, ServiceDeploymentBrief, ServiceReads};
 use crate::error::{AwsError, AwsErrorKind};
-use crate::model::ReleaseStatus;
-pub use crate::model::{
-    is_service_deployment_arn, service_of_arn, EngineKind, ACTIVE_SERVICE_DEPLOYMENT,
-    ENDED_SERVICE_DEPLOYMENT,
-};
+use crate::model::{is_active_service_deployment, phase_of, Phase, ReleaseStatus};
+pub use crate::model::{is_service_deployment_arn, service_of_arn, EngineKind};
 
 /// The engine a service's deployment settings call for; `None` for a service no blue/green
 /// engine deploys (a rolling or external one). ECS's controller defaults to `ECS` when absent.
@@ -106,11 +103,8 @@ pub async fn run_by_id(
 fn codedeploy_run(d: Deployment) -> Run {
     Run {
         active: d.is_active(),
-        ended: match d.status.as_str() {
-            "Succeeded" => ReleaseStatus::Succeeded,
-            "Stopped" => ReleaseStatus::Stopped,
-            _ => ReleaseStatus::Failed,
-        },
+        ended: phase_of(EngineKind::CodeDeploy, &d.status)
+            .map_or(ReleaseStatus::Failed, Phase::ended_as),
         id: d.id,
         status: d.status,
         description: d.description,
@@ -120,13 +114,9 @@ fn codedeploy_run(d: Deployment) -> Run {
 
 fn native_run(d: ServiceDeploymentBrief, task_definition: Option<String>) -> Run {
     Run {
-        active: !ENDED_SERVICE_DEPLOYMENT.contains(&d.status.as_str()),
-        ended: match d.status.as_str() {
-            "SUCCESSFUL" => ReleaseStatus::Succeeded,
-            "STOPPED" => ReleaseStatus::Stopped,
-            // ROLLBACK_SUCCESSFUL, ROLLBACK_FAILED: the release did not ship.
-            _ => ReleaseStatus::Failed,
-        },
+        active: is_active_service_deployment(&d.status),
+        // ROLLBACK_SUCCESSFUL, ROLLBACK_FAILED: the release did not ship.
+        ended: phase_of(EngineKind::Ecs, &d.status).map_or(ReleaseStatus::Failed, Phase::ended_as),
         id: d.arn,
         status: d.status,
         description: None,

@@ -742,7 +742,8 @@ impl ServiceReads for FakeEcs {
             .filter(|d| crate::engine::service_of_arn(&d.arn) == Some((cluster, service)))
             .filter(|d| {
                 !active_only
-                    || crate::engine::ACTIVE_SERVICE_DEPLOYMENT.contains(&d.status.as_str())
+                    || crate::model::active_statuses(crate::model::EngineKind::Ecs)
+                        .any(|s| s == d.status)
             })
             .filter(|d| since.is_none_or(|t| d.created_at.is_some_and(|c| c >= t)))
             .collect();

@@ -221,7 +221,8 @@ impl EcsNativeStandIn {
     /// Whether a deployment is in progress.
     pub fn active(&self) -> bool {
         self.deployments().iter().any(|d| {
-            greenlight_shared::engine::ACTIVE_SERVICE_DEPLOYMENT.contains(&d.status.as_str())
+            greenlight_shared::model::active_statuses(greenlight_shared::model::EngineKind::Ecs)
+                .any(|s| s == d.status)
         })
     }
 
@@ -307,7 +308,9 @@ fn set_status(model: &Mutex<Model>, deployment: &str, status: &str, reason: &str
         d["status"] = status.into();
         d["statusReason"] = reason.into();
         d["updatedAt"] = (chrono::Utc::now().timestamp_millis() as f64 / 1000.0).into();
-        if !greenlight_shared::engine::ACTIVE_SERVICE_DEPLOYMENT.contains(&status) {
+        if !greenlight_shared::model::active_statuses(greenlight_shared::model::EngineKind::Ecs)
+            .any(|s| s == status)
+        {
             d["finishedAt"] = d["updatedAt"].clone();
         }
     }

@@ -145,7 +145,7 @@ proptest! {
 
     #[test]
     fn the_health_hook_reads_or_refuses_any_payload(payload in any_payload()) {
-        match greenlight_health_hook::handler::parse_event(payload) {
+        match greenlight_health_hook::parse_event(payload) {
             Ok(event) => {
                 // What it goes on with is bounded: an id CodeDeploy could have issued.
                 prop_assert!(greenlight_shared::events::is_deployment_id(&event.deployment_id));
@@ -191,7 +191,7 @@ fn every_seed_is_read_by_the_function_it_is_for() {
     for seed in SEEDS {
         let event: Value = serde_json::from_str(seed).unwrap();
         if event.get("LifecycleEventHookExecutionId").is_some() {
-            assert!(greenlight_health_hook::handler::parse_event(event).is_ok());
+            assert!(greenlight_health_hook::parse_event(event).is_ok());
         } else if greenlight_shared::ecs_hook::is_ecs_hook_event(&event) {
             assert!(greenlight_health_hook::parse_ecs_event(event).is_ok());
         } else {

@@ -7,14 +7,16 @@
 //! A lost, late, duplicated or reordered event therefore never announces a wrong state, and
 //! the next event of the service announces what a lost one would have.
 //!
-//! States map to CodeDeploy's words so the messages are the same: PENDING and IN_PROGRESS are
-//! START, SUCCESSFUL is SUCCESS, STOP_REQUESTED and STOPPED are STOP, and every ROLLBACK_*
-//! status is FAILURE with "rolled back to …" and ECS's reason: a rollback is never a success.
+//! States map to CodeDeploy's words by the one status table (`greenlight_shared::model`), so
+//! the messages are the same: PENDING and IN_PROGRESS are START, SUCCESSFUL is SUCCESS,
+//! STOP_REQUESTED and STOPPED are STOP, and every ROLLBACK_* status is FAILURE with "rolled
+//! back to …" and ECS's reason: a rollback is never a success.
 
 use chrono::{DateTime, Utc};
 use greenlight_shared::aws::ecs::ServiceDeploymentBrief;
 use greenlight_shared::events::{may_end, service_of_event, EcsDeploymentEvent};
 use greenlight_shared::invocation::Invocation;
+use greenlight_shared::model::{phase_of, EngineKind, Phase};
 use greenlight_shared::task_definition::{tag_value, TAG_APP, TAG_DIGEST, TAG_VERSION};
 use greenlight_shared::{AppConfig, AwsErrorKind};
 use tracing::{info, warn};
@@ -34,21 +36,15 @@ const LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::hours(25);
 
 /// The word CodeDeploy would use for a service deployment status (see the module docs).
 pub fn state_of(status: &str) -> &'static str {
-    match status {
-        "PENDING" | "IN_PROGRESS" => "START",
-        "SUCCESSFUL" => "SUCCESS",
-        "STOP_REQUESTED" | "STOPPED" => "STOP",
-        s if s.starts_with("ROLLBACK_") => "FAILURE",
-        _ => "UNKNOWN",
-    }
+    phase_of(EngineKind::Ecs, status).map_or("UNKNOWN", Phase::state)
 }
 
 /// What an announcement is claimed under: its state, except that a rollback that failed is
 /// announced again after the failure (whose message said it was rolling back).
 fn notice_key(status: &str) -> &'static str {
-    match status {
-        "ROLLBACK_FAILED" => "ROLLBACK_FAILED",
-        other => state_of(other),
+    match phase_of(EngineKind::Ecs, status) {
+        Some(Phase::RollbackFailed) => "ROLLBACK_FAILED",
+        _ => state_of(status),
     }
 }
 
@@ -256,7 +252,7 @@ async fn enrich(
             .created_at
             .and_then(|started| (event_time.max(started) - started).to_std().ok());
     }
-    let rolled_back = deployment.status.starts_with("ROLLBACK_");
+    let phase = phase_of(EngineKind::Ecs, &deployment.status);
     if notice.state != "SUCCESS" {
         notice.error_message = deployment.status_reason.clone();
     }
@@ -282,7 +278,7 @@ async fn enrich(
             notice.hook_reason = record.hook_reason;
         }
     }
-    if deployment.status == "ROLLBACK_FAILED" {
+    if phase == Some(Phase::RollbackFailed) {
         notice.error_message = Some(format!(
             "ECS could not roll back: {}",
             deployment
@@ -290,7 +286,7 @@ async fn enrich(
                 .as_deref()
                 .unwrap_or("no reason given")
         ));
-    } else if rolled_back {
+    } else if phase.is_some_and(Phase::is_rollback) {
         let to = match ledger {
             Some(ledger) => last_good(ledger, app, notice.digest.as_deref())
                 .await

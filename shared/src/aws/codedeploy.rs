@@ -52,10 +52,8 @@ pub struct Deployment {
 
 impl Deployment {
     pub fn is_active(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "Created" | "Queued" | "InProgress" | "Baking" | "Ready"
-        )
+        crate::model::phase_of(crate::model::EngineKind::CodeDeploy, &self.status)
+            .is_some_and(crate::model::Phase::is_active)
     }
 }
 

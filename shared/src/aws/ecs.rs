@@ -300,10 +300,10 @@ impl ServiceReads for Ecs {
         active_only: bool,
     ) -> Result<Vec<ServiceDeploymentBrief>, AwsError> {
         use aws_sdk_ecs::types::{CreatedAt, ServiceDeploymentStatus};
-        let active: Vec<ServiceDeploymentStatus> = crate::model::ACTIVE_SERVICE_DEPLOYMENT
-            .iter()
-            .map(|s| ServiceDeploymentStatus::from(*s))
-            .collect();
+        let active: Vec<ServiceDeploymentStatus> =
+            crate::model::active_statuses(crate::model::EngineKind::Ecs)
+                .map(ServiceDeploymentStatus::from)
+                .collect();
         // Every page (ECS promises no order within or across them), sorted here; a bound on
         // the pages keeps a service with years of deployments from eating the deadline.
         let mut found = vec![];

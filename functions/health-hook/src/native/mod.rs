@@ -33,6 +33,7 @@ use futures_util::FutureExt;
 use greenlight_shared::ecs_hook::{service_of, EcsHookAnswer, EcsHookEvent, HookStatus};
 use greenlight_shared::events::clipped;
 use greenlight_shared::invocation::Invocation;
+use greenlight_shared::model::{phase_of, EngineKind, Phase};
 use greenlight_shared::AwsErrorKind;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -344,7 +345,8 @@ async fn round(
         );
     }
     let deployment = or_round!(deps.ecs.service_deployment(&event.resource_arn).await);
-    if deployment.status.starts_with("ROLLBACK") {
+    let phase = phase_of(EngineKind::Ecs, &deployment.status);
+    if phase.is_some_and(Phase::is_rollback) {
         return Round::Skip(format!(
             "the service deployment is {}: nothing to check while it rolls back",
             deployment.status
@@ -359,7 +361,7 @@ async fn round(
             "the service deployment does not deploy the event's target revision".to_string(),
         );
     }
-    if !matches!(deployment.status.as_str(), "PENDING" | "IN_PROGRESS") {
+    if phase != Some(Phase::Forward) {
         return Round::Failed(format!(
             "the service deployment is {}{}",
             deployment.status,
