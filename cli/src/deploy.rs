@@ -159,7 +159,10 @@ pub fn render_plan(answer: &Value) -> String {
         out += &format!("  {}\n", change.as_str().unwrap_or_default());
     }
     if answer["engine"] == "ecs" {
-        out += "ECS blue/green: UpdateService with the new revision; the service's lifecycle hooks check it\n";
+        out += "ECS: UpdateService with the new revision; the service's lifecycle hooks check it\n";
+        if let Some(rollout) = answer["rollout"].as_str() {
+            out += &format!("  production traffic: {}\n", clean(rollout));
+        }
         return out;
     }
     out += "AppSpec:\n";
@@ -307,8 +310,9 @@ mod tests {
             "task_definition": "arn:aws:ecs:us-east-1:123456789012:task-definition/web2:7",
             "changes": ["container web2: image a -> b"], "already_running": false,
             "engine": "ecs", "appspec": null,
+            "rollout": "canary 5% for 10 min, then 100%; bake 15 min",
         }));
-        assert!(text.ends_with("container web2: image a -> b\nECS blue/green: UpdateService with the new revision; the service's lifecycle hooks check it\n"), "{text}");
+        assert!(text.ends_with("container web2: image a -> b\nECS: UpdateService with the new revision; the service's lifecycle hooks check it\n  production traffic: canary 5% for 10 min, then 100%; bake 15 min\n"), "{text}");
         assert!(!text.contains("AppSpec"), "{text}");
     }
 

@@ -118,6 +118,7 @@ REQUIRED_ACTIONS = {
     "NotifierFunction": {
         "codedeploy:GetDeployment",
         "ecs:ListServiceDeployments",
+        "ecs:DescribeServiceDeployments",
         "ecs:DescribeServiceRevisions",
         "ecs:ListTagsForResource",
         "dynamodb:GetItem",

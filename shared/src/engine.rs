@@ -1,8 +1,9 @@
 //! The blue/green engine that deploys a service: CodeDeploy, or ECS itself (native blue/green).
 //!
 //! Discovered per service from DescribeServices ([`discover`]): a `CODE_DEPLOY` deployment
-//! controller means CodeDeploy; the `ECS` controller with the `BLUE_GREEN` strategy means
-//! native. The deployer's decisions (claim, newest wins, resume, no downgrade) are the same for
+//! controller means CodeDeploy; the `ECS` controller with the `BLUE_GREEN`, `LINEAR` or
+//! `CANARY` strategy means native (ECS shifts production traffic at once, in steps, or after a
+//! canary: [`crate::rollout`]; the deployer starts each the same way and never changes it). The deployer's decisions (claim, newest wins, resume, no downgrade) are the same for
 //! both: they speak to a [`DeploymentEngine`], which starts a deployment of a registered
 //! revision, says which deployments are active, and finds one an earlier attempt started.
 //!
@@ -35,7 +36,8 @@ pub use crate::model::{is_service_deployment_arn, service_of_arn, EngineKind};
 pub fn discover(service: &EcsServiceInfo) -> Option<EngineKind> {
     match (service.controller.as_deref(), service.strategy.as_deref()) {
         (Some("CODE_DEPLOY"), _) => Some(EngineKind::CodeDeploy),
-        (None | Some("ECS"), Some("BLUE_GREEN")) => Some(EngineKind::Ecs),
+        // ECS's own traffic shifts: all at once, in steps, or a canary first.
+        (None | Some("ECS"), Some("BLUE_GREEN" | "LINEAR" | "CANARY")) => Some(EngineKind::Ecs),
         _ => None,
     }
 }
@@ -181,7 +183,8 @@ impl DeploymentEngine for CodeDeployEngine {
     }
 }
 
-/// ECS deploying a service itself (`BLUE_GREEN` strategy): UpdateService starts a deployment.
+/// ECS deploying a service itself (`BLUE_GREEN`, `LINEAR`, `CANARY`): UpdateService starts a
+/// deployment, which runs by the service's own deployment configuration.
 pub struct EcsEngine {
     pub api: Arc<dyn EcsApi>,
     pub cluster: String,
@@ -301,6 +304,13 @@ mod tests {
             discover(&service(None, Some("BLUE_GREEN"))),
             Some(EngineKind::Ecs)
         );
+        for progressive in ["LINEAR", "CANARY"] {
+            assert_eq!(
+                discover(&service(None, Some(progressive))),
+                Some(EngineKind::Ecs),
+                "{progressive}"
+            );
+        }
         assert_eq!(discover(&service(Some("ECS"), Some("ROLLING"))), None);
         assert_eq!(discover(&service(Some("ECS"), None)), None);
         assert_eq!(

@@ -609,6 +609,11 @@ pub struct FakeEcs {
     /// The service's deployment controller and strategy (CodeDeploy's unless set).
     pub controller: Mutex<Option<String>>,
     pub strategy: Mutex<Option<String>>,
+    /// How the service's native deployments move production traffic, where each stands and
+    /// what ECS says of a rollback (DescribeServiceDeployments of a listed deployment).
+    pub rollout: Mutex<Option<crate::rollout::Rollout>>,
+    pub position: Mutex<crate::rollout::Position>,
+    pub rollback_signals: Mutex<crate::rollout::RollbackSignals>,
     /// Native blue/green: the service's deployments (UpdateService adds one, IN_PROGRESS),
     /// with the revision each deploys.
     pub service_deployments: Mutex<Vec<(ServiceDeploymentBrief, String)>>,
@@ -633,6 +638,9 @@ impl FakeEcs {
             test_listener_rule: Mutex::default(),
             controller: Mutex::new(Some("CODE_DEPLOY".into())),
             strategy: Mutex::default(),
+            rollout: Mutex::default(),
+            position: Mutex::default(),
+            rollback_signals: Mutex::default(),
             service_deployments: Mutex::default(),
             names_current_deployment: std::sync::atomic::AtomicBool::new(true),
             failing_updates: Mutex::default(),
@@ -644,7 +652,34 @@ impl FakeEcs {
     pub fn native(self) -> Self {
         *self.controller.lock().unwrap() = Some("ECS".into());
         *self.strategy.lock().unwrap() = Some("BLUE_GREEN".into());
+        *self.rollout.lock().unwrap() = Some(crate::rollout::Rollout::default());
         self
+    }
+
+    /// The service deploys with ECS's canary strategy (5% for 10 minutes, then a 15-minute
+    /// bake) or its linear one (20% every 3 minutes).
+    pub fn progressive(self, strategy: &str) -> Self {
+        use crate::rollout::{Rollout, Strategy};
+        let native = self.native();
+        *native.strategy.lock().unwrap() = Some(strategy.into());
+        *native.rollout.lock().unwrap() = Some(match strategy {
+            "CANARY" => Rollout {
+                strategy: Strategy::Canary {
+                    percent: 5.0,
+                    bake_minutes: 10,
+                },
+                bake_minutes: 15,
+                ..Rollout::default()
+            },
+            _ => Rollout {
+                strategy: Strategy::Linear {
+                    step_percent: 20.0,
+                    bake_minutes: 3,
+                },
+                ..Rollout::default()
+            },
+        });
+        native
     }
 
     /// Sets the status of a native deployment (`SUCCESSFUL`, `ROLLBACK_SUCCESSFUL`, …).
@@ -694,6 +729,7 @@ impl ServiceReads for FakeEcs {
             }],
             controller: self.controller.lock().unwrap().clone(),
             strategy: self.strategy.lock().unwrap().clone(),
+            rollout: self.rollout.lock().unwrap().clone(),
             lifecycle_hooks: self.lifecycle_hooks.lock().unwrap().clone(),
         })
     }
@@ -705,6 +741,9 @@ impl ServiceReads for FakeEcs {
                 status: d.status.clone(),
                 status_reason: d.status_reason.clone(),
                 target_revision: d.target_revision.clone(),
+                position: self.position.lock().unwrap().clone(),
+                rollout: self.rollout.lock().unwrap().clone(),
+                rollback: self.rollback_signals.lock().unwrap().clone(),
                 ..Default::default()
             });
         }

@@ -17,6 +17,7 @@ pub mod model;
 pub mod provenance;
 pub mod queue;
 pub mod request;
+pub mod rollout;
 pub mod secrets;
 pub mod slack;
 pub mod startup;

@@ -19,7 +19,7 @@ use greenlight_shared::Config;
 use serde_json::{json, Value};
 
 use crate::codedeploy::{CodeDeployStandIn, DeploymentState};
-use crate::ecs_native::{EcsNativeStandIn, NativeService};
+use crate::ecs_native::{EcsNativeStandIn, NativeService, StandInRollout};
 use crate::faults::{FaultProxy, Faults};
 use crate::moto::MotoServer;
 use crate::world::{
@@ -105,6 +105,7 @@ impl Case {
         table: &str,
         budget: Duration,
         engine: Engine,
+        strategy: &str,
     ) -> Self {
         clients.create_table(table).await;
         let stand_in = CodeDeployStandIn::start(Duration::from_secs(30)).await;
@@ -122,6 +123,7 @@ impl Case {
                     test_listener_rule: app.test_rule.clone(),
                     hook_function: "CodeDeployHook_greenlight".into(),
                     hook_stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
+                    rollout: StandInRollout::of(strategy),
                 });
                 Some(ecs)
             }
@@ -438,7 +440,11 @@ pub struct MotoWorld {
     pub clients: Clients,
     pub app: SeededApp,
     pub engine: Engine,
+    cases: std::sync::atomic::AtomicUsize,
 }
+
+/// ECS's strategies, as the native matrices run them in turn.
+pub const STRATEGIES: [&str; 3] = ["BLUE_GREEN", "LINEAR", "CANARY"];
 
 impl MotoWorld {
     /// moto with the app seeded, its service deployed by CodeDeploy.
@@ -461,6 +467,7 @@ impl MotoWorld {
             clients,
             app,
             engine,
+            cases: Default::default(),
         })
     }
 
@@ -483,7 +490,10 @@ impl MotoWorld {
         out
     }
 
+    /// A new case. On the native engine the cases take ECS's three strategies in turn, so
+    /// every fault meets each of them: the deployer must start and finish each the same way.
     pub async fn case(&self, table: &str, budget: Duration) -> Case {
+        let n = self.cases.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Case::start(
             &self.endpoint,
             &self.clients,
@@ -491,7 +501,14 @@ impl MotoWorld {
             table,
             budget,
             self.engine,
+            STRATEGIES[n % STRATEGIES.len()],
         )
         .await
+    }
+
+    /// How many cases ran on each strategy (native engine), in `STRATEGIES`' order.
+    pub fn cases_per_strategy(&self) -> [usize; 3] {
+        let n = self.cases.load(std::sync::atomic::Ordering::SeqCst);
+        [0, 1, 2].map(|i| n / 3 + usize::from(i < n % 3))
     }
 }

@@ -2,15 +2,19 @@
 //! deployments and service revisions (`DescribeServiceDeployments`, `DescribeServiceRevisions`,
 //! `ListServiceDeployments`, answered from its model in the API reference's wire shapes), and a
 //! blue/green service's deployment settings (`deploymentController` ECS, strategy BLUE_GREEN,
-//! lifecycle hooks, the load balancer's `advancedConfiguration`) added to moto's
-//! `DescribeServices` answer. Every other ECS call goes to moto unchanged. A stand-in, not an
+//! LINEAR or CANARY with their steps and bake times, alarms, lifecycle hooks, the load
+//! balancer's `advancedConfiguration`) added to moto's `DescribeServices` answer. Every other ECS call goes to moto unchanged. A stand-in, not an
 //! emulator.
 //!
 //! With a [`NativeLifecycle`] attached (the local pipeline), `UpdateService` of a blue/green
 //! service with a new task definition starts a service deployment and drives it the way ECS
 //! does: green started, the hook function invoked at each configured stage and invoked again
 //! after its `callBackDelay` while it answers IN_PROGRESS, production shifted to green on
-//! success, rolled back on FAILED (or an invocation error); each state change is published
+//! success, rolled back on FAILED (or an invocation error); LINEAR and CANARY shift production
+//! in steps (`requestedProductionTrafficWeight` of the target revision), bake between them and
+//! at the end (a configured minute lasts [`StandInRollout::minute`]), and roll back with
+//! `rollback.reason` and `alarms.triggeredAlarmNames` when the watched alarm goes to ALARM
+//! ([`EcsNativeStandIn::set_alarm`]); each state change is published
 //! as an "ECS Deployment State Change" event shaped like `events/ecs-deployment-state-change-*.json`.
 //! `UpdateService`'s answer names the deployment in `currentServiceDeployment` unless told not
 //! to ([`EcsNativeStandIn::omit_current_deployment`]: AWS does not document that it does).
@@ -39,6 +43,79 @@ pub const STAGES: &[&str] = &[
     "POST_PRODUCTION_TRAFFIC_SHIFT",
 ];
 
+/// How a stand-in service shifts production traffic: ECS's strategy with its settings, the
+/// alarm that watches its deployments, and how long one of its minutes lasts here.
+#[derive(Debug, Clone)]
+pub struct StandInRollout {
+    /// `BLUE_GREEN`, `LINEAR` or `CANARY`.
+    pub strategy: String,
+    /// The canary's share, or each linear step's.
+    pub percent: f64,
+    pub step_bake_minutes: i32,
+    pub bake_minutes: i32,
+    pub alarm: Option<String>,
+    pub minute: Duration,
+}
+
+impl StandInRollout {
+    /// ECS's strategy `strategy` as the matrices run it: a canary of 10% or linear steps of
+    /// 50%, no bake (a deployment the test ends itself).
+    pub fn of(strategy: &str) -> Self {
+        Self {
+            strategy: strategy.to_string(),
+            percent: if strategy == "CANARY" { 10.0 } else { 50.0 },
+            step_bake_minutes: 0,
+            bake_minutes: 0,
+            alarm: None,
+            minute: Duration::from_millis(100),
+        }
+    }
+
+    /// Green's share of production traffic at each step.
+    pub fn weights(&self) -> Vec<f64> {
+        match self.strategy.as_str() {
+            "CANARY" => vec![self.percent, 100.0],
+            "LINEAR" => {
+                let mut w = vec![];
+                let mut at = self.percent.max(1.0);
+                while at < 100.0 {
+                    w.push(at);
+                    at += self.percent.max(1.0);
+                }
+                w.push(100.0);
+                w
+            }
+            _ => vec![100.0],
+        }
+    }
+
+    /// The `deploymentConfiguration` ECS reports for it (without the hooks).
+    fn configuration(&self) -> Value {
+        let mut c = json!({"strategy": self.strategy, "bakeTimeInMinutes": self.bake_minutes});
+        match self.strategy.as_str() {
+            "CANARY" => {
+                c["canaryConfiguration"] = json!({"canaryPercent": self.percent,
+                    "canaryBakeTimeInMinutes": self.step_bake_minutes})
+            }
+            "LINEAR" => {
+                c["linearConfiguration"] = json!({"stepPercent": self.percent,
+                    "stepBakeTimeInMinutes": self.step_bake_minutes})
+            }
+            _ => {}
+        }
+        if let Some(alarm) = &self.alarm {
+            c["alarms"] = json!({"alarmNames": [alarm], "enable": true, "rollback": true});
+        }
+        c
+    }
+}
+
+impl Default for StandInRollout {
+    fn default() -> Self {
+        Self::of("BLUE_GREEN")
+    }
+}
+
 /// A native blue/green service the stand-in drives deployments of.
 #[derive(Debug, Clone)]
 pub struct NativeService {
@@ -49,6 +126,7 @@ pub struct NativeService {
     /// The hook function and the stages it runs at.
     pub hook_function: String,
     pub hook_stages: Vec<String>,
+    pub rollout: StandInRollout,
 }
 
 /// What the stand-in needs from the world to drive a deployment (the local pipeline).
@@ -93,6 +171,8 @@ pub struct NativeDeploymentState {
     pub task_definition: String,
     pub status: String,
     pub status_reason: Option<String>,
+    /// ECS's lifecycle stage.
+    pub stage: Option<String>,
 }
 
 #[derive(Default)]
@@ -107,6 +187,10 @@ struct Model {
     /// Service name → the service whose deployments are driven.
     services: HashMap<String, NativeService>,
     hook_answers: Vec<HookAnswer>,
+    /// Service name → how it shifts traffic (BLUE_GREEN when not set).
+    rollouts: HashMap<String, StandInRollout>,
+    /// Alarms in the ALARM state.
+    alarms_firing: std::collections::HashSet<String>,
 }
 
 #[derive(Clone)]
@@ -168,11 +252,36 @@ impl EcsNativeStandIn {
     /// lifecycle drives it ([`Self::drive`]).
     pub fn manage(&self, service: NativeService) {
         self.blue_green(&service.service, &service.test_listener_rule);
+        let mut model = self.model.lock().unwrap();
+        model
+            .rollouts
+            .insert(service.service.clone(), service.rollout.clone());
+        model.services.insert(service.service.clone(), service);
+    }
+
+    /// How `service`'s deployments shift production traffic from now on.
+    pub fn set_rollout(&self, service: &str, rollout: StandInRollout) {
         self.model
             .lock()
             .unwrap()
-            .services
-            .insert(service.service.clone(), service);
+            .rollouts
+            .insert(service.to_string(), rollout);
+    }
+
+    /// Puts a CloudWatch alarm in ALARM (`true`) or back to OK: a deployment it watches that
+    /// is baking rolls back.
+    pub fn set_alarm(&self, alarm: &str, firing: bool) {
+        let mut model = self.model.lock().unwrap();
+        if firing {
+            model.alarms_firing.insert(alarm.to_string());
+        } else {
+            model.alarms_firing.remove(alarm);
+        }
+    }
+
+    /// Moves a deployment to `stage` with green at `weight`% of production traffic.
+    pub fn set_stage(&self, deployment: &str, stage: &str, weight: f64) {
+        set_stage(&self.model, deployment, stage, weight);
     }
 
     /// UpdateService's answer leaves `currentServiceDeployment` out.
@@ -208,6 +317,7 @@ impl EcsNativeStandIn {
                     }),
                     status: d["status"].as_str().unwrap_or_default().into(),
                     status_reason: d["statusReason"].as_str().map(str::to_string),
+                    stage: d["lifecycleStage"].as_str().map(str::to_string),
                 }
             })
             .collect()
@@ -274,6 +384,12 @@ fn new_deployment(
     let revision = format!("{base}:service-revision/{cluster}/{service}/9000000000000{n:04}");
     let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     let mut model = model.lock().unwrap();
+    let configuration = model
+        .rollouts
+        .get(service)
+        .cloned()
+        .unwrap_or_default()
+        .configuration();
     model.order.push(arn.clone());
     model.deployments.insert(
         arn.clone(),
@@ -284,6 +400,7 @@ fn new_deployment(
             "createdAt": now, "startedAt": now, "updatedAt": now,
             "status": "IN_PROGRESS",
             "lifecycleStage": "POST_TEST_TRAFFIC_SHIFT",
+            "deploymentConfiguration": configuration,
             "targetServiceRevision": {"arn": revision, "requestedTaskCount": 1,
                 "runningTaskCount": 1, "pendingTaskCount": 0,
                 "requestedTestTrafficWeight": 100.0, "requestedProductionTrafficWeight": 0.0},
@@ -313,6 +430,14 @@ fn set_status(model: &Mutex<Model>, deployment: &str, status: &str, reason: &str
         {
             d["finishedAt"] = d["updatedAt"].clone();
         }
+    }
+}
+
+fn set_stage(model: &Mutex<Model>, deployment: &str, stage: &str, weight: f64) {
+    if let Some(d) = model.lock().unwrap().deployments.get_mut(deployment) {
+        d["lifecycleStage"] = json!(stage);
+        d["targetServiceRevision"]["requestedProductionTrafficWeight"] = json!(weight);
+        d["updatedAt"] = (chrono::Utc::now().timestamp_millis() as f64 / 1000.0).into();
     }
 }
 
@@ -410,7 +535,7 @@ async fn serve(
     };
     let bytes = if operation == "DescribeServices" {
         let model = shared.model.lock().unwrap();
-        with_blue_green_settings(&bytes, &model.test_rules, &model.services)
+        with_blue_green_settings(&bytes, &model.test_rules, &model.services, &model.rollouts)
     } else {
         bytes.to_vec()
     };
@@ -423,6 +548,7 @@ fn with_blue_green_settings(
     body: &[u8],
     rules: &HashMap<String, String>,
     driven: &HashMap<String, NativeService>,
+    rollouts: &HashMap<String, StandInRollout>,
 ) -> Vec<u8> {
     let Ok(mut described) = serde_json::from_slice::<Value>(body) else {
         return body.to_vec();
@@ -432,10 +558,12 @@ fn with_blue_green_settings(
             .as_str()
             .unwrap_or_default()
             .to_string();
+        if let Some(rollout) = rollouts.get(&name) {
+            service["deploymentController"] = json!({"type": "ECS"});
+            service["deploymentConfiguration"] = rollout.configuration();
+        }
         if let Some(spec) = driven.get(&name) {
             service["deploymentController"] = json!({"type": "ECS"});
-            service["deploymentConfiguration"]["strategy"] = json!("BLUE_GREEN");
-            service["deploymentConfiguration"]["bakeTimeInMinutes"] = json!(0);
             service["deploymentConfiguration"]["lifecycleHooks"] = json!([{
                 "hookTargetArn": format!("arn:aws:lambda:us-east-1:{}:function:{}", crate::world::ACCOUNT, spec.hook_function),
                 "roleArn": format!("arn:aws:iam::{}:role/ecs-hook-invoke", crate::world::ACCOUNT),
@@ -523,7 +651,7 @@ fn start_deployment(shared: &Shared, request: &Value) -> Option<Response> {
         "taskDefinition": task_definition,
         "status": "ACTIVE",
         "deploymentController": {"type": "ECS"},
-        "deploymentConfiguration": {"strategy": "BLUE_GREEN"},
+        "deploymentConfiguration": spec.rollout.configuration(),
     });
     if !shared.omit_current.load(Ordering::SeqCst) {
         service_json["currentServiceDeployment"] = json!(started.arn);
@@ -596,25 +724,35 @@ impl Driver {
         {
             return self.roll_back(&why).await;
         }
+        let rollout = &self.spec.rollout;
         for stage in STAGES {
             if self.superseded() {
                 return;
             }
-            if let Some(d) = self
-                .model
-                .lock()
-                .unwrap()
-                .deployments
-                .get_mut(&self.deployment)
-            {
-                d["lifecycleStage"] = json!(stage);
+            // Production moves in the strategy's steps, each checked by the hooks registered
+            // at the stage and baked before the next; the other stages are one step at 0 or 100%.
+            let weights = match *stage {
+                "PRODUCTION_TRAFFIC_SHIFT" => rollout.weights(),
+                "POST_PRODUCTION_TRAFFIC_SHIFT" => vec![100.0],
+                _ => vec![0.0],
+            };
+            for weight in weights {
+                set_stage(&self.model, &self.deployment, stage, weight);
+                if self.spec.hook_stages.iter().any(|s| s == stage) {
+                    if let Err(why) = self.run_hook(stage).await {
+                        return self.roll_back(&why).await;
+                    }
+                }
+                if *stage == "PRODUCTION_TRAFFIC_SHIFT" && weight < 100.0 {
+                    if let Err(why) = self.bake(rollout.step_bake_minutes).await {
+                        return self.roll_back(&why).await;
+                    }
+                }
             }
-            if !self.spec.hook_stages.iter().any(|s| s == stage) {
-                continue;
-            }
-            if let Err(why) = self.run_hook(stage).await {
-                return self.roll_back(&why).await;
-            }
+        }
+        set_stage(&self.model, &self.deployment, "BAKE_TIME", 100.0);
+        if let Err(why) = self.bake(rollout.bake_minutes).await {
+            return self.roll_back(&why).await;
         }
         if let Err(why) = self
             .lifecycle
@@ -693,6 +831,32 @@ impl Driver {
         Err(format!(
             "the {stage} lifecycle hook did not finish in {MAX_HOOK_ROUNDS} rounds"
         ))
+    }
+
+    /// Waits `minutes` of the service's (shortened) minutes, watching its alarm: one that goes
+    /// to ALARM ends the bake with the rollback's reason, recorded as ECS records it.
+    async fn bake(&self, minutes: i32) -> Result<(), String> {
+        let rollout = &self.spec.rollout;
+        let until = tokio::time::Instant::now() + rollout.minute * minutes.max(0) as u32;
+        loop {
+            if let Some(alarm) = &rollout.alarm {
+                let mut model = self.model.lock().unwrap();
+                if model.alarms_firing.contains(alarm) {
+                    let why = format!("CloudWatch alarm {alarm} is in ALARM state");
+                    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+                    if let Some(d) = model.deployments.get_mut(&self.deployment) {
+                        d["rollback"] = json!({"reason": why, "startedAt": now});
+                        d["alarms"] = json!({"status": "TRIGGERED", "alarmNames": [alarm],
+                            "triggeredAlarmNames": [alarm]});
+                    }
+                    return Err(why);
+                }
+            }
+            if tokio::time::Instant::now() >= until || self.superseded() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn roll_back(&self, why: &str) {

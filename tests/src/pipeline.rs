@@ -14,7 +14,7 @@ use aws_sdk_ecs::types::DeploymentControllerType;
 use serde_json::Value;
 
 use crate::codedeploy::{CodeDeployStandIn, GroupSpec, Lifecycle};
-use crate::ecs_native::{EcsNativeStandIn, NativeLifecycle, NativeService};
+use crate::ecs_native::{EcsNativeStandIn, NativeLifecycle, NativeService, StandInRollout};
 use crate::invoke_api::InvokeApi;
 use crate::moto::{workspace_root, MotoServer};
 use crate::receivers::{GreenApp, Health, SlackReceiver};
@@ -27,6 +27,30 @@ use crate::world::{
 pub const HOOK_FUNCTION: &str = "CodeDeployHook_greenlight";
 /// The app whose service ECS deploys itself (native blue/green); the other uses CodeDeploy.
 pub const NATIVE_APP: &str = "web2";
+/// The app whose service ECS deploys with a canary (CANARY: 20% for a minute, then 100%, a
+/// minute's bake, watched by [`CANARY_ALARM`]); a minute of the stand-in lasts two seconds.
+pub const CANARY_APP: &str = "web3";
+pub const CANARY_ALARM: &str = "web3-5xx";
+
+/// Whether ECS deploys the app itself (native), rather than CodeDeploy.
+pub fn is_native(app: &str) -> bool {
+    app == NATIVE_APP || app == CANARY_APP
+}
+
+/// How a native app's service shifts production traffic.
+fn rollout_of(app: &str) -> StandInRollout {
+    if app != CANARY_APP {
+        return StandInRollout::default();
+    }
+    StandInRollout {
+        strategy: "CANARY".into(),
+        percent: 20.0,
+        step_bake_minutes: 1,
+        bake_minutes: 1,
+        alarm: Some(CANARY_ALARM.into()),
+        minute: Duration::from_secs(2),
+    }
+}
 pub const DEPLOYER_FUNCTION: &str = "greenlight-deployer";
 const CONFIG_PARAMETER: &str = "/greenlight/config";
 const SLACK_SECRET: &str = "greenlight/slack";
@@ -145,7 +169,7 @@ fn config(apps: &[(String, String)]) -> String {
     for (app, url) in apps {
         // A native app names its service; a CodeDeploy one its deployment group. Neither says
         // which engine: the deployer reads it from the service.
-        let deploys = if app == NATIVE_APP {
+        let deploys = if is_native(app) {
             format!("cluster = \"{CLUSTER}\"\nservice = \"{app}\"")
         } else {
             format!("application = \"{app}\"\ndeployment_group = \"{app}-bluegreen\"")
@@ -201,8 +225,8 @@ impl Pipeline {
 
         let mut apps = vec![];
         let mut green = vec![];
-        for (i, name) in ["web1", "web2"].iter().enumerate() {
-            let native = *name == NATIVE_APP;
+        for (i, name) in ["web1", "web2", "web3"].iter().enumerate() {
+            let native = is_native(name);
             let controller = if native {
                 DeploymentControllerType::Ecs
             } else {
@@ -210,7 +234,8 @@ impl Pipeline {
             };
             let app = seed_app_deployed_by(&clients, name, 80 + i as i32, controller).await;
             if native {
-                timeline.log("local", format!("seeded {name}: ECR repository, ECS service {CLUSTER}/{name} (ECS, BLUE_GREEN, hook at POST_TEST_TRAFFIC_SHIFT), ALB with listeners :{} and :{} (test)", 80 + i, 8080 + i));
+                let rollout = rollout_of(name);
+                timeline.log("local", format!("seeded {name}: ECR repository, ECS service {CLUSTER}/{name} (ECS, {}, hook at POST_TEST_TRAFFIC_SHIFT{}), ALB with listeners :{} and :{} (test)", rollout.strategy, rollout.alarm.map(|a| format!(", alarm {a}")).unwrap_or_default(), 80 + i, 8080 + i));
             } else {
                 stand_in.add_group(app.group.clone(), &app.task_definition);
                 timeline.log("local", format!("seeded {name}: ECR repository, ECS service {CLUSTER}/{name} (CODE_DEPLOY), ALB with listeners :{} and :{} (test), deployment group {name}-bluegreen", 80 + i, 8080 + i));
@@ -289,22 +314,20 @@ impl Pipeline {
             busy: Default::default(),
         });
         stand_in.attach(world.clone());
-        let native = world
-            .apps
-            .iter()
-            .find(|a| a.name == NATIVE_APP)
-            .expect("the native app");
-        ecs.drive(
-            NativeService {
-                cluster: CLUSTER.into(),
-                service: NATIVE_APP.into(),
-                green_target_group: native.green_target_group.clone(),
-                test_listener_rule: native.test_rule.clone(),
-                hook_function: HOOK_FUNCTION.into(),
-                hook_stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
-            },
-            world.clone(),
-        );
+        for native in world.apps.iter().filter(|a| is_native(&a.name)) {
+            ecs.drive(
+                NativeService {
+                    cluster: CLUSTER.into(),
+                    service: native.name.clone(),
+                    green_target_group: native.green_target_group.clone(),
+                    test_listener_rule: native.test_rule.clone(),
+                    hook_function: HOOK_FUNCTION.into(),
+                    hook_stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
+                    rollout: rollout_of(&native.name),
+                },
+                world.clone(),
+            );
+        }
         let invoked = world.clone();
         let invoke_api = InvokeApi::start(
             DEPLOYER_FUNCTION,
@@ -367,7 +390,7 @@ impl Pipeline {
     /// Greenlight's deployments of an app by either engine, oldest first (CodeDeploy's own
     /// rollback deployments are not the app's: they show as `rolled_back` on the one undone).
     pub async fn deployments_of(&self, app: &str) -> Vec<Observed> {
-        if app != NATIVE_APP {
+        if !is_native(app) {
             let reports = self.stand_in.reports();
             let outcomes = self.world.hook_outcomes.lock().unwrap().clone();
             return self

@@ -10,11 +10,15 @@
 //! 4. web1 v1.4.4 ships, then an operator's `greenlight rollback web1 --wait` brings v1.4.2
 //!    back through the same blue/green and health hook; retrying the bad v1.4.3 while it still
 //!    fails exits 4;
-//! 5. web1 v1.5.0 then v1.5.1 while the first deploys: v1.5.1 waits, then ships.
+//! 5. web1 v1.5.0 then v1.5.1 while the first deploys: v1.5.1 waits, then ships;
+//! 6. web3, deployed by ECS with a canary (20% for a minute, then 100%, a minute's bake): v3.0.0
+//!    ships through its canary step, and the channel says the step and when it ends; v3.0.1 is
+//!    rolled back when alarm web3-5xx goes to ALARM during its deployment, and the channel says
+//!    which alarm.
 
 use std::time::Duration;
 
-use crate::pipeline::{Observed, Pipeline, NATIVE_APP};
+use crate::pipeline::{is_native, Observed, Pipeline, CANARY_ALARM, CANARY_APP};
 use crate::receivers::Health;
 use crate::world::ACCOUNT;
 
@@ -32,7 +36,9 @@ fn image_of(app: &str, digest: &str) -> String {
 const SETTLE: Duration = Duration::from_secs(90);
 
 fn engine_of(app: &str) -> &'static str {
-    if app == NATIVE_APP {
+    if app == CANARY_APP {
+        "ECS canary"
+    } else if is_native(app) {
         "ECS blue/green"
     } else {
         "CodeDeploy"
@@ -77,7 +83,7 @@ async fn ships(p: &Pipeline, checks: &mut Vec<Check>, app: &str, version: &str) 
     );
     let headlines: Vec<String> = p.slack.headlines()[slack_before..].to_vec();
     // CodeDeploy pauses at READY before the production shift; ECS has no such state.
-    let expected: &[&str] = if app == NATIVE_APP {
+    let expected: &[&str] = if is_native(app) {
         &["deploying to production", "deployed to production in"]
     } else {
         &[
@@ -96,7 +102,7 @@ async fn ships(p: &Pipeline, checks: &mut Vec<Check>, app: &str, version: &str) 
         checks,
         &format!(
             "Slack: {app} started → {} succeeded",
-            if app == NATIVE_APP { "" } else { "ready →" }
+            if is_native(app) { "" } else { "ready →" }
         ),
         in_order,
         headlines.join(" | "),
@@ -482,5 +488,87 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
 
     step(5, "push web1:v1.5.0, then web1:v1.5.1 while v1.5.0 deploys");
     waits(p, &mut checks, "web1", "v1.5.0", "v1.5.1").await;
+
+    step(
+        6,
+        "push web3:v3.0.0 (ECS CANARY: 20% for a minute, then 100%, a minute's bake), then web3:v3.0.1, during whose deployment alarm web3-5xx goes to ALARM",
+    );
+    canary(p, &mut checks).await;
     checks
+}
+
+/// Act 6: a canary ships through its step; an alarm rolls the next release back.
+async fn canary(p: &Pipeline, checks: &mut Vec<Check>) {
+    let slack_before = p.slack.messages().len();
+    let v300 = ships(p, checks, CANARY_APP, "v3.0.0").await;
+    let said: Vec<String> = p.slack.messages()[slack_before..]
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    check(
+        checks,
+        "Slack: web3's start says its canary, the step and the strategy",
+        said.iter()
+            .any(|m| m.contains("*Traffic*") && m.contains("canary 20% for 1 min, then 100%")),
+        said.first()
+            .map(|m| m.chars().take(600).collect::<String>())
+            .unwrap_or_default(),
+    );
+    let slack_before = p.slack.messages().len();
+    let before = p.deployments_of(CANARY_APP).await.len();
+    p.push(CANARY_APP, "v3.0.1", Health::Healthy).await;
+    // The alarm goes off once the release takes production traffic.
+    let mut shifting = false;
+    for _ in 0..300 {
+        shifting = p.ecs.deployments().iter().any(|d| {
+            d.service == CANARY_APP
+                && d.status == "IN_PROGRESS"
+                && matches!(
+                    d.stage.as_deref(),
+                    Some("PRODUCTION_TRAFFIC_SHIFT" | "BAKE_TIME")
+                )
+        });
+        if shifting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check(checks, "web3 v3.0.1 takes production traffic", shifting, "");
+    p.ecs.set_alarm(CANARY_ALARM, true);
+    let settled = p.settle(SETTLE).await;
+    p.ecs.set_alarm(CANARY_ALARM, false);
+    let last = p
+        .deployments_of(CANARY_APP)
+        .await
+        .split_off(before)
+        .pop()
+        .unwrap_or_default();
+    check(
+        checks,
+        "web3 v3.0.1 rolled back by ECS when its alarm went off",
+        settled && last.version == "v3.0.1" && last.rolled_back,
+        format!("{last:?}"),
+    );
+    let (_, serving) = p.clients.service_image(CANARY_APP).await;
+    check(
+        checks,
+        "web3 still serves v3.0.0",
+        serving == image_of(CANARY_APP, &v300),
+        serving,
+    );
+    let said: Vec<String> = p.slack.messages()[slack_before..]
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    check(
+        checks,
+        "Slack: web3 v3.0.1 FAILED, rolled back because alarm web3-5xx went to ALARM",
+        said.iter().any(|m| {
+            m.contains("web3 v3.0.1 FAILED")
+                && m.contains("*Rolled back because*\\nalarm web3-5xx went to ALARM")
+        }),
+        said.last()
+            .map(|m| m.chars().take(600).collect::<String>())
+            .unwrap_or_default(),
+    );
 }

@@ -170,11 +170,16 @@ async fn on_the_native_engine_every_fault_at_every_call_deploys_each_release_at_
     );
     let points = injection_points(&calls);
     let (total, failures) = run_matrix(Scenario::Pushes, &w, &releases, &calls).await;
+    let [blue_green, linear, canary] = w.cases_per_strategy();
     println!(
-        "native fault matrix: {} calls x {} fault kinds (+ late/duplicate redelivery) = {total} cases, {} violated",
+        "native fault matrix: {} calls x {} fault kinds (+ late/duplicate redelivery) = {total} cases ({blue_green} BLUE_GREEN, {linear} LINEAR, {canary} CANARY), {} violated",
         points.len(),
         Fault::ALL.len(),
         failures.len()
+    );
+    assert!(
+        linear > 50 && canary > 50,
+        "every strategy meets the faults"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

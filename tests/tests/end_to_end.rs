@@ -1,7 +1,7 @@
 //! The local pipeline as a test: the three real function binaries (built by
 //! `cargo build --workspace --bins`, as scripts/test does first) against moto, the CodeDeploy
-//! stand-in (web1), the ECS stand-in for native blue/green (web2), green web apps and a Slack
-//! receiver.
+//! stand-in (web1), the ECS stand-in for native blue/green (web2) and a canary (web3), green web
+//! apps and a Slack receiver.
 
 use std::sync::Arc;
 
@@ -14,14 +14,14 @@ async fn a_healthy_release_ships_a_bad_one_rolls_back_and_a_mid_deployment_push_
         eprintln!("{:>6.1}s {:<11} {}", e.at.as_secs_f64(), e.actor, e.text)
     }));
     let pipeline = Pipeline::start(timeline).await;
-    let checks = scenario::run(&pipeline, |n, title| eprintln!("\n[{n}/5] {title}")).await;
+    let checks = scenario::run(&pipeline, |n, title| eprintln!("\n[{n}/6] {title}")).await;
     let failed: Vec<_> = checks.iter().filter(|c| !c.1).collect();
     assert!(
         failed.is_empty(),
         "failed checks: {failed:#?}\nSlack: {:#?}",
         pipeline.slack.headlines()
     );
-    assert_eq!(checks.len(), 44);
+    assert_eq!(checks.len(), 55);
     // Every Slack message is a Block Kit message with a colour and a console link.
     for m in pipeline.slack.messages() {
         let attachment = &m["attachments"][0];
@@ -36,6 +36,9 @@ async fn a_healthy_release_ships_a_bad_one_rolls_back_and_a_mid_deployment_push_
             text.contains("console.aws.amazon.com/codesuite/codedeploy/deployments/")
                 || text.contains(
                     "console.aws.amazon.com/ecs/v2/clusters/apps/services/web2/deployments"
+                )
+                || text.contains(
+                    "console.aws.amazon.com/ecs/v2/clusters/apps/services/web3/deployments"
                 ),
             "{m}"
         );

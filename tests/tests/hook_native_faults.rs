@@ -15,7 +15,8 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::{ContainerDefinition, Tag};
-use greenlight_tests::ecs_native::{EcsNativeStandIn, NativeDeployment};
+use greenlight_tests::deployer_case::STRATEGIES;
+use greenlight_tests::ecs_native::{EcsNativeStandIn, NativeDeployment, StandInRollout};
 use greenlight_tests::faults::{injection_points, record_calls, Fault, FaultProxy, Faults};
 use greenlight_tests::moto::{workspace_root, MotoServer};
 use greenlight_tests::pipeline::binary;
@@ -161,8 +162,12 @@ impl World {
         .await
     }
 
+    /// A new deployment of the release; deployments take ECS's three strategies in turn, so
+    /// each fault meets each of them.
     fn new_deployment(&self) -> NativeDeployment {
         let n = self.cases.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let strategy = STRATEGIES[n as usize % STRATEGIES.len()];
+        self.ecs.set_rollout("web2", StandInRollout::of(strategy));
         self.ecs.deploy(
             CLUSTER,
             "web2",
@@ -406,10 +411,12 @@ async fn every_fault_at_every_call_of_a_native_check_still_answers_in_time_and_e
         assert!(seen_calls.iter().any(|c| c == op), "no {op}");
     }
     record_calls("health-hook", &seen_calls);
+    let deployments = w.cases.load(std::sync::atomic::Ordering::SeqCst);
     println!(
-        "native hook fault matrix: {} calls x 4 faults + 15 = {cases} cases, {} violated",
+        "native hook fault matrix: {} calls x 4 faults + 15 = {cases} cases on {deployments} deployments (ECS's three strategies in turn), {} violated",
         points.len(),
         failures.len()
     );
+    assert!(deployments >= 3, "every strategy meets the faults");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -135,6 +135,7 @@ impl World {
                     test_listener_rule: self.app.test_rule.clone(),
                     hook_function: "CodeDeployHook_greenlight".into(),
                     hook_stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
+                    rollout: Default::default(),
                 });
                 Some(ecs)
             }

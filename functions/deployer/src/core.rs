@@ -60,7 +60,7 @@ pub enum DeployError {
         "ECS service {cluster}/{service} has no load-balanced container: blue/green needs one"
     )]
     NoLoadBalancer { cluster: String, service: String },
-    #[error("ECS service {cluster}/{service} is not deployed blue/green (its deployment controller is neither CODE_DEPLOY nor ECS with the BLUE_GREEN strategy)")]
+    #[error("ECS service {cluster}/{service} is not deployed by a traffic-shifting engine (its deployment controller is neither CODE_DEPLOY nor ECS with the BLUE_GREEN, LINEAR or CANARY strategy)")]
     NotBlueGreen { cluster: String, service: String },
     #[error("app `{app}` pins engine {pinned}, but its service is deployed by {found}")]
     EngineMismatch {
@@ -200,6 +200,9 @@ pub enum Outcome {
         /// The AppSpec a CodeDeploy deployment would carry (its new revision is named when
         /// registered); null for ECS blue/green, which deploys the revision itself.
         appspec: serde_json::Value,
+        /// How ECS would move production traffic (the service's own settings, in words); null
+        /// for CodeDeploy, whose deployment configuration the AppSpec's group names.
+        rollout: Option<String>,
         /// The service runs this image already (a deploy would replace its tasks).
         already_running: bool,
     },

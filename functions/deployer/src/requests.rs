@@ -150,6 +150,10 @@ pub(crate) async fn plan(
         digest: push.digest.clone(),
         already_running: container_image(&td, &container) == Some(push.image.as_str()),
         changes: revision_changes(&td, &tags, &next),
+        rollout: match engine.kind() {
+            EngineKind::Ecs => service.rollout.as_ref().map(|r| r.describe()),
+            EngineKind::CodeDeploy => None,
+        },
         task_definition: service.task_definition_arn,
         engine: engine.kind(),
         appspec: match engine.kind() {

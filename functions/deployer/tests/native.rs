@@ -92,6 +92,13 @@ fn ecs_event(name: &str, service: &str) -> Value {
     e
 }
 
+fn out_rollout(out: &Outcome) -> Option<String> {
+    match out {
+        Outcome::Planned { rollout, .. } => rollout.clone(),
+        other => panic!("not planned: {other:?}"),
+    }
+}
+
 fn deployed_id(out: &Outcome) -> String {
     match out {
         Outcome::Deployed { deployment_id, .. } => deployment_id.clone(),
@@ -335,6 +342,42 @@ async fn a_pinned_engine_the_service_does_not_use_fails_the_release_with_the_rea
 }
 
 #[tokio::test]
+async fn a_canary_or_linear_service_ships_through_the_native_engine_as_it_is_configured() {
+    for strategy in ["CANARY", "LINEAR"] {
+        let mut w = World::new();
+        let ecs = Arc::new(FakeEcs::new(w.calls.clone(), OLD_IMAGE).progressive(strategy));
+        w.deps.ecs = ecs.clone();
+        w.ecs = ecs;
+        let out = w
+            .run(push("v1.4.2", 1, "2026-11-25T10:12:03Z"), "req-1")
+            .await
+            .unwrap();
+        let id = deployed_id(&out);
+        assert!(
+            id.contains(":service-deployment/default/web1/"),
+            "{strategy}: {id}"
+        );
+        // One UpdateService with the new revision, and nothing else asked of the service:
+        // its deployment configuration stays the team's.
+        assert_eq!(w.calls.count("UpdateService"), 1, "{strategy}");
+        assert_eq!(w.calls.count("CreateDeployment"), 0, "{strategy}");
+        assert_eq!(w.calls.total(), 6, "{strategy}");
+        let r = w.ledger.record(&digest(1)).unwrap();
+        assert_eq!(r.status, ReleaseStatus::Deploying, "{strategy}");
+        // ECS says it ended: the release succeeded, as for blue/green.
+        w.ecs.set_deployment_status(&id, "SUCCESSFUL");
+        w.run(ecs_event("SERVICE_DEPLOYMENT_COMPLETED", "web1"), "req-2")
+            .await
+            .unwrap();
+        assert_eq!(
+            w.ledger.record(&digest(1)).unwrap().status,
+            ReleaseStatus::Succeeded,
+            "{strategy}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_rolling_service_is_not_deployed() {
     let w = World::new();
     *w.ecs.strategy.lock().unwrap() = Some("ROLLING".into());
@@ -430,6 +473,10 @@ async fn a_plan_for_a_native_service_names_its_engine_and_writes_nothing() {
     };
     assert_eq!(*engine, greenlight_shared::engine::EngineKind::Ecs);
     assert!(appspec.is_null(), "{appspec}");
+    assert_eq!(
+        out_rollout(&out),
+        Some("blue/green: 100% at once".to_string())
+    );
     assert_eq!(w.calls.count("UpdateService"), 0);
     assert_eq!(w.calls.count("RegisterTaskDefinition"), 0);
     assert!(w.ledger.record(&digest(1)).is_none());

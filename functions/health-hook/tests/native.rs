@@ -287,6 +287,53 @@ async fn production_stages_are_checked_only_when_the_config_asks() {
 }
 
 #[tokio::test]
+async fn each_step_of_production_traffic_is_checked_afresh() {
+    // A linear or canary deployment runs the production hook at each step: good answers at
+    // 20% do not count for 40%.
+    let w = World::configured(
+        &CONFIG.replace(
+            "timeout_ms = 100",
+            "timeout_ms = 100\ncheck_production = true",
+        ),
+        vec![Ok(200)],
+    );
+    let at_weight = |weight: f64| {
+        let mut state = in_progress(2, 2);
+        state.position.weight = Some(weight);
+        state
+    };
+    *w.ecs.deployment_answers.lock().unwrap() = vec![Ok(at_weight(20.0))];
+    let mut details = None;
+    for _ in 0..2 {
+        let answer = w
+            .invoke_at("PRODUCTION_TRAFFIC_SHIFT", details.as_ref())
+            .await;
+        assert_eq!(answer.hook_status, HookStatus::InProgress);
+        details = answer.hook_details;
+    }
+    assert_eq!(details.as_ref().unwrap()["greenlight"]["good"], 2);
+    *w.ecs.deployment_answers.lock().unwrap() = vec![Ok(at_weight(40.0))];
+    let next_step = w
+        .invoke_at("PRODUCTION_TRAFFIC_SHIFT", details.as_ref())
+        .await;
+    assert_eq!(next_step.hook_status, HookStatus::InProgress);
+    let progress = &next_step.hook_details.as_ref().unwrap()["greenlight"];
+    assert_eq!(progress["good"], 1, "{progress}");
+    assert_eq!(progress["weight"], 40.0, "{progress}");
+    // At the same step, the counts go on to the verdict.
+    let mut details = next_step.hook_details;
+    let mut last = None;
+    for _ in 0..2 {
+        let answer = w
+            .invoke_at("PRODUCTION_TRAFFIC_SHIFT", details.as_ref())
+            .await;
+        details = answer.hook_details.clone();
+        last = Some(answer.hook_status);
+    }
+    assert_eq!(last, Some(HookStatus::Succeeded));
+}
+
+#[tokio::test]
 async fn forged_hook_details_choose_nothing_that_is_checked() {
     let w = World::new(vec![Ok(200)]);
     let started = chrono::Utc::now().timestamp_millis() - 4_000;

@@ -122,6 +122,11 @@ pub struct Notice {
     pub error_message: Option<String>,
     /// Why the health hook failed the release.
     pub hook_reason: Option<String>,
+    /// Native ECS: how production traffic moves and where it stands ("canary 5% until 14:32
+    /// UTC, then 100% (canary 5% for 10 min, then 100%; bake 15 min)").
+    pub rollout: Option<String>,
+    /// Native ECS: why it rolled back, in words (an alarm, the circuit breaker, the hook).
+    pub rollback_cause: Option<String>,
     pub rollback: Option<Rollback>,
     /// Versions skipped in favour of this one (announced once, on its START).
     pub superseded: Vec<String>,
@@ -404,6 +409,9 @@ fn fields(n: &Notice) -> Vec<(&'static str, String)> {
     if let Some(arn) = &n.task_definition {
         fields.push(("Task definition", task_definition_name(arn).to_string()));
     }
+    if let Some(rollout) = &n.rollout {
+        fields.push(("Traffic", rollout.clone()));
+    }
     fields.push(("Deployment", n.deployment_id.clone()));
     let error = match (&n.error_code, &n.error_message) {
         (Some(code), Some(message)) => Some(format!("{code}: {message}")),
@@ -413,8 +421,10 @@ fn fields(n: &Notice) -> Vec<(&'static str, String)> {
     if let Some(error) = error {
         fields.push(("Error", error));
     }
-    if let Some(reason) = &n.hook_reason {
-        fields.push(("Reason", reason.clone()));
+    match (&n.rollback_cause, &n.hook_reason) {
+        (Some(cause), _) => fields.push(("Rolled back because", cause.clone())),
+        (None, Some(reason)) => fields.push(("Reason", reason.clone())),
+        (None, None) => {}
     }
     match &n.rollback {
         Some(Rollback::RolledBack { by, .. }) => {

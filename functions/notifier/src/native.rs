@@ -17,6 +17,7 @@ use greenlight_shared::aws::ecs::ServiceDeploymentBrief;
 use greenlight_shared::events::{may_end, service_of_event, EcsDeploymentEvent};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::model::{phase_of, EngineKind, Phase};
+use greenlight_shared::rollout::{progress, rollback_cause};
 use greenlight_shared::task_definition::{tag_value, TAG_APP, TAG_DIGEST, TAG_VERSION};
 use greenlight_shared::{AppConfig, AwsErrorKind};
 use tracing::{info, warn};
@@ -186,9 +187,41 @@ async fn announce_once(
         };
         let at = event.time.unwrap_or_else(Utc::now);
         enrich(deps, app, deployment, at, read, &mut notice).await;
+        describe_rollout(deps, deployment, &mut notice).await;
         post_notice(deps, app, &webhook, &notice, invocation).await
     })
     .await
+}
+
+/// How a deployment moves production traffic and where it stands, or, once it rolls back,
+/// what caused it: one DescribeServiceDeployments after the claim (a redelivered event costs
+/// nothing), for states that say it. Announced without it when the read fails.
+async fn describe_rollout(deps: &Deps, deployment: &ServiceDeploymentBrief, notice: &mut Notice) {
+    let Some(phase) = phase_of(EngineKind::Ecs, &deployment.status) else {
+        return;
+    };
+    if phase != Phase::Forward && !phase.is_rollback() {
+        return;
+    }
+    let state = match deps.ecs.service_deployment(&deployment.arn).await {
+        Ok(state) => state,
+        Err(e) => {
+            warn!(deployment = %deployment.arn, error = %e, "cannot read how the deployment shifts traffic");
+            return;
+        }
+    };
+    if phase.is_rollback() {
+        notice.rollback_cause =
+            rollback_cause(&state.rollback, notice.hook_reason.as_deref(), None);
+        return;
+    }
+    if let Some(rollout) = &state.rollout {
+        let plan = rollout.describe();
+        notice.rollout = Some(match progress(rollout, &state.position) {
+            Some(now) => format!("{now} ({plan})"),
+            None => plan,
+        });
+    }
 }
 
 /// What a deployment deploys: its task definition and tags, and whether they could be read.

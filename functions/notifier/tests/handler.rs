@@ -1078,6 +1078,58 @@ async fn a_native_rollback_is_announced_as_a_failure_with_ecs_reason_never_a_suc
 }
 
 #[tokio::test]
+async fn a_canary_says_where_traffic_stands_and_an_alarm_rollback_says_which_alarm() {
+    use greenlight_shared::rollout::{Position, RollbackSignals, Rollout, Strategy};
+    let w = World::new(Answer::OK).await;
+    *w.ecs.rollout.lock().unwrap() = Some(Rollout {
+        strategy: Strategy::Canary {
+            percent: 5.0,
+            bake_minutes: 10,
+        },
+        bake_minutes: 15,
+        alarms: vec!["web3-5xx".into()],
+        alarms_roll_back: true,
+        ..Rollout::default()
+    });
+    *w.ecs.position.lock().unwrap() = Position {
+        stage: Some("PRODUCTION_TRAFFIC_SHIFT".into()),
+        weight: Some(5.0),
+        since: chrono::DateTime::parse_from_rfc3339("2026-12-05T14:22:00Z")
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
+    };
+    w.native_release(vec![service_deployment(1, "IN_PROGRESS", None)]);
+    w.run_native("SERVICE_DEPLOYMENT_IN_PROGRESS", "web3")
+        .await
+        .unwrap();
+    assert_eq!(
+        field(&w.posted(), "Traffic").as_deref(),
+        Some("canary 5% until 14:32 UTC, then 100% (canary 5% for 10 min, then 100%; bake 15 min; alarms web3-5xx (roll back))")
+    );
+
+    *w.ecs.rollback_signals.lock().unwrap() = RollbackSignals {
+        reason: Some("CloudWatch alarm web3-5xx is in ALARM".into()),
+        triggered_alarms: vec!["web3-5xx".into()],
+        circuit_breaker: None,
+    };
+    w.set_native_status(1, "ROLLBACK_SUCCESSFUL", Some("rolled back"));
+    let out = w
+        .run_native("SERVICE_DEPLOYMENT_FAILED", "web3")
+        .await
+        .unwrap();
+    assert!(
+        posted_headline(&out).starts_with(":x: web3 v2.0.0 FAILED"),
+        "{out:?}"
+    );
+    let body = w.slack.bodies().last().cloned().unwrap();
+    assert_eq!(
+        field(&body, "Rolled back because").as_deref(),
+        Some("alarm web3-5xx went to ALARM (CloudWatch alarm web3-5xx is in ALARM)")
+    );
+    assert_eq!(field(&body, "Traffic"), None);
+}
+
+#[tokio::test]
 async fn a_lost_event_is_made_up_by_the_next_one_of_the_service() {
     let w = World::new(Answer::OK).await;
     // dep1 ended while its COMPLETED event was lost; dep2 (the next release) started.

@@ -6,6 +6,7 @@ use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefi
 use aws_sdk_ecs::types::{Tag, TaskDefinition, TaskDefinitionField};
 
 use crate::error::{AwsError, AwsErrorKind};
+use crate::rollout::{Position, RollbackSignals, Rollout};
 
 /// The load-balanced container of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +19,7 @@ pub struct LoadBalancedContainer {
 }
 
 /// A native blue/green service deployment, as DescribeServiceDeployments reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ServiceDeploymentState {
     /// `PENDING`, `IN_PROGRESS`, `SUCCESSFUL`, `ROLLBACK_IN_PROGRESS`, … as ECS names it.
     pub status: String,
@@ -27,6 +28,12 @@ pub struct ServiceDeploymentState {
     pub target_revision: Option<String>,
     pub requested_tasks: i32,
     pub running_tasks: i32,
+    /// Its stage, green's share of production traffic, and when it last changed.
+    pub position: Position,
+    /// The rollout it runs with (the service's settings when it started).
+    pub rollout: Option<Rollout>,
+    /// What ECS says of a rollback: its reason, alarms in ALARM, the circuit breaker.
+    pub rollback: RollbackSignals,
 }
 
 /// A service revision: what it runs and the target groups it is attached to.
@@ -36,14 +43,16 @@ pub struct ServiceRevisionInfo {
     pub target_groups: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EcsServiceInfo {
     pub task_definition_arn: String,
     pub load_balancers: Vec<LoadBalancedContainer>,
     /// The deployment controller (`ECS`, `CODE_DEPLOY`, `EXTERNAL`); ECS omits it for `ECS`.
     pub controller: Option<String>,
-    /// The ECS controller's strategy (`ROLLING`, `BLUE_GREEN`, …).
+    /// The ECS controller's strategy (`ROLLING`, `BLUE_GREEN`, `LINEAR`, `CANARY`).
     pub strategy: Option<String>,
+    /// How a native deployment moves production traffic (`None` for ROLLING or CodeDeploy).
+    pub rollout: Option<Rollout>,
     /// Native blue/green: the Lambda hooks the service runs, with their stages and timeouts.
     pub lifecycle_hooks: Vec<LifecycleHook>,
 }
@@ -211,6 +220,7 @@ impl ServiceReads for Ecs {
                 .deployment_configuration()
                 .and_then(|c| c.strategy())
                 .map(|s| s.as_str().to_string()),
+            rollout: found.deployment_configuration().and_then(Rollout::of),
             lifecycle_hooks: found
                 .deployment_configuration()
                 .map(|c| c.lifecycle_hooks())
@@ -262,6 +272,28 @@ impl ServiceReads for Ecs {
             target_revision: target.and_then(|t| t.arn()).map(str::to_string),
             requested_tasks: target.map(|t| t.requested_task_count()).unwrap_or_default(),
             running_tasks: target.map(|t| t.running_task_count()).unwrap_or_default(),
+            position: Position {
+                stage: found.lifecycle_stage().map(|s| s.as_str().to_string()),
+                weight: target.and_then(|t| t.requested_production_traffic_weight()),
+                since: found
+                    .updated_at()
+                    .and_then(|t| chrono::DateTime::from_timestamp_millis(t.to_millis().ok()?)),
+            },
+            rollout: found.deployment_configuration().and_then(Rollout::of),
+            rollback: RollbackSignals {
+                reason: found
+                    .rollback()
+                    .and_then(|r| r.reason())
+                    .map(str::to_string),
+                triggered_alarms: found
+                    .alarms()
+                    .map(|a| a.triggered_alarm_names().to_vec())
+                    .unwrap_or_default(),
+                circuit_breaker: found
+                    .deployment_circuit_breaker()
+                    .filter(|c| c.status().is_some_and(|s| s.as_str() == "TRIGGERED"))
+                    .map(|c| (c.failure_count(), c.threshold())),
+            },
         })
     }
 

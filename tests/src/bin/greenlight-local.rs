@@ -1,6 +1,6 @@
 //! `greenlight-local`: the whole Greenlight pipeline on this machine, no AWS account needed.
-//! Plays five acts of a two-app monorepo (web1 deployed by CodeDeploy, web2 by ECS's native
-//! blue/green) and prints what happens, as it happens.
+//! Plays six acts of a three-app monorepo (web1 deployed by CodeDeploy, web2 by ECS's native
+//! blue/green, web3 by ECS with a canary) and prints what happens, as it happens.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use greenlight_tests::pipeline::{Entry, Pipeline, Timeline};
 use greenlight_tests::scenario;
 
-const STEPS: usize = 5;
+const STEPS: usize = 6;
 
 #[tokio::main]
 async fn main() {
@@ -60,7 +60,7 @@ async fn main() {
     }
     let failed = checks.iter().filter(|c| !c.1).count();
     if failed == 0 {
-        println!("\nVerdict: PASS — {} checks: on CodeDeploy (web1) and on ECS blue/green (web2) alike, a healthy release shipped, a bad one was rolled back before taking traffic, a release pushed mid-deployment waited and shipped; an operator rolled back through the same blue/green.", checks.len());
+        println!("\nVerdict: PASS — {} checks: on CodeDeploy (web1) and on ECS blue/green (web2) alike, a healthy release shipped, a bad one was rolled back before taking traffic, a release pushed mid-deployment waited and shipped; an operator rolled back through the same blue/green; on ECS's canary (web3) a release shipped through its canary step and the next was rolled back by its alarm.", checks.len());
     } else {
         println!("\nVerdict: FAIL — {failed} of {} checks failed (function logs: target/greenlight-logs/)", checks.len());
         std::process::exit(1);

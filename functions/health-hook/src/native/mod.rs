@@ -80,6 +80,10 @@ pub struct Progress {
     pub bad: u32,
     /// What the last round found.
     pub last: Option<String>,
+    /// Green's share of production traffic the counters are for: each step of a linear or
+    /// canary deployment is checked afresh.
+    #[serde(default)]
+    pub weight: Option<f64>,
 }
 
 impl Progress {
@@ -370,6 +374,22 @@ async fn round(
                 .map(|r| format!(": {}", clipped(&r, 200)))
                 .unwrap_or_default()
         ));
+    }
+    let weight = deployment.position.weight;
+    if stage == Stage::Production && progress.weight != weight {
+        // A new step of production traffic (or the first read of it): its own checks.
+        if progress.weight.is_some() {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            *progress = Progress {
+                execution: progress.execution.clone(),
+                revision: progress.revision.clone(),
+                stage: progress.stage.clone(),
+                started_ms: now_ms,
+                rounds: 1,
+                ..Progress::default()
+            };
+        }
+        progress.weight = weight;
     }
     let Some((cluster, service_name)) = service_of(&details.service_arn) else {
         return Round::Failed("the event names no valid service".to_string());
