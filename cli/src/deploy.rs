@@ -1,13 +1,17 @@
 //! `deploy`, `rollback` and `plan`: the command asks the deployer (Lambda Invoke with a typed
 //! request) and never deploys by itself, so a manual deploy has every guarantee a push has.
-//! `--wait` then follows the release in the ledger to its end.
+//! `--wait` then follows the release in the ledger to its end, or (`--wait-until`) a native
+//! deployment to the point a CI job cares about, read from ECS.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use greenlight_shared::aws::ecs::ServiceReads;
+use greenlight_shared::error::AwsErrorKind;
 use greenlight_shared::events::short_digest;
 use greenlight_shared::ledger::{ReleaseLedger, ReleaseRecord, ReleaseStatus};
 use greenlight_shared::request::{OperatorRequest, RequestKind};
+use greenlight_shared::rollout::Milestone;
 use serde_json::Value;
 
 /// Why a command did not do what was asked; each maps to an exit code (`main.rs`).
@@ -171,25 +175,75 @@ pub fn render_plan(answer: &Value) -> String {
     out
 }
 
-/// Follows the release `digest` of `app` in the ledger until it ends (or `timeout`), with a
-/// progress line on standard error: `Ok` when it succeeded.
+/// How far `--wait` follows a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// The release deployed and Greenlight recorded it (the default).
+    Completed,
+    /// A point of a native ECS deployment: production traffic all on green, or the bake over.
+    Milestone(Milestone),
+}
+
+/// Where to read a native deployment's stage: ECS, and how long a poll may wait at most.
+pub struct Follow<'a> {
+    pub ledger: &'a dyn ReleaseLedger,
+    /// ECS reads, for `--wait-until` a milestone of a native deployment.
+    pub ecs: Option<&'a dyn ServiceReads>,
+    pub poll: Duration,
+    pub timeout: Duration,
+}
+
+/// The longest pause between two reads: polling backs off to it while nothing changes.
+const POLL_MAX: Duration = Duration::from_secs(60);
+/// Reads that fail in a row (throttled, unreachable) before `--wait` gives up.
+const READ_FAILURES_MAX: u32 = 5;
+
+/// Follows the release `digest` of `app` until it reaches `until` (or `timeout`), with a
+/// progress line on standard error: `Ok` when it got there. Polling starts at `poll`, backs
+/// off while nothing changes, and rides out reads that fail (throttling, a network blip) a few
+/// times in a row.
 pub async fn follow(
-    ledger: &dyn ReleaseLedger,
+    how: &Follow<'_>,
     app: &str,
     digest: &str,
-    poll: Duration,
-    timeout: Duration,
+    until: Until,
 ) -> Result<ReleaseRecord, Failed> {
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();
     let mut last_line = String::new();
+    let mut pause = how.poll;
+    let mut failures = 0;
+    let mut said_engine = false;
     loop {
-        let record = ledger
-            .release(app, digest)
-            .await
-            .map_err(|e| Failed::Aws(e.to_string()))?
-            .ok_or_else(|| Failed::Aws(format!("the ledger has no release {app} {digest}")))?;
-        let line = progress(&record, started.elapsed());
+        let read = read_progress(how, app, digest, until).await;
+        let (record, reached, stage) = match read {
+            Ok(found) => {
+                failures = 0;
+                found
+            }
+            Err(why) => {
+                failures += 1;
+                if failures >= READ_FAILURES_MAX {
+                    return Err(Failed::Aws(why));
+                }
+                if terminal {
+                    eprintln!();
+                }
+                eprintln!("greenlight: {why} (reading again)");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(POLL_MAX.max(how.poll));
+                continue;
+            }
+        };
+        if let (Until::Milestone(_), false, Some(id)) =
+            (until, said_engine, record.deployment_id.as_deref())
+        {
+            if !greenlight_shared::model::is_service_deployment_arn(id) {
+                eprintln!("greenlight: {app} deploys through CodeDeploy, followed to its end: waiting until completed");
+            }
+            said_engine = true;
+        }
+        let line = progress(&record, stage.as_deref(), started.elapsed());
         if line != last_line {
             let mut err = std::io::stderr();
             if terminal {
@@ -199,12 +253,16 @@ pub async fn follow(
             }
             let _ = err.flush();
             last_line = line;
+            pause = how.poll;
+        } else {
+            pause = (pause.mul_f64(1.5)).min(POLL_MAX.max(how.poll));
         }
-        if record.status.is_final() {
+        if reached || record.status.is_final() {
             if terminal {
                 eprintln!();
             }
             return match record.status {
+                _ if reached => Ok(record),
                 ReleaseStatus::Succeeded => Ok(record),
                 status => Err(Failed::NotDeployed(format!(
                     "{app} {} {}{}",
@@ -218,19 +276,60 @@ pub async fn follow(
                 ))),
             };
         }
-        if started.elapsed() >= timeout {
+        if started.elapsed() >= how.timeout {
             if terminal {
                 eprintln!();
             }
             return Err(Failed::TimedOut(format!(
                 "{app} {} is still {} after {} s",
                 record.version,
-                record.status.as_str(),
-                timeout.as_secs()
+                stage.unwrap_or_else(|| record.status.as_str().to_string()),
+                how.timeout.as_secs()
             )));
         }
-        tokio::time::sleep(poll).await;
+        tokio::time::sleep(pause.min(how.timeout.saturating_sub(started.elapsed()))).await;
     }
+}
+
+/// One read: the release in the ledger, whether it reached `until`, and (native, while it
+/// deploys) where its deployment stands in words. `Err` for a read that failed.
+async fn read_progress(
+    how: &Follow<'_>,
+    app: &str,
+    digest: &str,
+    until: Until,
+) -> Result<(ReleaseRecord, bool, Option<String>), String> {
+    let record = how
+        .ledger
+        .release(app, digest)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the ledger has no release {app} {digest}"))?;
+    let native = record
+        .deployment_id
+        .as_deref()
+        .filter(|id| greenlight_shared::model::is_service_deployment_arn(id));
+    let (Some(ecs), Some(id), ReleaseStatus::Deploying) = (how.ecs, native, record.status) else {
+        let reached = record.status == ReleaseStatus::Succeeded;
+        return Ok((record, reached, None));
+    };
+    let state = match ecs.service_deployment(id).await {
+        Ok(state) => state,
+        // Gone or not readable: the ledger still tells the end.
+        Err(e) if !matches!(e.kind, AwsErrorKind::Throttled | AwsErrorKind::Unavailable) => {
+            return Ok((record, false, None));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let reached = match until {
+        Until::Completed => false,
+        Until::Milestone(m) => m.reached(&state.status, &state.position),
+    };
+    let words = state
+        .rollout
+        .as_ref()
+        .and_then(|r| greenlight_shared::rollout::progress(r, &state.position));
+    Ok((record, reached, words))
 }
 
 fn ended_as(status: ReleaseStatus) -> &'static str {
@@ -243,9 +342,9 @@ fn ended_as(status: ReleaseStatus) -> &'static str {
     }
 }
 
-fn progress(record: &ReleaseRecord, elapsed: Duration) -> String {
+fn progress(record: &ReleaseRecord, stage: Option<&str>, elapsed: Duration) -> String {
     format!(
-        "{} {}: {}{} ({} s)",
+        "{} {}: {}{}{} ({} s)",
         record.app,
         record.version,
         record.status.as_str(),
@@ -254,6 +353,7 @@ fn progress(record: &ReleaseRecord, elapsed: Duration) -> String {
             .as_deref()
             .map(|id| format!(" {id}"))
             .unwrap_or_default(),
+        stage.map(|s| format!(": {}", clean(s))).unwrap_or_default(),
         elapsed.as_secs()
     )
 }

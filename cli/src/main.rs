@@ -1,19 +1,22 @@
 //! `greenlight status|history|deploy|rollback|plan`, text or `--json`.
 //!
-//! Exit codes: 0 done (with `--wait`: the release deployed); 1 AWS could not be reached or
-//! refused, or the deployer failed (the message says why); 2 the command line is wrong or
-//! incomplete; 3 nothing to do: an app the ledger or config knows nothing of, a release not in
-//! ECR, nothing to roll back to; 4 `--wait`: the release ended, not as a success (failed and
+//! Exit codes: 0 done (with `--wait`: the release deployed; with `--wait-until STAGE`: it
+//! reached the stage); 1 AWS could not be reached or refused (five reads in a row), or the
+//! deployer failed (the message says why); 2 the command line is wrong or incomplete; 3 nothing
+//! to do: an app the ledger or config knows nothing of, a release not in ECR, nothing to roll
+//! back to; 4 `--wait`: the release ended, not as a success, before the stage (failed and
 //! rolled back, stopped, superseded); 5 `--wait`: still under way at `--timeout`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use greenlight_cli::deploy::{self, Deployer, Failed};
+use greenlight_cli::deploy::{self, Deployer, Failed, Follow, Until};
 use greenlight_cli::report;
+use greenlight_shared::aws::ecs::{Ecs, ServiceReads};
 use greenlight_shared::ledger::{DynamoLedger, HistoryLedger, QueueLedger};
 use greenlight_shared::request::RequestKind;
+use greenlight_shared::rollout::Milestone;
 
 #[derive(Parser)]
 #[command(
@@ -79,12 +82,24 @@ struct Wait {
     /// Follow the deployment to its end; exit 0 only if it succeeded.
     #[arg(long)]
     wait: bool,
+    /// Follow it until this stage only (implies --wait): `traffic-shifted` (all production
+    /// traffic on green), `baked` (the final bake over) or `completed`. The first two are read
+    /// from ECS for native deployments; a CodeDeploy one is followed until completed.
+    #[arg(long, value_enum)]
+    wait_until: Option<Stage>,
     /// How long `--wait` follows it, in seconds.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
     /// How often `--wait` reads the ledger, in seconds.
     #[arg(long, default_value_t = 5.0)]
     poll: f64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Stage {
+    TrafficShifted,
+    Baked,
+    Completed,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -101,7 +116,10 @@ async fn main() -> ExitCode {
         ))
     };
     let output = match &cli.command {
-        Command::Status { apps } => async { status(&ledger()?, apps, cli.json).await }.await,
+        Command::Status { apps } => {
+            let ecs = Ecs(aws_sdk_ecs::Client::new(&sdk));
+            async { status(&ledger()?, &ecs, apps, cli.json).await }.await
+        }
         Command::History { app, limit } => {
             async { history(&ledger()?, app, *limit, cli.json).await }.await
         }
@@ -171,7 +189,12 @@ fn unknown(app: &str) -> Failed {
     ))
 }
 
-async fn status(ledger: &DynamoLedger, apps: &[String], as_json: bool) -> Result<String, Failed> {
+async fn status(
+    ledger: &DynamoLedger,
+    ecs: &dyn ServiceReads,
+    apps: &[String],
+    as_json: bool,
+) -> Result<String, Failed> {
     let apps = match apps {
         [] => ledger.apps().await.map_err(unreadable)?,
         given => given.to_vec(),
@@ -183,13 +206,32 @@ async fn status(ledger: &DynamoLedger, apps: &[String], as_json: bool) -> Result
         if queue.version == 0 && releases.is_empty() {
             return Err(unknown(app));
         }
-        statuses.push(report::status_of(app, &queue, &releases));
+        let mut status = report::status_of(app, &queue, &releases);
+        if let Some(deploying) = &mut status.deploying {
+            deploying.traffic = traffic_of(ecs, deploying.deployment_id.as_deref()).await;
+        }
+        statuses.push(status);
     }
     Ok(if as_json {
         json(&statuses)
     } else {
         report::render_status(&statuses)
     })
+}
+
+/// Where a native deployment's production traffic stands, as ECS says now; nothing for a
+/// CodeDeploy deployment, or when ECS cannot be read (the status is shown without it).
+async fn traffic_of(ecs: &dyn ServiceReads, deployment: Option<&str>) -> Option<String> {
+    let id = deployment.filter(|id| greenlight_shared::model::is_service_deployment_arn(id))?;
+    let state = ecs.service_deployment(id).await.ok()?;
+    let rollout = state.rollout?;
+    let plan = rollout.describe();
+    Some(
+        match greenlight_shared::rollout::progress(&rollout, &state.position) {
+            Some(now) => format!("{now} ({plan})"),
+            None => plan,
+        },
+    )
 }
 
 async fn history(
@@ -267,7 +309,7 @@ async fn request(
     if !deploys {
         return Err(Failed::NotDeployed(line));
     }
-    let wait = wait.filter(|w| w.wait);
+    let wait = wait.filter(|w| w.wait || w.wait_until.is_some());
     let Some(wait) = wait else {
         return Ok(if cli.json { json(&answer) } else { line + "\n" });
     };
@@ -277,22 +319,32 @@ async fn request(
         .map(str::to_string)
         .ok_or_else(|| Failed::Aws(format!("the deployer's answer names no digest: {answer}")))?;
     let ledger = ledger()?;
-    let record = deploy::follow(
-        &ledger,
-        app,
-        &digest,
-        Duration::from_secs_f64(wait.poll.max(0.1)),
-        Duration::from_secs(wait.timeout),
-    )
-    .await?;
+    let until = match wait.wait_until {
+        None | Some(Stage::Completed) => Until::Completed,
+        Some(Stage::TrafficShifted) => Until::Milestone(Milestone::TrafficShifted),
+        Some(Stage::Baked) => Until::Milestone(Milestone::Baked),
+    };
+    let ecs = Ecs(aws_sdk_ecs::Client::new(sdk));
+    let how = Follow {
+        ledger: &ledger,
+        ecs: Some(&ecs),
+        poll: Duration::from_secs_f64(wait.poll.max(0.1)),
+        timeout: Duration::from_secs(wait.timeout),
+    };
+    let record = deploy::follow(&how, app, &digest, until).await?;
+    let reached = match until {
+        Until::Completed => "deployed",
+        Until::Milestone(Milestone::TrafficShifted) => "has all production traffic",
+        Until::Milestone(Milestone::Baked) => "has baked",
+    };
     let done = format!(
-        "{app} {} deployed ({})\n",
+        "{app} {} {reached} ({})\n",
         record.version,
         record.deployment_id.as_deref().unwrap_or("-")
     );
     Ok(if cli.json {
         json(
-            &serde_json::json!({"app": app, "version": record.version, "digest": digest, "outcome": "succeeded", "deployment_id": record.deployment_id}),
+            &serde_json::json!({"app": app, "version": record.version, "digest": digest, "outcome": if until == Until::Completed { "succeeded" } else { reached }, "deployment_id": record.deployment_id}),
         )
     } else {
         done

@@ -40,6 +40,10 @@ pub struct InProgress {
     /// The release's step: claimed, registered or deploying.
     pub step: Option<String>,
     pub since: Option<DateTime<Utc>>,
+    /// A native deployment: where production traffic stands, as ECS says now ("canary 5%
+    /// until 14:32 UTC, then 100%").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -93,6 +97,7 @@ pub fn status_of(app: &str, queue: &Queue, releases: &[ReleaseEntry]) -> AppStat
             }),
             deployment_id: active.deployment_id.clone(),
             step: record.map(|e| e.record.status.as_str().to_string()),
+            traffic: None,
             since: DateTime::from_timestamp_millis(active.since_ms),
         }
     });
@@ -220,14 +225,18 @@ pub fn render_status(apps: &[AppStatus]) -> String {
         };
         out += &match &a.deploying {
             Some(d) => format!(
-                "  deploying  {} {} {} since {}\n",
+                "  deploying  {} {} {} since {}{}\n",
                 d.release
                     .as_ref()
                     .map(version_of)
                     .unwrap_or_else(|| "a deployment Greenlight did not start".to_string()),
                 d.deployment_id.as_deref().unwrap_or("(not created yet)"),
                 d.step.as_deref().unwrap_or("-"),
-                when(d.since)
+                when(d.since),
+                d.traffic
+                    .as_deref()
+                    .map(|t| format!("\n  traffic    {}", shown(t, 200)))
+                    .unwrap_or_default()
             ),
             None => "  deploying  -\n".to_string(),
         };

@@ -882,23 +882,28 @@ def test_no_managed_service_means_no_update_service(sam: dict):
 def test_the_operator_policy_allows_what_the_command_calls_and_nothing_else(sam: dict):
     """`greenlight status|history` and `--wait` read the apps (Scan of the queue items), each
     queue and release (GetItem) and each app's releases (Query): cli/src/main.rs and
-    HistoryLedger in shared/src/ledger.rs. `deploy|rollback|plan` invoke the deployer and
-    nothing else (cli/src/deploy.rs); STS GetCallerIdentity needs no permission."""
+    HistoryLedger in shared/src/ledger/. `deploy|rollback|plan` invoke the deployer
+    (cli/src/deploy.rs); `status` and `--wait-until` read a native deployment
+    (DescribeServiceDeployments, in the stack's cluster); STS GetCallerIdentity needs no
+    permission."""
     policy = sam["Resources"]["OperatorPolicy"]
     assert policy["Type"] == "AWS::IAM::ManagedPolicy"
-    ledger, invoke = policy["Properties"]["PolicyDocument"]["Statement"]
+    ledger, invoke, deployments = policy["Properties"]["PolicyDocument"]["Statement"]
     assert set(as_list(ledger["Action"])) == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"}
     assert ledger["Resource"] == {"Fn::GetAtt": ["ReleaseLedgerTable", "Arn"]}
     assert as_list(invoke["Action"]) == ["lambda:InvokeFunction"]
     assert invoke["Resource"] == {"Fn::GetAtt": ["DeployerFunction", "Arn"]}
+    assert as_list(deployments["Action"]) == ["ecs:DescribeServiceDeployments"]
+    assert "service-deployment/${EcsClusterName}/*" in json.dumps(deployments["Resource"])
     assert "Roles" not in policy["Properties"] and "Users" not in policy["Properties"]
-    ledger_rust = (ROOT / "shared" / "src" / "ledger.rs").read_text(encoding="utf-8")
+    ledger_rust = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "shared" / "src" / "ledger").rglob("*.rs"))
     for call in (".scan()", ".query()", ".get_item()"):
         assert call in ledger_rust, call
     cli_rust = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "cli" / "src").glob("*.rs"))
     assert ".invoke()" in cli_rust and ".get_caller_identity()" in cli_rust
+    assert ".service_deployment(" in cli_rust
     aws_clients = set(re.findall(r"aws_sdk_(\w+)::Client", cli_rust))
-    assert aws_clients == {"dynamodb", "lambda", "sts"}, aws_clients
+    assert aws_clients == {"dynamodb", "ecs", "lambda", "sts"}, aws_clients
     assert sam["Outputs"]["OperatorPolicyArn"]["Value"] == {"Ref": "OperatorPolicy"}
 
 

@@ -218,6 +218,37 @@ pub fn progress(rollout: &Rollout, at: &Position) -> Option<String> {
     })
 }
 
+/// A point of a deployment that a CI job may wait for (`greenlight deploy --wait-until`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Milestone {
+    /// All production traffic is on green (the final bake may still run).
+    TrafficShifted,
+    /// The final bake is over: blue is being removed, or the deployment succeeded.
+    Baked,
+}
+
+impl Milestone {
+    /// Whether a deployment in `status` at `at` has reached the milestone (a deployment that
+    /// succeeded has reached every one).
+    pub fn reached(self, status: &str, at: &Position) -> bool {
+        if status == "SUCCESSFUL" {
+            return true;
+        }
+        if status != "IN_PROGRESS" {
+            return false;
+        }
+        let stage = at.stage.as_deref().unwrap_or_default();
+        match self {
+            Self::TrafficShifted => match stage {
+                "PRODUCTION_TRAFFIC_SHIFT" => at.weight.is_some_and(|w| w >= 100.0),
+                "POST_PRODUCTION_TRAFFIC_SHIFT" | "BAKE_TIME" | "CLEAN_UP" => true,
+                _ => false,
+            },
+            Self::Baked => stage == "CLEAN_UP",
+        }
+    }
+}
+
 /// What ECS says about a deployment that rolled back.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RollbackSignals {
@@ -387,6 +418,20 @@ mod tests {
             Some("checking green on test traffic")
         );
         assert_eq!(progress(&Rollout::default(), &Position::default()), None);
+    }
+
+    #[test]
+    fn milestones_are_reached_by_stage_and_weight_never_by_a_rollback() {
+        use Milestone::*;
+        let shifting = at("PRODUCTION_TRAFFIC_SHIFT", 40.0);
+        assert!(!TrafficShifted.reached("IN_PROGRESS", &shifting));
+        assert!(TrafficShifted.reached("IN_PROGRESS", &at("PRODUCTION_TRAFFIC_SHIFT", 100.0)));
+        let baking = at("BAKE_TIME", 100.0);
+        assert!(TrafficShifted.reached("IN_PROGRESS", &baking));
+        assert!(!Baked.reached("IN_PROGRESS", &baking));
+        assert!(Baked.reached("IN_PROGRESS", &at("CLEAN_UP", 100.0)));
+        assert!(Baked.reached("SUCCESSFUL", &Position::default()));
+        assert!(!TrafficShifted.reached("ROLLBACK_IN_PROGRESS", &baking));
     }
 
     #[test]
