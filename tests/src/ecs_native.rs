@@ -150,6 +150,9 @@ pub trait NativeLifecycle: Send + Sync {
     async fn invoke_hook(&self, function: &str, payload: Value) -> Result<Value, String>;
     /// Delivers an "ECS Deployment State Change" event to its subscribers.
     async fn publish(&self, event: Value);
+    /// Production traffic moved: green has `weight`% (a step of a linear or canary service),
+    /// and bakes `bake_minutes` before the next.
+    async fn traffic(&self, _service: &NativeService, _weight: f64, _bake_minutes: i32) {}
 }
 
 /// One hook invocation of a deployment and its answer.
@@ -738,6 +741,14 @@ impl Driver {
             };
             for weight in weights {
                 set_stage(&self.model, &self.deployment, stage, weight);
+                if *stage == "PRODUCTION_TRAFFIC_SHIFT" && rollout.strategy != "BLUE_GREEN" {
+                    let bake = if weight < 100.0 {
+                        rollout.step_bake_minutes
+                    } else {
+                        rollout.bake_minutes
+                    };
+                    self.lifecycle.traffic(&self.spec, weight, bake).await;
+                }
                 if self.spec.hook_stages.iter().any(|s| s == stage) {
                     if let Err(why) = self.run_hook(stage).await {
                         return self.roll_back(&why).await;

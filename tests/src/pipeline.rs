@@ -802,6 +802,19 @@ impl NativeLifecycle for World {
         Ok(())
     }
 
+    async fn traffic(&self, service: &NativeService, weight: f64, bake_minutes: i32) {
+        let minute = service.rollout.minute.as_secs_f64();
+        self.timeline.log(
+            "ecs",
+            format!(
+                "{}: {weight}% of production traffic on green ({}), baking {bake_minutes} min ({} s here)",
+                service.service,
+                service.rollout.strategy.to_lowercase(),
+                minute * f64::from(bake_minutes)
+            ),
+        );
+    }
+
     async fn discard_green(&self, service: &NativeService) {
         stop_green_task(&self.clients, &service.green_target_group).await;
         self.timeline.log(
