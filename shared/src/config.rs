@@ -132,6 +132,7 @@ struct RawLedger {
 #[serde(deny_unknown_fields)]
 struct RawSlack {
     webhook: Option<String>,
+    token: Option<String>,
     mention_on_failure: Option<String>,
     channel: Option<String>,
     announce_outside: Option<bool>,
@@ -214,6 +215,9 @@ pub struct HealthSettings {
 pub struct SlackSettings {
     /// A secret reference: `secretsmanager:<id>`, `ssm:<name>` or `env:<VAR>`.
     pub webhook: Option<String>,
+    /// A Slack app's bot token, as a secret reference like the webhook: with it, each release
+    /// run is one message in `channel`, edited as it moves, its details in the thread.
+    pub token: Option<String>,
     pub mention_on_failure: Option<String>,
     pub channel: Option<String>,
     /// Whether deployments that Greenlight did not start (a service's creation, a manual or
@@ -304,6 +308,7 @@ impl Config {
             let health = merge_health(&raw.defaults.health, &app.health, &key("health"))?;
             let slack = SlackSettings {
                 webhook: app.slack.webhook.or_else(|| raw.slack.webhook.clone()),
+                token: app.slack.token.or_else(|| raw.slack.token.clone()),
                 mention_on_failure: app
                     .slack
                     .mention_on_failure
@@ -318,6 +323,16 @@ impl Config {
             if let Some(webhook) = &slack.webhook {
                 crate::secrets::SecretRef::parse(webhook)
                     .map_err(|problem| invalid(key("slack.webhook"), problem))?;
+            }
+            if let Some(token) = &slack.token {
+                crate::secrets::SecretRef::parse(token)
+                    .map_err(|problem| invalid(key("slack.token"), problem))?;
+                if slack.channel.as_deref().is_none_or(|c| c.trim().is_empty()) {
+                    return Err(invalid(
+                        key("slack.channel"),
+                        "a Slack app token (slack.token) posts to a channel: name it",
+                    ));
+                }
             }
             let group = match (app.application, app.deployment_group) {
                 (None, None) => None,

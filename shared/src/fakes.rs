@@ -14,8 +14,8 @@ use crate::aws::ecs::{
 use crate::aws::elb::{ListenerEndpoint, LoadBalancingApi, TargetState};
 use crate::events::ImagePush;
 use crate::ledger::{
-    Claim, LedgerError, NoticeLedger, QueueLedger, ReleaseLedger, ReleaseRecord, ReleaseStatus,
-    VerdictLedger,
+    Claim, LedgerError, NoticeLedger, QueueLedger, ReleaseLedger, ReleaseMessage, ReleaseRecord,
+    ReleaseStatus, VerdictLedger,
 };
 use crate::queue::{Lease, Plan, Queue};
 use crate::{AwsError, AwsErrorKind};
@@ -32,6 +32,8 @@ pub struct FakeLedger {
     pub queues: Mutex<HashMap<String, Queue>>,
     /// Announcements claimed, by `deployment/state`: whether they were posted.
     pub notices: Mutex<HashMap<String, bool>>,
+    /// Release runs' Slack messages by anchor, with the holder of each (owner, until ms).
+    pub messages: Mutex<HashMap<String, MessageSlot>>,
     /// Earlier runs of digests that a request deployed again, oldest first.
     pub archived: Mutex<Vec<ReleaseRecord>>,
     pub unreachable: bool,
@@ -320,7 +322,49 @@ impl NoticeLedger for FakeLedger {
             .remove(&format!("{deployment_id}/{state}"));
         Ok(())
     }
+    async fn take_message(
+        &self,
+        anchor: &str,
+        lease: &Lease,
+    ) -> Result<Option<ReleaseMessage>, LedgerError> {
+        self.check()?;
+        let mut messages = self.messages.lock().unwrap();
+        let (message, holder) = messages.entry(anchor.to_string()).or_default();
+        let free = holder
+            .as_ref()
+            .is_none_or(|(owner, until)| *owner == lease.owner || *until < lease.now_ms);
+        if !free {
+            return Ok(None);
+        }
+        *holder = Some((lease.owner.clone(), lease.until_ms));
+        Ok(Some(message.clone()))
+    }
+    async fn keep_message(
+        &self,
+        anchor: &str,
+        message: &ReleaseMessage,
+        lease: &Lease,
+        done: bool,
+    ) -> Result<(), LedgerError> {
+        self.check()?;
+        let mut messages = self.messages.lock().unwrap();
+        if let Some((kept, holder)) = messages.get_mut(anchor) {
+            if holder
+                .as_ref()
+                .is_some_and(|(owner, _)| *owner == lease.owner)
+            {
+                *kept = message.clone();
+                if done {
+                    *holder = None;
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+/// A release run's Slack message in the fake ledger, and who holds it (owner, until ms).
+pub type MessageSlot = (ReleaseMessage, Option<(String, i64)>);
 
 /// Every AWS call the fakes received, by operation name.
 #[derive(Default)]

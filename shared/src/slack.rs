@@ -1,4 +1,6 @@
-//! Posting to a Slack incoming webhook, with bounded retries inside the invocation's deadline.
+//! Posting to Slack, with bounded retries inside the invocation's deadline: to an incoming
+//! webhook ([`SlackPoster`]), or as a Slack app through the Web API ([`SlackApp`]: one message
+//! per release, edited in place, details in its thread).
 //!
 //! 429 is retried after its Retry-After; 5xx and connection failures with exponential backoff.
 //! Any other 4xx is a clear error at once (retrying a bad payload cannot help). When Slack
@@ -63,18 +65,10 @@ impl SlackPoster {
                 .await
             {
                 Ok(resp) if resp.status().is_success() => return Ok(attempts),
-                Ok(resp) if resp.status().as_u16() == 429 => {
-                    let retry_after = resp
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    (
-                        retry_after.unwrap_or(backoff),
-                        "HTTP 429 rate limited".to_string(),
-                    )
-                }
+                Ok(resp) if resp.status().as_u16() == 429 => (
+                    retry_after(&resp).unwrap_or(backoff),
+                    "HTTP 429 rate limited".to_string(),
+                ),
                 Ok(resp) if resp.status().is_server_error() => {
                     (backoff, format!("HTTP {}", resp.status().as_u16()))
                 }
@@ -99,4 +93,198 @@ impl SlackPoster {
             backoff = (backoff * 2).min(self.max_backoff);
         }
     }
+}
+
+/// Why a Slack Web API call did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SlackApiError {
+    /// The token, the channel or the app's scopes are wrong (`invalid_auth`,
+    /// `channel_not_found`, `not_in_channel`, …): only a change of config or of the Slack app
+    /// helps. Carries Slack's error code, never the token.
+    #[error("Slack refused the app: {error}")]
+    Setup { error: String },
+    /// The message to edit is gone (deleted in Slack).
+    #[error("the Slack message is gone (message_not_found)")]
+    MessageNotFound,
+    /// Any other refusal of this call (a payload Slack does not take).
+    #[error("Slack refused {method}: {error}")]
+    Rejected { method: &'static str, error: String },
+    /// Rate limited, failing or unreachable until the deadline.
+    #[error("Slack still failing after {attempts} attempts before the deadline: {last}")]
+    GaveUp { attempts: u32, last: String },
+}
+
+/// Slack's error codes that only a change of the config or of the Slack app can fix.
+const SETUP_ERRORS: &[&str] = &[
+    "invalid_auth",
+    "not_authed",
+    "token_revoked",
+    "token_expired",
+    "account_inactive",
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "missing_scope",
+    "no_permission",
+    "restricted_action",
+    "ekm_access_denied",
+];
+
+/// A message posted: where it lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub channel: String,
+    pub ts: String,
+}
+
+/// The Slack Web API as a Slack app uses it to keep one message per release: post, edit, and
+/// reply in its thread. Retries as [`SlackPoster`] does (429 after Retry-After, the
+/// `ratelimited` error likewise, 5xx and connection failures with backoff) inside the deadline.
+#[derive(Debug, Clone)]
+pub struct SlackApp {
+    http: reqwest::Client,
+    /// `https://slack.com/api` (another base only for local runs and tests).
+    base: String,
+    first_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl SlackApp {
+    pub fn new(http: reqwest::Client, base: impl Into<String>) -> Self {
+        Self {
+            http,
+            base: base.into().trim_end_matches('/').to_string(),
+            first_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(8),
+        }
+    }
+
+    /// Shorter backoffs, for tests.
+    pub fn with_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.first_backoff = first;
+        self.max_backoff = max;
+        self
+    }
+
+    /// Posts a message (in a thread with `thread_ts`; also to the channel with `broadcast`).
+    pub async fn post(
+        &self,
+        token: &Secret,
+        channel: &str,
+        message: &serde_json::Value,
+        thread: Option<(&str, bool)>,
+        deadline: Instant,
+    ) -> Result<Posted, SlackApiError> {
+        let mut body = message.clone();
+        body["channel"] = channel.into();
+        if let Some((ts, broadcast)) = thread {
+            body["thread_ts"] = ts.into();
+            if broadcast {
+                body["reply_broadcast"] = true.into();
+            }
+        }
+        let answer = self
+            .call(token, "chat.postMessage", &body, deadline)
+            .await?;
+        match (answer["channel"].as_str(), answer["ts"].as_str()) {
+            (Some(channel), Some(ts)) => Ok(Posted {
+                channel: channel.to_string(),
+                ts: ts.to_string(),
+            }),
+            _ => Err(SlackApiError::Rejected {
+                method: "chat.postMessage",
+                error: "the answer names no channel and ts".into(),
+            }),
+        }
+    }
+
+    /// Replaces the text of the message at `ts` (the same edit twice is the same message).
+    pub async fn update(
+        &self,
+        token: &Secret,
+        channel: &str,
+        ts: &str,
+        message: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<(), SlackApiError> {
+        let mut body = message.clone();
+        body["channel"] = channel.into();
+        body["ts"] = ts.into();
+        self.call(token, "chat.update", &body, deadline)
+            .await
+            .map(drop)
+    }
+
+    /// One Web API method, retried while Slack is busy or failing and time remains.
+    async fn call(
+        &self,
+        token: &Secret,
+        method: &'static str,
+        body: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<serde_json::Value, SlackApiError> {
+        let url = format!("{}/{method}", self.base);
+        let mut backoff = self.first_backoff;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let sent = self
+                .http
+                .post(&url)
+                .bearer_auth(token.expose())
+                .timeout(remaining.min(Duration::from_secs(10)))
+                .json(body)
+                .send()
+                .await;
+            let (wait, last) = match sent {
+                Ok(resp) if resp.status().as_u16() == 429 => (
+                    retry_after(&resp).unwrap_or(backoff),
+                    "HTTP 429 rate limited".to_string(),
+                ),
+                Ok(resp) if resp.status().is_server_error() => {
+                    (backoff, format!("HTTP {}", resp.status().as_u16()))
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let after = retry_after(&resp);
+                    let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+                    if answer["ok"] == true {
+                        return Ok(answer);
+                    }
+                    let error = answer["error"]
+                        .as_str()
+                        .map(|e| e.chars().take(80).collect::<String>())
+                        .unwrap_or_else(|| format!("HTTP {status} without an answer"));
+                    match error.as_str() {
+                        "ratelimited"
+                        | "internal_error"
+                        | "fatal_error"
+                        | "service_unavailable"
+                        | "request_timeout" => (after.unwrap_or(backoff), error),
+                        "message_not_found" => return Err(SlackApiError::MessageNotFound),
+                        e if SETUP_ERRORS.contains(&e) => {
+                            return Err(SlackApiError::Setup { error })
+                        }
+                        _ => return Err(SlackApiError::Rejected { method, error }),
+                    }
+                }
+                Err(e) => (backoff, e.without_url().to_string()),
+            };
+            if Instant::now() + wait >= deadline {
+                return Err(SlackApiError::GaveUp { attempts, last });
+            }
+            tracing::warn!(method, attempt = attempts, retry_in_ms = wait.as_millis() as u64, reason = %last, "Slack call failed, retrying");
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(self.max_backoff);
+        }
+    }
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }

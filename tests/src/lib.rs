@@ -13,4 +13,5 @@ pub mod pipeline;
 pub mod receivers;
 pub mod runtime;
 pub mod scenario;
+pub mod slack_api;
 pub mod world;

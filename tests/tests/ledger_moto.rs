@@ -141,3 +141,73 @@ async fn claims_whose_lease_ran_out_are_found_for_the_sweep_and_others_are_not()
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_release_runs_message_has_one_writer_at_a_time_and_keeps_where_it_is() {
+    use greenlight_shared::ledger::{NoticeLedger, ReleaseMessage};
+    let moto = MotoServer::start().await;
+    let stand_in = CodeDeployStandIn::start(Duration::from_secs(5)).await;
+    let clients = Clients::new(&moto.endpoint, &stand_in.endpoint).await;
+    clients.create_ledger_table().await;
+    let ledger = DynamoLedger::new(clients.dynamodb.clone(), TABLE);
+    let anchor = "d-7GQK2M4XB";
+    let first = ledger
+        .take_message(anchor, &lease("req-1", 60_000))
+        .await
+        .unwrap();
+    assert_eq!(first, Some(ReleaseMessage::default()));
+    // Another invocation waits while the first holds it.
+    assert_eq!(
+        ledger
+            .take_message(anchor, &lease("req-2", 60_000))
+            .await
+            .unwrap(),
+        None
+    );
+    let posted = ReleaseMessage {
+        channel: Some("C0DEPLOYS".into()),
+        ts: Some("1764900000.000200".into()),
+        rank: 1,
+        deployment: Some(anchor.into()),
+    };
+    // Kept as soon as Slack names it, still held.
+    ledger
+        .keep_message(anchor, &posted, &lease("req-1", 60_000), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger
+            .take_message(anchor, &lease("req-2", 60_000))
+            .await
+            .unwrap(),
+        None
+    );
+    let ended = ReleaseMessage {
+        rank: 3,
+        ..posted.clone()
+    };
+    ledger
+        .keep_message(anchor, &ended, &lease("req-1", 60_000), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger
+            .take_message(anchor, &lease("req-2", 60_000))
+            .await
+            .unwrap(),
+        Some(ended.clone())
+    );
+    // A holder whose invocation died is taken over once its lease ran out.
+    assert_eq!(
+        ledger
+            .take_message("d-OTHER", &lease("req-3", -1_000))
+            .await
+            .unwrap(),
+        Some(ReleaseMessage::default())
+    );
+    assert!(ledger
+        .take_message("d-OTHER", &lease("req-4", 60_000))
+        .await
+        .unwrap()
+        .is_some());
+}

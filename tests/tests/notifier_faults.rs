@@ -178,6 +178,10 @@ impl World {
                 ssm: aws_sdk_ssm::Client::new(&via_moto),
             }),
             slack: SlackPoster::new(reqwest::Client::new()),
+            slack_app: greenlight_shared::slack::SlackApp::new(
+                reqwest::Client::new(),
+                "http://127.0.0.1:9/api",
+            ),
             default_webhook: Some(SecretRef::parse("secretsmanager:greenlight/slack").unwrap()),
             region: "us-east-1".into(),
             webhooks: Default::default(),

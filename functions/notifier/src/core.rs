@@ -1,7 +1,7 @@
 //! What the notifier's two paths share: their dependencies and errors, the one-announcement-
-//! per-state helper (claim in the ledger, post, record), the post to Slack, the app's webhook,
-//! and the ledger lookups. CodeDeploy's path (`handler`) and native ECS's (`native`) are
-//! siblings over it; neither imports the other's internals.
+//! per-state helper (claim in the ledger, post, record) and the ledger lookups. CodeDeploy's
+//! path (`handler`) and native ECS's (`native`) are siblings over it and over `delivery` (to
+//! Slack); neither imports the other's internals.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,16 +14,14 @@ use greenlight_shared::aws::ecs::ServiceReads;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{Ledger, ReleaseRecord};
 use greenlight_shared::secrets::{Secret, SecretError, SecretReader, SecretRef};
-use greenlight_shared::slack::{SlackError, SlackPoster};
+use greenlight_shared::slack::{SlackApiError, SlackApp, SlackError, SlackPoster};
 use greenlight_shared::{AppConfig, Config};
 use serde::Serialize;
-use tracing::{info, warn};
-
-use crate::message::{self, Notice};
+use tracing::warn;
 
 /// Time kept back from the invocation's deadline when posting, so a failure is reported by
 /// this invocation rather than cut off by Lambda.
-const SLACK_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+pub(crate) const SLACK_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
 /// An event older than this has been through Lambda's retries (the stack allows two, about a
 /// minute and two minutes after the first attempt): if CodeDeploy still cannot be read, the
@@ -43,9 +41,10 @@ impl SecretSource for SecretReader {
     }
 }
 
-/// Webhook URLs already read during this cold start, by secret reference.
+/// Slack secrets (webhook URLs, app tokens) already read during this cold start, by secret
+/// reference.
 #[derive(Default)]
-pub struct WebhookCache(tokio::sync::Mutex<HashMap<String, Secret>>);
+pub struct WebhookCache(pub(crate) tokio::sync::Mutex<HashMap<String, Secret>>);
 
 pub struct Deps {
     pub config: Config,
@@ -56,6 +55,8 @@ pub struct Deps {
     pub ledger: Option<Arc<dyn Ledger>>,
     pub secrets: Arc<dyn SecretSource>,
     pub slack: SlackPoster,
+    /// Slack app mode (an app with `slack.token`): the Web API.
+    pub slack_app: SlackApp,
     /// The webhook of apps whose config names none (`GREENLIGHT_SLACK_WEBHOOK`).
     pub default_webhook: Option<SecretRef>,
     /// The region this function runs in, for console links when the event names none.
@@ -107,6 +108,23 @@ pub enum NotifyError {
     },
     #[error("ECS says a deployment of service {cluster}/{service} ended, but it still reads as running; retried")]
     NotEndedYet { cluster: String, service: String },
+    /// Slack app mode: Slack refused the app's token, channel or scopes (config or app setup).
+    #[error("Slack refused app `{app}`'s message ({error}): check `{key}` and the Slack app (invited to the channel, chat:write)")]
+    SlackAppSetup {
+        app: String,
+        key: String,
+        error: String,
+    },
+    #[error("the {state} message of app `{app}` was not posted: {source}")]
+    SlackApp {
+        app: String,
+        state: String,
+        #[source]
+        source: SlackApiError,
+    },
+    /// Another invocation is writing this release's message right now: retried.
+    #[error("the Slack message of app `{app}`'s release is being written by another invocation; retried")]
+    MessageBusy { app: String },
     #[error("the {state} message of app `{app}` was not posted: {source}")]
     SlackGaveUp {
         app: String,
@@ -129,6 +147,13 @@ impl NotifyError {
                 "DeploymentUnreadable"
             }
             Self::NotEndedYet { .. } => "DeploymentNotEndedYet",
+            Self::SlackAppSetup { .. } => "SlackAppSetup",
+            Self::SlackApp {
+                source: SlackApiError::GaveUp { .. },
+                ..
+            } => "SlackUnavailable",
+            Self::SlackApp { .. } => "SlackRejected",
+            Self::MessageBusy { .. } => "SlackMessageBusy",
         }
     }
 }
@@ -198,79 +223,12 @@ pub(crate) async fn once(
 
 /// The announcement's claim lasts as long as this invocation (and 2 s): a retry after a crash
 /// (same request id) or after the deadline can always claim it again.
-fn notice_lease(invocation: &Invocation) -> greenlight_shared::queue::Lease {
+pub(crate) fn notice_lease(invocation: &Invocation) -> greenlight_shared::queue::Lease {
     greenlight_shared::queue::Lease {
         owner: invocation.request_id.clone(),
         until_ms: invocation.deadline_ms as i64 + 2_000,
         now_ms: Utc::now().timestamp_millis(),
     }
-}
-
-/// Posts the message of a notice to the app's webhook.
-pub(crate) async fn post_notice(
-    deps: &Deps,
-    app: &AppConfig,
-    webhook: &Secret,
-    notice: &Notice,
-    invocation: &Invocation,
-) -> Result<Notified, NotifyError> {
-    let (deployment_id, state) = (notice.deployment_id.as_str(), notice.state.as_str());
-    if notice.is_outside() && !app.slack.announce_outside {
-        info!(app = %app.name, deployment_id = %deployment_id, state = %state,
-              "not announced: a deployment outside Greenlight (apps.<app>.slack.announce_outside = false)");
-        return Ok(Notified::Ignored {
-            reason: format!("deployment {deployment_id} was not started by Greenlight"),
-        });
-    }
-    let message = message::build(notice);
-    let deadline = invocation.deadline_minus(SLACK_DEADLINE_MARGIN);
-    let attempts = match deps.slack.post(webhook, &message.payload, deadline).await {
-        Ok(attempts) => attempts,
-        Err(source) => {
-            warn!(app = %app.name, deployment_id = %deployment_id, state = %state, error = %source, "Slack post failed");
-            let (app, state) = (app.name.clone(), state.to_string());
-            return Err(match source {
-                SlackError::Rejected { .. } => NotifyError::SlackRejected { app, state, source },
-                SlackError::GaveUp { .. } => NotifyError::SlackGaveUp { app, state, source },
-            });
-        }
-    };
-    info!(app = %app.name, deployment_id = %deployment_id, state = %state, attempts = attempts,
-          version = notice.version.as_deref().unwrap_or(""), "posted to Slack");
-    Ok(Notified::Posted {
-        app: app.name.clone(),
-        state: state.to_string(),
-        headline: message.headline,
-        attempts,
-    })
-}
-
-/// The app's webhook URL, read once per cold start. Neither the URL nor the secret appears
-/// in a log line or an error.
-pub(crate) async fn webhook_for(deps: &Deps, app: &AppConfig) -> Result<Secret, NotifyError> {
-    let reference = match &app.slack.webhook {
-        Some(text) => {
-            SecretRef::parse(text).map_err(|problem| NotifyError::BadWebhookReference {
-                app: app.name.clone(),
-                problem,
-            })?
-        }
-        None => deps
-            .default_webhook
-            .clone()
-            .ok_or_else(|| NotifyError::NoWebhook {
-                app: app.name.clone(),
-            })?,
-    };
-    let key = reference.to_string();
-    let mut cache = deps.webhooks.0.lock().await;
-    if let Some(secret) = cache.get(&key) {
-        return Ok(secret.clone());
-    }
-    let secret = deps.secrets.read(&reference).await?;
-    info!(app = %app.name, webhook_ref = %key, "Slack webhook read (reference only, never the value)");
-    cache.insert(key, secret.clone());
-    Ok(secret)
 }
 
 /// The release production serves now: the last that succeeded, other than `not`.

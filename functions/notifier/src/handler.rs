@@ -13,8 +13,9 @@ use greenlight_shared::ledger::Ledger;
 use greenlight_shared::{AppConfig, Config};
 use tracing::{info, warn};
 
-use crate::core::{last_good, once, post_notice, release_record, webhook_for};
+use crate::core::{last_good, once, release_record};
 pub use crate::core::{Deps, Notified, NotifyError, SecretSource, WebhookCache, LAST_ATTEMPT_AGE};
+use crate::delivery::{destination_for, post_notice};
 use crate::message::{Notice, Rollback, StartedBy, ROLLBACK_CREATOR};
 
 /// The EventBridge detail type the notifier serves.
@@ -149,7 +150,7 @@ async fn announce(
         deployment_id,
         state,
     } = StateChange::of(event);
-    let webhook = webhook_for(deps, app).await?;
+    let destination = destination_for(deps, app).await?;
     let configured_group = app.group.as_ref();
 
     let mut notice = Notice {
@@ -191,7 +192,7 @@ async fn announce(
         }
     }
 
-    post_notice(deps, app, &webhook, &notice, invocation).await
+    post_notice(deps, app, &destination, &notice, invocation).await
 }
 
 /// The app of a deployment group; another group of a managed CodeDeploy application belongs

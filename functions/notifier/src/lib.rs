@@ -28,6 +28,7 @@
 //! and rollbacks carry the app's `mention_on_failure`.
 
 pub mod core;
+pub mod delivery;
 pub mod handler;
 pub mod message;
 pub mod native;

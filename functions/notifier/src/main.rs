@@ -5,7 +5,7 @@ use greenlight_shared::aws::codedeploy::CodeDeploy;
 use greenlight_shared::aws::ecs::Ecs;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::secrets::{SecretReader, SecretRef};
-use greenlight_shared::slack::SlackPoster;
+use greenlight_shared::slack::{SlackApp, SlackPoster};
 use greenlight_shared::startup::{report_init_error, Live, Startup};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
@@ -29,6 +29,7 @@ async fn main() -> Result<(), Error> {
             std::process::exit(1);
         }
     };
+    let http = reqwest::Client::new();
     let deps = Deps {
         codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(sdk))),
         ecs: Arc::new(Ecs(aws_sdk_ecs::Client::new(sdk))),
@@ -37,7 +38,13 @@ async fn main() -> Result<(), Error> {
             secrets_manager: aws_sdk_secretsmanager::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),
         }),
-        slack: SlackPoster::new(reqwest::Client::new()),
+        slack: SlackPoster::new(http.clone()),
+        // Slack's Web API; another base only for local runs.
+        slack_app: SlackApp::new(
+            http,
+            std::env::var("GREENLIGHT_SLACK_API_URL")
+                .unwrap_or_else(|_| "https://slack.com/api".to_string()),
+        ),
         default_webhook,
         region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
         webhooks: Default::default(),

@@ -158,6 +158,15 @@ impl Notice {
                 .is_some_and(|q| q.kind == RequestKind::Rollback)
     }
 
+    /// The deployment whose release run this notice belongs to (Slack app mode keeps one
+    /// message per run): a CodeDeploy rollback deployment's states belong to the run it undoes.
+    pub fn anchor(&self) -> &str {
+        match &self.rollback {
+            Some(Rollback::IsRollback { of: Some(of), .. }) => of,
+            _ => &self.deployment_id,
+        }
+    }
+
     /// ` (by alice)` when an operator asked for this deployment.
     fn requester_suffix(&self) -> String {
         self.requested
@@ -222,6 +231,60 @@ pub struct Message {
     pub outcome: Outcome,
     /// The incoming-webhook payload.
     pub payload: Value,
+}
+
+/// How far a state takes a release's living message (Slack app mode): it is edited only to a
+/// state as far or further, so it never goes back from an end.
+pub fn rank(state: &str) -> u8 {
+    match state {
+        "START" => 1,
+        "READY" => 2,
+        _ => 3,
+    }
+}
+
+/// What a state adds to the living message's thread, if anything: why it failed or stopped
+/// (broadcast to the channel by the caller), a rollback, the operator's request, the releases
+/// it skipped.
+pub fn thread_detail(n: &Notice) -> Option<String> {
+    let outcome = Outcome::of(n);
+    let mut lines = vec![];
+    if n.anchor() != n.deployment_id || outcome.mentions() || outcome == Outcome::Unknown {
+        lines.push(headline(n));
+    }
+    if let Some(q) = &n.requested {
+        if n.state == "START" {
+            lines.push(format!(
+                "Requested by {} ({} with the greenlight command)",
+                q.by,
+                q.kind.as_str()
+            ));
+        }
+    }
+    if !n.superseded.is_empty() {
+        lines.push(skipped_line(n));
+    }
+    for (title, value) in fields(n) {
+        if matches!(
+            title,
+            "Error" | "Reason" | "Rolled back because" | "Rollback"
+        ) {
+            lines.push(format!("{title}: {value}"));
+        }
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let text = lines.join("\n");
+    let text = match n
+        .mention_on_failure
+        .as_deref()
+        .filter(|m| !m.trim().is_empty())
+    {
+        Some(mention) if outcome.mentions() => format!("{mention} {text}"),
+        _ => text,
+    };
+    Some(clip_to(&text, SECTION_TEXT_MAX_CHARS))
 }
 
 /// Builds the message for a notice.

@@ -22,9 +22,8 @@ use greenlight_shared::task_definition::{tag_value, TAG_APP, TAG_DIGEST, TAG_VER
 use greenlight_shared::{AppConfig, AwsErrorKind};
 use tracing::{info, warn};
 
-use crate::core::{
-    last_good, once, post_notice, release_record, webhook_for, Deps, Notified, NotifyError,
-};
+use crate::core::{last_good, once, release_record, Deps, Notified, NotifyError};
+use crate::delivery::{destination_for, post_notice};
 use crate::message::{Notice, Rollback, StartedBy};
 
 /// The deployments of a service announced per event: the newest few cover one that a newer
@@ -167,7 +166,7 @@ async fn announce_once(
             tags,
             read,
         } = released;
-        let webhook = webhook_for(deps, app).await?;
+        let destination = destination_for(deps, app).await?;
         let (cluster, service) = greenlight_shared::engine::service_of_arn(id).unwrap_or_default();
         let mut notice = Notice {
             app: app.name.clone(),
@@ -188,7 +187,7 @@ async fn announce_once(
         let at = event.time.unwrap_or_else(Utc::now);
         enrich(deps, app, deployment, at, read, &mut notice).await;
         describe_rollout(deps, deployment, &mut notice).await;
-        post_notice(deps, app, &webhook, &notice, invocation).await
+        post_notice(deps, app, &destination, &notice, invocation).await
     })
     .await
 }

@@ -200,6 +200,11 @@ impl World {
             secrets: secrets.clone(),
             slack: SlackPoster::new(reqwest::Client::new())
                 .with_backoff(Duration::from_millis(10), Duration::from_millis(50)),
+            // Webhook mode only here (app mode: tests/tests/notifier_app.rs).
+            slack_app: greenlight_shared::slack::SlackApp::new(
+                reqwest::Client::new(),
+                "http://127.0.0.1:9/api",
+            ),
             default_webhook: default_webhook.map(|r| SecretRef::parse(r).unwrap()),
             region: "us-east-1".into(),
             webhooks: Default::default(),

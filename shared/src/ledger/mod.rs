@@ -188,6 +188,34 @@ pub trait NoticeLedger: Send + Sync {
     async fn notice_posted(&self, deployment_id: &str, state: &str) -> Result<(), LedgerError>;
     /// The announcement failed: give the claim back so the retried event can post it.
     async fn release_notice(&self, deployment_id: &str, state: &str) -> Result<(), LedgerError>;
+    /// Takes the one Slack message of a release run (`anchor`: the deployment that started it)
+    /// for this invocation, one writer at a time: what it shows so far, or `None` while
+    /// another invocation writes it (its lease runs out with its invocation).
+    async fn take_message(
+        &self,
+        anchor: &str,
+        lease: &Lease,
+    ) -> Result<Option<ReleaseMessage>, LedgerError>;
+    /// Records where the message is and what it shows; gives it back when `done`.
+    async fn keep_message(
+        &self,
+        anchor: &str,
+        message: &ReleaseMessage,
+        lease: &Lease,
+        done: bool,
+    ) -> Result<(), LedgerError>;
+}
+
+/// The one Slack message of a release run (Slack app mode): where it is, and the furthest
+/// state it shows (it never goes back).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReleaseMessage {
+    pub channel: Option<String>,
+    pub ts: Option<String>,
+    /// 0 nothing posted, 1 started, 2 ready on green, 3 ended.
+    pub rank: u8,
+    /// The deployment whose state it shows (a rollback deployment's states go to the thread).
+    pub deployment: Option<String>,
 }
 
 /// A release with the timeline of its statuses, as the operator's history shows it.

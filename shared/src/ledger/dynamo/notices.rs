@@ -5,9 +5,12 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 
-use super::{failed, is_condition_failure, n, s, update_if, DynamoLedger};
-use crate::ledger::{LedgerError, NoticeLedger};
+use super::{failed, get_n, get_s, is_condition_failure, n, s, update_if, DynamoLedger};
+use crate::ledger::{LedgerError, NoticeLedger, ReleaseMessage};
 use crate::queue::Lease;
+
+/// The sort key of a release run's Slack message, in its deployment's notice partition.
+const MESSAGE_KEY: &str = "message";
 
 /// Announcement markers expire (DynamoDB TTL on `expires_at`) after 30 days.
 const NOTICE_RETENTION_SECS: i64 = 30 * 24 * 3600;
@@ -75,5 +78,85 @@ impl NoticeLedger for DynamoLedger {
             .await
             .map_err(failed("DeleteItem"))?;
         Ok(())
+    }
+
+    async fn take_message(
+        &self,
+        anchor: &str,
+        lease: &Lease,
+    ) -> Result<Option<ReleaseMessage>, LedgerError> {
+        let now = Utc::now();
+        let taken = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", notice_key(anchor))
+            .key("sk", s(MESSAGE_KEY))
+            .update_expression(
+                "SET lock_owner = :me, lock_until = :until, expires_at = if_not_exists(expires_at, :expires)",
+            )
+            .condition_expression(
+                "attribute_not_exists(lock_until) OR lock_until < :now OR lock_owner = :me",
+            )
+            .expression_attribute_values(":me", s(&lease.owner))
+            .expression_attribute_values(":until", n(lease.until_ms))
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .expression_attribute_values(
+                ":expires",
+                n(now.timestamp() + NOTICE_RETENTION_SECS),
+            )
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match taken {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                Ok(Some(ReleaseMessage {
+                    channel: get_s(&item, "slack_channel"),
+                    ts: get_s(&item, "slack_ts"),
+                    rank: get_n(&item, "shown_rank").unwrap_or(0).clamp(0, 3) as u8,
+                    deployment: get_s(&item, "shown_deployment"),
+                }))
+            }
+            Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(failed("UpdateItem")(e)),
+        }
+    }
+
+    async fn keep_message(
+        &self,
+        anchor: &str,
+        message: &ReleaseMessage,
+        lease: &Lease,
+        done: bool,
+    ) -> Result<(), LedgerError> {
+        let mut set = vec!["shown_rank = :rank".to_string()];
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", notice_key(anchor))
+            .key("sk", s(MESSAGE_KEY))
+            .condition_expression("lock_owner = :me")
+            .expression_attribute_values(":me", s(&lease.owner))
+            .expression_attribute_values(":rank", n(i64::from(message.rank)));
+        for (attribute, placeholder, value) in [
+            ("slack_channel", ":channel", &message.channel),
+            ("slack_ts", ":ts", &message.ts),
+            ("shown_deployment", ":deployment", &message.deployment),
+        ] {
+            if let Some(value) = value {
+                set.push(format!("{attribute} = {placeholder}"));
+                request = request.expression_attribute_values(placeholder, s(value));
+            }
+        }
+        let release = if done {
+            " REMOVE lock_owner, lock_until"
+        } else {
+            ""
+        };
+        let request = request.update_expression(format!("SET {}{release}", set.join(", ")));
+        // A lease that ran out is another invocation's now: it records what it shows.
+        update_if(request).await.map(drop)
     }
 }

@@ -1,0 +1,240 @@
+//! A Slack Web API stand-in on 127.0.0.1: `chat.postMessage` and `chat.update` in Slack's
+//! documented request and answer shapes (JSON bodies, `Authorization: Bearer`, answers
+//! `{"ok": true, "channel", "ts", "message"}` or `{"ok": false, "error"}` with HTTP 200; 429
+//! with `Retry-After` when rate limited). It checks the token and the channel as Slack does
+//! (`invalid_auth`, `channel_not_found`), keeps every message's current text and attachments
+//! and each thread's replies, and can be scripted to fail: HTTP 429 or 500, an `ok: false`
+//! error, or an answer lost after Slack acted (the call is done, the client sees a 502).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+/// One scripted answer, used by the next call of its method (or any method).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlackFault {
+    /// HTTP 429 with `Retry-After: 1`.
+    RateLimited,
+    /// HTTP 500.
+    ServerError,
+    /// `{"ok": false, "error": …}` (`ratelimited`, `message_not_found`, `not_in_channel`, …).
+    Error(String),
+    /// The call is done, and its answer lost (HTTP 502 to the client).
+    LostAfterActing,
+}
+
+/// A message as the channel shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelMessage {
+    pub ts: String,
+    pub text: String,
+    pub attachments: Value,
+    /// Replies in its thread, oldest first: (text, also sent to the channel).
+    pub replies: Vec<(String, bool)>,
+    /// How many times it was edited.
+    pub edits: u32,
+}
+
+#[derive(Default)]
+struct Workspace {
+    token: String,
+    channels: Vec<String>,
+    messages: Vec<(String, ChannelMessage)>,
+    next_ts: u64,
+    script: VecDeque<(Option<String>, SlackFault)>,
+    calls: Vec<String>,
+    /// Slack is down: every call answers HTTP 503.
+    down: bool,
+}
+
+#[derive(Clone)]
+pub struct SlackApiStandIn {
+    /// The API base (`…/api`), as `GREENLIGHT_SLACK_API_URL` takes it.
+    pub base: String,
+    workspace: Arc<Mutex<Workspace>>,
+}
+
+impl SlackApiStandIn {
+    /// A workspace where `token` may post to `channels`.
+    pub async fn start(token: &str, channels: &[&str]) -> Self {
+        let workspace = Arc::new(Mutex::new(Workspace {
+            token: token.to_string(),
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            next_ts: 1_764_900_000_000_100,
+            ..Workspace::default()
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the Slack API stand-in");
+        let base = format!("http://{}/api", listener.local_addr().expect("address"));
+        let app = Router::new()
+            .route("/api/{method}", post(serve))
+            .with_state(workspace.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { base, workspace }
+    }
+
+    /// The next call of `method` (any method when `None`) answers with `fault`.
+    pub fn fail_next(&self, method: Option<&str>, fault: SlackFault) {
+        self.workspace
+            .lock()
+            .unwrap()
+            .script
+            .push_back((method.map(str::to_string), fault));
+    }
+
+    /// Slack goes down (every call answers HTTP 503) or comes back.
+    pub fn set_down(&self, down: bool) {
+        self.workspace.lock().unwrap().down = down;
+    }
+
+    /// Deletes a message, as a person can in Slack.
+    pub fn delete(&self, ts: &str) {
+        self.workspace
+            .lock()
+            .unwrap()
+            .messages
+            .retain(|(_, m)| m.ts != ts);
+    }
+
+    /// The channel's messages, oldest first, each with its thread.
+    pub fn channel(&self, channel: &str) -> Vec<ChannelMessage> {
+        let workspace = self.workspace.lock().unwrap();
+        workspace
+            .messages
+            .iter()
+            .filter(|(c, _)| c == channel)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// Every method called, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.workspace.lock().unwrap().calls.clone()
+    }
+
+    /// The channel as a person reads it: each message's text, then its thread indented.
+    pub fn render(&self, channel: &str) -> String {
+        let mut out = String::new();
+        for m in self.channel(channel) {
+            out += &format!("{}\n", m.text);
+            for (reply, broadcast) in &m.replies {
+                let also = if *broadcast {
+                    " (also sent to the channel)"
+                } else {
+                    ""
+                };
+                out += &format!("    ↳ {}{also}\n", reply.replace('\n', "\n      "));
+            }
+        }
+        out
+    }
+}
+
+fn ok(body: Value) -> Response {
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+fn refused(error: &str) -> Response {
+    ok(json!({"ok": false, "error": error}))
+}
+
+async fn serve(
+    State(workspace): State<Arc<Mutex<Workspace>>>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Json<Value>,
+) -> Response {
+    let mut w = workspace.lock().unwrap();
+    w.calls.push(method.clone());
+    if w.down {
+        return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+    }
+    let scripted = w
+        .script
+        .iter()
+        .position(|(m, _)| m.as_deref().is_none_or(|m| m == method));
+    let fault = scripted.and_then(|i| w.script.remove(i)).map(|(_, f)| f);
+    match &fault {
+        Some(SlackFault::RateLimited) => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                "rate limited",
+            )
+                .into_response()
+        }
+        Some(SlackFault::ServerError) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response()
+        }
+        Some(SlackFault::Error(e)) => return refused(e),
+        _ => {}
+    }
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer != Some(w.token.as_str()) {
+        return refused("invalid_auth");
+    }
+    let channel = body["channel"].as_str().unwrap_or_default().to_string();
+    if !w.channels.contains(&channel) {
+        return refused("channel_not_found");
+    }
+    let text = body["text"].as_str().unwrap_or_default().to_string();
+    let answer = match method.as_str() {
+        "chat.postMessage" => {
+            w.next_ts += 100;
+            let ts = format!("{}.{:06}", w.next_ts / 1_000_000, w.next_ts % 1_000_000);
+            match body["thread_ts"].as_str() {
+                Some(parent) => {
+                    let broadcast = body["reply_broadcast"] == true;
+                    match w.messages.iter_mut().find(|(_, m)| m.ts == parent) {
+                        Some((_, m)) => m.replies.push((text.clone(), broadcast)),
+                        None => return refused("thread_not_found"),
+                    }
+                }
+                None => {
+                    let message = ChannelMessage {
+                        ts: ts.clone(),
+                        text: text.clone(),
+                        attachments: body["attachments"].clone(),
+                        replies: vec![],
+                        edits: 0,
+                    };
+                    w.messages.push((channel.clone(), message));
+                }
+            }
+            json!({"ok": true, "channel": channel, "ts": ts, "message": {"type": "message", "text": text, "ts": ts}})
+        }
+        "chat.update" => {
+            let ts = body["ts"].as_str().unwrap_or_default().to_string();
+            match w
+                .messages
+                .iter_mut()
+                .find(|(c, m)| *c == channel && m.ts == ts)
+            {
+                Some((_, m)) => {
+                    m.text = text.clone();
+                    m.attachments = body["attachments"].clone();
+                    m.edits += 1;
+                }
+                None => return refused("message_not_found"),
+            }
+            json!({"ok": true, "channel": channel, "ts": ts, "text": text})
+        }
+        _ => return refused("unknown_method"),
+    };
+    if fault == Some(SlackFault::LostAfterActing) {
+        return (StatusCode::BAD_GATEWAY, "connection reset").into_response();
+    }
+    ok(answer)
+}

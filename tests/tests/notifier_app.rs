@@ -1,0 +1,344 @@
+//! Slack app mode: the notifier keeps one living message per release run, against the Slack
+//! Web API stand-in, with the in-memory ledger and ECS (native deployments).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use greenlight_notifier::{notify, parse_event, Deps, Notified, NotifyError, SecretSource};
+use greenlight_shared::aws::ecs::ServiceDeploymentBrief;
+use greenlight_shared::fakes::{digest, sample_event, Calls, FakeCodeDeploy, FakeEcs, FakeLedger};
+use greenlight_shared::invocation::Invocation;
+use greenlight_shared::ledger::{Ledger, NoticeLedger, ReleaseRecord, ReleaseStatus};
+use greenlight_shared::secrets::{Secret, SecretError, SecretRef};
+use greenlight_shared::slack::{SlackApp, SlackPoster};
+use greenlight_shared::Config;
+use greenlight_tests::slack_api::{SlackApiStandIn, SlackFault};
+use serde_json::json;
+
+const TOKEN: &str = "xoxb-1111-2222-secrettoken";
+const CHANNEL: &str = "C0DEPLOYS";
+const TD: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/web3:12";
+
+fn config(channel: &str) -> String {
+    format!(
+        r##"
+[apps.web3]
+repository = "web3"
+cluster = "default"
+service = "web3"
+[apps.web3.slack]
+token = "env:SLACK_TOKEN"
+channel = "{channel}"
+mention_on_failure = "<!here>"
+"##
+    )
+}
+
+struct Token(String);
+
+#[async_trait]
+impl SecretSource for Token {
+    async fn read(&self, r: &SecretRef) -> Result<Secret, SecretError> {
+        match r {
+            SecretRef::Env(var) if var == "SLACK_TOKEN" => Ok(Secret::new(self.0.clone())),
+            other => Err(SecretError {
+                reference: other.to_string(),
+                message: "no such secret".into(),
+            }),
+        }
+    }
+}
+
+struct World {
+    deps: Deps,
+    ecs: Arc<FakeEcs>,
+    ledger: Arc<FakeLedger>,
+    slack: SlackApiStandIn,
+}
+
+impl World {
+    async fn new() -> Self {
+        Self::with(&config(CHANNEL), TOKEN).await
+    }
+
+    async fn with(config: &str, token: &str) -> Self {
+        let slack = SlackApiStandIn::start(TOKEN, &[CHANNEL]).await;
+        let calls = Arc::new(Calls::default());
+        let ecs = Arc::new(FakeEcs::new(calls.clone(), "").native());
+        *ecs.tags.lock().unwrap() = [
+            ("greenlight:app", "web3"),
+            ("greenlight:version", "v2.0.0"),
+            ("greenlight:digest", digest(5).as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(*k).value(*v).build())
+        .collect();
+        let ledger = Arc::new(FakeLedger::default());
+        let deps = Deps {
+            config: Config::parse(config).unwrap(),
+            codedeploy: Arc::new(FakeCodeDeploy::new(calls.clone())),
+            ecs: ecs.clone(),
+            ledger: Some(ledger.clone() as Arc<dyn Ledger>),
+            secrets: Arc::new(Token(token.to_string())),
+            slack: SlackPoster::new(reqwest::Client::new()),
+            slack_app: SlackApp::new(reqwest::Client::new(), slack.base.clone())
+                .with_backoff(Duration::from_millis(10), Duration::from_millis(50)),
+            default_webhook: None,
+            region: "us-east-1".into(),
+            webhooks: Default::default(),
+        };
+        Self {
+            deps,
+            ecs,
+            ledger,
+            slack,
+        }
+    }
+
+    /// web3's service has deployment 1 in `status`.
+    fn deployment(&self, status: &str, reason: Option<&str>) {
+        let base = "arn:aws:ecs:us-east-1:123456789012";
+        *self.ecs.service_deployments.lock().unwrap() = vec![(
+            ServiceDeploymentBrief {
+                arn: format!("{base}:service-deployment/default/web3/dep1"),
+                status: status.into(),
+                status_reason: reason.map(str::to_string),
+                target_revision: Some(format!("{base}:service-revision/default/web3/1")),
+                created_at: Some(Utc::now() - chrono::Duration::minutes(3)),
+            },
+            TD.to_string(),
+        )];
+    }
+
+    async fn event(&self, name: &str, request_id: &str) -> Result<Notified, NotifyError> {
+        self.event_within(name, request_id, Duration::from_secs(20))
+            .await
+    }
+
+    async fn event_within(
+        &self,
+        name: &str,
+        request_id: &str,
+        time: Duration,
+    ) -> Result<Notified, NotifyError> {
+        let mut event = sample_event("ecs-deployment-state-change-completed");
+        event["detail"]["eventName"] = json!(name);
+        event["time"] = json!(Utc::now());
+        event["resources"] = json!(["arn:aws:ecs:us-east-1:123456789012:service/default/web3"]);
+        notify(
+            &self.deps,
+            parse_event(event).unwrap(),
+            &Invocation::for_test(request_id, time),
+        )
+        .await
+    }
+
+    fn channel(&self) -> Vec<greenlight_tests::slack_api::ChannelMessage> {
+        self.slack.channel(CHANNEL)
+    }
+}
+
+fn serving(w: &World) {
+    w.ledger.insert(ReleaseRecord {
+        app: "web3".into(),
+        digest: digest(4),
+        version: "v1.9.0".into(),
+        image: String::new(),
+        pushed_at: Utc::now() - chrono::Duration::hours(1),
+        status: ReleaseStatus::Succeeded,
+        owner: None,
+        lease_until: None,
+        task_definition_arn: None,
+        deployment_id: None,
+        superseded_by: None,
+        hook_reason: None,
+        hook_reported_execution: None,
+        provenance: Default::default(),
+        request: None,
+    });
+}
+
+#[tokio::test]
+async fn a_release_is_one_message_edited_to_its_end_with_the_failure_in_its_thread() {
+    let w = World::new().await;
+    serving(&w);
+    w.deployment("IN_PROGRESS", None);
+    w.event("SERVICE_DEPLOYMENT_IN_PROGRESS", "req-1")
+        .await
+        .unwrap();
+    let channel = w.channel();
+    assert_eq!(channel.len(), 1);
+    assert_eq!(
+        channel[0].text,
+        ":rocket: web3 v2.0.0 deploying to production"
+    );
+
+    w.deployment(
+        "ROLLBACK_SUCCESSFUL",
+        Some("the POST_TEST_TRAFFIC_SHIFT hook returned FAILED"),
+    );
+    w.event("SERVICE_DEPLOYMENT_FAILED", "req-2").await.unwrap();
+    let channel = w.channel();
+    assert_eq!(channel.len(), 1, "{}", w.slack.render(CHANNEL));
+    let message = &channel[0];
+    assert_eq!(
+        message.text,
+        ":x: web3 v2.0.0 FAILED on production — rolled back to v1.9.0"
+    );
+    assert_eq!(message.edits, 1);
+    // The failure's detail in the thread, sent to the channel too, with the mention.
+    assert_eq!(message.replies.len(), 1, "{:?}", message.replies);
+    let (reply, broadcast) = &message.replies[0];
+    assert!(*broadcast);
+    assert!(
+        reply.starts_with("<!here> :x: web3 v2.0.0 FAILED"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("Error: the POST_TEST_TRAFFIC_SHIFT hook returned FAILED"),
+        "{reply}"
+    );
+    assert_eq!(
+        w.slack.calls(),
+        ["chat.postMessage", "chat.update", "chat.postMessage"]
+    );
+}
+
+#[tokio::test]
+async fn a_late_or_repeated_state_never_takes_the_message_back_from_its_end() {
+    let w = World::new().await;
+    w.deployment("ROLLBACK_SUCCESSFUL", Some("rolled back"));
+    w.event("SERVICE_DEPLOYMENT_FAILED", "req-1").await.unwrap();
+    // A late IN_PROGRESS for the same deployment (its marker lost): announced to nobody's
+    // harm, the message stays FAILED.
+    w.ledger.notices.lock().unwrap().clear();
+    w.deployment("IN_PROGRESS", None);
+    w.event("SERVICE_DEPLOYMENT_IN_PROGRESS", "req-2")
+        .await
+        .unwrap();
+    // And the FAILED again (its marker lost too): the same edit, no new message.
+    w.ledger.notices.lock().unwrap().clear();
+    w.deployment("ROLLBACK_SUCCESSFUL", Some("rolled back"));
+    w.event("SERVICE_DEPLOYMENT_FAILED", "req-3").await.unwrap();
+    let channel = w.channel();
+    assert_eq!(channel.len(), 1, "{}", w.slack.render(CHANNEL));
+    assert!(
+        channel[0].text.starts_with(":x: web3 v2.0.0 FAILED"),
+        "{}",
+        channel[0].text
+    );
+    assert!(!channel[0].text.contains("deployed"));
+}
+
+#[tokio::test]
+async fn slack_faults_are_retried_and_a_deleted_message_is_posted_again() {
+    let w = World::new().await;
+    w.slack
+        .fail_next(Some("chat.postMessage"), SlackFault::RateLimited);
+    w.slack.fail_next(
+        Some("chat.postMessage"),
+        SlackFault::Error("ratelimited".into()),
+    );
+    w.slack
+        .fail_next(Some("chat.postMessage"), SlackFault::ServerError);
+    w.deployment("IN_PROGRESS", None);
+    w.event("SERVICE_DEPLOYMENT_IN_PROGRESS", "req-1")
+        .await
+        .unwrap();
+    let first = w.channel();
+    assert_eq!(first.len(), 1);
+    // Someone deletes it; the next state posts it again and carries on.
+    w.slack.delete(&first[0].ts);
+    w.slack
+        .fail_next(Some("chat.update"), SlackFault::LostAfterActing);
+    w.deployment("SUCCESSFUL", None);
+    w.event("SERVICE_DEPLOYMENT_COMPLETED", "req-2")
+        .await
+        .unwrap();
+    let channel = w.channel();
+    assert_eq!(channel.len(), 1, "{}", w.slack.render(CHANNEL));
+    assert!(
+        channel[0]
+            .text
+            .starts_with(":white_check_mark: web3 v2.0.0 deployed to production"),
+        "{}",
+        channel[0].text
+    );
+    // Slack down for the whole invocation: it fails (EventBridge retries), the message kept.
+    w.ledger.notices.lock().unwrap().clear();
+    w.slack.set_down(true);
+    let down = w
+        .event_within(
+            "SERVICE_DEPLOYMENT_COMPLETED",
+            "req-3",
+            Duration::from_secs(4),
+        )
+        .await;
+    w.slack.set_down(false);
+    assert!(
+        matches!(&down, Err(NotifyError::SlackApp { .. })),
+        "{down:?}"
+    );
+    assert_eq!(w.channel().len(), 1);
+}
+
+#[tokio::test]
+async fn a_channel_or_token_slack_refuses_is_one_error_naming_the_key_never_the_token() {
+    let w = World::with(&config("C0ELSEWHERE"), TOKEN).await;
+    w.deployment("IN_PROGRESS", None);
+    let err = w
+        .event("SERVICE_DEPLOYMENT_IN_PROGRESS", "req-1")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("apps.web3.slack.channel"), "{text}");
+    assert!(text.contains("channel_not_found"), "{text}");
+    assert!(!text.contains(TOKEN));
+
+    let w = World::with(&config(CHANNEL), "xoxb-revoked-secret").await;
+    w.deployment("IN_PROGRESS", None);
+    let err = w
+        .event("SERVICE_DEPLOYMENT_IN_PROGRESS", "req-1")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("apps.web3.slack.token") && text.contains("invalid_auth"),
+        "{text}"
+    );
+    assert!(!text.contains("xoxb-revoked-secret"), "{text}");
+    assert!(w.channel().is_empty());
+}
+
+#[tokio::test]
+async fn a_message_another_invocation_is_writing_is_waited_for_then_retried() {
+    let w = World::new().await;
+    w.deployment("IN_PROGRESS", None);
+    let anchor = "arn:aws:ecs:us-east-1:123456789012:service-deployment/default/web3/dep1";
+    // Another invocation holds the message for the next minute.
+    let holder = greenlight_shared::queue::Lease {
+        owner: "req-other".into(),
+        until_ms: Utc::now().timestamp_millis() + 60_000,
+        now_ms: Utc::now().timestamp_millis(),
+    };
+    assert!(w
+        .ledger
+        .take_message(anchor, &holder)
+        .await
+        .unwrap()
+        .is_some());
+    let busy = w.event("SERVICE_DEPLOYMENT_IN_PROGRESS", "req-1").await;
+    assert!(
+        matches!(&busy, Err(NotifyError::MessageBusy { .. })),
+        "{busy:?}"
+    );
+    assert!(w.channel().is_empty());
+    // Its invocation ends (the lease runs out): the retried event posts the one message.
+    w.ledger.messages.lock().unwrap().get_mut(anchor).unwrap().1 = None;
+    w.event("SERVICE_DEPLOYMENT_IN_PROGRESS", "req-1")
+        .await
+        .unwrap();
+    assert_eq!(w.channel().len(), 1);
+}
