@@ -262,7 +262,10 @@ impl SlackApp {
                         | "fatal_error"
                         | "service_unavailable"
                         | "request_timeout" => (after.unwrap_or(backoff), error),
-                        "message_not_found" => return Err(SlackApiError::MessageNotFound),
+                        // The message, or the thread's parent, was deleted.
+                        "message_not_found" | "thread_not_found" => {
+                            return Err(SlackApiError::MessageNotFound)
+                        }
                         e if SETUP_ERRORS.contains(&e) => {
                             return Err(SlackApiError::Setup { error })
                         }

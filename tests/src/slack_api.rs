@@ -27,6 +27,8 @@ pub enum SlackFault {
     Error(String),
     /// The call is done, and its answer lost (HTTP 502 to the client).
     LostAfterActing,
+    /// A person deleted the message the call names (its `ts` or `thread_ts`) just before.
+    Deleted,
 }
 
 /// A message as the channel shows it.
@@ -51,6 +53,8 @@ struct Workspace {
     calls: Vec<String>,
     /// Slack is down: every call answers HTTP 503.
     down: bool,
+    /// Faults for the calls with these numbers (the first call is 1).
+    at_call: Vec<(usize, SlackFault)>,
 }
 
 #[derive(Clone)]
@@ -89,6 +93,13 @@ impl SlackApiStandIn {
             .unwrap()
             .script
             .push_back((method.map(str::to_string), fault));
+    }
+
+    /// The `n`th call from now on (1: the next) answers with `fault`.
+    pub fn fail_call(&self, n: usize, fault: SlackFault) {
+        let mut w = self.workspace.lock().unwrap();
+        let at = w.calls.len() + n;
+        w.at_call.push((at, fault));
     }
 
     /// Slack goes down (every call answers HTTP 503) or comes back.
@@ -162,7 +173,11 @@ async fn serve(
         .script
         .iter()
         .position(|(m, _)| m.as_deref().is_none_or(|m| m == method));
-    let fault = scripted.and_then(|i| w.script.remove(i)).map(|(_, f)| f);
+    let numbered = w.calls.len();
+    let fault = match w.at_call.iter().position(|(n, _)| *n == numbered) {
+        Some(i) => Some(w.at_call.remove(i).1),
+        None => scripted.and_then(|i| w.script.remove(i)).map(|(_, f)| f),
+    };
     match &fault {
         Some(SlackFault::RateLimited) => {
             return (
@@ -176,6 +191,12 @@ async fn serve(
             return (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response()
         }
         Some(SlackFault::Error(e)) => return refused(e),
+        Some(SlackFault::Deleted) => {
+            let named = body["ts"].as_str().or(body["thread_ts"].as_str());
+            if let Some(ts) = named.map(str::to_string) {
+                w.messages.retain(|(_, m)| m.ts != ts);
+            }
+        }
         _ => {}
     }
     let bearer = headers

@@ -169,6 +169,7 @@ async fn a_release_runs_message_has_one_writer_at_a_time_and_keeps_where_it_is()
         ts: Some("1764900000.000200".into()),
         rank: 1,
         deployment: Some(anchor.into()),
+        payload: Some(r#"{"text":"web1 v1.4.3 deploying"}"#.into()),
     };
     // Kept as soon as Slack names it, still held.
     ledger

@@ -24,6 +24,15 @@ const TD: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/web3:12";
 fn config(channel: &str) -> String {
     format!(
         r##"
+[apps.web1]
+repository = "web1"
+application = "web1"
+deployment_group = "web1-bluegreen"
+[apps.web1.slack]
+token = "env:SLACK_TOKEN"
+channel = "{channel}"
+mention_on_failure = "<!here>"
+
 [apps.web3]
 repository = "web3"
 cluster = "default"
@@ -53,6 +62,7 @@ impl SecretSource for Token {
 
 struct World {
     deps: Deps,
+    codedeploy: Arc<FakeCodeDeploy>,
     ecs: Arc<FakeEcs>,
     ledger: Arc<FakeLedger>,
     slack: SlackApiStandIn,
@@ -76,9 +86,10 @@ impl World {
         .map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(*k).value(*v).build())
         .collect();
         let ledger = Arc::new(FakeLedger::default());
+        let codedeploy = Arc::new(FakeCodeDeploy::new(calls.clone()));
         let deps = Deps {
             config: Config::parse(config).unwrap(),
-            codedeploy: Arc::new(FakeCodeDeploy::new(calls.clone())),
+            codedeploy: codedeploy.clone(),
             ecs: ecs.clone(),
             ledger: Some(ledger.clone() as Arc<dyn Ledger>),
             secrets: Arc::new(Token(token.to_string())),
@@ -91,6 +102,7 @@ impl World {
         };
         Self {
             deps,
+            codedeploy,
             ecs,
             ledger,
             slack,
@@ -341,4 +353,220 @@ async fn a_message_another_invocation_is_writing_is_waited_for_then_retried() {
         .await
         .unwrap();
     assert_eq!(w.channel().len(), 1);
+}
+
+// ---- the fault matrix: CodeDeploy's failed release and its rollback deployment -------------
+
+const DEPLOYMENT: &str = "d-7GQK2M4XB";
+const ROLLBACK: &str = "d-ROLLBACK1";
+const HOOK_REASON: &str = "http_probe failed: 3 failed probes in a row";
+
+fn release(n: u8, version: &str, status: ReleaseStatus) -> ReleaseRecord {
+    ReleaseRecord {
+        app: "web1".into(),
+        digest: digest(n),
+        version: version.into(),
+        status,
+        ..serving_record()
+    }
+}
+
+fn serving_record() -> ReleaseRecord {
+    ReleaseRecord {
+        app: "web3".into(),
+        digest: digest(4),
+        version: "v1.9.0".into(),
+        image: String::new(),
+        pushed_at: Utc::now() - chrono::Duration::hours(1),
+        status: ReleaseStatus::Succeeded,
+        owner: None,
+        lease_until: None,
+        task_definition_arn: None,
+        deployment_id: None,
+        superseded_by: None,
+        hook_reason: None,
+        hook_reported_execution: None,
+        provenance: Default::default(),
+        request: None,
+    }
+}
+
+/// web1 v1.4.3 (release 3) failed its hook; CodeDeploy rolled it back to v1.4.2.
+fn failed_and_rolled_back(w: &World) {
+    use greenlight_shared::appspec::ReleaseDescription;
+    use greenlight_shared::aws::codedeploy::Deployment;
+    w.ledger
+        .insert(release(2, "v1.4.2", ReleaseStatus::Succeeded));
+    w.ledger.insert(ReleaseRecord {
+        hook_reason: Some(HOOK_REASON.into()),
+        ..release(3, "v1.4.3", ReleaseStatus::Failed)
+    });
+    let of = |id: &str, n: u8, version: &str, status: &str| Deployment {
+        id: id.into(),
+        application: "web1".into(),
+        deployment_group: "web1-bluegreen".into(),
+        status: status.into(),
+        description: Some(
+            ReleaseDescription {
+                app: "web1".into(),
+                version: version.into(),
+                digest: digest(n),
+                request: None,
+            }
+            .to_string(),
+        ),
+        creator: Some("user".into()),
+        ..Deployment::default()
+    };
+    let mut deployments = w.codedeploy.deployments.lock().unwrap();
+    deployments.insert(
+        DEPLOYMENT.into(),
+        Deployment {
+            rollback_deployment_id: Some(ROLLBACK.into()),
+            error_message: Some("the AfterAllowTestTraffic hook failed".into()),
+            ..of(DEPLOYMENT, 3, "v1.4.3", "Failed")
+        },
+    );
+    deployments.insert(
+        ROLLBACK.into(),
+        Deployment {
+            description: None,
+            creator: Some("codeDeployRollback".into()),
+            rolls_back_deployment_id: Some(DEPLOYMENT.into()),
+            ..of(ROLLBACK, 2, "v1.4.2", "Succeeded")
+        },
+    );
+}
+
+fn codedeploy_event(id: &str, state: &str) -> serde_json::Value {
+    let name = match state {
+        "START" => "codedeploy-start",
+        "FAILURE" => "codedeploy-failure",
+        _ => "codedeploy-success",
+    };
+    let mut e = sample_event(name);
+    e["detail"]["deploymentId"] = json!(id);
+    e["detail"]["state"] = json!(state);
+    e
+}
+
+/// Delivers an event as EventBridge does: again, as a new invocation, while it fails (at most
+/// five times); the errors' texts.
+async fn deliver(w: &World, event: &serde_json::Value, attempt: &mut u32) -> Vec<String> {
+    let mut errors = vec![];
+    for _ in 0..5 {
+        *attempt += 1;
+        let out = notify(
+            &w.deps,
+            parse_event(event.clone()).unwrap(),
+            &Invocation::for_test(&format!("req-{attempt}"), Duration::from_secs(3)),
+        )
+        .await;
+        match out {
+            Ok(_) => break,
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    errors
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_slack_fault_at_every_call_keeps_one_message_per_release_run_ending_failed() {
+    let in_order = [
+        (DEPLOYMENT, "START"),
+        (DEPLOYMENT, "FAILURE"),
+        (ROLLBACK, "START"),
+        (ROLLBACK, "SUCCESS"),
+    ];
+    let reordered = [
+        (ROLLBACK, "SUCCESS"),
+        (DEPLOYMENT, "FAILURE"),
+        (DEPLOYMENT, "START"),
+        (ROLLBACK, "START"),
+    ];
+    let twice: Vec<_> = in_order.iter().flat_map(|e| [*e, *e]).collect();
+    let orders: [(&str, Vec<(&str, &str)>); 3] = [
+        ("in order", in_order.to_vec()),
+        ("reordered", reordered.to_vec()),
+        ("each twice", twice),
+    ];
+    // A clean run: how many Slack calls each order makes.
+    let mut points = vec![];
+    for (name, events) in &orders {
+        let w = World::new().await;
+        failed_and_rolled_back(&w);
+        let mut attempt = 0;
+        for (id, state) in events {
+            deliver(&w, &codedeploy_event(id, state), &mut attempt).await;
+        }
+        points.push((*name, events.clone(), w.slack.calls().len()));
+    }
+    let faults = [
+        SlackFault::RateLimited,
+        SlackFault::ServerError,
+        SlackFault::Error("ratelimited".into()),
+        SlackFault::Deleted,
+        SlackFault::LostAfterActing,
+    ];
+    let (mut cases, mut failures, mut doubled) = (0, vec![], 0);
+    for (name, events, calls) in &points {
+        for call in 1..=*calls {
+            for fault in &faults {
+                cases += 1;
+                let w = World::new().await;
+                failed_and_rolled_back(&w);
+                w.slack.fail_call(call, fault.clone());
+                let mut attempt = 0;
+                let mut errors = vec![];
+                for (id, state) in events {
+                    errors.extend(deliver(&w, &codedeploy_event(id, state), &mut attempt).await);
+                }
+                let channel = w.channel();
+                let case = format!("{name}, call {call}, {fault:?}");
+                // The one place Slack's lost answer cannot be found again with chat:write: a
+                // post of the message itself (see delivery.rs); every other fault keeps one.
+                let lost_post = *fault == SlackFault::LostAfterActing
+                    && w.slack.calls().get(call - 1).map(String::as_str)
+                        == Some("chat.postMessage");
+                let most = if lost_post { 2 } else { 1 };
+                if channel.is_empty() || channel.len() > most {
+                    failures.push(format!(
+                        "{case}: {} messages\n{}",
+                        channel.len(),
+                        w.slack.render(CHANNEL)
+                    ));
+                    continue;
+                }
+                doubled += usize::from(channel.len() == 2);
+                let last = channel.last().unwrap();
+                if last.text != ":x: web1 v1.4.3 FAILED on production — rolled back to v1.4.2" {
+                    failures.push(format!("{case}: the message reads {:?}", last.text));
+                }
+                let broadcast: Vec<_> = channel
+                    .iter()
+                    .flat_map(|m| m.replies.iter())
+                    .filter(|(r, b)| *b && r.contains("FAILED") && r.contains(HOOK_REASON))
+                    .collect();
+                // A message a person deleted takes its thread with it: posted again, it shows
+                // the release's furthest state; the replies before are gone.
+                if broadcast.is_empty() && *fault != SlackFault::Deleted {
+                    failures.push(format!(
+                        "{case}: no failure with the hook's reason in the thread\n{}",
+                        w.slack.render(CHANNEL)
+                    ));
+                }
+                if errors.iter().any(|e| e.contains(TOKEN)) {
+                    failures.push(format!("{case}: the token in an error"));
+                }
+            }
+        }
+    }
+    println!(
+        "notifier app-mode fault matrix: {} orders x their Slack calls x {} faults = {cases} cases, {} violated; {doubled} with a second message (a post's answer lost after Slack acted)",
+        points.len(),
+        faults.len(),
+        failures.len()
+    );
+    assert!(cases >= 60, "{cases}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

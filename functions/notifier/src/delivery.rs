@@ -234,19 +234,31 @@ impl Living<'_> {
             .deployment
             .as_deref()
             .is_none_or(|d| d == notice.deployment_id);
+        // At an equal rank the run's own deployment wins over its rollback deployment: the
+        // message says the release FAILED, the thread that it was rolled back.
+        let own = notice.deployment_id == anchor;
         let furthest =
-            shown.ts.is_none() || rank > shown.rank || rank == shown.rank && same_deployment;
-        if furthest {
+            shown.rank == 0 || rank > shown.rank || rank == shown.rank && (same_deployment || own);
+        // What the message is to show: this state when it is the furthest, else (the message
+        // deleted) the furthest state's, as kept, posted again.
+        let main = if furthest {
+            Some(message.payload.clone())
+        } else if shown.ts.is_none() {
+            shown
+                .payload
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok())
+        } else {
+            None
+        };
+        if let Some(payload) = &main {
             let edited = match (&shown.channel, &shown.ts) {
                 (Some(channel), Some(ts)) => {
                     calls += 1;
-                    let update = self.deps.slack_app.update(
-                        self.token,
-                        channel,
-                        ts,
-                        &message.payload,
-                        self.deadline,
-                    );
+                    let update =
+                        self.deps
+                            .slack_app
+                            .update(self.token, channel, ts, payload, self.deadline);
                     match update.await {
                         Ok(()) => true,
                         Err(SlackApiError::MessageNotFound) => {
@@ -260,16 +272,22 @@ impl Living<'_> {
             };
             if !edited {
                 calls += 1;
-                let posted = self.call(notice, self.post_new(&message.payload)).await?;
+                let posted = self.call(notice, self.post_new(payload)).await?;
                 shown.channel = Some(posted.channel);
                 shown.ts = Some(posted.ts);
+                if furthest {
+                    shown.payload = Some(message.payload.to_string());
+                }
                 // Kept at once: a failure from here on never posts the message again.
                 if let Err(e) = ledger.keep_message(anchor, shown, lease, false).await {
                     warn!(app = %self.app.name, error = %e, "could not record the release's message in the ledger");
                 }
             }
-            shown.rank = shown.rank.max(rank);
-            shown.deployment = Some(notice.deployment_id.clone());
+            if furthest {
+                shown.rank = shown.rank.max(rank);
+                shown.deployment = Some(notice.deployment_id.clone());
+                shown.payload = Some(message.payload.to_string());
+            }
         }
         if let (Some(detail), Some(channel), Some(ts)) =
             (message::thread_detail(notice), &shown.channel, &shown.ts)
@@ -284,7 +302,16 @@ impl Living<'_> {
                 Some((ts, broadcast)),
                 self.deadline,
             );
-            self.call(notice, reply).await?;
+            match reply.await {
+                Ok(_) => {}
+                // The message was deleted: the retried event posts it again, then the reply.
+                Err(SlackApiError::MessageNotFound) => {
+                    shown.channel = None;
+                    shown.ts = None;
+                    return Err(self.failed(notice, SlackApiError::MessageNotFound));
+                }
+                Err(source) => return Err(self.failed(notice, source)),
+            }
         }
         Ok(calls)
     }

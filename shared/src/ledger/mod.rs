@@ -216,6 +216,8 @@ pub struct ReleaseMessage {
     pub rank: u8,
     /// The deployment whose state it shows (a rollback deployment's states go to the thread).
     pub deployment: Option<String>,
+    /// What it shows (the message's JSON), to post again if someone deletes it.
+    pub payload: Option<String>,
 }
 
 /// A release with the timeline of its statuses, as the operator's history shows it.

@@ -116,6 +116,7 @@ impl NoticeLedger for DynamoLedger {
                     ts: get_s(&item, "slack_ts"),
                     rank: get_n(&item, "shown_rank").unwrap_or(0).clamp(0, 3) as u8,
                     deployment: get_s(&item, "shown_deployment"),
+                    payload: get_s(&item, "shown_message"),
                 }))
             }
             Err(e) if is_condition_failure(&e) => Ok(None),
@@ -144,6 +145,7 @@ impl NoticeLedger for DynamoLedger {
             ("slack_channel", ":channel", &message.channel),
             ("slack_ts", ":ts", &message.ts),
             ("shown_deployment", ":deployment", &message.deployment),
+            ("shown_message", ":message", &message.payload),
         ] {
             if let Some(value) = value {
                 set.push(format!("{attribute} = {placeholder}"));
