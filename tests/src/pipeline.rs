@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_ecs::types::DeploymentControllerType;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::codedeploy::{CodeDeployStandIn, GroupSpec, Lifecycle};
 use crate::ecs_native::{EcsNativeStandIn, NativeLifecycle, NativeService, StandInRollout};
@@ -19,6 +19,7 @@ use crate::invoke_api::InvokeApi;
 use crate::moto::{workspace_root, MotoServer};
 use crate::receivers::{GreenApp, Health, SlackReceiver};
 use crate::runtime::{FunctionHost, Invoked};
+use crate::slack_api::SlackApiStandIn;
 use crate::world::{
     create_green_task_set, push_event, seed_app_deployed_by, start_green_task, stop_green_task,
     Clients, SeededApp, CLUSTER, TABLE,
@@ -54,6 +55,17 @@ fn rollout_of(app: &str) -> StandInRollout {
 pub const DEPLOYER_FUNCTION: &str = "greenlight-deployer";
 const CONFIG_PARAMETER: &str = "/greenlight/config";
 const SLACK_SECRET: &str = "greenlight/slack";
+/// The Slack app's bot token (web1 and web3 post as a Slack app; web2 to the webhook).
+const SLACK_APP_SECRET: &str = "greenlight/slack/app-token";
+const SLACK_APP_TOKEN: &str = "xoxb-local-0000-greenlight";
+/// The channel the Slack app posts to.
+pub const SLACK_CHANNEL: &str = "C0DEPLOYS";
+
+/// Whether the app posts as a Slack app (one living message per release) rather than to the
+/// webhook (a message per state).
+pub fn uses_slack_app(app: &str) -> bool {
+    app != NATIVE_APP
+}
 
 /// One line of the timeline: when, who, what.
 #[derive(Debug, Clone)]
@@ -126,11 +138,20 @@ pub struct Pipeline {
     pub ecs: EcsNativeStandIn,
     pub clients: Clients,
     pub slack: SlackReceiver,
+    /// The Slack app's workspace (web1 and web3 post there).
+    pub slack_app: SlackApiStandIn,
     pub green: Vec<(String, GreenApp)>,
     pub apps: Vec<SeededApp>,
     pub timeline: Timeline,
     pub world: Arc<World>,
     invoke_api: InvokeApi,
+}
+
+/// Where Slack stood: posts to the webhook, and messages in the Slack app's channel.
+#[derive(Debug, Clone, Copy)]
+pub struct SlackMark {
+    webhook: usize,
+    channel: usize,
 }
 
 /// The part the stand-in calls back into.
@@ -174,8 +195,13 @@ fn config(apps: &[(String, String)]) -> String {
         } else {
             format!("application = \"{app}\"\ndeployment_group = \"{app}-bluegreen\"")
         };
+        let slack = if uses_slack_app(app) {
+            format!("[apps.{app}.slack]\ntoken = \"secretsmanager:{SLACK_APP_SECRET}\"\nchannel = \"{SLACK_CHANNEL}\"\n")
+        } else {
+            String::new()
+        };
         text.push_str(&format!(
-            "\n[apps.{app}]\nrepository = \"{app}\"\n{deploys}\n\
+            "\n[apps.{app}]\nrepository = \"{app}\"\n{deploys}\n{slack}\
              [apps.{app}.health]\nurl = \"{url}\"\nsuccesses = 3\nfailures = 3\ninterval_ms = 200\ntimeout_ms = 1000\n"
         ));
     }
@@ -221,6 +247,7 @@ impl Pipeline {
         let stand_in = CodeDeployStandIn::start(Duration::from_secs(60)).await;
         let clients = Clients::new(&moto.endpoint, &stand_in.endpoint).await;
         let slack = SlackReceiver::start().await;
+        let slack_app = SlackApiStandIn::start(SLACK_APP_TOKEN, &[SLACK_CHANNEL]).await;
         clients.create_ledger_table().await;
 
         let mut apps = vec![];
@@ -264,6 +291,14 @@ impl Pipeline {
             .send()
             .await
             .expect("Slack secret");
+        clients
+            .secrets
+            .create_secret()
+            .name(SLACK_APP_SECRET)
+            .secret_string(SLACK_APP_TOKEN)
+            .send()
+            .await
+            .expect("Slack app token");
 
         let moto_ecs = crate::faults::FaultProxy::moto_ecs(&moto.endpoint).await;
         let ecs = EcsNativeStandIn::start(&moto_ecs.endpoint).await;
@@ -283,6 +318,7 @@ impl Pipeline {
                 "secretsmanager:greenlight/slack",
             ),
             ("GREENLIGHT_HOOK_SAFETY_MARGIN_MS", "2000"),
+            ("GREENLIGHT_SLACK_API_URL", slack_app.base.as_str()),
             ("RUST_LOG", "info"),
         ]
         .iter()
@@ -344,6 +380,7 @@ impl Pipeline {
             ecs,
             clients,
             slack,
+            slack_app,
             green,
             apps,
             timeline,
@@ -458,6 +495,48 @@ impl Pipeline {
             });
         }
         observed
+    }
+
+    /// Where Slack stands now, to read what is said after.
+    pub fn slack_mark(&self) -> SlackMark {
+        SlackMark {
+            webhook: self.slack.messages().len(),
+            channel: self.slack_app.channel(SLACK_CHANNEL).len(),
+        }
+    }
+
+    /// The headline of each webhook post since `mark`, then the text of each Slack app message
+    /// posted since, as it reads now (edited to its release's furthest state).
+    pub fn slack_headlines(&self, mark: SlackMark) -> Vec<String> {
+        let mut said = self.slack.headlines()[mark.webhook..].to_vec();
+        said.extend(
+            self.slack_app.channel(SLACK_CHANNEL)[mark.channel..]
+                .iter()
+                .map(|m| m.text.clone()),
+        );
+        said
+    }
+
+    /// The replies in the threads of the Slack app messages posted since `mark`.
+    pub fn slack_replies(&self, mark: SlackMark) -> Vec<String> {
+        self.slack_app.channel(SLACK_CHANNEL)[mark.channel..]
+            .iter()
+            .flat_map(|m| m.replies.iter().map(|(r, _)| r.clone()))
+            .collect()
+    }
+
+    /// Each webhook post and each Slack app message since `mark`, as JSON text.
+    pub fn slack_bodies(&self, mark: SlackMark) -> Vec<String> {
+        let mut bodies: Vec<String> = self.slack.messages()[mark.webhook..]
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        bodies.extend(
+            self.slack_app.channel(SLACK_CHANNEL)[mark.channel..]
+                .iter()
+                .map(|m| json!({"text": m.text, "attachments": m.attachments}).to_string()),
+        );
+        bodies
     }
 
     /// Waits until no deployment is active and no invocation is running (or the timeout).

@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use crate::pipeline::{is_native, Observed, Pipeline, CANARY_ALARM, CANARY_APP};
+use crate::pipeline::{is_native, uses_slack_app, Observed, Pipeline, CANARY_ALARM, CANARY_APP};
 use crate::receivers::Health;
 use crate::world::ACCOUNT;
 
@@ -50,7 +50,7 @@ async fn ships(p: &Pipeline, checks: &mut Vec<Check>, app: &str, version: &str) 
     let engine = engine_of(app);
     let revisions_before = p.clients.revisions(app).await.len();
     let deployments_before = p.deployments_of(app).await.len();
-    let slack_before = p.slack.messages().len();
+    let mark = p.slack_mark();
     let digest = p.push(app, version, Health::Healthy).await;
     let settled = p.settle(SETTLE).await;
     check(checks, &format!("{app} {version} settled"), settled, "");
@@ -81,9 +81,12 @@ async fn ships(p: &Pipeline, checks: &mut Vec<Check>, app: &str, version: &str) 
         serving == image_of(app, &digest),
         serving,
     );
-    let headlines: Vec<String> = p.slack.headlines()[slack_before..].to_vec();
-    // CodeDeploy pauses at READY before the production shift; ECS has no such state.
-    let expected: &[&str] = if is_native(app) {
+    let headlines = p.slack_headlines(mark);
+    // CodeDeploy pauses at READY before the production shift; ECS has no such state. A Slack
+    // app's one message reads the end.
+    let expected: &[&str] = if uses_slack_app(app) {
+        &["deployed to production in"]
+    } else if is_native(app) {
         &["deploying to production", "deployed to production in"]
     } else {
         &[
@@ -98,22 +101,19 @@ async fn ships(p: &Pipeline, checks: &mut Vec<Check>, app: &str, version: &str) 
             .iter()
             .zip(expected)
             .all(|(h, e)| h.contains(&subject) && h.contains(e));
+    let said = match (uses_slack_app(app), is_native(app)) {
+        (true, _) => "Slack: one message for {app}, reading succeeded",
+        (false, true) => "Slack: {app} started → succeeded",
+        (false, false) => "Slack: {app} started → ready → succeeded",
+    };
     check(
         checks,
-        &format!(
-            "Slack: {app} started → {} succeeded",
-            if is_native(app) { "" } else { "ready →" }
-        ),
+        &said.replace("{app}", app),
         in_order,
         headlines.join(" | "),
     );
     // Who shipped it, from the image's annotations: the commit (linked) and the actor.
-    let shipped = p
-        .slack
-        .messages()
-        .last()
-        .map(|m| m.to_string())
-        .unwrap_or_default();
+    let shipped = p.slack_bodies(mark).pop().unwrap_or_default();
     check(
         checks,
         &format!("Slack names the commit of {app} {version} and who pushed it"),
@@ -133,7 +133,7 @@ async fn rolled_back(
     (good, good_digest): (&str, &str),
 ) {
     let engine = engine_of(app);
-    let slack_before = p.slack.messages().len();
+    let mark = p.slack_mark();
     p.push(app, bad, Health::Failing).await;
     let settled = p.settle(SETTLE).await;
     check(checks, &format!("{app} {bad} settled"), settled, "");
@@ -162,7 +162,7 @@ async fn rolled_back(
         serving == image_of(app, good_digest),
         serving,
     );
-    let headlines: Vec<String> = p.slack.headlines()[slack_before..].to_vec();
+    let headlines = p.slack_headlines(mark);
     let announced_failed = headlines.iter().any(|h| {
         h.contains(&format!("{app} {bad} FAILED")) && h.contains(&format!("rolled back to {good}"))
     });
@@ -175,6 +175,19 @@ async fn rolled_back(
         announced_failed && no_false_success,
         headlines.join(" | "),
     );
+    if uses_slack_app(app) {
+        // One message for the release, its thread carrying the hook's reason.
+        let replies = p.slack_replies(mark);
+        check(
+            checks,
+            &format!("Slack: {app} {bad} is one message, the hook's reason in its thread"),
+            headlines.len() == 1
+                && replies
+                    .iter()
+                    .any(|r| r.contains("FAILED") && r.contains("http_probe failed")),
+            format!("{} | {}", headlines.join(" | "), replies.join(" | ")),
+        );
+    }
 }
 
 /// Act 3 on one app: a push while a deployment runs waits, then ships. The second's digest.
@@ -185,7 +198,7 @@ async fn waits(
     first: &str,
     second: &str,
 ) -> String {
-    let slack_before = p.slack.messages().len();
+    let mark = p.slack_mark();
     let before = p.deployments_of(app).await.len();
     let first_push = p.push(app, first, Health::Healthy);
     let second_push = async {
@@ -234,7 +247,8 @@ async fn waits(
         serving == image_of(app, &digest),
         serving,
     );
-    let successes = p.slack.headlines()[slack_before..]
+    let successes = p
+        .slack_headlines(mark)
         .iter()
         .filter(|h| h.contains(app) && h.contains("deployed to production"))
         .count();
@@ -329,7 +343,7 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
             .collect()
     };
     let before = web1_deployments(p).len();
-    let slack_before = p.slack.messages().len();
+    let mark = p.slack_mark();
     let (code, out, _) = p.greenlight(&["plan", "web1", "v1.4.2"]).await;
     p.timeline.log("operator", "$ greenlight plan web1 v1.4.2");
     for line in out.lines().take(5) {
@@ -413,7 +427,7 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
             rollback.description
         ),
     );
-    let headlines = p.slack.headlines()[slack_before..].to_vec();
+    let headlines = p.slack_headlines(mark);
     check(
         &mut checks,
         "Slack: web1 rolled back to v1.4.2 by the operator, never called a success",
@@ -499,22 +513,17 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
 
 /// Act 6: a canary ships through its step; an alarm rolls the next release back.
 async fn canary(p: &Pipeline, checks: &mut Vec<Check>) {
-    let slack_before = p.slack.messages().len();
+    let mark = p.slack_mark();
     let v300 = ships(p, checks, CANARY_APP, "v3.0.0").await;
-    let said: Vec<String> = p.slack.messages()[slack_before..]
-        .iter()
-        .map(|m| m.to_string())
-        .collect();
+    let said = p.slack_replies(mark);
     check(
         checks,
-        "Slack: web3's start says its canary, the step and the strategy",
+        "Slack: web3's thread says how its canary moves traffic",
         said.iter()
-            .any(|m| m.contains("*Traffic*") && m.contains("canary 20% for 1 min, then 100%")),
-        said.first()
-            .map(|m| m.chars().take(600).collect::<String>())
-            .unwrap_or_default(),
+            .any(|m| m.contains("Traffic:") && m.contains("canary 20% for 1 min, then 100%")),
+        said.join(" | "),
     );
-    let slack_before = p.slack.messages().len();
+    let mark = p.slack_mark();
     let before = p.deployments_of(CANARY_APP).await.len();
     p.push(CANARY_APP, "v3.0.1", Health::Healthy).await;
     // The alarm goes off once the release takes production traffic.
@@ -556,19 +565,17 @@ async fn canary(p: &Pipeline, checks: &mut Vec<Check>) {
         serving == image_of(CANARY_APP, &v300),
         serving,
     );
-    let said: Vec<String> = p.slack.messages()[slack_before..]
-        .iter()
-        .map(|m| m.to_string())
-        .collect();
+    let said = p.slack_bodies(mark);
+    let replies = p.slack_replies(mark);
     check(
         checks,
-        "Slack: web3 v3.0.1 FAILED, rolled back because alarm web3-5xx went to ALARM",
-        said.iter().any(|m| {
-            m.contains("web3 v3.0.1 FAILED")
-                && m.contains("*Rolled back because*\\nalarm web3-5xx went to ALARM")
-        }),
-        said.last()
-            .map(|m| m.chars().take(600).collect::<String>())
-            .unwrap_or_default(),
+        "Slack: web3 v3.0.1 is one message, FAILED, rolled back because alarm web3-5xx went to ALARM, said in its thread too",
+        said.len() == 1
+            && said[0].contains("web3 v3.0.1 FAILED")
+            && said[0].contains("*Rolled back because*\\nalarm web3-5xx went to ALARM")
+            && replies
+                .iter()
+                .any(|r| r.contains("Rolled back because: alarm web3-5xx went to ALARM")),
+        format!("{} | {}", said.join(" | "), replies.join(" | ")),
     );
 }

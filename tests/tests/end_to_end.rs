@@ -21,7 +21,43 @@ async fn a_healthy_release_ships_a_bad_one_rolls_back_and_a_mid_deployment_push_
         "failed checks: {failed:#?}\nSlack: {:#?}",
         pipeline.slack.headlines()
     );
-    assert_eq!(checks.len(), 55);
+    assert_eq!(checks.len(), 56);
+    // The Slack app's channel: one message per release run of web1 and web3, each read as a
+    // person reads it, with a console link; web1's bad release FAILED with the hook's reason
+    // in its thread.
+    let channel = pipeline
+        .slack_app
+        .channel(greenlight_tests::pipeline::SLACK_CHANNEL);
+    let bad: Vec<_> = channel
+        .iter()
+        .filter(|m| m.text.starts_with(":x: web1 v1.4.3 FAILED") && !m.text.contains("(by "))
+        .collect();
+    assert_eq!(
+        bad.len(),
+        1,
+        "{}",
+        pipeline
+            .slack_app
+            .render(greenlight_tests::pipeline::SLACK_CHANNEL)
+    );
+    assert!(
+        bad[0].text.contains("rolled back to v1.4.2")
+            && bad[0]
+                .replies
+                .iter()
+                .any(|(r, broadcast)| *broadcast && r.contains("http_probe failed")),
+        "{bad:?}"
+    );
+    for m in &channel {
+        let text = m.attachments.to_string();
+        assert!(
+            text.contains("console.aws.amazon.com/codesuite/codedeploy/deployments/")
+                || text.contains(
+                    "console.aws.amazon.com/ecs/v2/clusters/apps/services/web3/deployments"
+                ),
+            "{m:?}"
+        );
+    }
     // Every Slack message is a Block Kit message with a colour and a console link.
     for m in pipeline.slack.messages() {
         let attachment = &m["attachments"][0];

@@ -265,10 +265,14 @@ pub fn thread_detail(n: &Notice) -> Option<String> {
         lines.push(skipped_line(n));
     }
     for (title, value) in fields(n) {
-        if matches!(
-            title,
-            "Error" | "Reason" | "Rolled back because" | "Rollback"
-        ) {
+        // The plan of its traffic, said once on its start (the message itself moves on).
+        let traffic = title == "Traffic" && n.state == "START";
+        if traffic
+            || matches!(
+                title,
+                "Error" | "Reason" | "Rolled back because" | "Rollback"
+            )
+        {
             lines.push(format!("{title}: {value}"));
         }
     }

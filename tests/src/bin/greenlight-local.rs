@@ -41,9 +41,22 @@ async fn main() {
 
     let payloads = serde_json::to_string_pretty(&pipeline.slack.messages()).unwrap_or_default();
     let _ = std::fs::write("target/greenlight-logs/slack-messages.json", payloads);
-    println!("\nSlack messages received (payloads in target/greenlight-logs/slack-messages.json):");
+    println!(
+        "\nweb2's Slack webhook received (payloads in target/greenlight-logs/slack-messages.json):"
+    );
     for headline in pipeline.slack.headlines() {
         println!("  • {headline}");
+    }
+    println!(
+        "\nThe Slack app's channel {} as a person reads it (web1, web3: one message per release, its thread below):",
+        greenlight_tests::pipeline::SLACK_CHANNEL
+    );
+    for line in pipeline
+        .slack_app
+        .render(greenlight_tests::pipeline::SLACK_CHANNEL)
+        .lines()
+    {
+        println!("  {line}");
     }
     for args in [&["status"][..], &["history", "web1"][..]] {
         println!("\n$ greenlight {}", args.join(" "));
