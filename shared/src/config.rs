@@ -598,6 +598,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_slack_app_token_is_a_secret_reference_with_a_channel() {
+        let base = "[apps.web1]\nrepository = 'web1'\napplication = 'web1'\ndeployment_group = 'g'\n[apps.web1.slack]\n";
+        let with = |slack: &str| Config::parse(&format!("{base}{slack}"));
+        let app =
+            with("token = 'secretsmanager:greenlight/slack/app'\nchannel = 'C0DEPLOYS'\n").unwrap();
+        let slack = &app.app_named("web1").unwrap().slack;
+        assert_eq!(
+            slack.token.as_deref(),
+            Some("secretsmanager:greenlight/slack/app")
+        );
+        let no_channel = with("token = 'secretsmanager:greenlight/slack/app'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            no_channel.contains("apps.web1.slack.channel"),
+            "{no_channel}"
+        );
+        let raw = with("token = 'xoxb-1234-secret'\nchannel = 'C0DEPLOYS'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(raw.contains("apps.web1.slack.token"), "{raw}");
+        assert!(!raw.contains("xoxb-1234-secret"), "{raw}");
+    }
+
+    #[test]
     fn a_webhook_under_a_wrong_key_or_type_never_reaches_the_error() {
         const URL: &str = "https://hooks.slack.com/services/T000/B000/XXXXSECRET";
         let documents = [
