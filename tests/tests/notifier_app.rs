@@ -570,3 +570,127 @@ async fn every_slack_fault_at_every_call_keeps_one_message_per_release_run_endin
     assert!(cases >= 60, "{cases}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+// ---- the hook's verdicts, from the ledger's stream --------------------------------------------
+
+/// A stream batch with the release item of web3's release 5 after the hook's verdict.
+fn verdict_batch(stage: &str, passed: bool, reason: &str) -> serde_json::Value {
+    let arn = "arn:aws:ecs:us-east-1:123456789012:service-deployment/default/web3/dep1";
+    json!({"Records": [{
+        "eventID": "1", "eventName": "MODIFY", "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+        "dynamodb": {
+            "Keys": {"pk": {"S": "app#web3"}, "sk": {"S": format!("release#{}", digest(5))}},
+            "NewImage": {
+                "pk": {"S": "app#web3"}, "sk": {"S": format!("release#{}", digest(5))},
+                "app": {"S": "web3"}, "digest": {"S": digest(5)},
+                "release_version": {"S": "v2.0.0"}, "release_status": {"S": "deploying"},
+                "deployment_id": {"S": arn},
+                "hook_event": {"S": stage}, "hook_passed": {"BOOL": passed},
+                "hook_reason": {"S": reason}
+            },
+            "SequenceNumber": "111", "SizeBytes": 26, "StreamViewType": "NEW_IMAGE"
+        },
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/greenlight-releases/stream/2026-12-05T00:00:00.000"
+    }]})
+}
+
+impl World {
+    async fn stream(
+        &self,
+        batch: serde_json::Value,
+        request_id: &str,
+    ) -> Result<Notified, NotifyError> {
+        notify(
+            &self.deps,
+            parse_event(batch).unwrap(),
+            &Invocation::for_test(request_id, Duration::from_secs(5)),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn a_native_verdict_moves_the_message_to_ready_on_green_and_says_itself_once_in_the_thread() {
+    let w = World::new().await;
+    // Before the release's message exists, a verdict for its thread waits (the stream
+    // retries the batch).
+    let early = w
+        .stream(
+            verdict_batch("PRODUCTION_TRAFFIC_SHIFT", true, "all checks passed"),
+            "req-0",
+        )
+        .await;
+    assert!(
+        matches!(&early, Err(NotifyError::MessageBusy { .. })),
+        "{early:?}"
+    );
+    assert!(w.channel().is_empty());
+
+    w.deployment("IN_PROGRESS", None);
+    w.event("SERVICE_DEPLOYMENT_IN_PROGRESS", "req-1")
+        .await
+        .unwrap();
+    let batch = verdict_batch("POST_TEST_TRAFFIC_SHIFT", true, "all checks passed");
+    w.stream(batch.clone(), "req-2").await.unwrap();
+    let channel = w.channel();
+    assert_eq!(channel.len(), 1);
+    assert!(
+        channel[0].text.contains("web3 v2.0.0") && channel[0].text.contains("ready on green"),
+        "{}",
+        channel[0].text
+    );
+    assert!(channel[0].replies.contains(&(
+        "Health hook at POST_TEST_TRAFFIC_SHIFT: green passed — all checks passed".to_string(),
+        false
+    )));
+    // The batch again (the stream delivers at least once): nothing more said.
+    let calls = w.slack.calls().len();
+    w.stream(batch, "req-3").await.unwrap();
+    assert_eq!(w.slack.calls().len(), calls);
+    // The end moves it on as ever.
+    w.deployment("SUCCESSFUL", None);
+    w.event("SERVICE_DEPLOYMENT_COMPLETED", "req-4")
+        .await
+        .unwrap();
+    assert!(w.channel()[0]
+        .text
+        .starts_with(":white_check_mark: web3 v2.0.0 deployed"));
+}
+
+#[tokio::test]
+async fn a_failed_verdict_is_said_in_the_thread_and_the_message_waits_for_the_engine() {
+    let w = World::new().await;
+    w.deployment("IN_PROGRESS", None);
+    w.event("SERVICE_DEPLOYMENT_IN_PROGRESS", "req-1")
+        .await
+        .unwrap();
+    w.stream(
+        verdict_batch(
+            "POST_TEST_TRAFFIC_SHIFT",
+            false,
+            "http_probe failed: HTTP 500",
+        ),
+        "req-2",
+    )
+    .await
+    .unwrap();
+    let channel = w.channel();
+    assert_eq!(channel.len(), 1);
+    assert!(
+        channel[0]
+            .text
+            .starts_with(":rocket: web3 v2.0.0 deploying"),
+        "{}",
+        channel[0].text
+    );
+    // Not sent to the channel: the engine's FAILED, with the mention, follows.
+    assert_eq!(
+        channel[0].replies,
+        [(
+            "Health hook at POST_TEST_TRAFFIC_SHIFT: green failed — http_probe failed: HTTP 500"
+                .to_string(),
+            false
+        )]
+    );
+}

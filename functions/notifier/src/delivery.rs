@@ -237,8 +237,16 @@ impl Living<'_> {
         // At an equal rank the run's own deployment wins over its rollback deployment: the
         // message says the release FAILED, the thread that it was rolled back.
         let own = notice.deployment_id == anchor;
-        let furthest =
-            shown.rank == 0 || rank > shown.rank || rank == shown.rank && (same_deployment || own);
+        if notice.thread_only && shown.ts.is_none() {
+            // Nothing to reply to yet (its start not announced): said by the retried event.
+            return Err(NotifyError::MessageBusy {
+                app: self.app.name.clone(),
+            });
+        }
+        let furthest = !notice.thread_only
+            && (shown.rank == 0
+                || rank > shown.rank
+                || rank == shown.rank && (same_deployment || own));
         // What the message is to show: this state when it is the furthest, else (the message
         // deleted) the furthest state's, as kept, posted again.
         let main = if furthest {
@@ -293,7 +301,7 @@ impl Living<'_> {
             (message::thread_detail(notice), &shown.channel, &shown.ts)
         {
             calls += 1;
-            let broadcast = message.outcome.mentions();
+            let broadcast = message.outcome.mentions() && !notice.thread_only;
             let text = json!({ "text": detail });
             let reply = self.deps.slack_app.post(
                 self.token,

@@ -47,6 +47,8 @@ pub enum NotifierEvent {
     CodeDeploy(CodeDeployEvent),
     /// A native blue/green deployment ("ECS Deployment State Change").
     ServiceDeployment(EcsDeploymentEvent),
+    /// The health hook's verdicts, from the ledger's stream.
+    Verdicts(Vec<crate::verdicts::LedgerVerdict>),
 }
 
 /// Reads a deployment state-change event (by its source); anything else is a
@@ -55,6 +57,9 @@ pub fn parse_event(payload: serde_json::Value) -> Result<NotifierEvent, NotifyEr
     let malformed = |e: serde_json::Error| {
         NotifyError::MalformedEvent(greenlight_shared::error::redact_event_error(&e.to_string()))
     };
+    if crate::verdicts::is_ledger_stream(&payload) {
+        return crate::verdicts::parse_stream(payload).map(NotifierEvent::Verdicts);
+    }
     if payload.get("source").and_then(|s| s.as_str()) == Some("aws.ecs") {
         return serde_json::from_value(payload)
             .map(NotifierEvent::ServiceDeployment)
@@ -75,6 +80,9 @@ pub async fn notify(
         NotifierEvent::CodeDeploy(event) => handle(deps, event, invocation).await,
         NotifierEvent::ServiceDeployment(event) => {
             crate::native::handle_service_deployment(deps, &event, invocation).await
+        }
+        NotifierEvent::Verdicts(verdicts) => {
+            crate::verdicts::handle_verdicts(deps, verdicts, invocation).await
         }
     }
 }

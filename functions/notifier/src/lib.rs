@@ -32,6 +32,7 @@ pub mod delivery;
 pub mod handler;
 pub mod message;
 pub mod native;
+pub mod verdicts;
 
 pub use core::{Deps, Notified, NotifyError, SecretSource, WebhookCache};
 pub use handler::{handle, notify, parse_event, NotifierEvent};

@@ -127,6 +127,10 @@ pub struct Notice {
     pub rollout: Option<String>,
     /// Native ECS: why it rolled back, in words (an alarm, the circuit breaker, the hook).
     pub rollback_cause: Option<String>,
+    /// Slack app mode: the health hook's verdict, said in the release's thread.
+    pub verdict: Option<String>,
+    /// Slack app mode: said in the thread only; the message itself stays as it is.
+    pub thread_only: bool,
     pub rollback: Option<Rollback>,
     /// Versions skipped in favour of this one (announced once, on its START).
     pub superseded: Vec<String>,
@@ -247,6 +251,9 @@ pub fn rank(state: &str) -> u8 {
 /// (broadcast to the channel by the caller), a rollback, the operator's request, the releases
 /// it skipped.
 pub fn thread_detail(n: &Notice) -> Option<String> {
+    if let Some(verdict) = &n.verdict {
+        return Some(clip_to(verdict, SECTION_TEXT_MAX_CHARS));
+    }
     let outcome = Outcome::of(n);
     let mut lines = vec![];
     if n.anchor() != n.deployment_id || outcome.mentions() || outcome == Outcome::Unknown {

@@ -214,7 +214,13 @@ async fn describe_rollout(deps: &Deps, deployment: &ServiceDeploymentBrief, noti
             rollback_cause(&state.rollback, notice.hook_reason.as_deref(), None);
         return;
     }
-    if let Some(rollout) = &state.rollout {
+    // A plain blue/green shift at once, unwatched, has nothing to say beyond its states.
+    let plain = |r: &&greenlight_shared::rollout::Rollout| {
+        r.strategy == greenlight_shared::rollout::Strategy::BlueGreen
+            && r.bake_minutes == 0
+            && r.alarms.is_empty()
+    };
+    if let Some(rollout) = state.rollout.as_ref().filter(|r| !plain(r)) {
         let plan = rollout.describe();
         notice.rollout = Some(match progress(rollout, &state.position) {
             Some(now) => format!("{now} ({plan})"),
