@@ -131,6 +131,10 @@ REQUIRED_ACTIONS = {
         "logs:CreateLogStream",
         "logs:PutLogEvents",
         "sqs:SendMessage",
+        "dynamodb:DescribeStream",
+        "dynamodb:GetRecords",
+        "dynamodb:GetShardIterator",
+        "dynamodb:ListStreams",
     },
 }
 
@@ -765,6 +769,13 @@ NOT_A_CALL_OF_ITS_OWN = {
     "codedeploy:GetDeploymentConfig",
     "ssm:GetParameter",
 }
+# What Lambda calls as the notifier's role to read the ledger's stream for the verdict mapping.
+STREAM_READS = {
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
+}
 
 
 def actions_of(operation: str) -> set[str]:
@@ -782,7 +793,8 @@ def test_role_grants_exactly_the_calls_the_tests_saw(sam: dict, function: str):
     role_name, _ = role_of(sam, function)
     granted = {a for s in role_statements(sam, role_name) for a in as_list(s["Action"])}
     assert not derived - granted, f"{role_name} lacks {sorted(derived - granted)}, which the code calls"
-    unused = granted - derived - NOT_A_CALL_OF_ITS_OWN
+    stream = STREAM_READS if function == "NotifierFunction" else set()
+    unused = granted - derived - NOT_A_CALL_OF_ITS_OWN - stream
     assert not unused, f"{role_name} grants {sorted(unused)}, which no test saw called"
 
 
@@ -1186,3 +1198,25 @@ def test_ledger_writes_are_scoped_to_the_items_each_function_owns(sam: dict, fun
         assert as_list(keys) == [WRITE_PREFIX[function]], f"{role_name}/{statement.get('Sid')}: {condition}"
         # No write rides along in a statement with reads (the condition would scope them too).
         assert set(as_list(statement["Action"])) <= LEDGER_WRITES, statement
+
+
+def test_verdicts_reach_the_notifier_through_the_ledgers_stream_and_only_verdicts(sam: dict):
+    table = sam["Resources"]["ReleaseLedgerTable"]["Properties"]
+    assert table["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+    mapping = sam["Resources"]["VerdictStreamMapping"]["Properties"]
+    assert mapping["FunctionName"] == {"Ref": "NotifierFunction"}
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["ReleaseLedgerTable", "StreamArn"]}
+    assert mapping["BisectBatchOnFunctionError"] is True
+    assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["FailedEventsQueue", "Arn"]}
+    (only,) = mapping["FilterCriteria"]["Filters"]
+    pattern = json.loads(only["Pattern"])
+    assert pattern["eventName"] == ["MODIFY"]
+    assert pattern["dynamodb"]["NewImage"]["pk"] == {"S": [{"prefix": "app#"}]}
+    assert pattern["dynamodb"]["NewImage"]["hook_event"] == {"S": [{"exists": True}]}
+    # The stream is read by the notifier's role, and only the stream.
+    (reads,) = [s for s in role_statements(sam, role_of(sam, "NotifierFunction")[0]) if s.get("Sid") == "ReadLedgerStream"]
+    assert set(as_list(reads["Action"])) == STREAM_READS
+    assert "/stream/*" in json.dumps(reads["Resource"])
+    for other in ("DeployerFunction", "HealthHookFunction"):
+        granted = {a for s in role_statements(sam, role_of(sam, other)[0]) for a in as_list(s["Action"])}
+        assert not granted & STREAM_READS, other

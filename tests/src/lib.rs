@@ -8,6 +8,7 @@ pub mod deployer_case;
 pub mod ecs_native;
 pub mod faults;
 pub mod invoke_api;
+pub mod ledger_stream;
 pub mod moto;
 pub mod pipeline;
 pub mod receivers;

@@ -364,6 +364,17 @@ impl Pipeline {
                 world.clone(),
             );
         }
+        // Lambda's mapping of the ledger's stream to the notifier: the hook's verdicts.
+        let streamed = world.clone();
+        crate::ledger_stream::follow(
+            &moto.endpoint,
+            TABLE,
+            Arc::new(move |batch| {
+                let world = streamed.clone();
+                Box::pin(async move { world.deliver_verdicts(batch).await })
+            }),
+        )
+        .await;
         let invoked = world.clone();
         let invoke_api = InvokeApi::start(
             DEPLOYER_FUNCTION,
@@ -821,6 +832,53 @@ impl Lifecycle for World {
 }
 
 impl World {
+    /// A batch of the ledger's stream (the hook's verdicts) to the notifier; whether it took it.
+    async fn deliver_verdicts(&self, batch: Value) -> bool {
+        let _busy = Busy::new(&self.busy);
+        let said: Vec<String> = batch["Records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let image = &r["dynamodb"]["NewImage"];
+                format!(
+                    "{} {} at {}: {}",
+                    image["app"]["S"].as_str().unwrap_or_default(),
+                    image["release_version"]["S"].as_str().unwrap_or_default(),
+                    image["hook_event"]["S"].as_str().unwrap_or_default(),
+                    if image["hook_passed"]["BOOL"] == true {
+                        "passed"
+                    } else {
+                        "failed"
+                    }
+                )
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        match self.notifier.invoke(batch).await {
+            Invoked::Response(v) => {
+                if v["outcome"] == "posted" {
+                    self.timeline.log(
+                        "notifier",
+                        format!(
+                            "ledger stream: the hook's verdict ({}) said in the release's thread",
+                            said.join(", ")
+                        ),
+                    );
+                }
+                true
+            }
+            Invoked::Error(e) => {
+                self.timeline.log(
+                    "notifier",
+                    format!("FAILED: {}", e["errorMessage"].as_str().unwrap_or_default()),
+                );
+                false
+            }
+        }
+    }
+
     async fn discard(&self, app: &SeededApp, group: &GroupSpec, green: &str) {
         let _ = self
             .clients

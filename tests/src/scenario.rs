@@ -180,11 +180,16 @@ async fn rolled_back(
         let replies = p.slack_replies(mark);
         check(
             checks,
-            &format!("Slack: {app} {bad} is one message, the hook's reason in its thread"),
+            &format!(
+                "Slack: {app} {bad} is one message, the hook's verdict and reason in its thread"
+            ),
             headlines.len() == 1
                 && replies
                     .iter()
-                    .any(|r| r.contains("FAILED") && r.contains("http_probe failed")),
+                    .any(|r| r.contains("FAILED") && r.contains("http_probe failed"))
+                && replies
+                    .iter()
+                    .any(|r| r.starts_with("Health hook at AfterAllowTestTraffic: green failed")),
             format!("{} | {}", headlines.join(" | "), replies.join(" | ")),
         );
     }

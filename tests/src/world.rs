@@ -156,6 +156,14 @@ impl Clients {
                     .build()
                     .unwrap(),
             )
+            // As the stack's: the verdicts reach the notifier through the stream.
+            .stream_specification(
+                aws_sdk_dynamodb::types::StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::NewImage)
+                    .build()
+                    .unwrap(),
+            )
             .send()
             .await
             .expect("create ledger table");
