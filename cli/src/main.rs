@@ -209,6 +209,7 @@ async fn status(
         let mut status = report::status_of(app, &queue, &releases);
         if let Some(deploying) = &mut status.deploying {
             deploying.traffic = traffic_of(ecs, deploying.deployment_id.as_deref()).await;
+            deploying.slack = permalink_of(ledger, deploying.deployment_id.as_deref()).await;
         }
         statuses.push(status);
     }
@@ -234,6 +235,14 @@ async fn traffic_of(ecs: &dyn ServiceReads, deployment: Option<&str>) -> Option<
     )
 }
 
+/// The Slack message of the release run a deployment started (Slack app mode); nothing when
+/// there is none or the ledger cannot say (the row is shown without it).
+async fn permalink_of(ledger: &DynamoLedger, deployment: Option<&str>) -> Option<String> {
+    use greenlight_shared::ledger::NoticeLedger;
+    let message = ledger.release_message(deployment?).await.ok()??;
+    message.permalink
+}
+
 async fn history(
     ledger: &DynamoLedger,
     app: &str,
@@ -244,7 +253,10 @@ async fn history(
     if releases.is_empty() {
         return Err(unknown(app));
     }
-    let rows = report::history_rows(&releases, limit);
+    let mut rows = report::history_rows(&releases, limit);
+    for row in &mut rows {
+        row.slack = permalink_of(ledger, row.deployment_id.as_deref()).await;
+    }
     Ok(if as_json {
         json(&rows)
     } else {

@@ -44,6 +44,9 @@ pub struct InProgress {
     /// until 14:32 UTC, then 100%").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic: Option<String>,
+    /// The release's Slack message (Slack app mode), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slack: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -98,6 +101,7 @@ pub fn status_of(app: &str, queue: &Queue, releases: &[ReleaseEntry]) -> AppStat
             deployment_id: active.deployment_id.clone(),
             step: record.map(|e| e.record.status.as_str().to_string()),
             traffic: None,
+            slack: None,
             since: DateTime::from_timestamp_millis(active.since_ms),
         }
     });
@@ -145,6 +149,9 @@ pub struct HistoryRow {
     /// From the deployment's start to its end, for releases that deployed.
     pub duration_s: Option<i64>,
     pub hook_reason: Option<String>,
+    /// The release's Slack message (Slack app mode), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slack: Option<String>,
 }
 
 /// The app's releases, newest push first, at most `limit`.
@@ -178,6 +185,7 @@ pub fn history_rows(releases: &[ReleaseEntry], limit: usize) -> Vec<HistoryRow> 
                     .map(|(s, e)| (e - s).num_seconds())
                     .filter(|d| *d >= 0),
                 hook_reason: r.hook_reason.clone(),
+                slack: None,
             }
         })
         .collect()
@@ -237,6 +245,10 @@ pub fn render_status(apps: &[AppStatus]) -> String {
                     .as_deref()
                     .map(|t| format!("\n  traffic    {}", shown(t, 200)))
                     .unwrap_or_default()
+                    + &d.slack
+                        .as_deref()
+                        .map(|s| format!("\n  slack      {}", shown(s, 200)))
+                        .unwrap_or_default()
             ),
             None => "  deploying  -\n".to_string(),
         };
@@ -281,6 +293,11 @@ pub fn render_history(app: &str, rows: &[HistoryRow]) -> String {
         "HOOK REASON"
     );
     for r in rows {
+        let slack = r
+            .slack
+            .as_deref()
+            .map(|s| format!("\n{:<14} slack: {}", "", shown(s, 200)))
+            .unwrap_or_default();
         out += &format!(
             "{:<14} {:<12} {:<20} {:<22} {:<8} {:<16} {:<12} {:>8}  {}\n",
             shown(&r.version, 14),
@@ -298,6 +315,11 @@ pub fn render_history(app: &str, rows: &[HistoryRow]) -> String {
                 .map(|h| shown(h, 120))
                 .unwrap_or_default()
         );
+        if !slack.is_empty() {
+            out.pop();
+            out += &slack;
+            out.push('\n');
+        }
     }
     out
 }

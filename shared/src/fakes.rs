@@ -339,6 +339,15 @@ impl NoticeLedger for FakeLedger {
         *holder = Some((lease.owner.clone(), lease.until_ms));
         Ok(Some(message.clone()))
     }
+    async fn release_message(&self, anchor: &str) -> Result<Option<ReleaseMessage>, LedgerError> {
+        self.check()?;
+        Ok(self
+            .messages
+            .lock()
+            .unwrap()
+            .get(anchor)
+            .map(|(m, _)| m.clone()))
+    }
     async fn keep_message(
         &self,
         anchor: &str,

@@ -184,7 +184,7 @@ impl SlackApp {
             }
         }
         let answer = self
-            .call(token, "chat.postMessage", &body, deadline)
+            .call(token, "chat.postMessage", Body::Json(&body), deadline)
             .await?;
         match (answer["channel"].as_str(), answer["ts"].as_str()) {
             (Some(channel), Some(ts)) => Ok(Posted {
@@ -210,9 +210,32 @@ impl SlackApp {
         let mut body = message.clone();
         body["channel"] = channel.into();
         body["ts"] = ts.into();
-        self.call(token, "chat.update", &body, deadline)
+        self.call(token, "chat.update", Body::Json(&body), deadline)
             .await
             .map(drop)
+    }
+
+    /// The message's permalink, for people (the command's status and history).
+    pub async fn permalink(
+        &self,
+        token: &Secret,
+        channel: &str,
+        ts: &str,
+        deadline: Instant,
+    ) -> Result<String, SlackApiError> {
+        // A read method: a form body, as Slack takes it.
+        let form = [("channel", channel), ("message_ts", ts)];
+        let answer = self
+            .call(token, "chat.getPermalink", Body::Form(&form), deadline)
+            .await?;
+        answer["permalink"]
+            .as_str()
+            .filter(|p| p.starts_with("https://"))
+            .map(str::to_string)
+            .ok_or_else(|| SlackApiError::Rejected {
+                method: "chat.getPermalink",
+                error: "the answer names no https permalink".into(),
+            })
     }
 
     /// One Web API method, retried while Slack is busy or failing and time remains.
@@ -220,7 +243,7 @@ impl SlackApp {
         &self,
         token: &Secret,
         method: &'static str,
-        body: &serde_json::Value,
+        body: Body<'_>,
         deadline: Instant,
     ) -> Result<serde_json::Value, SlackApiError> {
         let url = format!("{}/{method}", self.base);
@@ -229,14 +252,17 @@ impl SlackApp {
         loop {
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let sent = self
+            let request = self
                 .http
                 .post(&url)
                 .bearer_auth(token.expose())
-                .timeout(remaining.min(Duration::from_secs(10)))
-                .json(body)
-                .send()
-                .await;
+                .timeout(remaining.min(Duration::from_secs(10)));
+            let sent = match body {
+                Body::Json(json) => request.json(json),
+                Body::Form(form) => request.form(form),
+            }
+            .send()
+            .await;
             let (wait, last) = match sent {
                 Ok(resp) if resp.status().as_u16() == 429 => (
                     retry_after(&resp).unwrap_or(backoff),
@@ -282,6 +308,13 @@ impl SlackApp {
             backoff = (backoff * 2).min(self.max_backoff);
         }
     }
+}
+
+/// A Web API request body: JSON for the write methods, a form for the read ones.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Json(&'a serde_json::Value),
+    Form(&'a [(&'a str, &'a str)]),
 }
 
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {

@@ -305,6 +305,15 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
             && !read(1, "commit").is_empty(),
         out.chars().take(400).collect::<String>(),
     );
+    let linked = |i: usize| {
+        read(i, "slack").starts_with("https://greenlight-local.slack.com/archives/C0DEPLOYS/p")
+    };
+    check(
+        &mut checks,
+        "greenlight history web1: each release links its Slack message",
+        linked(0) && linked(1),
+        out.chars().take(400).collect::<String>(),
+    );
     let (code, out, _) = p.greenlight(&["status", "--json"]).await;
     let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     let of = |app: &str| {

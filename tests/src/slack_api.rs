@@ -1,4 +1,5 @@
-//! A Slack Web API stand-in on 127.0.0.1: `chat.postMessage` and `chat.update` in Slack's
+//! A Slack Web API stand-in on 127.0.0.1: `chat.postMessage`, `chat.update` and
+//! `chat.getPermalink` (a form body, as Slack's read methods take) in Slack's
 //! documented request and answer shapes (JSON bodies, `Authorization: Bearer`, answers
 //! `{"ok": true, "channel", "ts", "message"}` or `{"ok": false, "error"}` with HTTP 200; 429
 //! with `Retry-After` when rate limited). It checks the token and the channel as Slack does
@@ -162,8 +163,17 @@ async fn serve(
     State(workspace): State<Arc<Mutex<Workspace>>>,
     Path(method): Path<String>,
     headers: HeaderMap,
-    body: Json<Value>,
+    raw: axum::body::Bytes,
 ) -> Response {
+    // Write methods take JSON; read methods (chat.getPermalink) a form.
+    let body: Value = serde_json::from_slice(&raw).unwrap_or_else(|_| {
+        let text = String::from_utf8_lossy(&raw);
+        let pairs = text.split('&').filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            Some((k.to_string(), Value::String(v.replace("%2E", "."))))
+        });
+        Value::Object(pairs.collect())
+    });
     let mut w = workspace.lock().unwrap();
     w.calls.push(method.clone());
     if w.down {
@@ -251,6 +261,17 @@ async fn serve(
                 None => return refused("message_not_found"),
             }
             json!({"ok": true, "channel": channel, "ts": ts, "text": text})
+        }
+        "chat.getPermalink" => {
+            let ts = body["message_ts"].as_str().unwrap_or_default().to_string();
+            if !w.messages.iter().any(|(c, m)| *c == channel && m.ts == ts) {
+                return refused("message_not_found");
+            }
+            let permalink = format!(
+                "https://greenlight-local.slack.com/archives/{channel}/p{}",
+                ts.replace('.', "")
+            );
+            json!({"ok": true, "channel": channel, "permalink": permalink})
         }
         _ => return refused("unknown_method"),
     };

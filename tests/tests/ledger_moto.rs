@@ -170,6 +170,7 @@ async fn a_release_runs_message_has_one_writer_at_a_time_and_keeps_where_it_is()
         rank: 1,
         deployment: Some(anchor.into()),
         payload: Some(r#"{"text":"web1 v1.4.3 deploying"}"#.into()),
+        permalink: Some("https://acme.slack.com/archives/C0DEPLOYS/p1764900000000200".into()),
     };
     // Kept as soon as Slack names it, still held.
     ledger
@@ -198,6 +199,12 @@ async fn a_release_runs_message_has_one_writer_at_a_time_and_keeps_where_it_is()
             .unwrap(),
         Some(ended.clone())
     );
+    // The operator's command reads it without taking it.
+    assert_eq!(
+        ledger.release_message(anchor).await.unwrap(),
+        Some(ended.clone())
+    );
+    assert_eq!(ledger.release_message("d-NONE").await.unwrap(), None);
     // A holder whose invocation died is taken over once its lease ran out.
     assert_eq!(
         ledger

@@ -212,9 +212,31 @@ async fn a_release_is_one_message_edited_to_its_end_with_the_failure_in_its_thre
         reply.contains("Error: the POST_TEST_TRAFFIC_SHIFT hook returned FAILED"),
         "{reply}"
     );
+    // Post, its permalink (once, for people), the edit, the reply.
     assert_eq!(
         w.slack.calls(),
-        ["chat.postMessage", "chat.update", "chat.postMessage"]
+        [
+            "chat.postMessage",
+            "chat.getPermalink",
+            "chat.update",
+            "chat.postMessage"
+        ]
+    );
+    let kept = w
+        .ledger
+        .release_message("arn:aws:ecs:us-east-1:123456789012:service-deployment/default/web3/dep1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        kept.permalink.as_deref(),
+        Some(
+            format!(
+                "https://greenlight-local.slack.com/archives/{CHANNEL}/p{}",
+                message.ts.replace('.', "")
+            )
+            .as_str()
+        )
     );
 }
 

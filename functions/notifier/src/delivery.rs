@@ -286,9 +286,24 @@ impl Living<'_> {
                 if furthest {
                     shown.payload = Some(message.payload.to_string());
                 }
+                shown.permalink = None;
                 // Kept at once: a failure from here on never posts the message again.
                 if let Err(e) = ledger.keep_message(anchor, shown, lease, false).await {
                     warn!(app = %self.app.name, error = %e, "could not record the release's message in the ledger");
+                }
+            }
+            if let (None, Some(channel), Some(ts)) = (&shown.permalink, &shown.channel, &shown.ts) {
+                // For people (the command's status and history): best effort.
+                calls += 1;
+                let link = self
+                    .deps
+                    .slack_app
+                    .permalink(self.token, channel, ts, self.deadline);
+                match link.await {
+                    Ok(link) => shown.permalink = Some(link),
+                    Err(e) => {
+                        warn!(app = %self.app.name, error = %e, "no permalink for the release's message")
+                    }
                 }
             }
             if furthest {

@@ -196,6 +196,8 @@ pub trait NoticeLedger: Send + Sync {
         anchor: &str,
         lease: &Lease,
     ) -> Result<Option<ReleaseMessage>, LedgerError>;
+    /// The run's message as last kept, read without taking it (the operator's command).
+    async fn release_message(&self, anchor: &str) -> Result<Option<ReleaseMessage>, LedgerError>;
     /// Records where the message is and what it shows; gives it back when `done`.
     async fn keep_message(
         &self,
@@ -218,6 +220,8 @@ pub struct ReleaseMessage {
     pub deployment: Option<String>,
     /// What it shows (the message's JSON), to post again if someone deletes it.
     pub payload: Option<String>,
+    /// Its link, for people.
+    pub permalink: Option<String>,
 }
 
 /// A release with the timeline of its statuses, as the operator's history shows it.

@@ -109,19 +109,24 @@ impl NoticeLedger for DynamoLedger {
             .send()
             .await;
         match taken {
-            Ok(out) => {
-                let item = out.attributes.unwrap_or_default();
-                Ok(Some(ReleaseMessage {
-                    channel: get_s(&item, "slack_channel"),
-                    ts: get_s(&item, "slack_ts"),
-                    rank: get_n(&item, "shown_rank").unwrap_or(0).clamp(0, 3) as u8,
-                    deployment: get_s(&item, "shown_deployment"),
-                    payload: get_s(&item, "shown_message"),
-                }))
-            }
+            Ok(out) => Ok(Some(message_of(&out.attributes.unwrap_or_default()))),
             Err(e) if is_condition_failure(&e) => Ok(None),
             Err(e) => Err(failed("UpdateItem")(e)),
         }
+    }
+
+    async fn release_message(&self, anchor: &str) -> Result<Option<ReleaseMessage>, LedgerError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", notice_key(anchor))
+            .key("sk", s(MESSAGE_KEY))
+            .send()
+            .await
+            .map_err(failed("GetItem"))?
+            .item;
+        Ok(item.map(|item| message_of(&item)))
     }
 
     async fn keep_message(
@@ -146,6 +151,7 @@ impl NoticeLedger for DynamoLedger {
             ("slack_ts", ":ts", &message.ts),
             ("shown_deployment", ":deployment", &message.deployment),
             ("shown_message", ":message", &message.payload),
+            ("slack_permalink", ":permalink", &message.permalink),
         ] {
             if let Some(value) = value {
                 set.push(format!("{attribute} = {placeholder}"));
@@ -160,5 +166,16 @@ impl NoticeLedger for DynamoLedger {
         let request = request.update_expression(format!("SET {}{release}", set.join(", ")));
         // A lease that ran out is another invocation's now: it records what it shows.
         update_if(request).await.map(drop)
+    }
+}
+
+fn message_of(item: &super::Item) -> ReleaseMessage {
+    ReleaseMessage {
+        channel: get_s(item, "slack_channel"),
+        ts: get_s(item, "slack_ts"),
+        rank: get_n(item, "shown_rank").unwrap_or(0).clamp(0, 3) as u8,
+        deployment: get_s(item, "shown_deployment"),
+        payload: get_s(item, "shown_message"),
+        permalink: get_s(item, "slack_permalink"),
     }
 }
