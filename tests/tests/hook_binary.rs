@@ -81,7 +81,7 @@ async fn a_hook_whose_config_is_broken_answers_failed_naming_the_key_and_no_valu
     assert_eq!(answer["status"], "Failed", "{answer}");
     assert_eq!(
         answer["reason"],
-        "the health hook cannot start: config line 2: unknown field `webhook_url`, expected one of `webhook`, `mention_on_failure`, `channel`, `announce_outside`",
+        "the health hook cannot start: config line 2: unknown field `webhook_url`, expected one of `webhook`, `token`, `mention_on_failure`, `channel`, `announce_outside`",
         "{answer}"
     );
     let reports = stand_in.reports();

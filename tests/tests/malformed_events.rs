@@ -101,7 +101,7 @@ async fn a_broken_config_is_one_json_line_and_an_init_error_naming_the_key_never
             "greenlight-deployer",
             format!("[slack]\nwebhook_url = '{SECRET}'\n"),
             "ConfigSyntax",
-            "config line 2: unknown field `webhook_url`, expected one of `webhook`, `mention_on_failure`, `channel`, `announce_outside`",
+            "config line 2: unknown field `webhook_url`, expected one of `webhook`, `token`, `mention_on_failure`, `channel`, `announce_outside`",
         ),
         (
             "greenlight-notifier",
