@@ -1208,11 +1208,12 @@ def test_verdicts_reach_the_notifier_through_the_ledgers_stream_and_only_verdict
     assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["ReleaseLedgerTable", "StreamArn"]}
     assert mapping["BisectBatchOnFunctionError"] is True
     assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["FailedEventsQueue", "Arn"]}
-    (only,) = mapping["FilterCriteria"]["Filters"]
-    pattern = json.loads(only["Pattern"])
-    assert pattern["eventName"] == ["MODIFY"]
-    assert pattern["dynamodb"]["NewImage"]["pk"] == {"S": [{"prefix": "app#"}]}
-    assert pattern["dynamodb"]["NewImage"]["hook_event"] == {"S": [{"exists": True}]}
+    verdicts, rounds = (json.loads(f["Pattern"]) for f in mapping["FilterCriteria"]["Filters"])
+    for pattern, attribute in ((verdicts, "hook_event"), (rounds, "hook_round")):
+        assert pattern["eventName"] == ["MODIFY"]
+        assert pattern["dynamodb"]["NewImage"]["pk"] == {"S": [{"prefix": "app#"}]}
+        assert pattern["dynamodb"]["NewImage"][attribute] == {"S": [{"exists": True}]}
+        assert len(pattern["dynamodb"]["NewImage"]) == 2
     # The stream is read by the notifier's role, and only the stream.
     (reads,) = [s for s in role_statements(sam, role_of(sam, "NotifierFunction")[0]) if s.get("Sid") == "ReadLedgerStream"]
     assert set(as_list(reads["Action"])) == STREAM_READS

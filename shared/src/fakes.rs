@@ -213,6 +213,16 @@ impl VerdictLedger for FakeLedger {
         }
         Ok(())
     }
+    async fn record_hook_round(
+        &self,
+        _app: &str,
+        _digest: &str,
+        _stage: &str,
+        _round: u32,
+        _found: &str,
+    ) -> Result<(), LedgerError> {
+        self.check()
+    }
     async fn record_hook_reported(
         &self,
         _app: &str,

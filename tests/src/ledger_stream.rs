@@ -1,7 +1,8 @@
 //! Lambda's event source mapping of the ledger's stream to the notifier, played in front of
 //! moto: reads moto's DynamoDB stream of the table (DescribeTable, DescribeStream,
 //! GetShardIterator, GetRecords, in the DynamoDB Streams JSON protocol), keeps the records the
-//! stack's filter keeps (a MODIFY of an `app#` item that carries `hook_event`), and hands each
+//! stack's filters keep (a MODIFY of an `app#` item that carries `hook_event` or `hook_round`),
+//! and hands each
 //! batch to the notifier as Lambda does (`{"Records": [...]}`, each with its
 //! `eventSourceARN`), again after a second while the notifier fails it (at most five times).
 
@@ -91,14 +92,15 @@ pub async fn follow(moto: &str, table: &str, deliver: Deliver) {
     });
 }
 
-/// The stack's filter (`VerdictStreamMapping`): a MODIFY of an `app#` item with a verdict.
+/// The stack's filters (`VerdictStreamMapping`): a MODIFY of an `app#` item with a verdict or
+/// a round.
 fn passes_filter(record: &Value) -> bool {
     let image = &record["dynamodb"]["NewImage"];
     record["eventName"] == "MODIFY"
         && image["pk"]["S"]
             .as_str()
             .is_some_and(|pk| pk.starts_with("app#"))
-        && image["hook_event"]["S"].is_string()
+        && (image["hook_event"]["S"].is_string() || image["hook_round"]["S"].is_string())
 }
 
 async fn call(http: &reqwest::Client, moto: &str, target: &str, body: Value) -> Value {

@@ -841,17 +841,27 @@ impl World {
             .flatten()
             .map(|r| {
                 let image = &r["dynamodb"]["NewImage"];
-                format!(
-                    "{} {} at {}: {}",
-                    image["app"]["S"].as_str().unwrap_or_default(),
-                    image["release_version"]["S"].as_str().unwrap_or_default(),
-                    image["hook_event"]["S"].as_str().unwrap_or_default(),
-                    if image["hook_passed"]["BOOL"] == true {
-                        "passed"
-                    } else {
-                        "failed"
-                    }
-                )
+                let s = |k: &str| image[k]["S"].as_str().unwrap_or_default().to_string();
+                match image["hook_round"]["S"].as_str() {
+                    Some(found) => format!(
+                        "round {} at {} of {} {}: {found}",
+                        image["hook_round_n"]["N"].as_str().unwrap_or_default(),
+                        s("hook_round_stage"),
+                        s("app"),
+                        s("release_version"),
+                    ),
+                    None => format!(
+                        "verdict at {} of {} {}: {}",
+                        s("hook_event"),
+                        s("app"),
+                        s("release_version"),
+                        if image["hook_passed"]["BOOL"] == true {
+                            "passed"
+                        } else {
+                            "failed"
+                        }
+                    ),
+                }
             })
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
@@ -862,7 +872,7 @@ impl World {
                     self.timeline.log(
                         "notifier",
                         format!(
-                            "ledger stream: the hook's verdict ({}) said in the release's thread",
+                            "ledger stream: the hook's {} reached the release's message",
                             said.join(", ")
                         ),
                     );

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use greenlight_shared::ledger::{DynamoLedger, NoticeLedger};
 use greenlight_shared::queue::Lease;
 use greenlight_tests::codedeploy::CodeDeployStandIn;
@@ -218,4 +219,59 @@ async fn a_release_runs_message_has_one_writer_at_a_time_and_keeps_where_it_is()
         .await
         .unwrap()
         .is_some());
+}
+
+#[tokio::test]
+async fn a_native_round_is_noted_on_the_release_until_its_verdict_replaces_it() {
+    use greenlight_shared::ledger::{Claim, ReleaseLedger, VerdictLedger};
+    let moto = MotoServer::start().await;
+    let stand_in = CodeDeployStandIn::start(Duration::from_secs(5)).await;
+    let clients = Clients::new(&moto.endpoint, &stand_in.endpoint).await;
+    clients.create_ledger_table().await;
+    let ledger = DynamoLedger::new(clients.dynamodb.clone(), TABLE);
+    let digest = format!("sha256:{}", "4".repeat(64));
+    let claim = ledger
+        .claim(&push(&digest, "v1"), &lease("req", 60_000))
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Acquired(_)), "{claim:?}");
+    let item = || async {
+        clients
+            .dynamodb
+            .get_item()
+            .table_name(TABLE)
+            .key("pk", AttributeValue::S("app#web1".into()))
+            .key("sk", AttributeValue::S(format!("release#{digest}")))
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap()
+    };
+    ledger
+        .record_hook_round(
+            "web1",
+            &digest,
+            "POST_TEST_TRAFFIC_SHIFT",
+            2,
+            "1/3 good answers",
+        )
+        .await
+        .unwrap();
+    let noted = item().await;
+    assert_eq!(noted["hook_round"].as_s().unwrap(), "1/3 good answers");
+    assert_eq!(noted["hook_round_n"].as_n().unwrap(), "2");
+    ledger
+        .record_hook_verdict(
+            "web1",
+            &digest,
+            "POST_TEST_TRAFFIC_SHIFT",
+            true,
+            "all checks passed",
+        )
+        .await
+        .unwrap();
+    let judged = item().await;
+    assert!(!judged.contains_key("hook_round") && !judged.contains_key("hook_round_n"));
+    assert_eq!(judged["hook_reason"].as_s().unwrap(), "all checks passed");
 }

@@ -716,3 +716,49 @@ async fn a_failed_verdict_is_said_in_the_thread_and_the_message_waits_for_the_en
         )]
     );
 }
+
+#[tokio::test]
+async fn a_native_round_shows_how_checking_green_goes_until_a_further_state() {
+    let w = World::new().await;
+    w.deployment("IN_PROGRESS", None);
+    w.event("SERVICE_DEPLOYMENT_IN_PROGRESS", "req-1")
+        .await
+        .unwrap();
+    let round = |n: u32, found: &str| {
+        let mut batch = verdict_batch("POST_TEST_TRAFFIC_SHIFT", false, "");
+        let image = &mut batch["Records"][0]["dynamodb"]["NewImage"];
+        image.as_object_mut().unwrap().remove("hook_event");
+        image["hook_round"] = json!({"S": found});
+        image["hook_round_n"] = json!({"N": n.to_string()});
+        image["hook_round_stage"] = json!({"S": "POST_TEST_TRAFFIC_SHIFT"});
+        batch
+    };
+    w.stream(
+        round(2, "1/3 good answers in a row (last: HTTP 200)"),
+        "req-2",
+    )
+    .await
+    .unwrap();
+    let channel = w.channel();
+    assert_eq!(channel.len(), 1);
+    assert_eq!(
+        channel[0].text,
+        ":mag: web3 v2.0.0 checking green at POST_TEST_TRAFFIC_SHIFT, round 2: 1/3 good answers in a row (last: HTTP 200)"
+    );
+    assert!(channel[0].replies.is_empty(), "rounds are not thread noise");
+    // The verdict moves it on; a round that arrives late never takes it back.
+    w.stream(
+        verdict_batch("POST_TEST_TRAFFIC_SHIFT", true, "all checks passed"),
+        "req-3",
+    )
+    .await
+    .unwrap();
+    w.stream(round(3, "2/3 good answers in a row"), "req-4")
+        .await
+        .unwrap();
+    assert!(
+        w.channel()[0].text.contains("ready on green"),
+        "{}",
+        w.channel()[0].text
+    );
+}

@@ -131,6 +131,8 @@ pub struct Notice {
     pub verdict: Option<String>,
     /// Slack app mode: said in the thread only; the message itself stays as it is.
     pub thread_only: bool,
+    /// Slack app mode: how checking green goes (a native hook round), in the headline.
+    pub checking: Option<String>,
     pub rollback: Option<Rollback>,
     /// Versions skipped in favour of this one (announced once, on its START).
     pub superseded: Vec<String>,
@@ -389,6 +391,10 @@ fn state_headline(n: &Notice) -> String {
     }
     if n.is_outside() {
         return outside_headline(n);
+    }
+    if let (Some(checking), "START") = (&n.checking, n.state.as_str()) {
+        let version = n.version.as_deref().unwrap_or("");
+        return format!(":mag: {app} {version} {checking}");
     }
     let subject = match &n.version {
         Some(version) => format!("{app} {version}"),

@@ -29,6 +29,8 @@ pub struct LedgerVerdict {
     pub stage: String,
     pub passed: bool,
     pub reason: String,
+    /// A native round that did not decide yet (its number, what it found): no verdict.
+    pub round: Option<(u32, String)>,
 }
 
 /// A DynamoDB stream batch (the shape Lambda invokes with), reduced to what is read.
@@ -77,6 +79,25 @@ fn verdict_of(
     if !s("pk")?.starts_with("app#") || !s("sk")?.starts_with("release#") {
         return None;
     }
+    // A round is noted until the verdict replaces it.
+    if let (Some(found), Some(stage), Some(n)) = (
+        s("hook_round"),
+        s("hook_round_stage"),
+        image
+            .get("hook_round_n")
+            .and_then(|n| n["N"].as_str()?.parse().ok()),
+    ) {
+        return Some(LedgerVerdict {
+            app: s("app")?,
+            version: s("release_version"),
+            digest: s("digest"),
+            deployment_id: s("deployment_id"),
+            stage,
+            passed: false,
+            reason: String::new(),
+            round: Some((n, found)),
+        });
+    }
     Some(LedgerVerdict {
         app: s("app")?,
         version: s("release_version"),
@@ -85,6 +106,7 @@ fn verdict_of(
         stage: s("hook_event")?,
         passed: image.get("hook_passed")?["BOOL"].as_bool()?,
         reason: s("hook_reason").unwrap_or_default(),
+        round: None,
     })
 }
 
@@ -105,11 +127,14 @@ pub async fn handle_verdicts(
             info!(app = %verdict.app, "verdict not said: the app posts to a webhook, or no deployment yet");
             continue;
         };
-        let key = format!(
-            "HOOK:{}:{}",
-            verdict.stage,
-            if verdict.passed { "PASSED" } else { "FAILED" }
-        );
+        let key = match &verdict.round {
+            Some((n, _)) => format!("HOOK_ROUND:{}:{n}", verdict.stage),
+            None => format!(
+                "HOOK:{}:{}",
+                verdict.stage,
+                if verdict.passed { "PASSED" } else { "FAILED" }
+            ),
+        };
         let said = once(deps, &app.name, deployment_id, &key, invocation, async {
             let destination = destination_for(deps, app).await?;
             let notice = notice_of(deps, app, deployment_id, &verdict);
@@ -138,6 +163,27 @@ fn notice_of(
         (None, None) => (String::new(), String::new()),
     };
     let ready = native && verdict.passed && verdict.stage == "POST_TEST_TRAFFIC_SHIFT";
+    if let Some((n, found)) = &verdict.round {
+        // The message says how checking green goes, until a state further on replaces it.
+        return Notice {
+            app: app.name.clone(),
+            environment: app.environment.clone(),
+            scope,
+            target,
+            deployment_id: deployment_id.to_string(),
+            state: "START".into(),
+            region: deps.region.clone(),
+            channel: app.slack.channel.clone(),
+            version: verdict.version.clone(),
+            digest: verdict.digest.clone(),
+            started_by: Some(StartedBy::Push),
+            checking: Some(format!(
+                "checking green at {}, round {n}: {found}",
+                verdict.stage
+            )),
+            ..Notice::default()
+        };
+    }
     Notice {
         app: app.name.clone(),
         environment: app.environment.clone(),

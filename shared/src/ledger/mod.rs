@@ -264,6 +264,16 @@ pub trait VerdictLedger: Send + Sync {
         passed: bool,
         reason: &str,
     ) -> Result<(), LedgerError>;
+    /// A native hook round that did not decide yet ("round 2: 1/3 good answers in a row"):
+    /// the release's Slack message says how checking green goes.
+    async fn record_hook_round(
+        &self,
+        app: &str,
+        digest: &str,
+        stage: &str,
+        round: u32,
+        found: &str,
+    ) -> Result<(), LedgerError>;
     /// CodeDeploy accepted the verdict of this hook execution: a redelivery may skip it.
     async fn record_hook_reported(
         &self,

@@ -252,6 +252,9 @@ pub async fn handle_native(
             .await;
         }
     }
+    if let (HookStatus::InProgress, Some(release)) = (status, &release) {
+        record_round(deps, event, release, progress.rounds, &reason).await;
+    }
     let delay = match status {
         HookStatus::InProgress => Some(callback_delay(deps, release.as_ref())),
         _ => None,
@@ -293,14 +296,37 @@ async fn record_verdict(
     passed: bool,
     reason: &str,
 ) {
-    let (Some(ledger), app, Some(digest)) = (&deps.ledger, &release.app, &release.digest) else {
-        return;
-    };
-    let write = ledger.record_hook_verdict(app, digest, &event.lifecycle_stage, passed, reason);
+    if let (Some(ledger), Some(digest)) = (&deps.ledger, &release.digest) {
+        let stage = &event.lifecycle_stage;
+        let write = ledger.record_hook_verdict(&release.app, digest, stage, passed, reason);
+        best_effort(write, "the verdict").await;
+    }
+}
+
+/// Notes a round that did not decide yet, for the release's Slack message.
+async fn record_round(
+    deps: &Deps,
+    event: &EcsHookEvent,
+    release: &Release,
+    round: u32,
+    found: &str,
+) {
+    if let (Some(ledger), Some(digest)) = (&deps.ledger, &release.digest) {
+        let stage = &event.lifecycle_stage;
+        let write = ledger.record_hook_round(&release.app, digest, stage, round, found);
+        best_effort(write, "the round").await;
+    }
+}
+
+/// A ledger write the answer does not wait for long: within the time kept for it, or skipped.
+async fn best_effort(
+    write: impl std::future::Future<Output = Result<(), greenlight_shared::ledger::LedgerError>>,
+    what: &str,
+) {
     match tokio::time::timeout(VERDICT_RECORD_BUDGET, write).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "could not record the verdict in the release ledger"),
-        Err(_) => warn!("recording the verdict in the release ledger took too long: skipped"),
+        Ok(Err(e)) => warn!(error = %e, "could not record {what} in the release ledger"),
+        Err(_) => warn!("recording {what} in the release ledger took too long: skipped"),
     }
 }
 

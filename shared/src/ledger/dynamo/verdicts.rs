@@ -20,13 +20,34 @@ impl VerdictLedger for DynamoLedger {
     ) -> Result<(), LedgerError> {
         let verdict = self
             .update(app, release_key(digest))
-            .update_expression("SET hook_event = :event, hook_passed = :passed, hook_reason = :reason, updated_at = :now")
+            // The verdict ends the rounds before it.
+            .update_expression("SET hook_event = :event, hook_passed = :passed, hook_reason = :reason, updated_at = :now REMOVE hook_round, hook_round_n, hook_round_stage")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":event", s(lifecycle_event))
             .expression_attribute_values(":passed", AttributeValue::Bool(passed))
             .expression_attribute_values(":reason", s(reason))
             .expression_attribute_values(":now", s(Utc::now().to_rfc3339()));
         update_if(verdict).await.map(drop)
+    }
+
+    async fn record_hook_round(
+        &self,
+        app: &str,
+        digest: &str,
+        stage: &str,
+        round: u32,
+        found: &str,
+    ) -> Result<(), LedgerError> {
+        let noted = self
+            .update(app, release_key(digest))
+            .update_expression(
+                "SET hook_round = :found, hook_round_n = :n, hook_round_stage = :stage",
+            )
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":found", s(found))
+            .expression_attribute_values(":n", AttributeValue::N(round.to_string()))
+            .expression_attribute_values(":stage", s(stage));
+        update_if(noted).await.map(drop)
     }
 
     async fn record_hook_reported(
