@@ -226,13 +226,10 @@ async fn traffic_of(ecs: &dyn ServiceReads, deployment: Option<&str>) -> Option<
     let id = deployment.filter(|id| greenlight_shared::model::is_service_deployment_arn(id))?;
     let state = ecs.service_deployment(id).await.ok()?;
     let rollout = state.rollout?;
-    let plan = rollout.describe();
-    Some(
-        match greenlight_shared::rollout::progress(&rollout, &state.position) {
-            Some(now) => format!("{now} ({plan})"),
-            None => plan,
-        },
-    )
+    Some(greenlight_shared::rollout::traffic_line(
+        &rollout,
+        &state.position,
+    ))
 }
 
 /// The Slack message of the release run a deployment started (Slack app mode); nothing when

@@ -149,6 +149,23 @@ impl Rollout {
     }
 }
 
+/// The traffic line people read: where the deployment stands, then its plan ("canary 5% until
+/// 14:32 UTC, then 100% (canary 5% for 10 min, then 100%; bake 15 min)").
+pub fn traffic_line(rollout: &Rollout, at: &Position) -> String {
+    let plan = rollout.describe();
+    match progress(rollout, at) {
+        Some(now) => format!("{now} ({plan})"),
+        None => plan,
+    }
+}
+
+impl Rollout {
+    /// Blue/green at once, with no bake and no alarm: nothing to say beyond its states.
+    pub fn is_plain(&self) -> bool {
+        self.strategy == Strategy::BlueGreen && self.bake_minutes == 0 && self.alarms.is_empty()
+    }
+}
+
 /// Where a service deployment stands, as DescribeServiceDeployments reports it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Position {

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::checks::{self, CheckResult};
-use crate::core::{panic_message, Deps, HookError};
+use crate::core::{panic_message, record_briefly, Deps, HookError};
 
 /// Reads a lifecycle hook invocation; one that is not (it cannot be answered: it names no
 /// deployment or execution) is a `MalformedEvent` with a short reason.
@@ -163,11 +163,7 @@ pub async fn handle(
             verdict == HookVerdict::Succeeded,
             &reason,
         );
-        match tokio::time::timeout_at(until, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(error = %e, "could not record the verdict in the release ledger"),
-            Err(_) => warn!("recording the verdict in the release ledger took too long: skipped"),
-        }
+        record_briefly(write, until, "the verdict").await;
     }
 
     let report = send_report(

@@ -65,3 +65,17 @@ pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".to_string());
     text.chars().take(200).collect()
 }
+
+/// A ledger write for the notifier that the answer does not wait for: done by `until`, or
+/// skipped with one warning line.
+pub async fn record_briefly(
+    write: impl std::future::Future<Output = Result<(), greenlight_shared::ledger::LedgerError>>,
+    until: tokio::time::Instant,
+    what: &str,
+) {
+    match tokio::time::timeout_at(until, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not record {what} in the release ledger"),
+        Err(_) => tracing::warn!("recording {what} in the release ledger took too long: skipped"),
+    }
+}

@@ -44,24 +44,20 @@ pub(crate) async fn destination_for(
     deps: &Deps,
     app: &AppConfig,
 ) -> Result<Destination, NotifyError> {
+    let parsed = |text: &str| {
+        SecretRef::parse(text).map_err(|problem| NotifyError::BadWebhookReference {
+            app: app.name.clone(),
+            problem,
+        })
+    };
     if let (Some(token), Some(channel)) = (&app.slack.token, &app.slack.channel) {
-        let reference =
-            SecretRef::parse(token).map_err(|problem| NotifyError::BadWebhookReference {
-                app: app.name.clone(),
-                problem,
-            })?;
         return Ok(Destination::App {
-            token: secret(deps, app, reference).await?,
+            token: secret(deps, app, parsed(token)?).await?,
             channel: channel.clone(),
         });
     }
     let reference = match &app.slack.webhook {
-        Some(text) => {
-            SecretRef::parse(text).map_err(|problem| NotifyError::BadWebhookReference {
-                app: app.name.clone(),
-                problem,
-            })?
-        }
+        Some(text) => parsed(text)?,
         None => deps
             .default_webhook
             .clone()
@@ -154,6 +150,16 @@ async fn post_to_webhook(
         })
 }
 
+/// How far a state takes a release's living message: it is edited only to a state as far or
+/// further, so it never goes back from an end.
+fn rank(state: &str) -> u8 {
+    match state {
+        "START" => 1,
+        "READY" => 2,
+        _ => 3,
+    }
+}
+
 /// One app's living message, for one invocation.
 struct Living<'a> {
     deps: &'a Deps,
@@ -229,7 +235,7 @@ impl Living<'_> {
         message: &message::Message,
     ) -> Result<u32, NotifyError> {
         let mut calls = 0;
-        let rank = message::rank(&notice.state);
+        let rank = rank(&notice.state);
         let same_deployment = shown
             .deployment
             .as_deref()

@@ -239,16 +239,6 @@ pub struct Message {
     pub payload: Value,
 }
 
-/// How far a state takes a release's living message (Slack app mode): it is edited only to a
-/// state as far or further, so it never goes back from an end.
-pub fn rank(state: &str) -> u8 {
-    match state {
-        "START" => 1,
-        "READY" => 2,
-        _ => 3,
-    }
-}
-
 /// What a state adds to the living message's thread, if anything: why it failed or stopped
 /// (broadcast to the channel by the caller), a rollback, the operator's request, the releases
 /// it skipped.

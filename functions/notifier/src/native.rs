@@ -17,7 +17,7 @@ use greenlight_shared::aws::ecs::ServiceDeploymentBrief;
 use greenlight_shared::events::{may_end, service_of_event, EcsDeploymentEvent};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::model::{phase_of, EngineKind, Phase};
-use greenlight_shared::rollout::{progress, rollback_cause};
+use greenlight_shared::rollout::{rollback_cause, traffic_line};
 use greenlight_shared::task_definition::{tag_value, TAG_APP, TAG_DIGEST, TAG_VERSION};
 use greenlight_shared::{AppConfig, AwsErrorKind};
 use tracing::{info, warn};
@@ -214,19 +214,11 @@ async fn describe_rollout(deps: &Deps, deployment: &ServiceDeploymentBrief, noti
             rollback_cause(&state.rollback, notice.hook_reason.as_deref(), None);
         return;
     }
-    // A plain blue/green shift at once, unwatched, has nothing to say beyond its states.
-    let plain = |r: &&greenlight_shared::rollout::Rollout| {
-        r.strategy == greenlight_shared::rollout::Strategy::BlueGreen
-            && r.bake_minutes == 0
-            && r.alarms.is_empty()
-    };
-    if let Some(rollout) = state.rollout.as_ref().filter(|r| !plain(r)) {
-        let plan = rollout.describe();
-        notice.rollout = Some(match progress(rollout, &state.position) {
-            Some(now) => format!("{now} ({plan})"),
-            None => plan,
-        });
-    }
+    notice.rollout = state
+        .rollout
+        .as_ref()
+        .filter(|r| !r.is_plain())
+        .map(|r| traffic_line(r, &state.position));
 }
 
 /// What a deployment deploys: its task definition and tags, and whether they could be read.

@@ -80,33 +80,31 @@ fn verdict_of(
         return None;
     }
     // A round is noted until the verdict replaces it.
-    if let (Some(found), Some(stage), Some(n)) = (
-        s("hook_round"),
-        s("hook_round_stage"),
-        image
+    let round = match (s("hook_round"), s("hook_round_stage")) {
+        (Some(found), Some(stage)) => image
             .get("hook_round_n")
-            .and_then(|n| n["N"].as_str()?.parse().ok()),
-    ) {
-        return Some(LedgerVerdict {
-            app: s("app")?,
-            version: s("release_version"),
-            digest: s("digest"),
-            deployment_id: s("deployment_id"),
-            stage,
-            passed: false,
-            reason: String::new(),
-            round: Some((n, found)),
-        });
-    }
+            .and_then(|n| n["N"].as_str()?.parse().ok())
+            .map(|n| (stage, n, found)),
+        _ => None,
+    };
+    let (stage, passed, reason, round) = match round {
+        Some((stage, n, found)) => (stage, false, String::new(), Some((n, found))),
+        None => (
+            s("hook_event")?,
+            image.get("hook_passed")?["BOOL"].as_bool()?,
+            s("hook_reason").unwrap_or_default(),
+            None,
+        ),
+    };
     Some(LedgerVerdict {
         app: s("app")?,
         version: s("release_version"),
         digest: s("digest"),
         deployment_id: s("deployment_id"),
-        stage: s("hook_event")?,
-        passed: image.get("hook_passed")?["BOOL"].as_bool()?,
-        reason: s("hook_reason").unwrap_or_default(),
-        round: None,
+        stage,
+        passed,
+        reason,
+        round,
     })
 }
 
@@ -162,40 +160,33 @@ fn notice_of(
         (None, Some(g)) => (g.application.clone(), g.deployment_group.clone()),
         (None, None) => (String::new(), String::new()),
     };
-    let ready = native && verdict.passed && verdict.stage == "POST_TEST_TRAFFIC_SHIFT";
-    if let Some((n, found)) = &verdict.round {
-        // The message says how checking green goes, until a state further on replaces it.
-        return Notice {
-            app: app.name.clone(),
-            environment: app.environment.clone(),
-            scope,
-            target,
-            deployment_id: deployment_id.to_string(),
-            state: "START".into(),
-            region: deps.region.clone(),
-            channel: app.slack.channel.clone(),
-            version: verdict.version.clone(),
-            digest: verdict.digest.clone(),
-            started_by: Some(StartedBy::Push),
-            checking: Some(format!(
-                "checking green at {}, round {n}: {found}",
-                verdict.stage
-            )),
-            ..Notice::default()
-        };
-    }
-    Notice {
+    let release = Notice {
         app: app.name.clone(),
         environment: app.environment.clone(),
         scope,
         target,
         deployment_id: deployment_id.to_string(),
-        state: if verdict.passed { "READY" } else { "FAILURE" }.into(),
         region: deps.region.clone(),
         channel: app.slack.channel.clone(),
         version: verdict.version.clone(),
         digest: verdict.digest.clone(),
         started_by: Some(StartedBy::Push),
+        ..Notice::default()
+    };
+    if let Some((n, found)) = &verdict.round {
+        // The message says how checking green goes, until a state further on replaces it.
+        return Notice {
+            state: "START".into(),
+            checking: Some(format!(
+                "checking green at {}, round {n}: {found}",
+                verdict.stage
+            )),
+            ..release
+        };
+    }
+    let ready = native && verdict.passed && verdict.stage == "POST_TEST_TRAFFIC_SHIFT";
+    Notice {
+        state: if verdict.passed { "READY" } else { "FAILURE" }.into(),
         verdict: Some(format!(
             "Health hook at {}: green {} — {}",
             verdict.stage,
@@ -203,6 +194,6 @@ fn notice_of(
             verdict.reason
         )),
         thread_only: !ready,
-        ..Notice::default()
+        ..release
     }
 }

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::checks;
-use crate::core::{Deps, HookError};
+use crate::core::{record_briefly, Deps, HookError};
 use release::{arn_service, continues_after, find_release, Release};
 
 mod release;
@@ -299,7 +299,7 @@ async fn record_verdict(
     if let (Some(ledger), Some(digest)) = (&deps.ledger, &release.digest) {
         let stage = &event.lifecycle_stage;
         let write = ledger.record_hook_verdict(&release.app, digest, stage, passed, reason);
-        best_effort(write, "the verdict").await;
+        record_briefly(write, Instant::now() + VERDICT_RECORD_BUDGET, "the verdict").await;
     }
 }
 
@@ -314,19 +314,7 @@ async fn record_round(
     if let (Some(ledger), Some(digest)) = (&deps.ledger, &release.digest) {
         let stage = &event.lifecycle_stage;
         let write = ledger.record_hook_round(&release.app, digest, stage, round, found);
-        best_effort(write, "the round").await;
-    }
-}
-
-/// A ledger write the answer does not wait for long: within the time kept for it, or skipped.
-async fn best_effort(
-    write: impl std::future::Future<Output = Result<(), greenlight_shared::ledger::LedgerError>>,
-    what: &str,
-) {
-    match tokio::time::timeout(VERDICT_RECORD_BUDGET, write).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "could not record {what} in the release ledger"),
-        Err(_) => warn!("recording {what} in the release ledger took too long: skipped"),
+        record_briefly(write, Instant::now() + VERDICT_RECORD_BUDGET, "the round").await;
     }
 }
 
