@@ -1200,7 +1200,7 @@ def test_ledger_writes_are_scoped_to_the_items_each_function_owns(sam: dict, fun
         assert set(as_list(statement["Action"])) <= LEDGER_WRITES, statement
 
 
-def test_verdicts_reach_the_notifier_through_the_ledgers_stream_and_only_verdicts(sam: dict):
+def test_verdicts_and_queue_changes_reach_the_notifier_through_the_ledgers_stream_and_only_they(sam: dict):
     table = sam["Resources"]["ReleaseLedgerTable"]["Properties"]
     assert table["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
     mapping = sam["Resources"]["VerdictStreamMapping"]["Properties"]
@@ -1208,12 +1208,20 @@ def test_verdicts_reach_the_notifier_through_the_ledgers_stream_and_only_verdict
     assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["ReleaseLedgerTable", "StreamArn"]}
     assert mapping["BisectBatchOnFunctionError"] is True
     assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["FailedEventsQueue", "Arn"]}
-    verdicts, rounds = (json.loads(f["Pattern"]) for f in mapping["FilterCriteria"]["Filters"])
+    verdicts, rounds, queue = (json.loads(f["Pattern"]) for f in mapping["FilterCriteria"]["Filters"])
     for pattern, attribute in ((verdicts, "hook_event"), (rounds, "hook_round")):
         assert pattern["eventName"] == ["MODIFY"]
         assert pattern["dynamodb"]["NewImage"]["pk"] == {"S": [{"prefix": "app#"}]}
         assert pattern["dynamodb"]["NewImage"][attribute] == {"S": [{"exists": True}]}
         assert len(pattern["dynamodb"]["NewImage"]) == 2
+    # The queue's changes of a release run (a claim becomes pending or superseded by a MODIFY;
+    # an archived run is history).
+    assert queue["eventName"] == ["MODIFY"]
+    assert queue["dynamodb"]["NewImage"] == {
+        "pk": {"S": [{"prefix": "app#"}]},
+        "release_status": {"S": ["pending", "superseded"]},
+        "archived_at": {"S": [{"exists": False}]},
+    }
     # The stream is read by the notifier's role, and only the stream.
     (reads,) = [s for s in role_statements(sam, role_of(sam, "NotifierFunction")[0]) if s.get("Sid") == "ReadLedgerStream"]
     assert set(as_list(reads["Action"])) == STREAM_READS

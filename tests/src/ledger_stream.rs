@@ -1,8 +1,8 @@
 //! Lambda's event source mapping of the ledger's stream to the notifier, played in front of
 //! moto: reads moto's DynamoDB stream of the table (DescribeTable, DescribeStream,
 //! GetShardIterator, GetRecords, in the DynamoDB Streams JSON protocol), keeps the records the
-//! stack's filters keep (a MODIFY of an `app#` item that carries `hook_event` or `hook_round`),
-//! and hands each
+//! stack's filters keep (a MODIFY of an `app#` item that carries `hook_event` or `hook_round`,
+//! or of a release that waits or was superseded), and hands each
 //! batch to the notifier as Lambda does (`{"Records": [...]}`, each with its
 //! `eventSourceARN`), again after a second while the notifier fails it (at most five times).
 
@@ -93,14 +93,18 @@ pub async fn follow(moto: &str, table: &str, deliver: Deliver) {
 }
 
 /// The stack's filters (`VerdictStreamMapping`): a MODIFY of an `app#` item with a verdict or
-/// a round.
+/// a round, or of a release (not archived) that waits or was superseded.
 fn passes_filter(record: &Value) -> bool {
     let image = &record["dynamodb"]["NewImage"];
+    let queued = matches!(
+        image["release_status"]["S"].as_str(),
+        Some("pending" | "superseded")
+    ) && image["archived_at"].is_null();
     record["eventName"] == "MODIFY"
         && image["pk"]["S"]
             .as_str()
             .is_some_and(|pk| pk.starts_with("app#"))
-        && (image["hook_event"]["S"].is_string() || image["hook_round"]["S"].is_string())
+        && (image["hook_event"]["S"].is_string() || image["hook_round"]["S"].is_string() || queued)
 }
 
 async fn call(http: &reqwest::Client, moto: &str, target: &str, body: Value) -> Value {

@@ -528,6 +528,11 @@ impl Pipeline {
         said
     }
 
+    /// The Slack app messages posted since `mark`, as they read now.
+    pub fn slack_messages(&self, mark: SlackMark) -> Vec<crate::slack_api::ChannelMessage> {
+        self.slack_app.channel(SLACK_CHANNEL)[mark.channel..].to_vec()
+    }
+
     /// The replies in the threads of the Slack app messages posted since `mark`.
     pub fn slack_replies(&self, mark: SlackMark) -> Vec<String> {
         self.slack_app.channel(SLACK_CHANNEL)[mark.channel..]

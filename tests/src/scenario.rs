@@ -245,6 +245,27 @@ async fn waits(
         waited,
         "",
     );
+    if crate::pipeline::uses_slack_app(app) {
+        // The waiting release's one message was posted as it queued, then edited to its end.
+        let subject = format!("{app} {second} ");
+        let messages: Vec<_> = p
+            .slack_messages(mark)
+            .into_iter()
+            .filter(|m| m.text.contains(&subject))
+            .collect();
+        check(
+            checks,
+            &format!(
+                "Slack: {app} {second} is one message, from queued behind {first} to deployed"
+            ),
+            messages.len() == 1
+                && messages[0]
+                    .posted_as
+                    .contains(&format!("queued — waits for {first}"))
+                && messages[0].text.contains("deployed to production"),
+            format!("{messages:?}"),
+        );
+    }
     let (_, serving) = p.clients.service_image(app).await;
     check(
         checks,

@@ -42,6 +42,8 @@ pub struct ChannelMessage {
     pub replies: Vec<(String, bool)>,
     /// How many times it was edited.
     pub edits: u32,
+    /// Its text when it was posted.
+    pub posted_as: String,
 }
 
 #[derive(Default)]
@@ -240,6 +242,7 @@ async fn serve(
                         attachments: body["attachments"].clone(),
                         replies: vec![],
                         edits: 0,
+                        posted_as: text.clone(),
                     };
                     w.messages.push((channel.clone(), message));
                 }

@@ -21,7 +21,7 @@ async fn a_healthy_release_ships_a_bad_one_rolls_back_and_a_mid_deployment_push_
         "failed checks: {failed:#?}\nSlack: {:#?}",
         pipeline.slack.headlines()
     );
-    assert_eq!(checks.len(), 57);
+    assert_eq!(checks.len(), 58);
     // The Slack app's channel: one message per release run of web1 and web3, each read as a
     // person reads it, with a console link; web1's bad release FAILED with the hook's reason
     // in its thread.

@@ -762,3 +762,237 @@ async fn a_native_round_shows_how_checking_green_goes_until_a_further_state() {
         w.channel()[0].text
     );
 }
+
+// ---- a release the queue holds or skips, from the ledger's stream -----------------------------
+
+const UNDER_WAY: &str = "d-UNDERWAY1";
+const QUEUED_RUN: &str = "d-QUEUEDRUN";
+
+/// web1: v1.4.2 (release 2) deploys as `UNDER_WAY`; v1.4.3 (release 3), pushed meanwhile,
+/// waits, and later deploys as `QUEUED_RUN`; v1.4.4 (release 4) is a newer push.
+fn queue_scene(w: &World) {
+    use greenlight_shared::appspec::ReleaseDescription;
+    use greenlight_shared::aws::codedeploy::Deployment;
+    use greenlight_shared::queue::{Active, Queue, Ticket};
+    w.ledger.insert(ReleaseRecord {
+        deployment_id: Some(UNDER_WAY.into()),
+        ..release(2, "v1.4.2", ReleaseStatus::Deploying)
+    });
+    w.ledger.insert(ReleaseRecord {
+        pushed_at: Utc::now() - chrono::Duration::minutes(2),
+        ..release(3, "v1.4.3", ReleaseStatus::Pending)
+    });
+    w.ledger
+        .insert(release(4, "v1.4.4", ReleaseStatus::Pending));
+    w.ledger.set_queue(
+        "web1",
+        Queue {
+            active: Some(Active {
+                release: Some(Ticket {
+                    pushed_at_ms: 1,
+                    digest: digest(2),
+                    version: "v1.4.2".into(),
+                }),
+                deployment_id: Some(UNDER_WAY.into()),
+                owner: "req-0".into(),
+                lease_until_ms: 0,
+                since_ms: 0,
+            }),
+            version: 3,
+            ..Queue::default()
+        },
+    );
+    let of = |id: &str, n: u8, version: &str| Deployment {
+        id: id.into(),
+        application: "web1".into(),
+        deployment_group: "web1-bluegreen".into(),
+        status: "InProgress".into(),
+        description: Some(
+            ReleaseDescription {
+                app: "web1".into(),
+                version: version.into(),
+                digest: digest(n),
+                request: None,
+            }
+            .to_string(),
+        ),
+        creator: Some("user".into()),
+        ..Deployment::default()
+    };
+    let mut deployments = w.codedeploy.deployments.lock().unwrap();
+    deployments.insert(UNDER_WAY.into(), of(UNDER_WAY, 2, "v1.4.2"));
+    deployments.insert(QUEUED_RUN.into(), of(QUEUED_RUN, 3, "v1.4.3"));
+}
+
+/// A stream batch with web1's release `n` as the queue left it (`pending`, or `superseded`
+/// by release `by`).
+fn queue_batch(w: &World, n: u8, by: Option<u8>) -> serde_json::Value {
+    let record = w.ledger.record(&digest(n)).unwrap();
+    let mut image = json!({
+        "pk": {"S": "app#web1"}, "sk": {"S": format!("release#{}", digest(n))},
+        "app": {"S": "web1"}, "digest": {"S": digest(n)},
+        "release_version": {"S": record.version},
+        "pushed_at_ms": {"N": record.pushed_at.timestamp_millis().to_string()},
+        "release_status": {"S": if by.is_some() { "superseded" } else { "pending" }},
+    });
+    if let Some(by) = by {
+        image["superseded_by"] = json!({"S": digest(by)});
+    }
+    json!({"Records": [{
+        "eventID": "2", "eventName": "MODIFY", "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+        "dynamodb": {"NewImage": image, "SequenceNumber": "222", "StreamViewType": "NEW_IMAGE"},
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/greenlight-releases/stream/2026-12-05T00:00:00.000"
+    }]})
+}
+
+impl World {
+    async fn codedeploy_state(&self, id: &str, state: &str, request_id: &str) {
+        notify(
+            &self.deps,
+            parse_event(codedeploy_event(id, state)).unwrap(),
+            &Invocation::for_test(request_id, Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    }
+
+    fn message_of(&self, version: &str) -> Vec<greenlight_tests::slack_api::ChannelMessage> {
+        let subject = format!("web1 {version} ");
+        self.channel()
+            .into_iter()
+            .filter(|m| m.text.contains(&subject))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_release_pushed_during_a_deployment_is_one_message_from_queued_to_its_end() {
+    let w = World::new().await;
+    queue_scene(&w);
+    w.codedeploy_state(UNDER_WAY, "START", "req-1").await;
+    w.stream(queue_batch(&w, 3, None), "req-2").await.unwrap();
+    let queued = w.message_of("v1.4.3");
+    assert_eq!(queued.len(), 1, "{}", w.slack.render(CHANNEL));
+    assert_eq!(
+        queued[0].text,
+        ":hourglass_flowing_sand: web1 v1.4.3 queued — waits for v1.4.2 to finish deploying to production"
+    );
+    assert!(
+        queued[0]
+            .attachments
+            .to_string()
+            .contains("codesuite/codedeploy/applications/web1/deployment-groups/web1-bluegreen"),
+        "a link to where it will deploy: {}",
+        queued[0].attachments
+    );
+    // The release under way says what waits behind it, in its thread, not to the channel.
+    let under_way = w.message_of("v1.4.2");
+    assert_eq!(
+        under_way[0].replies,
+        [(
+            ":hourglass_flowing_sand: v1.4.3 was pushed during this deployment: it waits, and deploys when this one ends".to_string(),
+            false
+        )]
+    );
+    // The stream delivers at least once: nothing more said.
+    let calls = w.slack.calls().len();
+    w.stream(queue_batch(&w, 3, None), "req-3").await.unwrap();
+    assert_eq!(w.slack.calls().len(), calls);
+
+    // v1.4.2 ends; v1.4.3 starts: its deployment takes the queued message over.
+    w.codedeploy_state(UNDER_WAY, "SUCCESS", "req-4").await;
+    w.ledger.insert(ReleaseRecord {
+        deployment_id: Some(QUEUED_RUN.into()),
+        status: ReleaseStatus::Deploying,
+        ..w.ledger.record(&digest(3)).unwrap()
+    });
+    w.codedeploy_state(QUEUED_RUN, "START", "req-5").await;
+    let started = w.message_of("v1.4.3");
+    assert_eq!(started.len(), 1, "{}", w.slack.render(CHANNEL));
+    assert_eq!(started[0].ts, queued[0].ts);
+    assert_eq!(
+        started[0].text,
+        ":rocket: web1 v1.4.3 deploying to production"
+    );
+    // A late "queued" (its marker lost) never takes it back, nor posts another.
+    w.ledger
+        .notices
+        .lock()
+        .unwrap()
+        .retain(|k, _| !k.starts_with("run#"));
+    w.stream(queue_batch(&w, 3, None), "req-6").await.unwrap();
+    w.codedeploy_state(QUEUED_RUN, "SUCCESS", "req-7").await;
+    let ended = w.message_of("v1.4.3");
+    assert_eq!(ended.len(), 1, "{}", w.slack.render(CHANNEL));
+    assert!(
+        ended[0]
+            .text
+            .starts_with(":white_check_mark: web1 v1.4.3 deployed to production"),
+        "{}",
+        ended[0].text
+    );
+    assert_eq!(w.channel().len(), 2, "one message per release run");
+}
+
+#[tokio::test]
+async fn a_release_superseded_while_it_waits_ends_as_superseded_and_a_late_queued_changes_nothing()
+{
+    let w = World::new().await;
+    queue_scene(&w);
+    // Its message is posted while the release under way has none yet: that thread is skipped.
+    w.stream(queue_batch(&w, 3, None), "req-1").await.unwrap();
+    w.stream(queue_batch(&w, 3, Some(4)), "req-2")
+        .await
+        .unwrap();
+    let superseded = w.message_of("v1.4.3");
+    assert_eq!(superseded.len(), 1, "{}", w.slack.render(CHANNEL));
+    assert_eq!(
+        superseded[0].text,
+        ":fast_forward: web1 v1.4.3 superseded by v1.4.4 — not deployed"
+    );
+    assert!(
+        superseded[0].replies.is_empty(),
+        "no mention: nothing happened to production"
+    );
+    // Reordered: the "queued" again after the end (its marker lost) leaves the end.
+    w.ledger.notices.lock().unwrap().clear();
+    w.stream(queue_batch(&w, 3, None), "req-3").await.unwrap();
+    let after = w.message_of("v1.4.3");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].text, superseded[0].text);
+    assert_eq!(w.channel().len(), 1);
+}
+
+#[tokio::test]
+async fn a_start_that_outruns_its_queued_record_keeps_one_message() {
+    let w = World::new().await;
+    queue_scene(&w);
+    w.ledger.insert(ReleaseRecord {
+        deployment_id: Some(QUEUED_RUN.into()),
+        status: ReleaseStatus::Deploying,
+        ..w.ledger.record(&digest(3)).unwrap()
+    });
+    w.codedeploy_state(QUEUED_RUN, "START", "req-1").await;
+    w.stream(queue_batch(&w, 3, None), "req-2").await.unwrap();
+    let messages = w.message_of("v1.4.3");
+    assert_eq!(messages.len(), 1, "{}", w.slack.render(CHANNEL));
+    assert_eq!(
+        messages[0].text,
+        ":rocket: web1 v1.4.3 deploying to production"
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_app_hears_nothing_of_its_queue_from_the_stream() {
+    let config = config(CHANNEL).replace(
+        "token = \"env:SLACK_TOKEN\"\nchannel = \"C0DEPLOYS\"\nmention_on_failure = \"<!here>\"\n\n[apps.web3]",
+        "webhook = \"env:SLACK_WEBHOOK\"\n\n[apps.web3]",
+    );
+    assert!(config.contains("webhook = "), "{config}");
+    let w = World::with(&config, TOKEN).await;
+    queue_scene(&w);
+    let said = w.stream(queue_batch(&w, 3, None), "req-1").await.unwrap();
+    assert!(matches!(said, Notified::Ignored { .. }), "{said:?}");
+    assert!(w.slack.calls().is_empty());
+}

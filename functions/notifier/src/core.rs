@@ -259,3 +259,29 @@ pub(crate) async fn release_record(
         }
     }
 }
+
+/// Where the app deploys, as a notice names it: cluster and service (native ECS, `true`), or
+/// CodeDeploy application and deployment group.
+pub(crate) fn app_target(app: &AppConfig) -> (String, String, bool) {
+    match (&app.service, &app.group) {
+        (Some(s), _) => (s.cluster.clone(), s.service.clone(), true),
+        (None, Some(g)) => (g.application.clone(), g.deployment_group.clone(), false),
+        (None, None) => (String::new(), String::new(), false),
+    }
+}
+
+/// The release run a deployment's notice belongs to: the release item's current run, when its
+/// deployment is this one or not recorded yet (the start can outrun the deployer's write).
+pub(crate) fn run_of(record: &ReleaseRecord, deployment_id: &str) -> Option<String> {
+    record
+        .deployment_id
+        .as_deref()
+        .is_none_or(|id| id == deployment_id)
+        .then(|| {
+            crate::message::run_anchor(
+                &record.app,
+                &record.digest,
+                record.pushed_at.timestamp_millis(),
+            )
+        })
+}

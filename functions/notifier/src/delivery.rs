@@ -154,11 +154,14 @@ async fn post_to_webhook(
 /// further, so it never goes back from an end.
 fn rank(state: &str) -> u8 {
     match state {
-        "START" => 1,
+        "QUEUED" | "START" => 1,
         "READY" => 2,
-        _ => 3,
+        _ => ENDED,
     }
 }
+
+/// The rank of an end, and of a queued run's message its deployment took over.
+const ENDED: u8 = 3;
 
 /// One app's living message, for one invocation.
 struct Living<'a> {
@@ -187,6 +190,12 @@ impl Living<'_> {
         let anchor = notice.anchor();
         let lease = notice_lease(invocation);
         let mut shown = self.take(ledger, anchor, &lease).await?;
+        if let Some(run) = notice.run.as_deref().filter(|run| *run != anchor) {
+            if shown.ts.is_none() && shown.rank == 0 && !notice.thread_only {
+                self.take_over(ledger, run, &lease, &mut shown, notice)
+                    .await?;
+            }
+        }
         let outcome = self
             .edit_and_reply(ledger, anchor, &lease, &mut shown, notice, message)
             .await;
@@ -223,6 +232,31 @@ impl Living<'_> {
                 }
             }
         }
+    }
+
+    /// The run's first deployment state takes over the message posted while the run was
+    /// queued (kept under the run's key), and marks that key taken so that a late "queued"
+    /// posts nothing. A run that never queued costs the two writes and finds nothing.
+    async fn take_over(
+        &self,
+        ledger: &dyn Ledger,
+        run: &str,
+        lease: &Lease,
+        shown: &mut ReleaseMessage,
+        notice: &Notice,
+    ) -> Result<(), NotifyError> {
+        let mut queued = self.take(ledger, run, lease).await?;
+        if queued.ts.is_some() {
+            shown.channel = queued.channel.clone();
+            shown.ts = queued.ts.clone();
+            shown.permalink = queued.permalink.clone();
+        }
+        queued.rank = ENDED;
+        queued.deployment = Some(notice.deployment_id.clone());
+        if let Err(e) = ledger.keep_message(run, &queued, lease, true).await {
+            warn!(app = %self.app.name, error = %e, "could not mark the queued release's message as taken over");
+        }
+        Ok(())
     }
 
     async fn edit_and_reply(

@@ -13,10 +13,11 @@ use greenlight_shared::ledger::Ledger;
 use greenlight_shared::{AppConfig, Config};
 use tracing::{info, warn};
 
-use crate::core::{last_good, once, release_record};
+use crate::core::{last_good, once, release_record, run_of};
 pub use crate::core::{Deps, Notified, NotifyError, SecretSource, WebhookCache, LAST_ATTEMPT_AGE};
 use crate::delivery::{destination_for, post_notice};
 use crate::message::{Notice, Rollback, StartedBy, ROLLBACK_CREATOR};
+use crate::stream::LedgerChange;
 
 /// The EventBridge detail type the notifier serves.
 pub const DEPLOYMENT_STATE_CHANGE: &str = "CodeDeploy Deployment State-change Notification";
@@ -47,8 +48,8 @@ pub enum NotifierEvent {
     CodeDeploy(CodeDeployEvent),
     /// A native blue/green deployment ("ECS Deployment State Change").
     ServiceDeployment(EcsDeploymentEvent),
-    /// The health hook's verdicts, from the ledger's stream.
-    Verdicts(Vec<crate::verdicts::LedgerVerdict>),
+    /// The health hook's verdicts and the queue's changes, from the ledger's stream.
+    Ledger(Vec<LedgerChange>),
 }
 
 /// Reads a deployment state-change event (by its source); anything else is a
@@ -57,8 +58,8 @@ pub fn parse_event(payload: serde_json::Value) -> Result<NotifierEvent, NotifyEr
     let malformed = |e: serde_json::Error| {
         NotifyError::MalformedEvent(greenlight_shared::error::redact_event_error(&e.to_string()))
     };
-    if crate::verdicts::is_ledger_stream(&payload) {
-        return crate::verdicts::parse_stream(payload).map(NotifierEvent::Verdicts);
+    if crate::stream::is_ledger_stream(&payload) {
+        return crate::stream::parse_stream(payload).map(NotifierEvent::Ledger);
     }
     if payload.get("source").and_then(|s| s.as_str()) == Some("aws.ecs") {
         return serde_json::from_value(payload)
@@ -81,10 +82,34 @@ pub async fn notify(
         NotifierEvent::ServiceDeployment(event) => {
             crate::native::handle_service_deployment(deps, &event, invocation).await
         }
-        NotifierEvent::Verdicts(verdicts) => {
-            crate::verdicts::handle_verdicts(deps, verdicts, invocation).await
+        NotifierEvent::Ledger(changes) => say_ledger_changes(deps, changes, invocation).await,
+    }
+}
+
+/// Says each change of a ledger stream batch, in the batch's order (each item's writes in
+/// the order they were made).
+async fn say_ledger_changes(
+    deps: &Deps,
+    changes: Vec<LedgerChange>,
+    invocation: &Invocation,
+) -> Result<Notified, NotifyError> {
+    let mut last = Notified::Ignored {
+        reason: "nothing for a Slack app's message".into(),
+    };
+    for change in changes {
+        let said = match change {
+            LedgerChange::Verdict(verdict) => {
+                crate::verdicts::say_verdict(deps, verdict, invocation).await?
+            }
+            LedgerChange::Queue(change) => {
+                crate::queued::say_queue_change(deps, change, invocation).await?
+            }
+        };
+        if let Some(said) = said {
+            last = said;
         }
     }
+    Ok(last)
 }
 
 /// Entry point: one CodeDeploy deployment state change becomes one Slack message.
@@ -322,6 +347,7 @@ async fn enrich(
         return;
     };
     if let Some(record) = release_record(ledger, app, digest).await {
+        notice.run = run_of(&record, &deployment.id);
         notice.provenance = record.provenance;
         // The operator's request, when this deployment is the one it made (the description
         // names the request; an earlier run of the digest names none or another).

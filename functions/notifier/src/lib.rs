@@ -32,6 +32,8 @@ pub mod delivery;
 pub mod handler;
 pub mod message;
 pub mod native;
+pub mod queued;
+pub mod stream;
 pub mod verdicts;
 
 pub use core::{Deps, Notified, NotifyError, SecretSource, WebhookCache};

@@ -127,8 +127,9 @@ pub struct Notice {
     pub rollout: Option<String>,
     /// Native ECS: why it rolled back, in words (an alarm, the circuit breaker, the hook).
     pub rollback_cause: Option<String>,
-    /// Slack app mode: the health hook's verdict, said in the release's thread.
-    pub verdict: Option<String>,
+    /// Slack app mode: a line said in the release's thread (the health hook's verdict, a
+    /// release that waits behind this one).
+    pub thread_note: Option<String>,
     /// Slack app mode: said in the thread only; the message itself stays as it is.
     pub thread_only: bool,
     /// Slack app mode: how checking green goes (a native hook round), in the headline.
@@ -141,6 +142,13 @@ pub struct Notice {
     pub details_unavailable: bool,
     /// Who shipped the version (commit, CI run, actor), as its image says.
     pub provenance: Provenance,
+    /// Slack app mode: the release run this notice belongs to ([`run_anchor`]), so that the
+    /// message posted while it was queued is the one its deployment edits.
+    pub run: Option<String>,
+    /// QUEUED: the version it waits for; SUPERSEDED: the version that replaced it.
+    pub behind: Option<String>,
+    /// Deployed by ECS's native blue/green (`scope` is the cluster, `target` the service).
+    pub native: bool,
     /// The operator's request that started this deployment (`greenlight deploy|rollback`).
     pub requested: Option<Requested>,
 }
@@ -164,11 +172,13 @@ impl Notice {
                 .is_some_and(|q| q.kind == RequestKind::Rollback)
     }
 
-    /// The deployment whose release run this notice belongs to (Slack app mode keeps one
-    /// message per run): a CodeDeploy rollback deployment's states belong to the run it undoes.
+    /// Where the release run's message is kept (Slack app mode keeps one message per run):
+    /// the deployment that started the run (a CodeDeploy rollback deployment's states belong
+    /// to the run it undoes), or the run itself while it has no deployment (queued).
     pub fn anchor(&self) -> &str {
-        match &self.rollback {
-            Some(Rollback::IsRollback { of: Some(of), .. }) => of,
+        match (&self.rollback, &self.run) {
+            (Some(Rollback::IsRollback { of: Some(of), .. }), _) => of,
+            (_, Some(run)) if self.deployment_id.is_empty() => run,
             _ => &self.deployment_id,
         }
     }
@@ -182,6 +192,12 @@ impl Notice {
     }
 }
 
+/// The key of a release run's message while it has no deployment: the app, the digest and
+/// the push (an operator's request of the same digest is another run).
+pub fn run_anchor(app: &str, digest: &str, pushed_at_ms: i64) -> String {
+    format!("run#{app}#{digest}#{pushed_at_ms}")
+}
+
 /// What the message says happened; it picks the colour and whether to mention anyone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -192,6 +208,8 @@ pub enum Outcome {
     /// A deployment Greenlight did not start ended well: not a release, never a success.
     Outside,
     Stopped,
+    /// A newer release took its place before it deployed: nothing happened to production.
+    Superseded,
     InProgress,
     Unknown,
 }
@@ -207,7 +225,8 @@ impl Outcome {
             "SUCCESS" => Self::Succeeded,
             "FAILURE" => Self::Failed,
             "STOP" => Self::Stopped,
-            "START" | "READY" => Self::InProgress,
+            "QUEUED" | "START" | "READY" => Self::InProgress,
+            "SUPERSEDED" => Self::Superseded,
             _ => Self::Unknown,
         }
     }
@@ -219,7 +238,7 @@ impl Outcome {
             Self::Failed => "#E01E5A",
             Self::RolledBack | Self::Stopped => "#ECB22E",
             Self::InProgress => "#1D9BD1",
-            Self::Unknown | Self::Outside => "#8D8D8D",
+            Self::Unknown | Self::Outside | Self::Superseded => "#8D8D8D",
         }
     }
 
@@ -243,12 +262,14 @@ pub struct Message {
 /// (broadcast to the channel by the caller), a rollback, the operator's request, the releases
 /// it skipped.
 pub fn thread_detail(n: &Notice) -> Option<String> {
-    if let Some(verdict) = &n.verdict {
-        return Some(clip_to(verdict, SECTION_TEXT_MAX_CHARS));
+    if let Some(note) = &n.thread_note {
+        return Some(clip_to(note, SECTION_TEXT_MAX_CHARS));
     }
     let outcome = Outcome::of(n);
     let mut lines = vec![];
-    if n.anchor() != n.deployment_id || outcome.mentions() || outcome == Outcome::Unknown {
+    // A rollback deployment's states go to the thread of the run it undoes.
+    let in_anothers_thread = matches!(n.rollback, Some(Rollback::IsRollback { of: Some(_), .. }));
+    if in_anothers_thread || outcome.mentions() || outcome == Outcome::Unknown {
         lines.push(headline(n));
     }
     if let Some(q) = &n.requested {
@@ -323,7 +344,10 @@ pub fn build(notice: &Notice) -> Message {
     }
     let links: Vec<Value> = provenance_links(&notice.provenance)
         .into_iter()
-        .chain([console_link(&notice.region, &notice.deployment_id)])
+        .chain([match notice.deployment_id.as_str() {
+            "" => target_link(&notice.region, notice.native, &notice.scope, &notice.target),
+            id => console_link(&notice.region, id),
+        }])
         .map(|text| json!({ "type": "mrkdwn", "text": text }))
         .collect();
     blocks.push(json!({ "type": "context", "elements": links }));
@@ -399,7 +423,16 @@ fn state_headline(n: &Notice) -> String {
         }
         _ => String::new(),
     };
+    let behind = n.behind.as_deref();
     match n.state.as_str() {
+        "QUEUED" => format!(
+            ":hourglass_flowing_sand: {subject} queued — waits for {} to finish deploying to {env}",
+            behind.unwrap_or("the deployment under way")
+        ),
+        "SUPERSEDED" => format!(
+            ":fast_forward: {subject} superseded by {} — not deployed",
+            behind.unwrap_or("a newer release")
+        ),
         "START" => format!(":rocket: {subject} deploying to {env}"),
         "READY" => format!(":large_blue_circle: {subject} is ready on green — shifting traffic"),
         "SUCCESS" => match n.duration {
@@ -482,7 +515,9 @@ fn fields(n: &Notice) -> Vec<(&'static str, String)> {
     if let Some(rollout) = &n.rollout {
         fields.push(("Traffic", rollout.clone()));
     }
-    fields.push(("Deployment", n.deployment_id.clone()));
+    if !n.deployment_id.is_empty() {
+        fields.push(("Deployment", n.deployment_id.clone()));
+    }
     let error = match (&n.error_code, &n.error_message) {
         (Some(code), Some(message)) => Some(format!("{code}: {message}")),
         (Some(only), None) | (None, Some(only)) => Some(only.clone()),
@@ -546,6 +581,19 @@ pub fn console_link(region: &str, deployment_id: &str) -> String {
     }
     format!(
         "<https://{region}.console.aws.amazon.com/codesuite/codedeploy/deployments/{deployment_id}?region={region}|View deployment {deployment_id} in the AWS console>"
+    )
+}
+
+/// A release with no deployment yet (queued, superseded): its service's deployments (native
+/// ECS: `scope` is the cluster, `target` the service), or its CodeDeploy deployment group.
+fn target_link(region: &str, native: bool, scope: &str, target: &str) -> String {
+    if native {
+        return format!(
+            "<https://{region}.console.aws.amazon.com/ecs/v2/clusters/{scope}/services/{target}/deployments?region={region}|View the deployments of {target} in the AWS console>"
+        );
+    }
+    format!(
+        "<https://{region}.console.aws.amazon.com/codesuite/codedeploy/applications/{scope}/deployment-groups/{target}?region={region}|View {scope}/{target} in the AWS console>"
     )
 }
 

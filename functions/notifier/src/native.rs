@@ -22,7 +22,7 @@ use greenlight_shared::task_definition::{tag_value, TAG_APP, TAG_DIGEST, TAG_VER
 use greenlight_shared::{AppConfig, AwsErrorKind};
 use tracing::{info, warn};
 
-use crate::core::{last_good, once, release_record, Deps, Notified, NotifyError};
+use crate::core::{last_good, once, release_record, run_of, Deps, Notified, NotifyError};
 use crate::delivery::{destination_for, post_notice};
 use crate::message::{Notice, Rollback, StartedBy};
 
@@ -288,11 +288,11 @@ async fn enrich(
     }
     let ledger = deps.ledger.as_deref();
     let record = match (ledger, &notice.digest) {
-        (Some(ledger), Some(digest)) => release_record(ledger, app, digest)
-            .await
-            .filter(|r| r.deployment_id.as_deref() == Some(deployment.arn.as_str())),
+        (Some(ledger), Some(digest)) => release_record(ledger, app, digest).await,
         _ => None,
     };
+    notice.run = record.as_ref().and_then(|r| run_of(r, &deployment.arn));
+    let record = record.filter(|r| r.deployment_id.as_deref() == Some(deployment.arn.as_str()));
     // Outside Greenlight only when its revision was read and carries no release of ours; a
     // revision that could not be read says nothing of who started it.
     notice.started_by = match &record {
