@@ -200,6 +200,14 @@ async fn a_release_is_one_message_edited_to_its_end_with_the_failure_in_its_thre
         ":x: web3 v2.0.0 FAILED on production — rolled back to v1.9.0"
     );
     assert_eq!(message.edits, 1);
+    assert!(
+        message
+            .attachments
+            .to_string()
+            .contains("*Engine*\\nECS blue/green"),
+        "{}",
+        message.attachments
+    );
     // The failure's detail in the thread, sent to the channel too, with the mention.
     assert_eq!(message.replies.len(), 1, "{:?}", message.replies);
     let (reply, broadcast) = &message.replies[0];
@@ -911,6 +919,15 @@ async fn a_release_pushed_during_a_deployment_is_one_message_from_queued_to_its_
     let started = w.message_of("v1.4.3");
     assert_eq!(started.len(), 1, "{}", w.slack.render(CHANNEL));
     assert_eq!(started[0].ts, queued[0].ts);
+    // The living message names its engine (a webhook's messages stay as they were).
+    assert!(
+        started[0]
+            .attachments
+            .to_string()
+            .contains("*Engine*\\nCodeDeploy blue/green"),
+        "{}",
+        started[0].attachments
+    );
     assert_eq!(
         started[0].text,
         ":rocket: web1 v1.4.3 deploying to production"

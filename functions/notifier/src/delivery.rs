@@ -114,6 +114,7 @@ pub(crate) async fn post_notice(
             // failure's reply that is also sent to the channel.
             let quiet = message::build(&Notice {
                 mention_on_failure: None,
+                living: true,
                 ..notice.clone()
             });
             living.post(notice, &quiet, invocation).await?

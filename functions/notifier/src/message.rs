@@ -149,6 +149,8 @@ pub struct Notice {
     pub behind: Option<String>,
     /// Deployed by ECS's native blue/green (`scope` is the cluster, `target` the service).
     pub native: bool,
+    /// Slack app mode: the release run's one message, which also names its engine.
+    pub living: bool,
     /// The operator's request that started this deployment (`greenlight deploy|rollback`).
     pub requested: Option<Requested>,
 }
@@ -180,6 +182,16 @@ impl Notice {
             (Some(Rollback::IsRollback { of: Some(of), .. }), _) => of,
             (_, Some(run)) if self.deployment_id.is_empty() => run,
             _ => &self.deployment_id,
+        }
+    }
+
+    /// The engine that deploys it, as people name it.
+    pub fn engine(&self) -> &'static str {
+        if self.native || greenlight_shared::engine::is_service_deployment_arn(&self.deployment_id)
+        {
+            "ECS blue/green"
+        } else {
+            "CodeDeploy blue/green"
         }
     }
 
@@ -485,6 +497,9 @@ fn fields(n: &Notice) -> Vec<(&'static str, String)> {
         "Environment",
         format!("{} ({}/{})", n.environment, n.scope, n.target),
     ));
+    if n.living {
+        fields.push(("Engine", n.engine().to_string()));
+    }
     if let Some(version) = &n.version {
         fields.push(("Version", version.clone()));
     }
