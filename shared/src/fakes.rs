@@ -36,6 +36,8 @@ pub struct FakeLedger {
     pub messages: Mutex<HashMap<String, MessageSlot>>,
     /// Earlier runs of digests that a request deployed again, oldest first.
     pub archived: Mutex<Vec<ReleaseRecord>>,
+    /// Approval waits and decisions, by digest.
+    pub approvals: Mutex<HashMap<String, (crate::ledger::Wait, Option<crate::ledger::Decision>)>>,
     pub unreachable: bool,
     /// How many queue transactions fail (the ledger errs) before they are written again.
     pub failing_commits: Mutex<usize>,
@@ -232,6 +234,75 @@ impl VerdictLedger for FakeLedger {
         self.check()?;
         if let Some(r) = self.releases.lock().unwrap().get_mut(digest) {
             r.hook_reported_execution = Some(execution_id.into());
+        }
+        Ok(())
+    }
+    async fn record_approval_wait(
+        &self,
+        _app: &str,
+        digest: &str,
+        wait: &crate::ledger::Wait,
+    ) -> Result<(), LedgerError> {
+        self.check()?;
+        self.approvals
+            .lock()
+            .unwrap()
+            .insert(digest.to_string(), (wait.clone(), None));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl crate::ledger::ApprovalLedger for FakeLedger {
+    async fn approval(
+        &self,
+        app: &str,
+        digest: &str,
+    ) -> Result<Option<crate::ledger::ApprovalRecord>, LedgerError> {
+        self.check()?;
+        let Some((wait, decision)) = self.approvals.lock().unwrap().get(digest).cloned() else {
+            return Ok(None);
+        };
+        let record = self.record(digest);
+        Ok(Some(crate::ledger::ApprovalRecord {
+            app: app.to_string(),
+            digest: digest.to_string(),
+            version: record
+                .as_ref()
+                .map(|r| r.version.clone())
+                .unwrap_or_default(),
+            pushed_at_ms: record.map_or(0, |r| r.pushed_at.timestamp_millis()),
+            wait,
+            decision,
+        }))
+    }
+    async fn record_decision(
+        &self,
+        _app: &str,
+        digest: &str,
+        pushed_at_ms: i64,
+        deployment_id: &str,
+        decision: &crate::ledger::Decision,
+    ) -> Result<bool, LedgerError> {
+        self.check()?;
+        let pushed = self
+            .record(digest)
+            .map_or(0, |r| r.pushed_at.timestamp_millis());
+        let mut approvals = self.approvals.lock().unwrap();
+        match approvals.get_mut(digest) {
+            Some((wait, slot @ None))
+                if wait.deployment_id == deployment_id && pushed == pushed_at_ms =>
+            {
+                *slot = Some(decision.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn decision_applied(&self, _app: &str, digest: &str) -> Result<(), LedgerError> {
+        self.check()?;
+        if let Some((_, Some(decision))) = self.approvals.lock().unwrap().get_mut(digest) {
+            decision.applied = true;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! logic (tag rule, task-definition rewrite, AppSpec), the release ledger, AWS adapters behind
 //! small port traits, Slack delivery, telemetry and error types.
 
+pub mod approval;
 pub mod appspec;
 pub mod aws;
 pub mod config;

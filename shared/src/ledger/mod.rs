@@ -21,7 +21,8 @@
 //!
 //! Every error other than a failed condition fails the invocation (so Lambda retries it):
 //! nothing is deployed without a claim.
-//! - hook verdicts, kept on the release item they judge (`VerdictLedger`).
+//! - hook verdicts, kept on the release item they judge (`VerdictLedger`), and an approval's
+//!   wait and decision (`ApprovalLedger`, `crate::approval`).
 //!
 //! This module holds the records and the ports the functions hold (one trait per item family);
 //! [`dynamo`] implements them on one DynamoDB table, one file per item family.
@@ -274,6 +275,14 @@ pub trait VerdictLedger: Send + Sync {
         round: u32,
         found: &str,
     ) -> Result<(), LedgerError>;
+    /// Green passed and the app asks for approval: the engine holds the release until a
+    /// person decides or the wait expires (`crate::approval`).
+    async fn record_approval_wait(
+        &self,
+        app: &str,
+        digest: &str,
+        wait: &Wait,
+    ) -> Result<(), LedgerError>;
     /// CodeDeploy accepted the verdict of this hook execution: a redelivery may skip it.
     async fn record_hook_reported(
         &self,
@@ -283,7 +292,91 @@ pub trait VerdictLedger: Send + Sync {
     ) -> Result<(), LedgerError>;
 }
 
-/// The whole ledger, as one table serves it.
-pub trait Ledger: ReleaseLedger + QueueLedger + NoticeLedger + VerdictLedger {}
+/// What a person decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// Production traffic moves to green.
+    Approve,
+    /// The release rolls back; production stays on blue.
+    Reject,
+}
 
-impl<T: ReleaseLedger + QueueLedger + NoticeLedger + VerdictLedger> Ledger for T {}
+impl Choice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approved",
+            Self::Reject => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "approved" => Some(Self::Approve),
+            "rejected" => Some(Self::Reject),
+            _ => None,
+        }
+    }
+}
+
+/// An engine's wait for one release run's decision, as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    pub deployment_id: String,
+    /// When the engine's timeout rolls it back (Greenlight's reckoning: green's pass plus the
+    /// configured timeout; the engine's own clock decides).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A decision, as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub choice: Choice,
+    /// Who: a Slack user (`slack:U024BE7LH`) or an AWS identity (`arn:aws:sts::…`).
+    pub by: String,
+    pub at: DateTime<Utc>,
+    pub reason: Option<String>,
+    /// Carried out on the engine.
+    pub applied: bool,
+}
+
+/// The approval state of a release run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    pub app: String,
+    pub digest: String,
+    pub version: String,
+    pub pushed_at_ms: i64,
+    pub wait: Wait,
+    pub decision: Option<Decision>,
+}
+
+/// The approval items of the ledger.
+#[async_trait]
+pub trait ApprovalLedger: QueueLedger + Send + Sync {
+    /// The release run's wait and decision, if it has a wait.
+    async fn approval(
+        &self,
+        app: &str,
+        digest: &str,
+    ) -> Result<Option<ApprovalRecord>, LedgerError>;
+    /// Writes the decision if the run still waits on `deployment_id` (pushed at
+    /// `pushed_at_ms`) and nobody decided yet; `false` otherwise.
+    async fn record_decision(
+        &self,
+        app: &str,
+        digest: &str,
+        pushed_at_ms: i64,
+        deployment_id: &str,
+        decision: &Decision,
+    ) -> Result<bool, LedgerError>;
+    /// The decision was carried out on the engine.
+    async fn decision_applied(&self, app: &str, digest: &str) -> Result<(), LedgerError>;
+}
+
+/// The whole ledger, as one table serves it.
+pub trait Ledger:
+    ReleaseLedger + QueueLedger + NoticeLedger + VerdictLedger + ApprovalLedger
+{
+}
+
+impl<T: ReleaseLedger + QueueLedger + NoticeLedger + VerdictLedger + ApprovalLedger> Ledger for T {}

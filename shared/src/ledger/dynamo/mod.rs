@@ -1,8 +1,10 @@
 //! The ledger on one DynamoDB table (`pk`, `sk` string keys), one file per item family:
 //! [`releases`] (release items and their history), [`queue`] (one queue per app), [`notices`]
-//! (announcement markers) and [`verdicts`] (the hook's verdicts on a release item). This file
+//! (announcement markers), [`verdicts`] (the hook's verdicts on a release item) and
+//! [`approvals`] (an approval's wait and decision on it). This file
 //! holds the table handle and the attribute and error helpers they share.
 
+mod approvals;
 mod notices;
 mod queue;
 mod releases;

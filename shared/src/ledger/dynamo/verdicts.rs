@@ -50,6 +50,15 @@ impl VerdictLedger for DynamoLedger {
         update_if(noted).await.map(drop)
     }
 
+    async fn record_approval_wait(
+        &self,
+        app: &str,
+        digest: &str,
+        wait: &crate::ledger::Wait,
+    ) -> Result<(), LedgerError> {
+        self.write_wait(app, digest, wait).await
+    }
+
     async fn record_hook_reported(
         &self,
         app: &str,
