@@ -20,8 +20,9 @@ fn approval_of(item: &Item) -> Option<ApprovalRecord> {
         deployment_id: get_s(item, "approval_deployment")?,
         expires_at: DateTime::from_timestamp_millis(get_n(item, "approval_expires_ms")?)?,
     };
-    let decision = match get_s(item, "approval_decision").and_then(|d| Choice::parse(&d)) {
-        Some(choice) => Some(Decision {
+    let decision = get_s(item, "approval_decision")
+        .and_then(|d| Choice::parse(&d))
+        .map(|choice| Decision {
             choice,
             by: get_s(item, "approval_by").unwrap_or_default(),
             at: time_of(get_s(item, "approval_at")).unwrap_or_default(),
@@ -30,9 +31,7 @@ fn approval_of(item: &Item) -> Option<ApprovalRecord> {
                 item.get("approval_applied"),
                 Some(AttributeValue::Bool(true))
             ),
-        }),
-        None => None,
-    };
+        });
     Some(ApprovalRecord {
         app: get_s(item, "app")?,
         digest: get_s(item, "digest")?,
