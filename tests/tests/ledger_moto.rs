@@ -275,3 +275,117 @@ async fn a_native_round_is_noted_on_the_release_until_its_verdict_replaces_it() 
     assert!(!judged.contains_key("hook_round") && !judged.contains_key("hook_round_n"));
     assert_eq!(judged["hook_reason"].as_s().unwrap(), "all checks passed");
 }
+
+#[tokio::test]
+async fn an_approval_is_decided_once_for_its_run_and_deployment_and_marked_applied() {
+    use greenlight_shared::ledger::{
+        ApprovalLedger, Choice, Claim, Decision, ReleaseLedger, VerdictLedger, Wait,
+    };
+    let moto = MotoServer::start().await;
+    let stand_in = CodeDeployStandIn::start(Duration::from_secs(5)).await;
+    let clients = Clients::new(&moto.endpoint, &stand_in.endpoint).await;
+    clients.create_ledger_table().await;
+    let ledger = DynamoLedger::new(clients.dynamodb.clone(), TABLE);
+    let digest = format!("sha256:{}", "5".repeat(64));
+    let pushed = push(&digest, "v1.4.3");
+    let claim = ledger.claim(&pushed, &lease("req", 60_000)).await.unwrap();
+    assert!(matches!(claim, Claim::Acquired(_)), "{claim:?}");
+    assert_eq!(ledger.approval("web1", &digest).await.unwrap(), None);
+    let expires_at =
+        chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis() + 3_600_000)
+            .unwrap();
+    let wait = Wait {
+        deployment_id: "d-WAITING01".into(),
+        expires_at,
+    };
+    ledger
+        .record_approval_wait("web1", &digest, &wait)
+        .await
+        .unwrap();
+    let record = ledger.approval("web1", &digest).await.unwrap().unwrap();
+    assert_eq!(record.wait, wait);
+    assert_eq!(record.version, "v1.4.3");
+    assert_eq!(record.pushed_at_ms, pushed.pushed_at.timestamp_millis());
+    let decision = |choice, by: &str| Decision {
+        choice,
+        by: by.into(),
+        at: chrono::DateTime::parse_from_rfc3339("2026-12-05T14:05:00Z")
+            .unwrap()
+            .into(),
+        reason: Some("looks wrong".into()),
+        applied: false,
+    };
+    let pushed_ms = record.pushed_at_ms;
+    // Another deployment's button, or another run's, writes nothing.
+    assert!(!ledger
+        .record_decision(
+            "web1",
+            &digest,
+            pushed_ms,
+            "d-OTHER0001",
+            &decision(Choice::Approve, "slack:U1")
+        )
+        .await
+        .unwrap());
+    assert!(!ledger
+        .record_decision(
+            "web1",
+            &digest,
+            pushed_ms - 1,
+            "d-WAITING01",
+            &decision(Choice::Approve, "slack:U1")
+        )
+        .await
+        .unwrap());
+    // The first decision wins; the racing one finds it.
+    assert!(ledger
+        .record_decision(
+            "web1",
+            &digest,
+            pushed_ms,
+            "d-WAITING01",
+            &decision(Choice::Reject, "slack:U2")
+        )
+        .await
+        .unwrap());
+    assert!(!ledger
+        .record_decision(
+            "web1",
+            &digest,
+            pushed_ms,
+            "d-WAITING01",
+            &decision(Choice::Approve, "slack:U1")
+        )
+        .await
+        .unwrap());
+    ledger.decision_applied("web1", &digest).await.unwrap();
+    let decided = ledger.approval("web1", &digest).await.unwrap().unwrap();
+    assert_eq!(
+        decided.decision,
+        Some(Decision {
+            applied: true,
+            ..decision(Choice::Reject, "slack:U2")
+        })
+    );
+    // A later wait of the item (its next run) starts undecided.
+    ledger
+        .record_approval_wait(
+            "web1",
+            &digest,
+            &Wait {
+                deployment_id: "d-NEXTRUN01".into(),
+                ..wait
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger
+            .approval("web1", &digest)
+            .await
+            .unwrap()
+            .unwrap()
+            .decision,
+        None
+    );
+}
