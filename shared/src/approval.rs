@@ -81,6 +81,41 @@ pub trait ApprovalGate: Send + Sync {
     ) -> Result<(), AwsError>;
 }
 
+/// Each engine's gate, chosen by the deployment id's shape (an ECS service deployment ARN, or
+/// a CodeDeploy deployment id).
+pub struct EngineGates<'a> {
+    pub ecs: &'a dyn ApprovalGate,
+    pub codedeploy: &'a dyn ApprovalGate,
+}
+
+impl EngineGates<'_> {
+    fn of(&self, deployment_id: &str) -> &dyn ApprovalGate {
+        if crate::model::is_service_deployment_arn(deployment_id) {
+            self.ecs
+        } else {
+            self.codedeploy
+        }
+    }
+}
+
+#[async_trait]
+impl ApprovalGate for EngineGates<'_> {
+    async fn wait_state(&self, deployment_id: &str) -> Result<EngineWait, AwsError> {
+        self.of(deployment_id).wait_state(deployment_id).await
+    }
+
+    async fn resolve(
+        &self,
+        deployment_id: &str,
+        hook_id: Option<&str>,
+        choice: Choice,
+    ) -> Result<(), AwsError> {
+        self.of(deployment_id)
+            .resolve(deployment_id, hook_id, choice)
+            .await
+    }
+}
+
 /// A decision asked for: by a Slack button (with its binding) or by the command (the app's
 /// release that waits now).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::checks::{self, CheckResult};
-use crate::core::{panic_message, record_briefly, Deps, HookError};
+use crate::core::{panic_message, record_approval_wait, record_briefly, Deps, HookError};
 
 /// Reads a lifecycle hook invocation; one that is not (it cannot be answered: it names no
 /// deployment or execution) is a `MalformedEvent` with a short reason.
@@ -164,6 +164,9 @@ pub async fn handle(
             &reason,
         );
         record_briefly(write, until, "the verdict").await;
+        if verdict == HookVerdict::Succeeded {
+            record_approval_wait(deps, app, digest, event_name, &deployment_id, until).await;
+        }
     }
 
     let report = send_report(

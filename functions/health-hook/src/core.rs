@@ -79,3 +79,37 @@ pub async fn record_briefly(
         Err(_) => tracing::warn!("recording {what} in the release ledger took too long: skipped"),
     }
 }
+
+/// The checks after which an engine holds a release for a person's approval (CodeDeploy's
+/// wait before rerouting follows AfterAllowTestTraffic; ECS's pause hook at
+/// PRE_PRODUCTION_TRAFFIC_SHIFT follows POST_TEST_TRAFFIC_SHIFT).
+const BEFORE_PRODUCTION: [&str; 2] = ["AfterAllowTestTraffic", "POST_TEST_TRAFFIC_SHIFT"];
+
+/// Green passed the last check before production traffic of an app that asks for approval:
+/// records the wait the decision binds to (the deployment, and when the engine's timeout
+/// rolls it back). Written after the verdict, within the same budget; without it no decision
+/// is taken and the engine's timeout rolls the release back, never forward.
+pub async fn record_approval_wait(
+    deps: &Deps,
+    app: &str,
+    digest: &str,
+    stage: &str,
+    deployment_id: &str,
+    until: tokio::time::Instant,
+) {
+    let (Some(config), Some(ledger)) = (deps.config.app_named(app), &deps.ledger) else {
+        return;
+    };
+    if !config.approval.required || !BEFORE_PRODUCTION.contains(&stage) {
+        return;
+    }
+    let wait = greenlight_shared::ledger::Wait {
+        deployment_id: deployment_id.to_string(),
+        expires_at: chrono::Utc::now()
+            + chrono::Duration::minutes(i64::from(config.approval.timeout_minutes)),
+    };
+    let write = ledger.record_approval_wait(app, digest, &wait);
+    record_briefly(write, until, "the approval's wait").await;
+    tracing::info!(app = %app, deployment_id = %deployment_id, expires_at = %wait.expires_at.to_rfc3339(),
+                   "green passed: the release waits for approval");
+}

@@ -40,6 +40,7 @@ struct World {
     ecs: Arc<FakeEcs>,
     elb: Arc<FakeLoadBalancing>,
     prober: Arc<FakeProber>,
+    ledger: Arc<FakeLedger>,
 }
 
 fn in_progress(running: i32, requested: i32) -> ServiceDeploymentState {
@@ -79,13 +80,14 @@ impl World {
         let elb = Arc::new(FakeLoadBalancing::new(calls.clone()));
         *elb.health_answers.lock().unwrap() = vec![Ok(healthy_targets(2))];
         let prober = Arc::new(FakeProber::answering(probes));
+        let ledger = Arc::new(FakeLedger::default());
         let deps = Deps {
             config: Config::parse(config).unwrap(),
             codedeploy: Arc::new(FakeCodeDeploy::new(calls.clone())),
             ecs: ecs.clone(),
             elb: elb.clone(),
             prober: prober.clone(),
-            ledger: Some(Arc::new(FakeLedger::default())),
+            ledger: Some(ledger.clone()),
             safety_margin: Duration::from_millis(500),
         };
         Self {
@@ -94,6 +96,7 @@ impl World {
             ecs,
             elb,
             prober,
+            ledger,
         }
     }
 
@@ -557,4 +560,33 @@ async fn the_probe_sends_what_the_test_listener_rule_matches_on_or_fails_saying_
         "{reason}"
     );
     assert!(w.prober.urls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn green_passing_before_production_records_the_approval_wait_of_an_app_that_asks() {
+    let approving = format!(
+        "{CONFIG}[apps.web2.approval]\nrequired = true\napprovers = [\"U024BE7LH\"]\ntimeout_minutes = 30\n"
+    );
+    let w = World::configured(&approving, vec![Ok(200)]);
+    let before = chrono::Utc::now();
+    let answers = w.run().await;
+    assert_eq!(answers.last().unwrap().hook_status, HookStatus::Succeeded);
+    let approvals = w.ledger.approvals.lock().unwrap().clone();
+    let (wait, decision) = approvals.get("sha256:2222").expect("the wait is recorded");
+    let event: Value = serde_json::from_str(include_str!(
+        "../../../events/ecs-lifecycle-hook-post-test-traffic-shift.json"
+    ))
+    .unwrap();
+    assert_eq!(wait.deployment_id, event["resourceArn"].as_str().unwrap());
+    let minutes = (wait.expires_at - before).num_minutes();
+    assert!((29..=30).contains(&minutes), "{minutes}");
+    assert!(decision.is_none());
+
+    // A failed green, or an app that asks for nothing, waits for nobody.
+    let failing = World::configured(&approving, vec![Ok(500)]);
+    failing.run().await;
+    assert!(failing.ledger.approvals.lock().unwrap().is_empty());
+    let plain = World::new(vec![Ok(200)]);
+    plain.run().await;
+    assert!(plain.ledger.approvals.lock().unwrap().is_empty());
 }

@@ -2,11 +2,12 @@
 
 use async_trait::async_trait;
 use aws_sdk_codedeploy::types::{
-    AppSpecContent, DeploymentStatus, LifecycleEventStatus, RevisionLocation, RevisionLocationType,
-    TargetLabel,
+    AppSpecContent, DeploymentStatus, DeploymentWaitType, LifecycleEventStatus, RevisionLocation,
+    RevisionLocationType, TargetLabel,
 };
 use chrono::{DateTime, Utc};
 
+use crate::approval::{ApprovalGate, Choice, EngineWait};
 use crate::error::{AwsError, AwsErrorKind};
 
 /// What a deployment group deploys: one ECS service behind a pair of target groups.
@@ -137,6 +138,53 @@ pub trait CodeDeployApi: Send + Sync {
 
 #[derive(Debug, Clone)]
 pub struct CodeDeploy(pub aws_sdk_codedeploy::Client);
+
+/// The deployment group's wait before rerouting is the approval's wait on CodeDeploy: the
+/// deployment is `Ready` until `ContinueDeployment`, or `StopDeployment` rolls it back (as its
+/// timeout does, with `actionOnTimeout = STOP_DEPLOYMENT`).
+#[async_trait]
+impl ApprovalGate for CodeDeploy {
+    async fn wait_state(&self, deployment_id: &str) -> Result<EngineWait, AwsError> {
+        let deployment = self.deployment(deployment_id).await?;
+        Ok(match deployment.status.as_str() {
+            "Ready" => EngineWait::Waiting {
+                hook_id: None,
+                expires_at: None,
+            },
+            "Created" | "Queued" | "InProgress" => EngineWait::NotYet,
+            _ => EngineWait::Over,
+        })
+    }
+
+    async fn resolve(
+        &self,
+        deployment_id: &str,
+        _hook_id: Option<&str>,
+        choice: Choice,
+    ) -> Result<(), AwsError> {
+        let resource = format!("CodeDeploy deployment {deployment_id}");
+        match choice {
+            Choice::Approve => self
+                .0
+                .continue_deployment()
+                .deployment_id(deployment_id)
+                .deployment_wait_type(DeploymentWaitType::ReadyWait)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| AwsError::from_sdk("ContinueDeployment", &resource, e)),
+            Choice::Reject => self
+                .0
+                .stop_deployment()
+                .deployment_id(deployment_id)
+                .auto_rollback_enabled(true)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| AwsError::from_sdk("StopDeployment", &resource, e)),
+        }
+    }
+}
 
 impl CodeDeploy {
     /// Every deployment a ListDeployments request names, read with GetDeployment, newest first.

@@ -3,8 +3,9 @@
 
 use async_trait::async_trait;
 use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
-use aws_sdk_ecs::types::{Tag, TaskDefinition, TaskDefinitionField};
+use aws_sdk_ecs::types::{DeploymentLifecycleHookAction, Tag, TaskDefinition, TaskDefinitionField};
 
+use crate::approval::{ApprovalGate, Choice, EngineWait};
 use crate::error::{AwsError, AwsErrorKind};
 use crate::rollout::{Position, RollbackSignals, Rollout};
 
@@ -34,6 +35,9 @@ pub struct ServiceDeploymentState {
     pub rollout: Option<Rollout>,
     /// What ECS says of a rollback: its reason, alarms in ALARM, the circuit breaker.
     pub rollback: RollbackSignals,
+    /// A PAUSE lifecycle hook awaiting `ContinueServiceDeployment`: its id, and when its
+    /// timeout action is taken.
+    pub pause: Option<(String, Option<chrono::DateTime<chrono::Utc>>)>,
 }
 
 /// A service revision: what it runs and the target groups it is attached to.
@@ -168,6 +172,51 @@ fn found_or_missing<'a, T>(
     })
 }
 
+/// The service's PAUSE hook is the approval's wait on native ECS.
+#[async_trait]
+impl ApprovalGate for Ecs {
+    async fn wait_state(&self, deployment_id: &str) -> Result<EngineWait, AwsError> {
+        let state = self.service_deployment(deployment_id).await?;
+        let active = crate::model::phase_of(crate::model::EngineKind::Ecs, &state.status)
+            .is_some_and(|p| p.is_active() && !p.is_rollback());
+        Ok(match state.pause {
+            Some((hook_id, expires_at)) if active => EngineWait::Waiting {
+                hook_id: Some(hook_id),
+                expires_at,
+            },
+            None if active => EngineWait::NotYet,
+            _ => EngineWait::Over,
+        })
+    }
+
+    async fn resolve(
+        &self,
+        deployment_id: &str,
+        hook_id: Option<&str>,
+        choice: Choice,
+    ) -> Result<(), AwsError> {
+        let action = match choice {
+            Choice::Approve => DeploymentLifecycleHookAction::Continue,
+            Choice::Reject => DeploymentLifecycleHookAction::Rollback,
+        };
+        self.0
+            .continue_service_deployment()
+            .service_deployment_arn(deployment_id)
+            .set_hook_id(hook_id.map(str::to_string))
+            .action(action)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "ContinueServiceDeployment",
+                    format!("ECS service deployment {deployment_id}"),
+                    e,
+                )
+            })
+    }
+}
+
 #[async_trait]
 impl ServiceReads for Ecs {
     async fn service(&self, cluster: &str, service: &str) -> Result<EcsServiceInfo, AwsError> {
@@ -294,6 +343,19 @@ impl ServiceReads for Ecs {
                     .filter(|c| c.status().is_some_and(|s| s.as_str() == "TRIGGERED"))
                     .map(|c| (c.failure_count(), c.threshold())),
             },
+            pause: found
+                .lifecycle_hook_details()
+                .iter()
+                .find(|h| {
+                    h.target_type().is_some_and(|t| t.as_str() == "PAUSE")
+                        && h.status().is_some_and(|s| s.as_str() == "AWAITING_ACTION")
+                })
+                .and_then(|h| {
+                    let expires = h
+                        .expires_at()
+                        .and_then(|t| chrono::DateTime::from_timestamp_millis(t.to_millis().ok()?));
+                    Some((h.hook_id()?.to_string(), expires))
+                }),
         })
     }
 

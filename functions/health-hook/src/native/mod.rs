@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::checks;
-use crate::core::{record_briefly, Deps, HookError};
+use crate::core::{record_approval_wait, record_briefly, Deps, HookError};
 use release::{arn_service, continues_after, find_release, Release};
 
 mod release;
@@ -298,8 +298,20 @@ async fn record_verdict(
 ) {
     if let (Some(ledger), Some(digest)) = (&deps.ledger, &release.digest) {
         let stage = &event.lifecycle_stage;
+        let until = Instant::now() + VERDICT_RECORD_BUDGET;
         let write = ledger.record_hook_verdict(&release.app, digest, stage, passed, reason);
-        record_briefly(write, Instant::now() + VERDICT_RECORD_BUDGET, "the verdict").await;
+        record_briefly(write, until, "the verdict").await;
+        if passed {
+            record_approval_wait(
+                deps,
+                &release.app,
+                digest,
+                stage,
+                &event.resource_arn,
+                until,
+            )
+            .await;
+        }
     }
 }
 
