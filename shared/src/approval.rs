@@ -303,60 +303,13 @@ async fn mark_applied(ledger: &dyn ApprovalLedger, app: &str, digest: &str) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
-    use crate::fakes::{digest, FakeLedger};
+    use crate::fakes::{digest, FakeGate, FakeLedger};
     use crate::ledger::{ReleaseRecord, ReleaseStatus, VerdictLedger};
-    use crate::AwsErrorKind;
 
     const DEPLOYMENT: &str = "arn:aws:ecs:us-east-1:123456789012:service-deployment/apps/web2/d1";
 
-    /// An engine holding one deployment; each resolve is counted; `failing` resolves fail
-    /// after the engine acted (the answer lost).
-    #[derive(Default)]
-    struct Gate {
-        state: Mutex<Option<EngineWait>>,
-        resolved: Mutex<Vec<(Option<String>, Choice)>>,
-        lose_answers: Mutex<u32>,
-    }
-
-    #[async_trait]
-    impl ApprovalGate for Gate {
-        async fn wait_state(&self, _deployment_id: &str) -> Result<EngineWait, AwsError> {
-            Ok(self
-                .state
-                .lock()
-                .unwrap()
-                .clone()
-                .unwrap_or(EngineWait::NotYet))
-        }
-        async fn resolve(
-            &self,
-            _deployment_id: &str,
-            hook_id: Option<&str>,
-            choice: Choice,
-        ) -> Result<(), AwsError> {
-            self.resolved
-                .lock()
-                .unwrap()
-                .push((hook_id.map(str::to_string), choice));
-            *self.state.lock().unwrap() = Some(EngineWait::Over);
-            let mut lose = self.lose_answers.lock().unwrap();
-            if *lose > 0 {
-                *lose -= 1;
-                return Err(AwsError::new(
-                    "ContinueServiceDeployment",
-                    DEPLOYMENT,
-                    AwsErrorKind::Unavailable,
-                    "connection reset",
-                ));
-            }
-            Ok(())
-        }
-    }
-
-    fn waiting(now: DateTime<Utc>) -> (FakeLedger, Gate, Binding) {
+    fn waiting(now: DateTime<Utc>) -> (FakeLedger, FakeGate, Binding) {
         let ledger = FakeLedger::default();
         let pushed = now - chrono::Duration::minutes(5);
         ledger.insert(ReleaseRecord {
@@ -376,11 +329,7 @@ mod tests {
             provenance: Default::default(),
             request: None,
         });
-        let gate = Gate::default();
-        *gate.state.lock().unwrap() = Some(EngineWait::Waiting {
-            hook_id: Some("hook-1".into()),
-            expires_at: Some(now + chrono::Duration::minutes(60)),
-        });
+        let gate = FakeGate::holding(Some("hook-1"), Some(now + chrono::Duration::minutes(60)));
         let binding = Binding {
             app: "web2".into(),
             digest: digest(3),
@@ -438,7 +387,11 @@ mod tests {
         }
         assert_eq!(
             *gate.resolved.lock().unwrap(),
-            [(Some("hook-1".to_string()), Choice::Approve)]
+            [(
+                DEPLOYMENT.to_string(),
+                Some("hook-1".to_string()),
+                Choice::Approve
+            )]
         );
     }
 
@@ -554,7 +507,11 @@ mod tests {
         );
         assert_eq!(
             *gate.resolved.lock().unwrap(),
-            [(Some("hook-1".to_string()), Choice::Approve)]
+            [(
+                DEPLOYMENT.to_string(),
+                Some("hook-1".to_string()),
+                Choice::Approve
+            )]
         );
     }
 

@@ -1103,3 +1103,81 @@ pub fn digest(n: u8) -> String {
     let hex: String = format!("{n:x}").repeat(64).chars().take(64).collect();
     format!("sha256:{hex}")
 }
+
+/// An engine holding deployments for approval: what `wait_state` answers, each `resolve`
+/// recorded (the engine then holds nothing); `lose_answers` resolves act and then fail (the
+/// answer lost), `failing_reads` reads fail before anything happens.
+#[derive(Default)]
+pub struct FakeGate {
+    pub state: Mutex<Option<crate::approval::EngineWait>>,
+    pub resolved: Mutex<Vec<(String, Option<String>, crate::approval::Choice)>>,
+    pub lose_answers: Mutex<u32>,
+    pub failing_reads: Mutex<u32>,
+}
+
+impl FakeGate {
+    /// Holding the release: the pause hook `hook-1` (ECS) or READY (CodeDeploy: no hook).
+    pub fn holding(
+        hook_id: Option<&str>,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Self {
+        let gate = Self::default();
+        *gate.state.lock().unwrap() = Some(crate::approval::EngineWait::Waiting {
+            hook_id: hook_id.map(str::to_string),
+            expires_at,
+        });
+        gate
+    }
+}
+
+#[async_trait]
+impl crate::approval::ApprovalGate for FakeGate {
+    async fn wait_state(
+        &self,
+        deployment_id: &str,
+    ) -> Result<crate::approval::EngineWait, AwsError> {
+        {
+            let mut failing = self.failing_reads.lock().unwrap();
+            if *failing > 0 {
+                *failing -= 1;
+                return Err(AwsError::new(
+                    "DescribeServiceDeployments",
+                    deployment_id,
+                    AwsErrorKind::Throttled,
+                    "Rate exceeded",
+                ));
+            }
+        }
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or(crate::approval::EngineWait::NotYet))
+    }
+
+    async fn resolve(
+        &self,
+        deployment_id: &str,
+        hook_id: Option<&str>,
+        choice: crate::approval::Choice,
+    ) -> Result<(), AwsError> {
+        self.resolved.lock().unwrap().push((
+            deployment_id.to_string(),
+            hook_id.map(str::to_string),
+            choice,
+        ));
+        *self.state.lock().unwrap() = Some(crate::approval::EngineWait::Over);
+        let mut lose = self.lose_answers.lock().unwrap();
+        if *lose > 0 {
+            *lose -= 1;
+            return Err(AwsError::new(
+                "ContinueServiceDeployment",
+                deployment_id,
+                AwsErrorKind::Unavailable,
+                "connection reset after the request was sent",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -109,6 +109,20 @@ impl SecretReader {
     }
 }
 
+/// Where secrets come from (Secrets Manager, SSM, or the environment for local runs): a port,
+/// so that handlers are tested without AWS.
+#[async_trait::async_trait]
+pub trait SecretSource: Send + Sync {
+    async fn read(&self, r: &SecretRef) -> Result<Secret, SecretError>;
+}
+
+#[async_trait::async_trait]
+impl SecretSource for SecretReader {
+    async fn read(&self, r: &SecretRef) -> Result<Secret, SecretError> {
+        SecretReader::read(self, r).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

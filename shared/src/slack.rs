@@ -238,6 +238,26 @@ impl SlackApp {
             })
     }
 
+    /// The members of a user group (`usergroups.users.list`, scope `usergroups:read`): who an
+    /// approver group names.
+    pub async fn group_members(
+        &self,
+        token: &Secret,
+        group: &str,
+        deadline: Instant,
+    ) -> Result<Vec<String>, SlackApiError> {
+        let form = [("usergroup", group)];
+        let answer = self
+            .call(token, "usergroups.users.list", Body::Form(&form), deadline)
+            .await?;
+        Ok(answer["users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str().map(str::to_string))
+            .collect())
+    }
+
     /// One Web API method, retried while Slack is busy or failing and time remains.
     async fn call(
         &self,

@@ -58,6 +58,8 @@ struct Workspace {
     down: bool,
     /// Faults for the calls with these numbers (the first call is 1).
     at_call: Vec<(usize, SlackFault)>,
+    /// User groups (`S…`) and their members, for `usergroups.users.list`.
+    groups: std::collections::HashMap<String, Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -103,6 +105,14 @@ impl SlackApiStandIn {
         let mut w = self.workspace.lock().unwrap();
         let at = w.calls.len() + n;
         w.at_call.push((at, fault));
+    }
+
+    /// A user group and its members.
+    pub fn set_group(&self, group: &str, members: &[&str]) {
+        self.workspace.lock().unwrap().groups.insert(
+            group.to_string(),
+            members.iter().map(|m| m.to_string()).collect(),
+        );
     }
 
     /// Slack goes down (every call answers HTTP 503) or comes back.
@@ -217,6 +227,13 @@ async fn serve(
         .and_then(|v| v.strip_prefix("Bearer "));
     if bearer != Some(w.token.as_str()) {
         return refused("invalid_auth");
+    }
+    if method == "usergroups.users.list" {
+        let group = body["usergroup"].as_str().unwrap_or_default();
+        return match w.groups.get(group) {
+            Some(users) => ok(json!({"ok": true, "users": users})),
+            None => refused("no_such_subteam"),
+        };
     }
     let channel = body["channel"].as_str().unwrap_or_default().to_string();
     if !w.channels.contains(&channel) {

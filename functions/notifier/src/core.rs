@@ -7,13 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::Utc;
 use greenlight_shared::aws::codedeploy::CodeDeployApi;
 use greenlight_shared::aws::ecs::ServiceReads;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{Ledger, ReleaseRecord};
-use greenlight_shared::secrets::{Secret, SecretError, SecretReader, SecretRef};
+use greenlight_shared::secrets::{Secret, SecretError, SecretRef};
 use greenlight_shared::slack::{SlackApiError, SlackApp, SlackError, SlackPoster};
 use greenlight_shared::{AppConfig, Config};
 use serde::Serialize;
@@ -28,18 +27,7 @@ pub(crate) const SLACK_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 /// state is announced without details rather than not at all.
 pub const LAST_ATTEMPT_AGE: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 
-/// Where webhook URLs come from (Secrets Manager, SSM, or the environment for local runs).
-#[async_trait]
-pub trait SecretSource: Send + Sync {
-    async fn read(&self, r: &SecretRef) -> Result<Secret, SecretError>;
-}
-
-#[async_trait]
-impl SecretSource for SecretReader {
-    async fn read(&self, r: &SecretRef) -> Result<Secret, SecretError> {
-        SecretReader::read(self, r).await
-    }
-}
+pub use greenlight_shared::secrets::SecretSource;
 
 /// Slack secrets (webhook URLs, app tokens) already read during this cold start, by secret
 /// reference.
