@@ -146,6 +146,15 @@ pub enum ApprovalError {
     Engine(AwsError),
 }
 
+/// Who decided, as people read it: `<@U024BE7LH>` for a Slack user (`slack:U024BE7LH`), else
+/// the identity as recorded (an AWS principal).
+pub fn person(by: &str) -> String {
+    match by.strip_prefix("slack:") {
+        Some(user) => format!("<@{user}>"),
+        None => by.to_string(),
+    }
+}
+
 /// Takes a decision on the release run that waits: exactly once, then on the engine.
 pub async fn decide(
     ledger: &dyn ApprovalLedger,

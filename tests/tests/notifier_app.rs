@@ -1013,3 +1013,108 @@ async fn a_webhook_app_hears_nothing_of_its_queue_from_the_stream() {
     assert!(matches!(said, Notified::Ignored { .. }), "{said:?}");
     assert!(w.slack.calls().is_empty());
 }
+
+// ---- the approval gate on the living message --------------------------------------------------
+
+/// web3's release 5 after green passed and the wait began (`decision`: approved or rejected
+/// by whom).
+fn approval_batch(decision: Option<(&str, &str)>) -> serde_json::Value {
+    let mut batch = verdict_batch("POST_TEST_TRAFFIC_SHIFT", true, "all checks passed");
+    let image = &mut batch["Records"][0]["dynamodb"]["NewImage"];
+    image["pushed_at_ms"] = json!({"N": "1764900000000"});
+    image["approval_deployment"] = image["deployment_id"].clone();
+    image["approval_expires_ms"] = json!({"N": "1764903120000"});
+    if let Some((choice, by)) = decision {
+        image["approval_decision"] = json!({"S": choice});
+        image["approval_by"] = json!({"S": by});
+        image["approval_at"] = json!({"S": "2026-12-05T14:05:00Z"});
+    }
+    batch
+}
+
+#[tokio::test]
+async fn a_wait_for_approval_shows_its_buttons_until_someone_decides_and_the_thread_keeps_who() {
+    let w = World::new().await;
+    w.deployment("IN_PROGRESS", None);
+    w.event("SERVICE_DEPLOYMENT_IN_PROGRESS", "req-1")
+        .await
+        .unwrap();
+    w.stream(approval_batch(None), "req-2").await.unwrap();
+    let message = &w.channel()[0];
+    assert_eq!(
+        message.text,
+        ":raised_hand: web3 v2.0.0 green checked — waiting for approval (expires 02:52 UTC)"
+    );
+    let buttons = message.attachments.to_string();
+    let binding = format!(
+        "web3|{}|1764900000000|arn:aws:ecs:us-east-1:123456789012:service-deployment/default/web3/dep1",
+        digest(5)
+    );
+    assert!(
+        buttons.contains("\"action_id\":\"approve\"")
+            && buttons.contains("\"action_id\":\"reject\"")
+            && buttons.contains(&binding),
+        "{buttons}"
+    );
+    // Approved: who, in the message and its thread; the buttons are gone.
+    w.stream(
+        approval_batch(Some(("approved", "slack:U024BE7LH"))),
+        "req-3",
+    )
+    .await
+    .unwrap();
+    let message = &w.channel()[0];
+    assert_eq!(
+        message.text,
+        ":+1: web3 v2.0.0 approved by <@U024BE7LH> — shifting production traffic"
+    );
+    assert!(!message.attachments.to_string().contains("\"action_id\""));
+    assert!(message.replies.contains(&(
+        "Approved by <@U024BE7LH> at 2026-12-05 14:05 UTC".to_string(),
+        false
+    )));
+    // The wait redelivered late (its marker lost) never brings the buttons back.
+    w.ledger.notices.lock().unwrap().clear();
+    w.stream(approval_batch(None), "req-4").await.unwrap();
+    assert!(w.channel()[0].text.contains("approved by"));
+    // The end moves it on as ever.
+    w.deployment("SUCCESSFUL", None);
+    w.event("SERVICE_DEPLOYMENT_COMPLETED", "req-5")
+        .await
+        .unwrap();
+    assert!(w.channel()[0]
+        .text
+        .starts_with(":white_check_mark: web3 v2.0.0 deployed"));
+    assert_eq!(w.channel().len(), 1);
+}
+
+#[tokio::test]
+async fn a_rejection_says_who_rolled_it_back_and_never_shows_a_success() {
+    let w = World::new().await;
+    w.deployment("IN_PROGRESS", None);
+    w.event("SERVICE_DEPLOYMENT_IN_PROGRESS", "req-1")
+        .await
+        .unwrap();
+    w.stream(approval_batch(None), "req-2").await.unwrap();
+    w.stream(
+        approval_batch(Some((
+            "rejected",
+            "arn:aws:sts::123456789012:assumed-role/release-managers/alice",
+        ))),
+        "req-3",
+    )
+    .await
+    .unwrap();
+    let message = &w.channel()[0];
+    assert_eq!(
+        message.text,
+        ":leftwards_arrow_with_hook: web3 v2.0.0 rejected by arn:aws:sts::123456789012:assumed-role/release-managers/alice — rolling back"
+    );
+    w.deployment("ROLLBACK_SUCCESSFUL", Some("rolled back by a person"));
+    w.event("SERVICE_DEPLOYMENT_FAILED", "req-4").await.unwrap();
+    assert!(
+        w.channel()[0].text.starts_with(":x: web3 v2.0.0 FAILED"),
+        "{}",
+        w.channel()[0].text
+    );
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use greenlight_shared::approval::{
-    decide, ApprovalGate, Binding, Choice, Decided, DecisionRequest, EngineGates,
+    decide, person, ApprovalGate, Binding, Choice, Decided, DecisionRequest, EngineGates,
 };
 use greenlight_shared::ledger::Ledger;
 use greenlight_shared::secrets::{Secret, SecretRef, SecretSource};
@@ -288,14 +288,6 @@ fn said(choice: Choice) -> &'static str {
     match choice {
         Choice::Approve => "approved",
         Choice::Reject => "rolled back",
-    }
-}
-
-/// `<@U024BE7LH>` for a Slack user, else the identity as recorded.
-pub fn person(by: &str) -> String {
-    match by.strip_prefix("slack:") {
-        Some(user) => format!("<@{user}>"),
-        None => by.to_string(),
     }
 }
 

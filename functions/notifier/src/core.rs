@@ -273,3 +273,31 @@ pub(crate) fn run_of(record: &ReleaseRecord, deployment_id: &str) -> Option<Stri
             )
         })
 }
+
+/// The notice of a release run's deployment that no engine event brought (a verdict, an
+/// approval): what the ledger's item says of it, and where the app deploys.
+pub(crate) fn run_notice(
+    deps: &Deps,
+    app: &AppConfig,
+    deployment_id: &str,
+    version: Option<String>,
+    digest: Option<String>,
+    run: Option<String>,
+) -> crate::message::Notice {
+    let (scope, target, _) = app_target(app);
+    crate::message::Notice {
+        app: app.name.clone(),
+        environment: app.environment.clone(),
+        scope,
+        target,
+        deployment_id: deployment_id.to_string(),
+        region: deps.region.clone(),
+        channel: app.slack.channel.clone(),
+        version,
+        digest,
+        started_by: Some(crate::message::StartedBy::Push),
+        native: greenlight_shared::model::is_service_deployment_arn(deployment_id),
+        run,
+        ..Default::default()
+    }
+}

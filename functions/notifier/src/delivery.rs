@@ -157,12 +157,14 @@ fn rank(state: &str) -> u8 {
     match state {
         "QUEUED" | "START" => 1,
         "READY" => 2,
+        "APPROVAL" => 3,
+        "APPROVED" | "REJECTED" => 4,
         _ => ENDED,
     }
 }
 
 /// The rank of an end, and of a queued run's message its deployment took over.
-const ENDED: u8 = 3;
+const ENDED: u8 = 5;
 
 /// One app's living message, for one invocation.
 struct Living<'a> {

@@ -104,6 +104,9 @@ async fn say_ledger_changes(
             LedgerChange::Queue(change) => {
                 crate::queued::say_queue_change(deps, change, invocation).await?
             }
+            LedgerChange::Approval(change) => {
+                crate::approvals::say_approval(deps, change, invocation).await?
+            }
         };
         if let Some(said) = said {
             last = said;

@@ -27,6 +27,7 @@
 //! of a deployment CodeDeploy rolled back says which version is serving now. Failures, stops
 //! and rollbacks carry the app's `mention_on_failure`.
 
+pub mod approvals;
 pub mod core;
 pub mod delivery;
 pub mod handler;

@@ -9,6 +9,7 @@
 //! A rollback deployment is never announced as a success: its SUCCESS reads "rolled back to
 //! v1.4.2", in the warning colour.
 
+use greenlight_shared::approval::{person, Choice};
 use greenlight_shared::events::short_digest;
 use greenlight_shared::provenance::Provenance;
 use greenlight_shared::request::{RequestKind, Requested};
@@ -151,6 +152,8 @@ pub struct Notice {
     pub native: bool,
     /// Slack app mode: the release run's one message, which also names its engine.
     pub living: bool,
+    /// The approval gate: the wait (with its buttons) or the decision.
+    pub approval: Option<ApprovalNote>,
     /// The operator's request that started this deployment (`greenlight deploy|rollback`).
     pub requested: Option<Requested>,
 }
@@ -204,6 +207,23 @@ impl Notice {
     }
 }
 
+/// The approval gate on a release's message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApprovalNote {
+    /// Held for a person until `expires_at`; the buttons carry `binding`.
+    Waiting {
+        expires_at: chrono::DateTime<chrono::Utc>,
+        binding: String,
+    },
+    /// Someone decided (`by`: `slack:U…` or an AWS identity; `at`: RFC 3339).
+    Decided {
+        choice: Choice,
+        by: String,
+        at: String,
+        reason: Option<String>,
+    },
+}
+
 /// The key of a release run's message while it has no deployment: the app, the digest and
 /// the push (an operator's request of the same digest is another run).
 pub fn run_anchor(app: &str, digest: &str, pushed_at_ms: i64) -> String {
@@ -237,7 +257,7 @@ impl Outcome {
             "SUCCESS" => Self::Succeeded,
             "FAILURE" => Self::Failed,
             "STOP" => Self::Stopped,
-            "QUEUED" | "START" | "READY" => Self::InProgress,
+            "QUEUED" | "START" | "READY" | "APPROVAL" | "APPROVED" | "REJECTED" => Self::InProgress,
             "SUPERSEDED" => Self::Superseded,
             _ => Self::Unknown,
         }
@@ -276,6 +296,29 @@ pub struct Message {
 pub fn thread_detail(n: &Notice) -> Option<String> {
     if let Some(note) = &n.thread_note {
         return Some(clip_to(note, SECTION_TEXT_MAX_CHARS));
+    }
+    if let Some(ApprovalNote::Decided {
+        choice,
+        by,
+        at,
+        reason,
+    }) = &n.approval
+    {
+        let when = chrono::DateTime::parse_from_rfc3339(at)
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_else(|_| at.clone());
+        let verb = match choice {
+            Choice::Approve => "Approved",
+            Choice::Reject => "Rolled back",
+        };
+        let why = reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        return Some(clip_to(
+            &format!("{verb} by {} at {when}{why}", person(by)),
+            SECTION_TEXT_MAX_CHARS,
+        ));
     }
     let outcome = Outcome::of(n);
     let mut lines = vec![];
@@ -335,6 +378,14 @@ pub fn build(notice: &Notice) -> Message {
         Some(mention) if outcome.mentions() => format!("{mention} {}", escape(&headline)),
         _ => escape(&headline),
     };
+    // Who decided is a mention, the one markup a headline keeps: a Slack user id the
+    // approver verified (letters and digits only), never text from an event.
+    let lead = match &notice.approval {
+        Some(ApprovalNote::Decided { by, .. }) if is_slack_user(by) => {
+            lead.replace(&escape(&person(by)), &person(by))
+        }
+        _ => lead,
+    };
     let lead = clip_to(&lead, SECTION_TEXT_MAX_CHARS);
 
     let mut blocks = vec![json!({
@@ -353,6 +404,11 @@ pub fn build(notice: &Notice) -> Message {
             "type": "section",
             "text": { "type": "mrkdwn", "text": clip(&escape(&skipped_line(notice))) },
         }));
+    }
+    if let (Some(ApprovalNote::Waiting { binding, .. }), "APPROVAL") =
+        (&notice.approval, notice.state.as_str())
+    {
+        blocks.push(approval_buttons(binding));
     }
     let links: Vec<Value> = provenance_links(&notice.provenance)
         .into_iter()
@@ -376,6 +432,35 @@ pub fn build(notice: &Notice) -> Message {
         outcome,
         payload,
     }
+}
+
+fn is_slack_user(by: &str) -> bool {
+    by.strip_prefix("slack:").is_some_and(|id| {
+        !id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    })
+}
+
+/// Approve and Roll back, each carrying the run's binding; Roll back asks to confirm.
+fn approval_buttons(binding: &str) -> Value {
+    json!({
+        "type": "actions",
+        "block_id": "greenlight_approval",
+        "elements": [
+            {"type": "button", "action_id": "approve", "style": "primary", "value": binding,
+             "text": {"type": "plain_text", "text": "Approve"}},
+            {"type": "button", "action_id": "reject", "style": "danger", "value": binding,
+             "text": {"type": "plain_text", "text": "Roll back"},
+             "confirm": {
+                 "title": {"type": "plain_text", "text": "Roll back this release?"},
+                 "text": {"type": "mrkdwn", "text": "Production stays on the version it serves."},
+                 "confirm": {"type": "plain_text", "text": "Roll back"},
+                 "deny": {"type": "plain_text", "text": "Cancel"}
+             }}
+        ]
+    })
 }
 
 /// The one line read at a glance.
@@ -445,6 +530,28 @@ fn state_headline(n: &Notice) -> String {
             ":fast_forward: {subject} superseded by {} — not deployed",
             behind.unwrap_or("a newer release")
         ),
+        "APPROVAL" => match &n.approval {
+            Some(ApprovalNote::Waiting { expires_at, .. }) => format!(
+                ":raised_hand: {subject} green checked — waiting for approval (expires {} UTC)",
+                expires_at.format("%H:%M")
+            ),
+            _ => format!(":raised_hand: {subject} green checked — waiting for approval"),
+        },
+        "APPROVED" | "REJECTED" => match &n.approval {
+            Some(ApprovalNote::Decided {
+                choice: Choice::Approve,
+                by,
+                ..
+            }) => format!(
+                ":+1: {subject} approved by {} — shifting production traffic",
+                person(by)
+            ),
+            Some(ApprovalNote::Decided { by, .. }) => format!(
+                ":leftwards_arrow_with_hook: {subject} rejected by {} — rolling back",
+                person(by)
+            ),
+            _ => format!(":grey_question: {subject} decided"),
+        },
         "START" => format!(":rocket: {subject} deploying to {env}"),
         "READY" => format!(":large_blue_circle: {subject} is ready on green — shifting traffic"),
         "SUCCESS" => match n.duration {

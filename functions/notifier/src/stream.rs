@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use greenlight_shared::approval::Choice;
+
 use crate::core::NotifyError;
 
 /// What one record of the stream says.
@@ -15,6 +17,7 @@ use crate::core::NotifyError;
 pub enum LedgerChange {
     Verdict(LedgerVerdict),
     Queue(QueueChange),
+    Approval(ApprovalChange),
 }
 
 /// A DynamoDB stream batch (the shape Lambda invokes with), reduced to what is read.
@@ -78,11 +81,17 @@ pub fn parse_stream(payload: Value) -> Result<Vec<LedgerChange>, NotifyError> {
         .filter(|r| r.source == "aws:dynamodb")
         .filter_map(|r| r.dynamodb.map(|d| d.new_image))
         .filter(Image::is_release)
-        .filter_map(|image| {
-            // A release the queue holds or skipped has no verdict yet.
-            queued_of(&image)
-                .map(LedgerChange::Queue)
-                .or_else(|| verdict_of(&image).map(LedgerChange::Verdict))
+        .flat_map(|image| {
+            // A release the queue holds or skipped has no verdict yet; a wait for approval
+            // follows its verdict on the same item.
+            match queued_of(&image) {
+                Some(queued) => vec![LedgerChange::Queue(queued)],
+                None => verdict_of(&image)
+                    .map(LedgerChange::Verdict)
+                    .into_iter()
+                    .chain(approval_of(&image).map(LedgerChange::Approval))
+                    .collect(),
+            }
         })
         .collect())
 }
@@ -162,6 +171,42 @@ fn queued_of(image: &Image) -> Option<QueueChange> {
         digest: image.s("digest")?,
         pushed_at_ms: image.n("pushed_at_ms")?,
         superseded,
+    })
+}
+
+/// An approval's wait, or its decision, as the release item shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalChange {
+    pub app: String,
+    pub version: String,
+    pub digest: String,
+    pub pushed_at_ms: i64,
+    pub deployment_id: String,
+    pub expires_at_ms: i64,
+    /// Approved or rejected, by whom, when (RFC 3339), and why.
+    pub decision: Option<(Choice, String, String, Option<String>)>,
+}
+
+fn approval_of(image: &Image) -> Option<ApprovalChange> {
+    let decision = image
+        .s("approval_decision")
+        .and_then(|d| Choice::parse(&d))
+        .map(|choice| {
+            (
+                choice,
+                image.s("approval_by").unwrap_or_default(),
+                image.s("approval_at").unwrap_or_default(),
+                image.s("approval_reason"),
+            )
+        });
+    Some(ApprovalChange {
+        app: image.s("app")?,
+        version: image.s("release_version")?,
+        digest: image.s("digest")?,
+        pushed_at_ms: image.n("pushed_at_ms")?,
+        deployment_id: image.s("approval_deployment")?,
+        expires_at_ms: image.n("approval_expires_ms")?,
+        decision,
     })
 }
 

@@ -13,9 +13,9 @@ use greenlight_shared::invocation::Invocation;
 use greenlight_shared::model::is_service_deployment_arn;
 use tracing::info;
 
-use crate::core::{app_target, once, Deps, Notified, NotifyError};
+use crate::core::{once, run_notice, Deps, Notified, NotifyError};
 use crate::delivery::{destination_for, post_notice};
-use crate::message::{run_anchor, Notice, StartedBy};
+use crate::message::{run_anchor, Notice};
 use crate::stream::LedgerVerdict;
 
 /// Says a verdict in its release's thread, once; `None` when there is nothing to say.
@@ -56,26 +56,19 @@ fn notice_of(
     verdict: &LedgerVerdict,
 ) -> Notice {
     let native = is_service_deployment_arn(deployment_id);
-    let (scope, target, _) = app_target(app);
-    let release = Notice {
-        app: app.name.clone(),
-        environment: app.environment.clone(),
-        scope,
-        target,
-        deployment_id: deployment_id.to_string(),
-        region: deps.region.clone(),
-        channel: app.slack.channel.clone(),
-        version: verdict.version.clone(),
-        digest: verdict.digest.clone(),
-        started_by: Some(StartedBy::Push),
-        native,
-        run: verdict
-            .digest
-            .as_deref()
-            .zip(verdict.pushed_at_ms)
-            .map(|(digest, pushed)| run_anchor(&app.name, digest, pushed)),
-        ..Notice::default()
-    };
+    let run = verdict
+        .digest
+        .as_deref()
+        .zip(verdict.pushed_at_ms)
+        .map(|(digest, pushed)| run_anchor(&app.name, digest, pushed));
+    let release = run_notice(
+        deps,
+        app,
+        deployment_id,
+        verdict.version.clone(),
+        verdict.digest.clone(),
+        run,
+    );
     if let Some((n, found)) = &verdict.round {
         // The message says how checking green goes, until a state further on replaces it.
         return Notice {

@@ -215,7 +215,8 @@ pub trait NoticeLedger: Send + Sync {
 pub struct ReleaseMessage {
     pub channel: Option<String>,
     pub ts: Option<String>,
-    /// 0 nothing posted, 1 started, 2 ready on green, 3 ended.
+    /// 0 nothing posted, 1 queued or started, 2 ready on green, 3 waiting for approval,
+    /// 4 approved or rejected, 5 ended.
     pub rank: u8,
     /// The deployment whose state it shows (a rollback deployment's states go to the thread).
     pub deployment: Option<String>,
