@@ -104,6 +104,7 @@ pub fn request(kind: RequestKind, app: &str, release: &str, requested_by: &str) 
         request_id: uuid::Uuid::new_v4().to_string(),
         requested_by: requested_by.to_string(),
         requested_at: chrono::Utc::now(),
+        reason: None,
     }
 }
 

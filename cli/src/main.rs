@@ -75,6 +75,22 @@ enum Command {
     /// What a deploy would do, without writing anything: the task definition diff and the
     /// AppSpec.
     Plan { app: String, release: String },
+    /// Let the release that waits for approval (green checked) take production traffic.
+    Approve {
+        app: String,
+        /// The release expected to wait (a tag or digest): refused if another one waits.
+        #[arg(long)]
+        release: Option<String>,
+    },
+    /// Roll back the release that waits for approval; production stays where it is.
+    Reject {
+        app: String,
+        #[arg(long)]
+        release: Option<String>,
+        /// Why, kept with the decision (history, the release's Slack thread).
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -156,6 +172,24 @@ async fn main() -> ExitCode {
                 app,
                 Some(release),
                 None,
+            )
+            .await
+        }
+        Command::Approve { app, release } => {
+            decide(&cli, &sdk, RequestKind::Approve, app, release, None).await
+        }
+        Command::Reject {
+            app,
+            release,
+            reason,
+        } => {
+            decide(
+                &cli,
+                &sdk,
+                RequestKind::Reject,
+                app,
+                release,
+                reason.clone(),
             )
             .await
         }
@@ -271,9 +305,7 @@ async fn request(
     release: Option<&String>,
     wait: Option<&Wait>,
 ) -> Result<String, Failed> {
-    let function = cli.function.clone().ok_or_else(|| {
-        Failed::Usage("name the deployer with --function or GREENLIGHT_DEPLOYER_FUNCTION (the stack's DeployerFunctionName output)".into())
-    })?;
+    let function = deployer_function(cli)?;
     let release = match release {
         Some(r) => r.clone(),
         None => {
@@ -291,20 +323,7 @@ async fn request(
         }
     };
     let requested_by = deploy::caller(&aws_sdk_sts::Client::new(sdk)).await?;
-    let lambda = aws_sdk_lambda::Client::from_conf(
-        aws_sdk_lambda::config::Builder::from(sdk)
-            // The deployer runs for up to its 30 s timeout; a retried Invoke is the same
-            // request (its id), so retrying is safe.
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .operation_attempt_timeout(Duration::from_secs(40))
-                    .operation_timeout(Duration::from_secs(130))
-                    .build(),
-            )
-            .build(),
-    );
-    let deployer = Deployer { lambda, function };
+    let deployer = deployer(function, sdk);
     let asked = deploy::request(kind, app, &release, &requested_by);
     let answer = deployer.ask(&asked).await?;
     if kind == RequestKind::Plan {
@@ -322,6 +341,71 @@ async fn request(
     let Some(wait) = wait else {
         return Ok(if cli.json { json(&answer) } else { line + "\n" });
     };
+    follow(cli, sdk, ledger, app, &answer, &line, wait).await
+}
+
+/// Approve or reject: ask the deployer (the same decision as a Slack button's).
+async fn decide(
+    cli: &Cli,
+    sdk: &aws_config::SdkConfig,
+    kind: RequestKind,
+    app: &str,
+    release: &Option<String>,
+    reason: Option<String>,
+) -> Result<String, Failed> {
+    let function = deployer_function(cli)?;
+    let requested_by = deploy::caller(&aws_sdk_sts::Client::new(sdk)).await?;
+    let release = release
+        .clone()
+        .unwrap_or_else(|| greenlight_shared::request::WAITING.to_string());
+    let asked = greenlight_shared::request::OperatorRequest {
+        reason,
+        ..deploy::request(kind, app, &release, &requested_by)
+    };
+    let answer = deployer(function, sdk).ask(&asked).await?;
+    let said = answer["said"].as_str().unwrap_or_default().to_string();
+    match answer["decision"].as_str().unwrap_or_default() {
+        "approved" | "rejected" | "already_decided" => {
+            Ok(if cli.json { json(&answer) } else { said + "\n" })
+        }
+        _ => Err(Failed::Nothing(said)),
+    }
+}
+
+fn deployer_function(cli: &Cli) -> Result<String, Failed> {
+    cli.function.clone().ok_or_else(|| {
+        Failed::Usage("name the deployer with --function or GREENLIGHT_DEPLOYER_FUNCTION (the stack's DeployerFunctionName output)".into())
+    })
+}
+
+/// The deployer, asked through Lambda Invoke.
+fn deployer(function: String, sdk: &aws_config::SdkConfig) -> Deployer {
+    let lambda = aws_sdk_lambda::Client::from_conf(
+        aws_sdk_lambda::config::Builder::from(sdk)
+            // The deployer runs for up to its 30 s timeout; a retried Invoke is the same
+            // request (its id), so retrying is safe.
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(40))
+                    .operation_timeout(Duration::from_secs(130))
+                    .build(),
+            )
+            .build(),
+    );
+    Deployer { lambda, function }
+}
+
+/// `--wait`: follows the release the deployer took to the end (or the stage) asked.
+async fn follow(
+    cli: &Cli,
+    sdk: &aws_config::SdkConfig,
+    ledger: &dyn Fn() -> Result<DynamoLedger, Failed>,
+    app: &str,
+    answer: &serde_json::Value,
+    line: &str,
+    wait: &Wait,
+) -> Result<String, Failed> {
     eprintln!("greenlight: {line}");
     let digest = answer["digest"]
         .as_str()

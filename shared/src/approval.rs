@@ -83,23 +83,24 @@ pub trait ApprovalGate: Send + Sync {
 
 /// Each engine's gate, chosen by the deployment id's shape (an ECS service deployment ARN, or
 /// a CodeDeploy deployment id).
-pub struct EngineGates<'a> {
-    pub ecs: &'a dyn ApprovalGate,
-    pub codedeploy: &'a dyn ApprovalGate,
+#[derive(Clone)]
+pub struct EngineGates {
+    pub ecs: std::sync::Arc<dyn ApprovalGate>,
+    pub codedeploy: std::sync::Arc<dyn ApprovalGate>,
 }
 
-impl EngineGates<'_> {
+impl EngineGates {
     fn of(&self, deployment_id: &str) -> &dyn ApprovalGate {
         if crate::model::is_service_deployment_arn(deployment_id) {
-            self.ecs
+            self.ecs.as_ref()
         } else {
-            self.codedeploy
+            self.codedeploy.as_ref()
         }
     }
 }
 
 #[async_trait]
-impl ApprovalGate for EngineGates<'_> {
+impl ApprovalGate for EngineGates {
     async fn wait_state(&self, deployment_id: &str) -> Result<EngineWait, AwsError> {
         self.of(deployment_id).wait_state(deployment_id).await
     }
@@ -122,6 +123,8 @@ impl ApprovalGate for EngineGates<'_> {
 pub struct DecisionRequest {
     pub app: String,
     pub binding: Option<Binding>,
+    /// The command's: the release expected to wait (a tag or digest), if it names one.
+    pub expects: Option<String>,
     pub choice: Choice,
     pub by: String,
     pub reason: Option<String>,
@@ -178,6 +181,14 @@ pub async fn decide(
             "no release of {app} waits for approval (green not checked yet, or no approval asked)"
         )));
     };
+    if let Some(expected) = &request.expects {
+        if *expected != record.version && *expected != record.digest {
+            return Ok(refused(format!(
+                "{app} {} waits for approval, not {expected}",
+                record.version
+            )));
+        }
+    }
     if let Some(binding) = &request.binding {
         if binding.deployment_id != record.wait.deployment_id
             || binding.pushed_at_ms != record.pushed_at_ms
@@ -363,6 +374,7 @@ mod tests {
         DecisionRequest {
             app: "web2".into(),
             binding: Some(binding.clone()),
+            expects: None,
             choice,
             by: format!("slack:{who}"),
             reason: None,

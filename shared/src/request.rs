@@ -21,6 +21,10 @@ pub enum RequestKind {
     Rollback,
     /// Say what a deploy would do; write nothing.
     Plan,
+    /// Let the release that waits for approval take production traffic.
+    Approve,
+    /// Roll back the release that waits for approval.
+    Reject,
 }
 
 impl RequestKind {
@@ -29,13 +33,21 @@ impl RequestKind {
             Self::Deploy => "deploy",
             Self::Rollback => "rollback",
             Self::Plan => "plan",
+            Self::Approve => "approve",
+            Self::Reject => "reject",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Deploy, Self::Rollback, Self::Plan]
-            .into_iter()
-            .find(|k| k.as_str() == text)
+        [
+            Self::Deploy,
+            Self::Rollback,
+            Self::Plan,
+            Self::Approve,
+            Self::Reject,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
     }
 }
 
@@ -45,7 +57,8 @@ impl RequestKind {
 pub struct OperatorRequest {
     pub greenlight: RequestKind,
     pub app: String,
-    /// A release tag (`v1.4.2`) or an image digest (`sha256:…`) of the app's repository.
+    /// A release tag (`v1.4.2`) or an image digest (`sha256:…`) of the app's repository;
+    /// for approve and reject, the release expected to wait, or `waiting` for whichever does.
     pub release: String,
     /// Chosen by the command: the same id again (a retried Invoke) is the same request.
     pub request_id: String,
@@ -54,7 +67,16 @@ pub struct OperatorRequest {
     /// When the operator asked: the request's place in "newest wins" (never later than when
     /// the deployer reads it), so a late or retried delivery keeps it.
     pub requested_at: chrono::DateTime<chrono::Utc>,
+    /// Why (reject), kept with the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
+
+/// What `release` says when an approval names no release: the one that waits.
+pub const WAITING: &str = "waiting";
+
+/// The longest reason kept.
+pub const REASON_MAX: usize = 300;
 
 /// What a release records of the request that deployed it (none for a push).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -109,6 +131,13 @@ impl OperatorRequest {
         if self.release.is_empty() || self.release.len() > 128 {
             return Some("release must be a tag or digest of at most 128 characters");
         }
+        if self
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.chars().count() > REASON_MAX || r.chars().any(char::is_control))
+        {
+            return Some("reason must be one line of at most 300 characters");
+        }
         None
     }
 
@@ -133,6 +162,7 @@ mod tests {
             request_id: "0b6f6d2c-5b8e-4a43-9d59-2f1e0c7b9a11".into(),
             requested_by: "arn:aws:sts::123456789012:assumed-role/Operators/alice".into(),
             requested_at: "2026-11-30T09:00:00Z".parse().unwrap(),
+            reason: None,
         }
     }
 

@@ -152,6 +152,7 @@ impl Case {
             hook_function: "CodeDeployHook_greenlight".into(),
             lease_margin: Duration::ZERO,
             readback_pause: Duration::ZERO,
+            gates: greenlight_shared::fakes::idle_gates(),
         });
         let direct = sdk_config(moto_endpoint).await;
         Self {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use greenlight_approver::signature::sign;
 use greenlight_approver::{handle, Deps, HttpRequest, Responder};
-use greenlight_shared::approval::{Binding, Choice, EngineWait};
+use greenlight_shared::approval::{Binding, Choice, EngineGates, EngineWait};
 use greenlight_shared::fakes::{digest, FakeGate, FakeLedger};
 use greenlight_shared::ledger::{
     ApprovalLedger, Ledger, ReleaseRecord, ReleaseStatus, VerdictLedger, Wait,
@@ -122,8 +122,10 @@ impl World {
         let deps = Deps {
             config: Config::parse(CONFIG).unwrap(),
             ledger: Some(ledger.clone() as Arc<dyn Ledger>),
-            ecs: gate.clone(),
-            codedeploy: gate.clone(),
+            gates: EngineGates {
+                ecs: gate.clone(),
+                codedeploy: gate.clone(),
+            },
             secrets: Arc::new(Secrets),
             signing_secret: SecretRef::Env("SLACK_SIGNING".into()),
             slack_app: SlackApp::new(reqwest::Client::new(), slack.base.clone())
@@ -394,8 +396,7 @@ fn clone_deps(w: &World) -> Deps {
     Deps {
         config: w.deps.config.clone(),
         ledger: w.deps.ledger.clone(),
-        ecs: w.deps.ecs.clone(),
-        codedeploy: w.deps.codedeploy.clone(),
+        gates: w.deps.gates.clone(),
         secrets: w.deps.secrets.clone(),
         signing_secret: w.deps.signing_secret.clone(),
         slack_app: w.deps.slack_app.clone(),

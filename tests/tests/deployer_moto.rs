@@ -55,6 +55,7 @@ async fn env(apps: &[&str]) -> (Env, Vec<SeededApp>) {
         hook_function: "CodeDeployHook_greenlight".into(),
         lease_margin: Duration::ZERO,
         readback_pause: Duration::ZERO,
+        gates: greenlight_shared::fakes::idle_gates(),
     });
     (
         Env {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use greenlight_shared::approval::{
-    decide, person, ApprovalGate, Binding, Choice, Decided, DecisionRequest, EngineGates,
+    decide, person, Binding, Choice, Decided, DecisionRequest, EngineGates,
 };
 use greenlight_shared::ledger::Ledger;
 use greenlight_shared::secrets::{Secret, SecretRef, SecretSource};
@@ -55,8 +55,8 @@ impl Responder for SlackResponder {
 pub struct Deps {
     pub config: Config,
     pub ledger: Option<Arc<dyn Ledger>>,
-    pub ecs: Arc<dyn ApprovalGate>,
-    pub codedeploy: Arc<dyn ApprovalGate>,
+    /// ECS's pause hooks and CodeDeploy's wait before rerouting.
+    pub gates: EngineGates,
     pub secrets: Arc<dyn SecretSource>,
     /// Where the signing secret is (`GREENLIGHT_SLACK_SIGNING_SECRET`, a reference).
     pub signing_secret: SecretRef,
@@ -196,18 +196,15 @@ async fn answer(deps: &Deps, click: &Click, now: DateTime<Utc>) -> Answer {
             "Greenlight has no ledger to decide in: nothing changed.".into(),
         );
     };
-    let gates = EngineGates {
-        ecs: deps.ecs.as_ref(),
-        codedeploy: deps.codedeploy.as_ref(),
-    };
     let request = DecisionRequest {
         app: app.name.clone(),
         binding: Some(binding),
+        expects: None,
         choice,
         by: format!("slack:{}", click.user),
         reason: None,
     };
-    match decide(ledger, &gates, &request, now).await {
+    match decide(ledger, &deps.gates, &request, now).await {
         Ok(Decided::Applied { version, choice }) => Answer {
             outcome: choice.as_str(),
             text: match choice {

@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use greenlight_approver::{handle, Deps, HttpRequest, SlackResponder};
+use greenlight_shared::approval::EngineGates;
 use greenlight_shared::aws::codedeploy::CodeDeploy;
 use greenlight_shared::aws::ecs::Ecs;
 use greenlight_shared::secrets::{SecretReader, SecretRef};
@@ -33,8 +34,10 @@ async fn main() -> Result<(), Error> {
     let http = reqwest::Client::new();
     let deps = Deps {
         ledger: startup.ledger(),
-        ecs: Arc::new(Ecs(aws_sdk_ecs::Client::new(sdk))),
-        codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(sdk))),
+        gates: EngineGates {
+            ecs: Arc::new(Ecs(aws_sdk_ecs::Client::new(sdk))),
+            codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(sdk))),
+        },
         secrets: Arc::new(SecretReader {
             secrets_manager: aws_sdk_secretsmanager::Client::new(sdk),
             ssm: aws_sdk_ssm::Client::new(sdk),

@@ -36,6 +36,8 @@ pub struct Deps {
     /// The first pause before a native end event is read back again ([`READBACK_PAUSE`] in
     /// Lambda); each next pause is twice as long.
     pub readback_pause: Duration,
+    /// The engines' waits for approval (`greenlight approve|reject`).
+    pub gates: greenlight_shared::approval::EngineGates,
 }
 
 impl greenlight_shared::startup::UsesConfig for Deps {
@@ -185,6 +187,15 @@ pub enum Outcome {
         version: String,
         digest: String,
         result: Box<Outcome>,
+    },
+    /// An operator's approve or reject: what came of it.
+    Decided {
+        app: String,
+        request_id: String,
+        /// `approved`, `rejected`, `already_decided` or `refused`.
+        decision: String,
+        /// The sentence for the operator.
+        said: String,
     },
     /// What a deploy of the release would do (an operator's `plan`); nothing was written.
     Planned {

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use greenlight_deployer::{handle, Deps, LEASE_MARGIN, READBACK_PAUSE};
+use greenlight_shared::approval::EngineGates;
 use greenlight_shared::aws::{codedeploy::CodeDeploy, ecr::Ecr, ecs::Ecs};
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::startup::{report_init_error, Live, Startup};
@@ -20,11 +21,17 @@ async fn main() -> Result<(), Error> {
         report_init_error("ConfigMissing", message).await;
         std::process::exit(1);
     };
+    let codedeploy = Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(&startup.sdk)));
+    let ecs = Arc::new(Ecs(aws_sdk_ecs::Client::new(&startup.sdk)));
     let deps = Deps {
         ledger,
         hook_function,
-        codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(&startup.sdk))),
-        ecs: Arc::new(Ecs(aws_sdk_ecs::Client::new(&startup.sdk))),
+        gates: EngineGates {
+            ecs: ecs.clone(),
+            codedeploy: codedeploy.clone(),
+        },
+        codedeploy,
+        ecs,
         registry: Arc::new(Ecr(aws_sdk_ecr::Client::new(&startup.sdk))),
         config: startup.config,
         lease_margin: LEASE_MARGIN,

@@ -30,12 +30,19 @@ pub(crate) async fn handle_request(
         .config
         .app_named(&request.app)
         .ok_or_else(|| DeployError::UnknownApp(clipped(&request.app, SHOWN_NAME_MAX)))?;
+    if matches!(
+        request.greenlight,
+        RequestKind::Approve | RequestKind::Reject
+    ) {
+        return decided(deps, app, request).await;
+    }
     let push = requested_release(deps, app, request, &here).await?;
     info!(app = %push.app, version = %push.version, digest = %push.digest,
           request = request.greenlight.as_str(), request_id = %request.request_id,
           requested_by = %request.requested_by, "operator request");
     match request.greenlight {
         RequestKind::Plan => plan(deps, app, &push).await,
+        RequestKind::Approve | RequestKind::Reject => unreachable!("decided above"),
         RequestKind::Deploy | RequestKind::Rollback => Ok(Outcome::Requested {
             request_id: request.request_id.clone(),
             version: push.version.clone(),
@@ -43,6 +50,77 @@ pub(crate) async fn handle_request(
             result: Box::new(deploy_release(deps, &push, app, invocation).await?),
         }),
     }
+}
+
+/// An operator approves or rejects the app's release that waits for approval: the same
+/// decision as a Slack button's (`greenlight_shared::approval`), by the identity STS named.
+async fn decided(
+    deps: &Deps,
+    app: &AppConfig,
+    request: &OperatorRequest,
+) -> Result<Outcome, DeployError> {
+    use greenlight_shared::approval::{decide, person, Choice, Decided, DecisionRequest};
+    let choice = match request.greenlight {
+        RequestKind::Approve => Choice::Approve,
+        _ => Choice::Reject,
+    };
+    let decision = DecisionRequest {
+        app: app.name.clone(),
+        binding: None,
+        expects: Some(request.release.clone()).filter(|r| r != greenlight_shared::request::WAITING),
+        choice,
+        by: request.requested_by.clone(),
+        reason: request.reason.clone(),
+    };
+    let (outcome, said) = if !app.approval.required {
+        (
+            "refused",
+            format!(
+                "{} asks for no approval (apps.{}.approval)",
+                app.name, app.name
+            ),
+        )
+    } else {
+        match decide(deps.ledger.as_ref(), &deps.gates, &decision, Utc::now()).await {
+            Ok(Decided::Applied { version, choice }) => (
+                choice.as_str(),
+                match choice {
+                    Choice::Approve => format!(
+                        "{} {version} approved: it takes production traffic",
+                        app.name
+                    ),
+                    Choice::Reject => format!("{} {version} rejected: it rolls back", app.name),
+                },
+            ),
+            Ok(Decided::AlreadyDecided { version, decision }) => (
+                "already_decided",
+                format!(
+                    "{} {version} was already {} by {} at {} UTC: nothing changed",
+                    app.name,
+                    decision.choice.as_str(),
+                    person(&decision.by),
+                    decision.at.format("%H:%M")
+                ),
+            ),
+            Ok(Decided::Refused(why)) => ("refused", format!("nothing changed: {why}")),
+            Err(e) => {
+                // The decision may be recorded: the next approve, reject or click carries it out.
+                tracing::warn!(app = %app.name, error = %e, "decision failed");
+                return Err(match e {
+                    greenlight_shared::approval::ApprovalError::Ledger(e) => e.into(),
+                    greenlight_shared::approval::ApprovalError::Engine(e) => e.into(),
+                });
+            }
+        }
+    };
+    info!(app = %app.name, request_id = %request.request_id, requested_by = %request.requested_by,
+          decision = outcome, said = %said, "operator decision");
+    Ok(Outcome::Decided {
+        app: app.name.clone(),
+        request_id: request.request_id.clone(),
+        decision: outcome.to_string(),
+        said,
+    })
 }
 
 /// The release a request names, found in the app's repository (never another): by tag, or by

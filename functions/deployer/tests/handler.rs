@@ -54,6 +54,7 @@ impl World {
             hook_function: "CodeDeployHook_greenlight".into(),
             lease_margin: Duration::ZERO,
             readback_pause: Duration::ZERO,
+            gates: greenlight_shared::fakes::idle_gates(),
         };
         Self {
             deps,
@@ -1477,4 +1478,141 @@ fn deployed_id_of(out: &Outcome) -> String {
         Outcome::Deployed { deployment_id, .. } => deployment_id.clone(),
         other => panic!("not deployed: {other:?}"),
     }
+}
+
+/// web1 asks for approval; v1.4.3 (3) deploys as d-WAITING01, its green checked, and CodeDeploy
+/// holds it READY.
+fn waiting_for_approval() -> (World, Arc<greenlight_shared::fakes::FakeGate>) {
+    use greenlight_shared::ledger::Wait;
+    let ledger = FakeLedger::default();
+    ledger.insert(ReleaseRecord {
+        deployment_id: Some("d-WAITING01".into()),
+        ..record(3, "v1.4.3", ReleaseStatus::Deploying)
+    });
+    ledger.set_queue(
+        "web1",
+        Queue {
+            active: Some(Active {
+                release: Some(Ticket {
+                    pushed_at_ms: 1,
+                    digest: digest(3),
+                    version: "v1.4.3".into(),
+                }),
+                deployment_id: Some("d-WAITING01".into()),
+                owner: "req-0".into(),
+                lease_until_ms: 0,
+                since_ms: 0,
+            }),
+            version: 4,
+            ..Queue::default()
+        },
+    );
+    ledger.approvals.lock().unwrap().insert(
+        digest(3),
+        (
+            Wait {
+                deployment_id: "d-WAITING01".into(),
+                expires_at: Utc::now() + chrono::Duration::minutes(60),
+            },
+            None,
+        ),
+    );
+    let mut w = World::with(ledger, |_| {});
+    w.deps.config = Config::parse(&format!(
+        "{CONFIG}[apps.web1.approval]\nrequired = true\napprovers = [\"U024BE7LH\"]\n"
+    ))
+    .unwrap();
+    let gate = Arc::new(greenlight_shared::fakes::FakeGate::holding(None, None));
+    w.deps.gates = greenlight_shared::approval::EngineGates {
+        ecs: Arc::new(greenlight_shared::fakes::FakeGate::default()),
+        codedeploy: gate.clone(),
+    };
+    (w, gate)
+}
+
+fn decided(out: Outcome) -> (String, String) {
+    match out {
+        Outcome::Decided { decision, said, .. } => (decision, said),
+        other => panic!("not a decision: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_operator_approves_the_release_that_waits_once_as_the_identity_sts_named() {
+    let (w, gate) = waiting_for_approval();
+    let id = "7d8e2c1a-0000-4000-8000-0000000000a1";
+    let (decision, said) = decided(
+        w.run(request("approve", "waiting", id), "req-1")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(decision, "approved");
+    assert_eq!(said, "web1 v1.4.3 approved: it takes production traffic");
+    assert_eq!(
+        *gate.resolved.lock().unwrap(),
+        [(
+            "d-WAITING01".to_string(),
+            None,
+            greenlight_shared::approval::Choice::Approve
+        )]
+    );
+    let kept = w.ledger.approvals.lock().unwrap()[&digest(3)]
+        .1
+        .clone()
+        .unwrap();
+    assert_eq!(kept.by, OPERATOR);
+    // Asked again (or a reject after it): nothing changes, and it says who decided.
+    let (decision, said) = decided(
+        w.run(
+            request("reject", "v1.4.3", "7d8e2c1a-0000-4000-8000-0000000000a2"),
+            "req-2",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(decision, "already_decided");
+    assert!(
+        said.contains("was already approved by arn:aws:sts::"),
+        "{said}"
+    );
+    assert_eq!(gate.resolved.lock().unwrap().len(), 1);
+    // Nothing is deployed or registered by a decision.
+    assert_eq!(w.calls.count("CreateDeployment"), 0);
+    assert_eq!(w.calls.count("RegisterTaskDefinition"), 0);
+}
+
+#[tokio::test]
+async fn a_reject_naming_another_release_or_an_app_without_approval_changes_nothing() {
+    let (w, gate) = waiting_for_approval();
+    let mut asked = request("reject", "v1.4.4", "7d8e2c1a-0000-4000-8000-0000000000b1");
+    asked["reason"] = json!("error rate on green");
+    let (decision, said) = decided(w.run(asked, "req-1").await.unwrap());
+    assert_eq!(decision, "refused");
+    assert_eq!(
+        said,
+        "nothing changed: web1 v1.4.3 waits for approval, not v1.4.4"
+    );
+    let plain = World::new();
+    let (decision, said) = decided(
+        plain
+            .run(
+                request("approve", "waiting", "7d8e2c1a-0000-4000-8000-0000000000b2"),
+                "req-2",
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(decision, "refused");
+    assert!(said.contains("asks for no approval"), "{said}");
+    // The right release, with a reason: rejected, the reason kept.
+    let mut asked = request("reject", &digest(3), "7d8e2c1a-0000-4000-8000-0000000000b3");
+    asked["reason"] = json!("error rate on green");
+    let (decision, _) = decided(w.run(asked, "req-3").await.unwrap());
+    assert_eq!(decision, "rejected");
+    let kept = w.ledger.approvals.lock().unwrap()[&digest(3)]
+        .1
+        .clone()
+        .unwrap();
+    assert_eq!(kept.reason.as_deref(), Some("error rate on green"));
+    assert_eq!(gate.resolved.lock().unwrap().len(), 1);
 }

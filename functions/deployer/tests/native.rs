@@ -51,6 +51,7 @@ impl World {
             hook_function: "greenlight-health-hook".into(),
             lease_margin: Duration::ZERO,
             readback_pause: Duration::ZERO,
+            gates: greenlight_shared::fakes::idle_gates(),
         };
         Self {
             deps,

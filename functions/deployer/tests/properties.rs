@@ -73,6 +73,7 @@ impl World {
             hook_function: "CodeDeployHook_greenlight".into(),
             lease_margin: Duration::ZERO,
             readback_pause: Duration::ZERO,
+            gates: greenlight_shared::fakes::idle_gates(),
         };
         Self {
             deps,
