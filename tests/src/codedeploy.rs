@@ -11,7 +11,9 @@
 //! CodeDeploy drives an ECS blue/green deployment: green task set created in moto's ECS, each
 //! hook invoked and awaited (one that never reports fails the deployment after a timeout),
 //! then green made primary, or the deployment failed and rolled back; each state change is
-//! published in the EventBridge envelope of `events/codedeploy-*.json`.
+//! published in the EventBridge envelope of `events/codedeploy-*.json`. A group that waits
+//! before rerouting holds its deployment Ready (the READY state) until ContinueDeployment, or
+//! stops it and rolls it back on StopDeployment or when the wait runs out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -47,6 +49,10 @@ pub struct GroupSpec {
     pub target_groups: (String, String),
     pub prod_listener: String,
     pub test_listener: String,
+    /// Wait before rerouting production traffic (`deploymentReadyOption` with
+    /// `STOP_DEPLOYMENT`): the deployment is Ready until ContinueDeployment, or is stopped and
+    /// rolled back by StopDeployment or when the wait runs out. `None`: reroute at once.
+    pub wait_before_reroute: Option<Duration>,
 }
 
 /// What the stand-in needs from the world to drive a deployment (the local pipeline).
@@ -133,6 +139,10 @@ struct Inner {
     serving: HashMap<String, String>,
     counter: u64,
     instant_success: bool,
+    /// Deployments ContinueDeployment released from their wait.
+    continued: std::collections::HashSet<String>,
+    /// Deployments StopDeployment stopped.
+    stopped: std::collections::HashSet<String>,
 }
 
 #[derive(Clone)]
@@ -443,6 +453,21 @@ impl CodeDeployStandIn {
             if *event == "BeforeAllowTraffic" {
                 let d = self.update(&id, |d| d.status = "Ready".into());
                 lifecycle.publish(self.state_event(&d, "READY")).await;
+                if let Some(wait) = group.wait_before_reroute {
+                    if let Err((code, why)) = self.wait_to_reroute(&id, wait).await {
+                        return self
+                            .end_and_roll_back(
+                                lifecycle,
+                                &id,
+                                &group,
+                                Some(green),
+                                code,
+                                &why,
+                                true,
+                            )
+                            .await;
+                    }
+                }
                 self.update(&id, |d| d.status = "InProgress".into());
             }
             for (_, function) in hooks.iter().filter(|(e, _)| e == event) {
@@ -533,6 +558,34 @@ impl CodeDeployStandIn {
         }
     }
 
+    /// Holds a Ready deployment until ContinueDeployment (Ok), StopDeployment or the end of
+    /// the wait (Err: CodeDeploy's error code and message).
+    async fn wait_to_reroute(
+        &self,
+        id: &str,
+        wait: Duration,
+    ) -> Result<(), (&'static str, String)> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            {
+                let mut inner = self.inner.lock().unwrap();
+                if inner.continued.remove(id) {
+                    return Ok(());
+                }
+                if inner.stopped.remove(id) {
+                    return Err((
+                        "MANUAL_STOP",
+                        "The deployment was stopped by a user (StopDeployment).".into(),
+                    ));
+                }
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(("TIMEOUT", "The deployment timed out while waiting to reroute traffic (actionOnTimeout STOP_DEPLOYMENT).".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Fails a deployment and rolls it back, as auto-rollback on failure does.
     async fn fail(
         &self,
@@ -543,12 +596,28 @@ impl CodeDeployStandIn {
         code: &str,
         message: &str,
     ) {
+        self.end_and_roll_back(lifecycle, id, group, green, code, message, false)
+            .await
+    }
+
+    /// Ends a deployment as Failed (or Stopped) and rolls it back in a deployment of its own.
+    #[allow(clippy::too_many_arguments)]
+    async fn end_and_roll_back(
+        &self,
+        lifecycle: Arc<dyn Lifecycle>,
+        id: &str,
+        group: &GroupSpec,
+        green: Option<String>,
+        code: &str,
+        message: &str,
+        stopped: bool,
+    ) {
         if let Some(green) = &green {
             lifecycle.discard_green(group, green).await;
         }
         // The failed deployment ends first: the rollback is a new deployment of the same group.
         self.update(id, |d| {
-            d.status = "Failed".into();
+            d.status = if stopped { "Stopped" } else { "Failed" }.into();
             d.complete_time = Some(now());
             d.error = Some((code.into(), message.into()));
         });
@@ -565,7 +634,8 @@ impl CodeDeployStandIn {
             d.rollback_deployment_id = rollback.clone();
             d.rollback_message = rollback.as_ref().map(|r| format!("Rolled back by {r}"));
         });
-        lifecycle.publish(self.state_event(&d, "FAILURE")).await;
+        let state = if stopped { "STOP" } else { "FAILURE" };
+        lifecycle.publish(self.state_event(&d, state)).await;
         if let Some(rollback) = rollback {
             let serving = self
                 .inner
@@ -702,7 +772,10 @@ async fn serve(State(s): State<CodeDeployStandIn>, headers: HeaderMap, body: Str
                     "deploymentStyle": {"deploymentType": "BLUE_GREEN", "deploymentOption": "WITH_TRAFFIC_CONTROL"},
                     "autoRollbackConfiguration": {"enabled": true, "events": ["DEPLOYMENT_FAILURE"]},
                 "blueGreenDeploymentConfiguration": {
-                    "deploymentReadyOption": {"actionOnTimeout": "CONTINUE_DEPLOYMENT", "waitTimeInMinutes": 0},
+                    "deploymentReadyOption": match g.wait_before_reroute {
+                        Some(wait) => json!({"actionOnTimeout": "STOP_DEPLOYMENT", "waitTimeInMinutes": wait.as_secs().div_ceil(60).max(1)}),
+                        None => json!({"actionOnTimeout": "CONTINUE_DEPLOYMENT", "waitTimeInMinutes": 0}),
+                    },
                     "terminateBlueInstancesOnDeploymentSuccess": {"action": "TERMINATE", "terminationWaitTimeInMinutes": 5},
                 },
                     "ecsServices": [{"serviceName": g.service, "clusterName": g.cluster}],
@@ -768,6 +841,38 @@ async fn serve(State(s): State<CodeDeployStandIn>, headers: HeaderMap, body: Str
                         }
                     }
                     ok(json!({"deploymentId": id}))
+                }
+            }
+        }
+        "ContinueDeployment" => {
+            let id = text("deploymentId");
+            let ready = s.deployment(&id).is_some_and(|d| d.status == "Ready");
+            if !ready || input["deploymentWaitType"] != "READY_WAIT" {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "DeploymentIsNotInReadyStateException",
+                    format!("The deployment {id} is not in a ready state"),
+                );
+            }
+            s.inner.lock().unwrap().continued.insert(id);
+            ok(json!({}))
+        }
+        "StopDeployment" => {
+            let id = text("deploymentId");
+            match s.deployment(&id) {
+                None => error(
+                    StatusCode::BAD_REQUEST,
+                    "DeploymentDoesNotExistException",
+                    format!("The deployment {id} could not be found"),
+                ),
+                Some(d) if !d.active() => error(
+                    StatusCode::BAD_REQUEST,
+                    "DeploymentAlreadyCompletedException",
+                    format!("The deployment {id} has already completed"),
+                ),
+                Some(_) => {
+                    s.inner.lock().unwrap().stopped.insert(id);
+                    ok(json!({"status": "Pending", "statusMessage": "Stop is pending"}))
                 }
             }
         }

@@ -124,6 +124,7 @@ impl Case {
                     hook_function: "CodeDeployHook_greenlight".into(),
                     hook_stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
                     rollout: StandInRollout::of(strategy),
+                    pause: None,
                 });
                 Some(ecs)
             }

@@ -39,6 +39,7 @@ pub const STAGES: &[&str] = &[
     "POST_SCALE_UP",
     "TEST_TRAFFIC_SHIFT",
     "POST_TEST_TRAFFIC_SHIFT",
+    "PRE_PRODUCTION_TRAFFIC_SHIFT",
     "PRODUCTION_TRAFFIC_SHIFT",
     "POST_PRODUCTION_TRAFFIC_SHIFT",
 ];
@@ -127,7 +128,21 @@ pub struct NativeService {
     pub hook_function: String,
     pub hook_stages: Vec<String>,
     pub rollout: StandInRollout,
+    /// A PAUSE lifecycle hook at PRE_PRODUCTION_TRAFFIC_SHIFT (the approval gate).
+    pub pause: Option<PauseHook>,
 }
+
+/// A PAUSE lifecycle hook as the service defines it: the deployment waits at its stage for
+/// `ContinueServiceDeployment` naming the hook, or takes `timeout_action` (`ROLLBACK` or
+/// `CONTINUE`) once `timeout` has passed (ECS counts whole minutes; here it is shortened).
+#[derive(Debug, Clone)]
+pub struct PauseHook {
+    pub timeout: Duration,
+    pub timeout_action: String,
+}
+
+/// The stage a pause hook holds a deployment at.
+pub const PAUSE_STAGE: &str = "PRE_PRODUCTION_TRAFFIC_SHIFT";
 
 /// What the stand-in needs from the world to drive a deployment (the local pipeline).
 #[async_trait]
@@ -194,6 +209,8 @@ struct Model {
     rollouts: HashMap<String, StandInRollout>,
     /// Alarms in the ALARM state.
     alarms_firing: std::collections::HashSet<String>,
+    /// Pause hook id → the action ContinueServiceDeployment asked for.
+    pause_actions: HashMap<String, String>,
 }
 
 #[derive(Clone)]
@@ -483,6 +500,7 @@ async fn serve(
                 .unwrap_or_default();
             return described("serviceDeployments", &arns, &model.deployments);
         }
+        "ContinueServiceDeployment" => return continue_deployment(&shared, &request),
         "UpdateService" => {
             if let Some(answer) = start_deployment(&shared, &request) {
                 return answer;
@@ -567,11 +585,24 @@ fn with_blue_green_settings(
         }
         if let Some(spec) = driven.get(&name) {
             service["deploymentController"] = json!({"type": "ECS"});
-            service["deploymentConfiguration"]["lifecycleHooks"] = json!([{
+            let mut hooks = vec![json!({
+                "targetType": "AWS_LAMBDA",
                 "hookTargetArn": format!("arn:aws:lambda:us-east-1:{}:function:{}", crate::world::ACCOUNT, spec.hook_function),
                 "roleArn": format!("arn:aws:iam::{}:role/ecs-hook-invoke", crate::world::ACCOUNT),
                 "lifecycleStages": spec.hook_stages,
-            }]);
+            })];
+            if let Some(pause) = &spec.pause {
+                // As ECS describes a pause hook: no target ARN, no role.
+                hooks.push(json!({
+                    "targetType": "PAUSE",
+                    "lifecycleStages": [PAUSE_STAGE],
+                    "timeoutConfiguration": {
+                        "timeoutInMinutes": pause.timeout.as_secs().div_ceil(60).max(1),
+                        "action": pause.timeout_action,
+                    },
+                }));
+            }
+            service["deploymentConfiguration"]["lifecycleHooks"] = json!(hooks);
         }
         let Some(rule) = rules.get(&name) else {
             continue;
@@ -596,6 +627,36 @@ fn name_of(value: &Value) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// ContinueServiceDeployment: the deployment's pause hook, if it awaits an action, takes
+/// this one; anything else is refused as ECS refuses it.
+fn continue_deployment(shared: &Shared, request: &Value) -> Response {
+    let arn = request["serviceDeploymentArn"].as_str().unwrap_or_default();
+    let hook = request["hookId"].as_str().unwrap_or_default();
+    let action = request["action"].as_str().unwrap_or_default();
+    let mut model = shared.model.lock().unwrap();
+    let awaiting = model.deployments.get(arn).is_some_and(|d| {
+        d["lifecycleHookDetails"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|h| h["hookId"] == hook && h["status"] == "AWAITING_ACTION")
+    });
+    if !awaiting || !matches!(action, "CONTINUE" | "ROLLBACK") {
+        return (
+            StatusCode::BAD_REQUEST,
+            [("content-type", "application/x-amz-json-1.1")],
+            json!({"__type": "InvalidParameterException",
+                   "message": format!("The lifecycle hook {hook} of {arn} is not awaiting an action.")})
+            .to_string(),
+        )
+            .into_response();
+    }
+    model
+        .pause_actions
+        .insert(hook.to_string(), action.to_string());
+    answer(json!({ "serviceDeploymentArn": arn }))
 }
 
 /// UpdateService of a driven service to a new task definition: a new service deployment,
@@ -754,6 +815,11 @@ impl Driver {
                         return self.roll_back(&why).await;
                     }
                 }
+                if *stage == PAUSE_STAGE {
+                    if let Err(why) = self.pause().await {
+                        return self.roll_back(&why).await;
+                    }
+                }
                 if *stage == "PRODUCTION_TRAFFIC_SHIFT" && weight < 100.0 {
                     if let Err(why) = self.bake(rollout.step_bake_minutes).await {
                         return self.roll_back(&why).await;
@@ -842,6 +908,59 @@ impl Driver {
         Err(format!(
             "the {stage} lifecycle hook did not finish in {MAX_HOOK_ROUNDS} rounds"
         ))
+    }
+
+    /// The service's pause hook, if it has one: AWAITING_ACTION until ContinueServiceDeployment
+    /// names it (CONTINUE goes on, ROLLBACK rolls back) or its timeout takes its action.
+    async fn pause(&self) -> Result<(), String> {
+        let Some(pause) = &self.spec.pause else {
+            return Ok(());
+        };
+        let hook_id = format!("pause-{}", self.ecs_id.trim_start_matches("ecs-svc/"));
+        let expires =
+            chrono::Utc::now() + chrono::Duration::from_std(pause.timeout).unwrap_or_default();
+        let detail = |status: &str| {
+            json!([{"hookId": hook_id, "targetType": "PAUSE", "status": status,
+                    "expiresAt": expires.timestamp_millis() as f64 / 1000.0,
+                    "timeoutAction": pause.timeout_action}])
+        };
+        let set = |status: &str| {
+            if let Some(d) = self
+                .model
+                .lock()
+                .unwrap()
+                .deployments
+                .get_mut(&self.deployment)
+            {
+                d["lifecycleHookDetails"] = detail(status);
+            }
+        };
+        set("AWAITING_ACTION");
+        let until = tokio::time::Instant::now() + pause.timeout;
+        loop {
+            let asked = self.model.lock().unwrap().pause_actions.remove(&hook_id);
+            let (status, action) = match asked {
+                Some(action) => ("SUCCEEDED", action),
+                None if tokio::time::Instant::now() >= until => {
+                    ("TIMED_OUT", pause.timeout_action.clone())
+                }
+                None if self.superseded() => return Ok(()),
+                None => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            set(status);
+            return match action.as_str() {
+                "CONTINUE" => Ok(()),
+                _ if status == "TIMED_OUT" => Err(format!(
+                    "the {PAUSE_STAGE} pause hook timed out; its timeout action is ROLLBACK"
+                )),
+                _ => Err(format!(
+                    "ContinueServiceDeployment asked to roll back at {PAUSE_STAGE}"
+                )),
+            };
+        }
     }
 
     /// Waits `minutes` of the service's (shortened) minutes, watching its alarm: one that goes

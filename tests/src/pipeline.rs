@@ -360,6 +360,7 @@ impl Pipeline {
                     hook_function: HOOK_FUNCTION.into(),
                     hook_stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
                     rollout: rollout_of(&native.name),
+                    pause: None,
                 },
                 world.clone(),
             );

@@ -489,6 +489,7 @@ pub async fn seed_app_deployed_by(
             target_groups: (format!("{name}-blue"), format!("{name}-green")),
             prod_listener: prod,
             test_listener: test,
+            wait_before_reroute: None,
         },
         task_definition: td_arn,
         blue_target_group: blue,

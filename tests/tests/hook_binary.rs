@@ -25,6 +25,7 @@ async fn a_hook_whose_config_is_broken_answers_failed_naming_the_key_and_no_valu
             target_groups: ("web1-blue".into(), "web1-green".into()),
             prod_listener: "arn:prod".into(),
             test_listener: "arn:test".into(),
+            wait_before_reroute: None,
         },
         "arn:aws:ecs:us-east-1:123456789012:task-definition/web1:1",
     );

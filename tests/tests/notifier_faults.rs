@@ -136,6 +136,7 @@ impl World {
                     hook_function: "CodeDeployHook_greenlight".into(),
                     hook_stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
                     rollout: Default::default(),
+                    pause: None,
                 });
                 Some(ecs)
             }
