@@ -294,10 +294,10 @@ async fn carry_out(
         EngineWait::Waiting { hook_id, .. } => {
             resolve(gate, deployment, hook_id.as_deref(), choice).await?
         }
-        // The engine went on (this decision's call acted before its answer was lost, or the
-        // wait timed out): nothing left to carry out.
-        EngineWait::Over => {}
-        EngineWait::NotYet => return Ok(()),
+        // A decision is recorded only while the engine holds the release, so an engine that
+        // no longer holds it went on (this decision's call acted before its answer was lost,
+        // or the wait timed out): nothing left to carry out.
+        EngineWait::Over | EngineWait::NotYet => {}
     }
     mark_applied(ledger, app, digest).await;
     Ok(())

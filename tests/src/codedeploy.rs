@@ -143,6 +143,8 @@ struct Inner {
     continued: std::collections::HashSet<String>,
     /// Deployments StopDeployment stopped.
     stopped: std::collections::HashSet<String>,
+    /// Every ContinueDeployment or StopDeployment that acted: (deployment, operation).
+    acted: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -215,6 +217,20 @@ impl CodeDeployStandIn {
     }
 
     /// Deployments succeed as soon as they are created (for timing a deploy command alone).
+    /// A deployment of the group (not driven) held Ready, waiting to reroute.
+    pub fn ready(&self, application: &str, group: &str) -> String {
+        let id = self
+            .new_deployment(application, group, None, None, "user")
+            .expect("the group is free");
+        self.update(&id, |d| d.status = "Ready".into());
+        id
+    }
+
+    /// Every ContinueDeployment or StopDeployment that acted: (deployment, operation).
+    pub fn acted(&self) -> Vec<(String, String)> {
+        self.inner.lock().unwrap().acted.clone()
+    }
+
     pub fn succeed_instantly(&self) {
         self.inner.lock().unwrap().instant_success = true;
     }
@@ -854,7 +870,14 @@ async fn serve(State(s): State<CodeDeployStandIn>, headers: HeaderMap, body: Str
                     format!("The deployment {id} is not in a ready state"),
                 );
             }
-            s.inner.lock().unwrap().continued.insert(id);
+            let driven = s.lifecycle.lock().unwrap().is_some();
+            let mut inner = s.inner.lock().unwrap();
+            inner.acted.push((id.clone(), "ContinueDeployment".into()));
+            inner.continued.insert(id.clone());
+            // Without a driver, the deployment goes on at once.
+            if let (false, Some(d)) = (driven, inner.deployments.get_mut(&id)) {
+                d.status = "InProgress".into();
+            }
             ok(json!({}))
         }
         "StopDeployment" => {
@@ -871,7 +894,14 @@ async fn serve(State(s): State<CodeDeployStandIn>, headers: HeaderMap, body: Str
                     format!("The deployment {id} has already completed"),
                 ),
                 Some(_) => {
-                    s.inner.lock().unwrap().stopped.insert(id);
+                    let driven = s.lifecycle.lock().unwrap().is_some();
+                    let mut inner = s.inner.lock().unwrap();
+                    inner.acted.push((id.clone(), "StopDeployment".into()));
+                    inner.stopped.insert(id.clone());
+                    if let (false, Some(d)) = (driven, inner.deployments.get_mut(&id)) {
+                        d.status = "Stopped".into();
+                        d.complete_time = Some(now());
+                    }
                     ok(json!({"status": "Pending", "statusMessage": "Stop is pending"}))
                 }
             }

@@ -211,6 +211,8 @@ struct Model {
     alarms_firing: std::collections::HashSet<String>,
     /// Pause hook id → the action ContinueServiceDeployment asked for.
     pause_actions: HashMap<String, String>,
+    /// Every ContinueServiceDeployment that acted: (deployment, action).
+    continued: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -354,6 +356,28 @@ impl EcsNativeStandIn {
             greenlight_shared::model::active_statuses(greenlight_shared::model::EngineKind::Ecs)
                 .any(|s| s == d.status)
         })
+    }
+
+    /// A deployment (not driven) held by a PAUSE hook `hook_id` at PRE_PRODUCTION_TRAFFIC_SHIFT
+    /// until `expires_at`, as DescribeServiceDeployments then reports it.
+    pub fn hold_at_pause(
+        &self,
+        deployment: &str,
+        hook_id: &str,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) {
+        let mut model = self.model.lock().unwrap();
+        if let Some(d) = model.deployments.get_mut(deployment) {
+            d["lifecycleStage"] = json!(PAUSE_STAGE);
+            d["lifecycleHookDetails"] = json!([{"hookId": hook_id, "targetType": "PAUSE",
+                "status": "AWAITING_ACTION", "expiresAt": expires_at.timestamp_millis() as f64 / 1000.0,
+                "timeoutAction": "ROLLBACK"}]);
+        }
+    }
+
+    /// Every ContinueServiceDeployment that acted: (deployment, CONTINUE or ROLLBACK).
+    pub fn continued(&self) -> Vec<(String, String)> {
+        self.model.lock().unwrap().continued.clone()
     }
 
     /// `service` becomes a native blue/green service whose test traffic goes through `rule`.
@@ -656,6 +680,19 @@ fn continue_deployment(shared: &Shared, request: &Value) -> Response {
     model
         .pause_actions
         .insert(hook.to_string(), action.to_string());
+    model.continued.push((arn.to_string(), action.to_string()));
+    // The hook has its action: a second call finds it no longer awaiting one.
+    if let Some(d) = model.deployments.get_mut(arn) {
+        for h in d["lifecycleHookDetails"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            if h["hookId"] == hook {
+                h["status"] = json!("SUCCEEDED");
+            }
+        }
+    }
     answer(json!({ "serviceDeploymentArn": arn }))
 }
 
