@@ -78,6 +78,9 @@ REQUIRED_ACTIONS = {
         "ecs:RegisterTaskDefinition",
         "ecs:TagResource",
         "ecs:UpdateService",
+        "ecs:ContinueServiceDeployment",
+        "codedeploy:ContinueDeployment",
+        "codedeploy:StopDeployment",
         "ecs:ListServiceDeployments",
         "ecs:DescribeServiceDeployments",
         "ecs:DescribeServiceRevisions",
@@ -136,9 +139,25 @@ REQUIRED_ACTIONS = {
         "dynamodb:GetShardIterator",
         "dynamodb:ListStreams",
     },
+    "ApproverFunction": {
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "ecs:DescribeServiceDeployments",
+        "ecs:ContinueServiceDeployment",
+        "codedeploy:GetDeployment",
+        "codedeploy:ContinueDeployment",
+        "codedeploy:StopDeployment",
+        "secretsmanager:GetSecretValue",
+        "ssm:GetParameter",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    },
 }
 
 FUNCTIONS = list(REQUIRED_ACTIONS)
+# Invoked asynchronously (by events), each with an on-failure destination; the approver is
+# invoked by its function URL and answers its caller.
+ASYNC_FUNCTIONS = ["DeployerFunction", "HealthHookFunction", "NotifierFunction"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -296,6 +315,9 @@ def test_sam_template_translates_and_the_result_lints_clean(tmp_path: Path, monk
     resources = translated["Resources"]
     for function in FUNCTIONS:
         assert resources[function]["Type"] == "AWS::Lambda::Function"
+    # The function URL: public, the function checks Slack's signature itself.
+    assert resources["ApproverFunctionUrl"]["Properties"]["AuthType"] == "NONE"
+    for function in ASYNC_FUNCTIONS:
         invoke_config = resources[f"{function}EventInvokeConfig"]["Properties"]
         # Rules target the unqualified function, which runs $LATEST: the config must apply there.
         assert invoke_config["Qualifier"] == "$LATEST"
@@ -711,7 +733,12 @@ def test_role_allows_what_the_function_calls(sam: dict, function: str):
 # What the Rust tests saw each function call, through their fault proxies (each matrix
 # records the union of its calls in target/greenlight-calls/<function>.json).
 CALLS_DIR = ROOT / "target" / "greenlight-calls"
-RECORDED = {"DeployerFunction": "deployer", "HealthHookFunction": "health-hook", "NotifierFunction": "notifier"}
+RECORDED = {
+    "DeployerFunction": "deployer",
+    "HealthHookFunction": "health-hook",
+    "NotifierFunction": "notifier",
+    "ApproverFunction": "approver",
+}
 SERVICE_OF_OPERATION = {
     **{op: "dynamodb" for op in ["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchGetItem"]},
     **{
@@ -726,6 +753,7 @@ SERVICE_OF_OPERATION = {
             "ListServiceDeployments",
             "UpdateService",
             "ListTagsForResource",
+            "ContinueServiceDeployment",
         ]
     },
     **{
@@ -748,6 +776,8 @@ SERVICE_OF_OPERATION = {
             "ListDeploymentTargets",
             "BatchGetDeploymentTargets",
             "PutLifecycleEventHookExecutionStatus",
+            "ContinueDeployment",
+            "StopDeployment",
         ]
     },
     "GetParameter": "ssm",
@@ -795,6 +825,9 @@ def test_role_grants_exactly_the_calls_the_tests_saw(sam: dict, function: str):
     assert not derived - granted, f"{role_name} lacks {sorted(derived - granted)}, which the code calls"
     stream = STREAM_READS if function == "NotifierFunction" else set()
     unused = granted - derived - NOT_A_CALL_OF_ITS_OWN - stream
+    if function == "ApproverFunction":
+        # The approver's matrix runs the handler with its secrets in memory (no Secrets Manager).
+        unused -= {"secretsmanager:GetSecretValue"}
     assert not unused, f"{role_name} grants {sorted(unused)}, which no test saw called"
 
 
@@ -837,7 +870,7 @@ def test_each_managed_application_gets_its_own_policies():
     policies = {k: v for k, v in resources_of_type(template, "AWS::IAM::Policy").items() if "CodeDeploy" in k}
     for app in apps:
         logical = re.sub("[^0-9A-Za-z]", "", app)
-        for role in ("Deployer", "HealthHook", "Notifier"):
+        for role in ("Deployer", "HealthHook", "Notifier", "Approver"):
             policy = policies.pop(f"{role}CodeDeploy{logical}")["Properties"]
             assert policy["Roles"] == [{"Ref": f"{role}Role"}]
             # Policy names take IAM's characters only (no `*`): the entry's alphanumerics.
@@ -873,9 +906,16 @@ def test_update_service_is_scoped_to_each_managed_service_only_for_the_deployer(
         policy = grants.pop(f"DeployerEcsService{re.sub('[^0-9A-Za-z]', '', service)}")
         assert policy["Condition"] == "DeploysNativeServices"
         assert policy["Properties"]["Roles"] == [{"Ref": "DeployerRole"}]
-        (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
-        assert as_list(statement["Action"]) == ["ecs:UpdateService"]
-        assert [sub_text(r) for r in flatten_if(statement["Resource"])] == [f"{ECS_SERVICE_ARN}{service}"]
+        update, approve = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert as_list(update["Action"]) == ["ecs:UpdateService"]
+        assert [sub_text(r) for r in flatten_if(update["Resource"])] == [f"{ECS_SERVICE_ARN}{service}"]
+        # The approval gate continues or rolls back that service's deployments only.
+        assert as_list(approve["Action"]) == ["ecs:ContinueServiceDeployment"]
+        deployments = ECS_SERVICE_ARN.replace(":service/", ":service-deployment/")
+        assert [sub_text(r) for r in flatten_if(approve["Resource"])] == [f"{deployments}{service}/*"]
+        approver = template["Resources"][f"ApproverEcsService{re.sub('[^0-9A-Za-z]', '', service)}"]
+        assert approver["Condition"] == "DeploysNativeServices"
+        assert approver["Properties"]["PolicyDocument"]["Statement"] == [approve]
     assert not grants, f"UpdateService granted beyond the managed services: {sorted(grants)}"
 
 
@@ -968,6 +1008,7 @@ def test_globals_set_runtime_and_shared_environment(sam: dict):
         ("DeployerFunction", "greenlight-deployer", 30),
         ("HealthHookFunction", "greenlight-health-hook", 300),
         ("NotifierFunction", "greenlight-notifier", 60),
+        ("ApproverFunction", "greenlight-approver", 10),
     ],
 )
 def test_function_build_and_limits(sam: dict, function: str, binary: str, timeout: int):
@@ -1014,7 +1055,7 @@ def test_ledger_table(sam: dict):
     assert props["SSESpecification"]["SSEEnabled"] is True
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("function", ASYNC_FUNCTIONS)
 def test_failed_invocations_land_in_the_failure_queue(sam: dict, function: str):
     config = function_props(sam, function)["EventInvokeConfig"]
     assert config["MaximumRetryAttempts"] == 2
@@ -1051,6 +1092,8 @@ def test_outputs(sam: dict):
         "NotifierFunctionArn",
         "ReleaseLedgerTableName",
         "FailedEventsQueueUrl",
+        "ApprovalRequestUrl",
+        "SlackSigningSecretArn",
     ):
         assert key in outputs
 
@@ -1183,7 +1226,12 @@ def test_example_config_matches_example_service():
 
 
 # Each role's ledger writes, by the key prefix of the items it writes.
-WRITE_PREFIX = {"DeployerFunction": "app#*", "HealthHookFunction": "app#*", "NotifierFunction": "notice#*"}
+WRITE_PREFIX = {
+    "DeployerFunction": "app#*",
+    "HealthHookFunction": "app#*",
+    "NotifierFunction": "notice#*",
+    "ApproverFunction": "app#*",
+}
 LEDGER_WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
 
 
@@ -1229,3 +1277,19 @@ def test_verdicts_and_queue_changes_reach_the_notifier_through_the_ledgers_strea
     for other in ("DeployerFunction", "HealthHookFunction"):
         granted = {a for s in role_statements(sam, role_of(sam, other)[0]) for a in as_list(s["Action"])}
         assert not granted & STREAM_READS, other
+
+
+def test_the_approval_endpoint_is_a_function_url_checked_by_the_signing_secret(sam: dict):
+    props = function_props(sam, "ApproverFunction")
+    # Slack cannot sign with SigV4: the function checks Slack's signature itself, first.
+    assert props["FunctionUrlConfig"] == {"AuthType": "NONE"}
+    assert props["Timeout"] <= 10
+    env = props["Environment"]["Variables"]
+    assert sub_text(env["GREENLIGHT_SLACK_SIGNING_SECRET"]) == "secretsmanager:${SlackSigningSecret}"
+    secret = sam["Resources"]["SlackSigningSecret"]["Properties"]
+    assert "GenerateSecretString" in secret and "SecretString" not in secret
+    assert getatt(sam["Outputs"]["ApprovalRequestUrl"]["Value"]) == ["ApproverFunctionUrl", "FunctionUrl"]
+    # Its role: the ledger's approval writes on release items, the engines' continue and
+    # rollback, scoped to the managed applications and services; no deploy, no notice.
+    granted = {a for s in role_statements(sam, role_of(sam, "ApproverFunction")[0]) for a in as_list(s["Action"])}
+    assert not granted & {"ecs:UpdateService", "codedeploy:CreateDeployment", "dynamodb:PutItem", "dynamodb:DeleteItem"}

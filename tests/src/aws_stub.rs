@@ -60,6 +60,10 @@ impl AwsStub {
                 "GREENLIGHT_SLACK_WEBHOOK",
                 "secretsmanager:greenlight/slack",
             ),
+            (
+                "GREENLIGHT_SLACK_SIGNING_SECRET",
+                "secretsmanager:greenlight/slack-signing",
+            ),
             ("RUST_LOG", "info"),
         ]
         .iter()

@@ -153,7 +153,10 @@ impl Case {
             hook_function: "CodeDeployHook_greenlight".into(),
             lease_margin: Duration::ZERO,
             readback_pause: Duration::ZERO,
-            gates: greenlight_shared::fakes::idle_gates(),
+            gates: greenlight_shared::approval::EngineGates {
+                ecs: Arc::new(Ecs(aws_sdk_ecs::Client::new(&via_ecs))),
+                codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(&via_codedeploy))),
+            },
         });
         let direct = sdk_config(moto_endpoint).await;
         Self {

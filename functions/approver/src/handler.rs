@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::interaction::{click_of, Click};
-use crate::signature::verify;
+use crate::signature::{screen, verify};
 
 /// Slack wants an answer within 3 s; the group lookup gets part of it.
 const SLACK_LOOKUP_BUDGET: Duration = Duration::from_millis(1200);
@@ -108,6 +108,15 @@ pub struct Answer {
 /// person is told the outcome), 401 for anything unverified, 400 for a verified body that is
 /// not an interaction.
 pub async fn handle(deps: &Deps, request: &HttpRequest, now: DateTime<Utc>) -> HttpResponse {
+    let header = |name: &str| request.headers.get(name).map(String::as_str);
+    let (timestamp, signature) = (
+        header("x-slack-request-timestamp"),
+        header("x-slack-signature"),
+    );
+    if let Err(refused) = screen(timestamp, signature, &request.body, now.timestamp()) {
+        warn!(reason = %refused, bytes = request.body.len(), "request refused before it was read");
+        return HttpResponse::status(401);
+    }
     let secret = match read_secret(deps, &deps.signing_secret).await {
         Ok(secret) => secret,
         Err(e) => {
@@ -115,11 +124,10 @@ pub async fn handle(deps: &Deps, request: &HttpRequest, now: DateTime<Utc>) -> H
             return HttpResponse::status(500);
         }
     };
-    let header = |name: &str| request.headers.get(name).map(String::as_str);
     if let Err(refused) = verify(
         secret.expose().as_bytes(),
-        header("x-slack-request-timestamp"),
-        header("x-slack-signature"),
+        timestamp,
+        signature,
         &request.body,
         now.timestamp(),
     ) {

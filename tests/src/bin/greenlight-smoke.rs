@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! greenlight-smoke [--launcher "qemu-aarch64 -L /usr/aarch64-linux-gnu"] \
-//!     --deployer PATH --health-hook PATH --notifier PATH
+//!     --deployer PATH --health-hook PATH --notifier PATH --approver PATH
 //! ```
 //!
 //! The events: a push of `latest` (the deployer skips it without an AWS call), a lifecycle
@@ -57,6 +57,13 @@ fn cases() -> Vec<Case> {
             flag: "--notifier",
             event: sample("codedeploy-start"),
             expect: |answer| matches!(answer, Invoked::Response(r) if r["outcome"] == "ignored"),
+        },
+        Case {
+            name: "approver",
+            flag: "--approver",
+            // A function URL request Slack did not sign: refused before any read.
+            event: sample("function-url-unsigned"),
+            expect: |answer| matches!(answer, Invoked::Response(r) if r["statusCode"] == 401),
         },
     ]
 }
@@ -143,7 +150,7 @@ async fn main() {
     }
     if failures.is_empty() {
         println!(
-            "smoke: PASS: three bootstraps{} started, answered and exited",
+            "smoke: PASS: the four bootstraps{} started, answered and exited",
             if launcher.is_empty() {
                 String::new()
             } else {
