@@ -89,9 +89,6 @@ struct World {
     ecs: EcsNativeStandIn,
     codedeploy: CodeDeployStandIn,
     faults: Faults,
-    ddb_proxy: String,
-    ecs_proxy: String,
-    codedeploy_proxy: String,
     /// DynamoDB, ECS and CodeDeploy clients through the proxies.
     proxied: (
         aws_sdk_dynamodb::Client,
@@ -142,9 +139,6 @@ impl World {
             ecs,
             codedeploy,
             faults,
-            ddb_proxy,
-            ecs_proxy,
-            codedeploy_proxy,
             cases: 0,
             seen: (vec![], vec![]),
         }
