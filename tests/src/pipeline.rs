@@ -33,9 +33,19 @@ pub const NATIVE_APP: &str = "web2";
 pub const CANARY_APP: &str = "web3";
 pub const CANARY_ALARM: &str = "web3-5xx";
 
+/// The apps that ask for approval before production traffic: web4 on CodeDeploy (its group
+/// waits before rerouting), web5 on ECS (its service's pause hook at
+/// PRE_PRODUCTION_TRAFFIC_SHIFT). Either engine rolls back after [`APPROVAL_WAIT`].
+pub const APPROVAL_APPS: [&str; 2] = ["web4", "web5"];
+pub const APPROVAL_WAIT: Duration = Duration::from_secs(8);
+/// The one approver the config names, and the Slack app's signing secret.
+pub const APPROVER: &str = "U0APPROVER";
+pub const SIGNING_SECRET: &str = "local-signing-secret-0000";
+const SIGNING_SECRET_NAME: &str = "greenlight/slack/signing";
+
 /// Whether ECS deploys the app itself (native), rather than CodeDeploy.
 pub fn is_native(app: &str) -> bool {
-    app == NATIVE_APP || app == CANARY_APP
+    app == NATIVE_APP || app == CANARY_APP || app == "web5"
 }
 
 /// How a native app's service shifts production traffic.
@@ -161,6 +171,8 @@ pub struct World {
     pub deployer: FunctionHost,
     pub hook: FunctionHost,
     pub notifier: FunctionHost,
+    /// The approval endpoint, behind its function URL.
+    pub approver: FunctionHost,
     pub apps: Vec<SeededApp>,
     pub timeline: Timeline,
     pub hook_outcomes: Mutex<Vec<HookOutcome>>,
@@ -195,11 +207,16 @@ fn config(apps: &[(String, String)]) -> String {
         } else {
             format!("application = \"{app}\"\ndeployment_group = \"{app}-bluegreen\"")
         };
-        let slack = if uses_slack_app(app) {
+        let mut slack = if uses_slack_app(app) {
             format!("[apps.{app}.slack]\ntoken = \"secretsmanager:{SLACK_APP_SECRET}\"\nchannel = \"{SLACK_CHANNEL}\"\n")
         } else {
             String::new()
         };
+        if APPROVAL_APPS.contains(&app.as_str()) {
+            slack.push_str(&format!(
+                "[apps.{app}.approval]\nrequired = true\napprovers = [\"{APPROVER}\"]\ntimeout_minutes = 1\n"
+            ));
+        }
         text.push_str(&format!(
             "\n[apps.{app}]\nrepository = \"{app}\"\n{deploys}\n{slack}\
              [apps.{app}.health]\nurl = \"{url}\"\nsuccesses = 3\nfailures = 3\ninterval_ms = 200\ntimeout_ms = 1000\n"
@@ -252,7 +269,7 @@ impl Pipeline {
 
         let mut apps = vec![];
         let mut green = vec![];
-        for (i, name) in ["web1", "web2", "web3"].iter().enumerate() {
+        for (i, name) in ["web1", "web2", "web3", "web4", "web5"].iter().enumerate() {
             let native = is_native(name);
             let controller = if native {
                 DeploymentControllerType::Ecs
@@ -264,7 +281,11 @@ impl Pipeline {
                 let rollout = rollout_of(name);
                 timeline.log("local", format!("seeded {name}: ECR repository, ECS service {CLUSTER}/{name} (ECS, {}, hook at POST_TEST_TRAFFIC_SHIFT{}), ALB with listeners :{} and :{} (test)", rollout.strategy, rollout.alarm.map(|a| format!(", alarm {a}")).unwrap_or_default(), 80 + i, 8080 + i));
             } else {
-                stand_in.add_group(app.group.clone(), &app.task_definition);
+                let mut group = app.group.clone();
+                if APPROVAL_APPS.contains(name) {
+                    group.wait_before_reroute = Some(APPROVAL_WAIT);
+                }
+                stand_in.add_group(group, &app.task_definition);
                 timeline.log("local", format!("seeded {name}: ECR repository, ECS service {CLUSTER}/{name} (CODE_DEPLOY), ALB with listeners :{} and :{} (test), deployment group {name}-bluegreen", 80 + i, 8080 + i));
             }
             green.push((name.to_string(), GreenApp::start().await));
@@ -299,7 +320,16 @@ impl Pipeline {
             .send()
             .await
             .expect("Slack app token");
+        clients
+            .secrets
+            .create_secret()
+            .name(SIGNING_SECRET_NAME)
+            .secret_string(SIGNING_SECRET)
+            .send()
+            .await
+            .expect("Slack signing secret");
 
+        let response_base = slack_app.response_base();
         let moto_ecs = crate::faults::FaultProxy::moto_ecs(&moto.endpoint).await;
         let ecs = EcsNativeStandIn::start(&moto_ecs.endpoint).await;
         let env: Vec<(String, String)> = [
@@ -319,6 +349,11 @@ impl Pipeline {
             ),
             ("GREENLIGHT_HOOK_SAFETY_MARGIN_MS", "2000"),
             ("GREENLIGHT_SLACK_API_URL", slack_app.base.as_str()),
+            (
+                "GREENLIGHT_SLACK_SIGNING_SECRET",
+                "secretsmanager:greenlight/slack/signing",
+            ),
+            ("GREENLIGHT_SLACK_RESPONSE_BASE", response_base.as_str()),
             ("RUST_LOG", "info"),
         ]
         .iter()
@@ -337,11 +372,13 @@ impl Pipeline {
         let deployer = host(DEPLOYER_FUNCTION, "greenlight-deployer", 30).await;
         let hook = host(HOOK_FUNCTION, "greenlight-health-hook", 30).await;
         let notifier = host("greenlight-notifier", "greenlight-notifier", 30).await;
+        let approver = host("greenlight-approver", "greenlight-approver", 10).await;
         let world = Arc::new_cyclic(|me| World {
             me: me.clone(),
             deployer,
             hook,
             notifier,
+            approver,
             clients: clients.clone(),
             apps: apps.clone(),
             timeline: timeline.clone(),
@@ -360,7 +397,12 @@ impl Pipeline {
                     hook_function: HOOK_FUNCTION.into(),
                     hook_stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
                     rollout: rollout_of(&native.name),
-                    pause: None,
+                    pause: APPROVAL_APPS.contains(&native.name.as_str()).then(|| {
+                        crate::ecs_native::PauseHook {
+                            timeout: APPROVAL_WAIT,
+                            timeout_action: "ROLLBACK".into(),
+                        }
+                    }),
                 },
                 world.clone(),
             );
@@ -385,7 +427,7 @@ impl Pipeline {
             }),
         )
         .await;
-        timeline.log("local", "functions running behind local Lambda Runtime API hosts: greenlight-deployer (also behind a local Lambda Invoke API, for the greenlight command), CodeDeployHook_greenlight, greenlight-notifier");
+        timeline.log("local", "functions running behind local Lambda Runtime API hosts: greenlight-deployer (also behind a local Lambda Invoke API, for the greenlight command), CodeDeployHook_greenlight, greenlight-notifier, greenlight-approver (behind its function URL, for Slack's buttons)");
         Self {
             moto,
             stand_in,
@@ -527,6 +569,56 @@ impl Pipeline {
                 .map(|m| m.text.clone()),
         );
         said
+    }
+
+    /// A person clicks a button of the message about `subject` (`web4 v4.0.0`), as Slack sends
+    /// it to the Interactivity URL, signed with `secret`; the function URL's HTTP status
+    /// (`None` when no message has that button).
+    pub async fn click(
+        &self,
+        subject: &str,
+        action: &str,
+        user: &str,
+        secret: &str,
+    ) -> Option<u16> {
+        let click = self
+            .slack_app
+            .click(SLACK_CHANNEL, subject, action, user, secret)?;
+        self.deliver_click(click, &format!("{user} clicked {action} on {subject}"))
+            .await
+    }
+
+    /// Delivers a click (made by [`SlackApiStandIn::click`], perhaps a while ago) to the
+    /// approver's function URL; its HTTP status.
+    pub async fn deliver_click(
+        &self,
+        (headers, body): (Vec<(String, String)>, String),
+        what: &str,
+    ) -> Option<u16> {
+        let headers: serde_json::Map<String, Value> = headers
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        // A function URL's event (payload format 2.0).
+        let event = json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
+            "headers": headers,
+            "requestContext": {"http": {"method": "POST", "path": "/", "sourceIp": "127.0.0.1"}},
+            "body": body, "isBase64Encoded": false,
+        });
+        let answer = self.world.approver.invoke(event).await;
+        let status = match &answer {
+            crate::runtime::Invoked::Response(r) => r["statusCode"].as_u64().map(|s| s as u16),
+            _ => None,
+        };
+        self.timeline.log(
+            "slack",
+            format!(
+                "{what}: HTTP {}",
+                status.map_or("-".into(), |s| s.to_string())
+            ),
+        );
+        status
     }
 
     /// The Slack app messages posted since `mark`, as they read now.

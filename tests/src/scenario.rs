@@ -14,11 +14,19 @@
 //! 6. web3, deployed by ECS with a canary (20% for a minute, then 100%, a minute's bake): v3.0.0
 //!    ships through its canary step, and the channel says the step and when it ends; v3.0.1 is
 //!    rolled back when alarm web3-5xx goes to ALARM during its deployment, and the channel says
-//!    which alarm.
+//!    which alarm;
+//! 7. approvals, on web4 (CodeDeploy, its group waits before rerouting) and web5 (ECS, its
+//!    service's pause hook): a release waits for approval with Approve and Roll back; a click
+//!    signed with another secret and one by a non-approver change nothing; the approver's click
+//!    ships it; the next release is rolled back by the approver's click; a third waits until
+//!    the engine's timeout rolls it back, and a click after that changes nothing.
 
 use std::time::Duration;
 
-use crate::pipeline::{is_native, uses_slack_app, Observed, Pipeline, CANARY_ALARM, CANARY_APP};
+use crate::pipeline::{
+    is_native, uses_slack_app, Observed, Pipeline, APPROVAL_WAIT, APPROVER, CANARY_ALARM,
+    CANARY_APP, SIGNING_SECRET,
+};
 use crate::receivers::Health;
 use crate::world::ACCOUNT;
 
@@ -543,7 +551,177 @@ pub async fn run(p: &Pipeline, step: impl Fn(usize, &str)) -> Vec<Check> {
         "push web3:v3.0.0 (ECS CANARY: 20% for a minute, then 100%, a minute's bake), then web3:v3.0.1, during whose deployment alarm web3-5xx goes to ALARM",
     );
     canary(p, &mut checks).await;
+
+    step(
+        7,
+        "approvals: web4 (CodeDeploy, wait before rerouting) and web5 (ECS pause hook): approved, rejected, expired",
+    );
+    for (app, base) in [("web4", "v4.0"), ("web5", "v5.0")] {
+        approvals(p, &mut checks, app, base).await;
+    }
     checks
+}
+
+/// Waits until the channel's message about `subject` reads `words` (or a minute passed).
+async fn message_reading(p: &Pipeline, subject: &str, words: &str) -> Option<String> {
+    for _ in 0..600 {
+        let found = p
+            .slack_app
+            .channel(crate::pipeline::SLACK_CHANNEL)
+            .into_iter()
+            .rev()
+            .find(|m| m.text.contains(subject) && m.text.contains(words));
+        if let Some(m) = found {
+            return Some(m.text);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// The thread of the channel's message about `subject`.
+fn thread_of(p: &Pipeline, subject: &str) -> Vec<String> {
+    p.slack_app
+        .channel(crate::pipeline::SLACK_CHANNEL)
+        .into_iter()
+        .rev()
+        .find(|m| m.text.contains(subject))
+        .map(|m| m.replies.into_iter().map(|(r, _)| r).collect())
+        .unwrap_or_default()
+}
+
+/// Act 7 on one app: approved, rejected, expired.
+async fn approvals(p: &Pipeline, checks: &mut Vec<Check>, app: &str, base: &str) {
+    let engine = engine_of(app);
+    let (shipped, rejected, expired) = (
+        format!("{base}.0"),
+        format!("{base}.1"),
+        format!("{base}.2"),
+    );
+    let waiting = "green checked — waiting for approval";
+
+    // Approved: after a forged click and a stranger's, both refused.
+    let digest = p.push(app, &shipped, Health::Healthy).await;
+    let subject = format!("{app} {shipped} ");
+    let held = message_reading(p, &subject, waiting).await;
+    check(
+        checks,
+        &format!(
+            "Slack: {app} {shipped} ({engine}) waits for approval, with Approve and Roll back"
+        ),
+        held.is_some(),
+        held.unwrap_or_default(),
+    );
+    let forged = p
+        .click(&subject, "approve", APPROVER, "not-the-signing-secret")
+        .await;
+    let stranger = p
+        .click(&subject, "approve", "U0STRANGER", SIGNING_SECRET)
+        .await;
+    let told = p.slack_app.ephemeral();
+    let still = message_reading(p, &subject, waiting).await;
+    check(
+        checks,
+        &format!("{app}: a click signed with another secret (HTTP 401) and a non-approver's change nothing"),
+        forged == Some(401)
+            && stranger == Some(200)
+            && told.last().is_some_and(|t| t.contains("not an approver"))
+            && still.is_some(),
+        format!("{forged:?} {stranger:?} {told:?}"),
+    );
+    let approved = p.click(&subject, "approve", APPROVER, SIGNING_SECRET).await;
+    let settled = p.settle(SETTLE).await;
+    let (_, serving) = p.clients.service_image(app).await;
+    let last = p.deployments_of(app).await.pop().unwrap_or_default();
+    check(
+        checks,
+        &format!("{app} {shipped} shipped on the approver's click"),
+        approved == Some(200)
+            && settled
+            && last.version == shipped
+            && last.status == "Succeeded"
+            && serving == image_of(app, &digest),
+        format!("{last:?} {serving}"),
+    );
+    let thread = thread_of(p, &subject);
+    let ended = message_reading(p, &subject, "deployed to production").await;
+    check(
+        checks,
+        &format!("Slack: {app} {shipped} reads deployed, its thread says who approved"),
+        ended.is_some()
+            && thread
+                .iter()
+                .any(|r| r.starts_with(&format!("Approved by <@{APPROVER}>"))),
+        format!("{ended:?} {thread:?}"),
+    );
+
+    // Rejected: rolled back, production stays on the approved release.
+    p.push(app, &rejected, Health::Healthy).await;
+    let subject = format!("{app} {rejected} ");
+    let held = message_reading(p, &subject, waiting).await.is_some();
+    let clicked = p.click(&subject, "reject", APPROVER, SIGNING_SECRET).await;
+    let settled = p.settle(SETTLE).await;
+    let (_, serving) = p.clients.service_image(app).await;
+    let last = p.deployments_of(app).await.pop().unwrap_or_default();
+    check(
+        checks,
+        &format!(
+            "{app} {rejected} rolled back on the approver's Roll back; {shipped} still serves"
+        ),
+        held && clicked == Some(200)
+            && settled
+            && last.version == rejected
+            && last.rolled_back
+            && serving == image_of(app, &digest),
+        format!("{last:?} {serving}"),
+    );
+    let text = message_reading(p, &subject, &format!("rolled back to {shipped}")).await;
+    let thread = thread_of(p, &subject);
+    check(
+        checks,
+        &format!(
+            "Slack: {app} {rejected} never reads as a success; its thread says who rolled it back"
+        ),
+        text.as_deref().is_some_and(|t| !t.contains("deployed"))
+            && thread
+                .iter()
+                .any(|r| r.starts_with(&format!("Rolled back by <@{APPROVER}>"))),
+        format!("{text:?} {thread:?}"),
+    );
+
+    // Expired: nobody decides; the engine's timeout rolls it back; a late click changes nothing.
+    p.push(app, &expired, Health::Healthy).await;
+    let subject = format!("{app} {expired} ");
+    let held = message_reading(p, &subject, waiting).await.is_some();
+    // The approver's click, made in time but arriving after the wait ran out.
+    let click = p.slack_app.click(
+        crate::pipeline::SLACK_CHANNEL,
+        &subject,
+        "approve",
+        APPROVER,
+        SIGNING_SECRET,
+    );
+    tokio::time::sleep(APPROVAL_WAIT).await;
+    let settled = p.settle(SETTLE).await;
+    let late = match click {
+        Some(click) => {
+            p.deliver_click(click, &format!("{APPROVER}'s late click on {subject}"))
+                .await
+        }
+        None => None,
+    };
+    let told = p.slack_app.ephemeral();
+    let (_, serving) = p.clients.service_image(app).await;
+    let last = p.deployments_of(app).await.pop().unwrap_or_default();
+    check(
+        checks,
+        &format!("{app} {expired}: nobody decided, the wait ran out and {engine} rolled it back; a late click changes nothing"),
+        held && settled && last.version == expired && last.rolled_back
+            && serving == image_of(app, &digest)
+            && late == Some(200)
+            && told.last().is_some_and(|t| t.starts_with("Nothing changed")),
+        format!("{last:?} {late:?} {told:?}"),
+    );
 }
 
 /// Act 6: a canary ships through its step; an alarm rolls the next release back.

@@ -60,6 +60,8 @@ struct Workspace {
     at_call: Vec<(usize, SlackFault)>,
     /// User groups (`S…`) and their members, for `usergroups.users.list`.
     groups: std::collections::HashMap<String, Vec<String>>,
+    /// What the app answered people through a click's `response_url` (only they see it).
+    ephemeral: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -84,6 +86,7 @@ impl SlackApiStandIn {
         let base = format!("http://{}/api", listener.local_addr().expect("address"));
         let app = Router::new()
             .route("/api/{method}", post(serve))
+            .route("/actions/{team}/{id}/{token}", post(respond))
             .with_state(workspace.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -105,6 +108,78 @@ impl SlackApiStandIn {
         let mut w = self.workspace.lock().unwrap();
         let at = w.calls.len() + n;
         w.at_call.push((at, fault));
+    }
+
+    /// The root a click's `response_url` is under (`GREENLIGHT_SLACK_RESPONSE_BASE`).
+    pub fn response_base(&self) -> String {
+        self.base.trim_end_matches("api").to_string()
+    }
+
+    /// What the app answered people who clicked, oldest first.
+    pub fn ephemeral(&self) -> Vec<String> {
+        self.workspace.lock().unwrap().ephemeral.clone()
+    }
+
+    /// A person clicks the button `action_id` of the channel's message whose text contains
+    /// `subject`: the request Slack sends to the app's Interactivity URL (a form-encoded
+    /// `payload` of type `block_actions`, signed with `signing_secret` as Slack signs), as
+    /// (headers, body); `None` when no such message has that button.
+    pub fn click(
+        &self,
+        channel: &str,
+        subject: &str,
+        action_id: &str,
+        user: &str,
+        signing_secret: &str,
+    ) -> Option<(Vec<(String, String)>, String)> {
+        let message = self
+            .channel(channel)
+            .into_iter()
+            .rev()
+            .find(|m| m.text.contains(subject))?;
+        let button = message.attachments[0]["blocks"]
+            .as_array()?
+            .iter()
+            .filter(|b| b["type"] == "actions")
+            .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+            .find(|e| e["action_id"] == action_id)?;
+        let now = chrono::Utc::now();
+        let payload = json!({
+            "type": "block_actions",
+            "user": {"id": user, "username": user.to_lowercase(), "team_id": "T0LOCAL"},
+            "api_app_id": "A0GREENLIGHT",
+            "team": {"id": "T0LOCAL", "domain": "greenlight-local"},
+            "container": {"type": "message", "message_ts": message.ts, "channel_id": channel},
+            "channel": {"id": channel, "name": "deploys"},
+            "message": {"type": "message", "ts": message.ts, "text": message.text},
+            "trigger_id": format!("{}.1.local", now.timestamp_millis()),
+            "response_url": format!("{}actions/T0LOCAL/{}/local", self.response_base(), now.timestamp_millis()),
+            "actions": [{
+                "type": "button",
+                "action_id": action_id,
+                "block_id": "greenlight_approval",
+                "value": button["value"],
+                "action_ts": format!("{}.000100", now.timestamp()),
+            }],
+        });
+        let body = format!(
+            "payload={}",
+            form_urlencoded::byte_serialize(payload.to_string().as_bytes()).collect::<String>()
+        );
+        let ts = now.timestamp().to_string();
+        let signature =
+            greenlight_approver::signature::sign(signing_secret.as_bytes(), &ts, body.as_bytes());
+        Some((
+            vec![
+                (
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
+                ("x-slack-request-timestamp".into(), ts),
+                ("x-slack-signature".into(), signature),
+            ],
+            body,
+        ))
     }
 
     /// A user group and its members.
@@ -165,6 +240,16 @@ impl SlackApiStandIn {
 
 fn ok(body: Value) -> Response {
     (StatusCode::OK, Json(body)).into_response()
+}
+
+/// A `response_url`: what the app tells the person who clicked (ephemeral).
+async fn respond(
+    State(workspace): State<Arc<Mutex<Workspace>>>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let text = body["text"].as_str().unwrap_or_default().to_string();
+    workspace.lock().unwrap().ephemeral.push(text);
+    ok(json!({"ok": true}))
 }
 
 fn refused(error: &str) -> Response {

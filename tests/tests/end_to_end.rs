@@ -14,14 +14,14 @@ async fn a_healthy_release_ships_a_bad_one_rolls_back_and_a_mid_deployment_push_
         eprintln!("{:>6.1}s {:<11} {}", e.at.as_secs_f64(), e.actor, e.text)
     }));
     let pipeline = Pipeline::start(timeline).await;
-    let checks = scenario::run(&pipeline, |n, title| eprintln!("\n[{n}/6] {title}")).await;
+    let checks = scenario::run(&pipeline, |n, title| eprintln!("\n[{n}/7] {title}")).await;
     let failed: Vec<_> = checks.iter().filter(|c| !c.1).collect();
     assert!(
         failed.is_empty(),
         "failed checks: {failed:#?}\nSlack: {:#?}",
         pipeline.slack.headlines()
     );
-    assert_eq!(checks.len(), 58);
+    assert_eq!(checks.len(), 72);
     // The Slack app's channel: one message per release run of web1 and web3, each read as a
     // person reads it, with a console link; web1's bad release FAILED with the hook's reason
     // in its thread.
@@ -54,6 +54,9 @@ async fn a_healthy_release_ships_a_bad_one_rolls_back_and_a_mid_deployment_push_
             text.contains("console.aws.amazon.com/codesuite/codedeploy/deployments/")
                 || text.contains(
                     "console.aws.amazon.com/ecs/v2/clusters/apps/services/web3/deployments"
+                )
+                || text.contains(
+                    "console.aws.amazon.com/ecs/v2/clusters/apps/services/web5/deployments"
                 ),
             "{m:?}"
         );

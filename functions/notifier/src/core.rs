@@ -301,3 +301,36 @@ pub(crate) fn run_notice(
         ..Default::default()
     }
 }
+
+/// Why a release of an app that asks for approval ended without shipping, when the gate says:
+/// a person rolled it back (who, when, why), or nobody decided before the wait ran out. `None`
+/// when the app asks for no approval, green never reached the wait (the hook or the engine
+/// says why), someone approved it, or the ledger cannot be read. Green passed its checks
+/// whenever there is a wait, so the hook is never blamed then.
+pub(crate) async fn approval_cause(deps: &Deps, app: &AppConfig, digest: &str) -> Option<String> {
+    use greenlight_shared::approval::{person, Choice};
+    if !app.approval.required {
+        return None;
+    }
+    let ledger = deps.ledger.as_deref()?;
+    let record = match ledger.approval(&app.name, digest).await {
+        Ok(record) => record?,
+        Err(e) => {
+            warn!(app = %app.name, error = %e, "cannot read the approval from the ledger");
+            return None;
+        }
+    };
+    match record.decision {
+        Some(d) if d.choice == Choice::Reject => Some(format!(
+            "rolled back by {} at {} UTC{}",
+            person(&d.by),
+            d.at.format("%H:%M"),
+            d.reason.map(|r| format!(": {r}")).unwrap_or_default()
+        )),
+        Some(_) => None,
+        None => Some(format!(
+            "nobody approved it before the wait ran out ({} UTC)",
+            record.wait.expires_at.format("%H:%M")
+        )),
+    }
+}

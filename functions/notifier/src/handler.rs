@@ -13,7 +13,7 @@ use greenlight_shared::ledger::Ledger;
 use greenlight_shared::{AppConfig, Config};
 use tracing::{info, warn};
 
-use crate::core::{last_good, once, release_record, run_of};
+use crate::core::{approval_cause, last_good, once, release_record, run_of};
 pub use crate::core::{Deps, Notified, NotifyError, SecretSource, WebhookCache, LAST_ATTEMPT_AGE};
 use crate::delivery::{destination_for, post_notice};
 use crate::message::{Notice, Rollback, StartedBy, ROLLBACK_CREATOR};
@@ -360,6 +360,10 @@ async fn enrich(
             .filter(|q| requested_here == Some(q.id.as_str()));
         if matches!(state.as_str(), "FAILURE" | "STOP") {
             notice.hook_reason = record.hook_reason;
+            if let Some(cause) = approval_cause(deps, app, digest).await {
+                notice.rollback_cause = Some(cause);
+                notice.hook_reason = None;
+            }
         }
     }
     // Announced once: the START of the release that replaced them.

@@ -22,7 +22,9 @@ use greenlight_shared::task_definition::{tag_value, TAG_APP, TAG_DIGEST, TAG_VER
 use greenlight_shared::{AppConfig, AwsErrorKind};
 use tracing::{info, warn};
 
-use crate::core::{last_good, once, release_record, run_of, Deps, Notified, NotifyError};
+use crate::core::{
+    approval_cause, last_good, once, release_record, run_of, Deps, Notified, NotifyError,
+};
 use crate::delivery::{destination_for, post_notice};
 use crate::message::{Notice, Rollback, StartedBy};
 
@@ -187,6 +189,12 @@ async fn announce_once(
         let at = event.time.unwrap_or_else(Utc::now);
         enrich(deps, app, deployment, at, read, &mut notice).await;
         describe_rollout(deps, deployment, &mut notice).await;
+        if let (Some(digest), "FAILURE" | "STOP") = (&notice.digest, notice.state.as_str()) {
+            if let Some(cause) = approval_cause(deps, app, digest).await {
+                notice.rollback_cause = Some(cause);
+                notice.hook_reason = None;
+            }
+        }
         post_notice(deps, app, &destination, &notice, invocation).await
     })
     .await

@@ -1,6 +1,7 @@
 //! `greenlight-local`: the whole Greenlight pipeline on this machine, no AWS account needed.
-//! Plays six acts of a three-app monorepo (web1 deployed by CodeDeploy, web2 by ECS's native
-//! blue/green, web3 by ECS with a canary) and prints what happens, as it happens.
+//! Plays seven acts of a five-app monorepo (web1 deployed by CodeDeploy, web2 by ECS's native
+//! blue/green, web3 by ECS with a canary, web4 and web5 behind an approval on each engine) and
+//! prints what happens, as it happens.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use greenlight_tests::pipeline::{Entry, Pipeline, Timeline};
 use greenlight_tests::scenario;
 
-const STEPS: usize = 6;
+const STEPS: usize = 7;
 
 #[tokio::main]
 async fn main() {
@@ -48,7 +49,7 @@ async fn main() {
         println!("  • {headline}");
     }
     println!(
-        "\nThe Slack app's channel {} as a person reads it (web1, web3: one message per release, its thread below):",
+        "\nThe Slack app's channel {} as a person reads it (web1, web3, web4, web5: one message per release, its thread below):",
         greenlight_tests::pipeline::SLACK_CHANNEL
     );
     for line in pipeline
@@ -73,7 +74,7 @@ async fn main() {
     }
     let failed = checks.iter().filter(|c| !c.1).count();
     if failed == 0 {
-        println!("\nVerdict: PASS — {} checks: on CodeDeploy (web1) and on ECS blue/green (web2) alike, a healthy release shipped, a bad one was rolled back before taking traffic, a release pushed mid-deployment waited and shipped; an operator rolled back through the same blue/green; on ECS's canary (web3) a release shipped through its canary step and the next was rolled back by its alarm.", checks.len());
+        println!("\nVerdict: PASS — {} checks: on CodeDeploy (web1) and on ECS blue/green (web2) alike, a healthy release shipped, a bad one was rolled back before taking traffic, a release pushed mid-deployment waited and shipped; an operator rolled back through the same blue/green; on ECS's canary (web3) a release shipped through its canary step and the next was rolled back by its alarm; behind an approval on both engines (web4, web5), a forged click and a stranger's changed nothing, the approver's click shipped a release, Roll back and an expired wait rolled the next two back.", checks.len());
     } else {
         println!("\nVerdict: FAIL — {failed} of {} checks failed (function logs: target/greenlight-logs/)", checks.len());
         std::process::exit(1);

@@ -173,7 +173,9 @@ fn message_of(item: &super::Item) -> ReleaseMessage {
     ReleaseMessage {
         channel: get_s(item, "slack_channel"),
         ts: get_s(item, "slack_ts"),
-        rank: get_n(item, "shown_rank").unwrap_or(0).clamp(0, 3) as u8,
+        rank: get_n(item, "shown_rank")
+            .unwrap_or(0)
+            .clamp(0, i64::from(u8::MAX)) as u8,
         deployment: get_s(item, "shown_deployment"),
         payload: get_s(item, "shown_message"),
         permalink: get_s(item, "slack_permalink"),
