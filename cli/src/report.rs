@@ -47,6 +47,9 @@ pub struct InProgress {
     /// The release's Slack message (Slack app mode), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slack: Option<String>,
+    /// Green checked, it waits for a person's approval until then (`greenlight approve|reject`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awaiting_approval_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -102,6 +105,14 @@ pub fn status_of(app: &str, queue: &Queue, releases: &[ReleaseEntry]) -> AppStat
             step: record.map(|e| e.record.status.as_str().to_string()),
             traffic: None,
             slack: None,
+            // The wait of this deployment, undecided (an earlier run's wait is not this one).
+            awaiting_approval_until: record
+                .and_then(|e| e.approval.as_ref())
+                .filter(|a| {
+                    a.decision.is_none()
+                        && active.deployment_id.as_deref() == Some(a.wait.deployment_id.as_str())
+                })
+                .map(|a| a.wait.expires_at),
             since: DateTime::from_timestamp_millis(active.since_ms),
         }
     });
@@ -149,6 +160,9 @@ pub struct HistoryRow {
     /// From the deployment's start to its end, for releases that deployed.
     pub duration_s: Option<i64>,
     pub hook_reason: Option<String>,
+    /// Who approved or rejected it, and when, at the approval gate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided: Option<String>,
     /// The release's Slack message (Slack app mode), when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slack: Option<String>,
@@ -185,6 +199,25 @@ pub fn history_rows(releases: &[ReleaseEntry], limit: usize) -> Vec<HistoryRow> 
                     .map(|(s, e)| (e - s).num_seconds())
                     .filter(|d| *d >= 0),
                 hook_reason: r.hook_reason.clone(),
+                decided: e
+                    .approval
+                    .as_ref()
+                    .and_then(|a| a.decision.as_ref())
+                    .map(|d| {
+                        format!(
+                            "{} by {} at {}{}",
+                            d.choice.as_str(),
+                            d.by.strip_prefix("slack:").map_or_else(
+                                || d.by.rsplit('/').next().unwrap_or(&d.by).to_string(),
+                                |u| format!("Slack user {u}")
+                            ),
+                            d.at.format("%Y-%m-%d %H:%M UTC"),
+                            d.reason
+                                .as_deref()
+                                .map(|r| format!(": {r}"))
+                                .unwrap_or_default()
+                        )
+                    }),
                 slack: None,
             }
         })
@@ -241,10 +274,17 @@ pub fn render_status(apps: &[AppStatus]) -> String {
                 d.deployment_id.as_deref().unwrap_or("(not created yet)"),
                 d.step.as_deref().unwrap_or("-"),
                 when(d.since),
-                d.traffic
-                    .as_deref()
-                    .map(|t| format!("\n  traffic    {}", shown(t, 200)))
+                d.awaiting_approval_until
+                    .map(|t| format!(
+                        "\n  approval   green checked, waiting for approval until {} (greenlight approve|reject {})",
+                        t.format("%H:%M UTC"),
+                        shown(&a.app, 64)
+                    ))
                     .unwrap_or_default()
+                    + &d.traffic
+                        .as_deref()
+                        .map(|t| format!("\n  traffic    {}", shown(t, 200)))
+                        .unwrap_or_default()
                     + &d.slack
                         .as_deref()
                         .map(|s| format!("\n  slack      {}", shown(s, 200)))
@@ -294,10 +334,14 @@ pub fn render_history(app: &str, rows: &[HistoryRow]) -> String {
     );
     for r in rows {
         let slack = r
-            .slack
+            .decided
             .as_deref()
-            .map(|s| format!("\n{:<14} slack: {}", "", shown(s, 200)))
-            .unwrap_or_default();
+            .map(|d| format!("\n{:<14} approval: {}", "", shown(d, 200)))
+            .unwrap_or_default()
+            + &r.slack
+                .as_deref()
+                .map(|s| format!("\n{:<14} slack: {}", "", shown(s, 200)))
+                .unwrap_or_default();
         out += &format!(
             "{:<14} {:<12} {:<20} {:<22} {:<8} {:<16} {:<12} {:>8}  {}\n",
             shown(&r.version, 14),
@@ -337,6 +381,7 @@ mod tests {
     fn entry(n: u8, version: &str, timeline: &[(ReleaseStatus, &str)]) -> ReleaseEntry {
         let (status, _) = *timeline.last().unwrap();
         ReleaseEntry {
+            approval: None,
             record: ReleaseRecord {
                 app: "web1".into(),
                 digest: format!("sha256:{n:02x}{}", "0".repeat(62)),
@@ -503,5 +548,73 @@ mod tests {
         // Nothing succeeded before the only success: nothing to roll back to.
         assert_eq!(rollback_target(&releases[1..3]), None);
         assert_eq!(rollback_target(&[]), None);
+    }
+
+    #[test]
+    fn status_shows_the_wait_for_approval_and_history_who_decided() {
+        use greenlight_shared::ledger::{ApprovalRecord, Choice, Decision, Wait};
+        use ReleaseStatus::*;
+        let mut waiting = entry(
+            4,
+            "v1.4.4",
+            &[
+                (Claimed, "2026-11-27T10:00:00Z"),
+                (Deploying, "2026-11-27T10:00:01Z"),
+            ],
+        );
+        let wait = Wait {
+            deployment_id: "d-000000004".into(),
+            expires_at: at("2026-11-27T11:00:00Z"),
+        };
+        waiting.approval = Some(ApprovalRecord {
+            app: "web1".into(),
+            digest: waiting.record.digest.clone(),
+            version: "v1.4.4".into(),
+            pushed_at_ms: waiting.record.pushed_at.timestamp_millis(),
+            wait: wait.clone(),
+            decision: None,
+        });
+        let queue = Queue {
+            active: Some(Active {
+                release: Some(Ticket {
+                    pushed_at_ms: waiting.record.pushed_at.timestamp_millis(),
+                    digest: waiting.record.digest.clone(),
+                    version: "v1.4.4".into(),
+                }),
+                deployment_id: Some("d-000000004".into()),
+                owner: "req".into(),
+                lease_until_ms: 0,
+                since_ms: 0,
+            }),
+            ..Queue::default()
+        };
+        let mut all = releases();
+        all.push(waiting.clone());
+        let text = render_status(&[status_of("web1", &queue, &all)]);
+        assert!(
+            text.contains("approval   green checked, waiting for approval until 11:00 UTC (greenlight approve|reject web1)"),
+            "{text}"
+        );
+        // Decided: the status no longer waits; the history says who and when.
+        let decided = Decision {
+            choice: Choice::Reject,
+            by: "slack:U024BE7LH".into(),
+            at: at("2026-11-27T10:05:00Z"),
+            reason: Some("error rate".into()),
+            applied: true,
+        };
+        waiting.approval.as_mut().unwrap().decision = Some(decided);
+        all.pop();
+        all.push(waiting);
+        let text = render_status(&[status_of("web1", &queue, &all)]);
+        assert!(!text.contains("waiting for approval"), "{text}");
+        let rows = history_rows(&all, 10);
+        assert_eq!(
+            rows[0].decided.as_deref(),
+            Some("rejected by Slack user U024BE7LH at 2026-11-27 10:05 UTC: error rate")
+        );
+        assert!(
+            render_history("web1", &rows).contains("approval: rejected by Slack user U024BE7LH")
+        );
     }
 }

@@ -534,6 +534,7 @@ impl CodeDeployApi for FakeCodeDeploy {
             target_groups: vec!["web1-blue".into(), "web1-green".into()],
             prod_listeners: vec!["arn:prod".into()],
             test_listeners: vec!["arn:test".into()],
+            waits_before_reroute: false,
         })
     }
     async fn create_deployment(&self, request: &NewDeployment) -> Result<String, AwsError> {

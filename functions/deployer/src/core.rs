@@ -76,6 +76,8 @@ pub enum DeployError {
         cluster: String,
         service: String,
     },
+    #[error("app `{app}` asks for approval (apps.{app}.approval.required), but {engine_setting}: nothing would hold the release for a decision, so it is not deployed")]
+    NoApprovalWait { app: String, engine_setting: String },
     #[error("the queue of app {0} kept changing under contention")]
     Contention(String),
     #[error("no app named `{0}` in the config")]
@@ -101,6 +103,7 @@ impl DeployError {
             Self::NotBlueGreen { .. } => "NotBlueGreen",
             Self::EngineMismatch { .. } => "EngineMismatch",
             Self::NoDeploymentGroup { .. } => "NoDeploymentGroup",
+            Self::NoApprovalWait { .. } => "NoApprovalWait",
             Self::Contention(_) => "LedgerContention",
             Self::UnknownApp(_) => "UnknownApp",
             Self::ReleaseNotFound(_) => "ReleaseNotFound",
@@ -119,7 +122,8 @@ impl DeployError {
             | Self::NoLoadBalancer { .. }
             | Self::NotBlueGreen { .. }
             | Self::EngineMismatch { .. }
-            | Self::NoDeploymentGroup { .. } => true,
+            | Self::NoDeploymentGroup { .. }
+            | Self::NoApprovalWait { .. } => true,
             _ => false,
         }
     }

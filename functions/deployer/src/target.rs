@@ -38,6 +38,7 @@ pub(crate) struct Target {
 /// The app's ECS service (named, or read from its deployment group) and the engine its
 /// deployment settings call for (`greenlight_shared::engine`).
 pub(crate) async fn target(deps: &Deps, app: &AppConfig) -> Result<Target, DeployError> {
+    let mut group_waits = None;
     let (cluster, name) = match (&app.service, &app.group) {
         (Some(s), _) => (s.cluster.clone(), s.service.clone()),
         (None, Some(g)) => {
@@ -45,6 +46,7 @@ pub(crate) async fn target(deps: &Deps, app: &AppConfig) -> Result<Target, Deplo
                 .codedeploy
                 .deployment_group(&g.application, &g.deployment_group)
                 .await?;
+            group_waits = Some(group.waits_before_reroute);
             (group.cluster, group.service)
         }
         (None, None) => unreachable!("the config names a service or a deployment group"),
@@ -67,6 +69,9 @@ pub(crate) async fn target(deps: &Deps, app: &AppConfig) -> Result<Target, Deplo
             pinned,
             found: kind,
         });
+    }
+    if app.approval.required {
+        check_approval_wait(app, kind, &service, group_waits, &cluster, &name)?;
     }
     let engine: Box<dyn DeploymentEngine> = match (kind, &app.group) {
         (EngineKind::CodeDeploy, Some(g)) => Box::new(CodeDeployEngine {
@@ -105,4 +110,45 @@ pub(crate) async fn target(deps: &Deps, app: &AppConfig) -> Result<Target, Deplo
         lb,
         container,
     })
+}
+
+/// An app that asks for approval deploys only where its engine holds the release for the
+/// decision and rolls back when nobody decides: ECS with a PAUSE hook at
+/// PRE_PRODUCTION_TRAFFIC_SHIFT whose timeout action is ROLLBACK; CodeDeploy with a group that
+/// waits before rerouting and stops on timeout.
+fn check_approval_wait(
+    app: &AppConfig,
+    kind: EngineKind,
+    service: &EcsServiceInfo,
+    group_waits: Option<bool>,
+    cluster: &str,
+    name: &str,
+) -> Result<(), DeployError> {
+    let missing = |engine_setting: String| {
+        Err(DeployError::NoApprovalWait {
+            app: app.name.clone(),
+            engine_setting,
+        })
+    };
+    match kind {
+        EngineKind::Ecs => {
+            let pause = service.lifecycle_hooks.iter().find(|h| {
+                h.pause && h.stages.iter().any(|s| s == "PRE_PRODUCTION_TRAFFIC_SHIFT")
+            });
+            match pause {
+                None => missing(format!("ECS service {cluster}/{name} has no PAUSE lifecycle hook at PRE_PRODUCTION_TRAFFIC_SHIFT")),
+                Some(h) if h.timeout_action.as_deref() == Some("CONTINUE") => missing(format!(
+                    "the PAUSE hook of ECS service {cluster}/{name} continues when its wait runs out (its timeout action must be ROLLBACK)"
+                )),
+                Some(_) => Ok(()),
+            }
+        }
+        EngineKind::CodeDeploy => match (group_waits, &app.group) {
+            (Some(false), Some(g)) => missing(format!(
+                "deployment group {}/{} reroutes traffic at once (set its deploymentReadyOption: actionOnTimeout STOP_DEPLOYMENT, waitTimeInMinutes {})",
+                g.application, g.deployment_group, app.approval.timeout_minutes
+            )),
+            _ => Ok(()),
+        },
+    }
 }

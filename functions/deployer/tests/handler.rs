@@ -1616,3 +1616,26 @@ async fn a_reject_naming_another_release_or_an_app_without_approval_changes_noth
     assert_eq!(kept.reason.as_deref(), Some("error rate on green"));
     assert_eq!(gate.resolved.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn an_app_that_asks_for_approval_is_not_deployed_where_nothing_would_hold_it() {
+    // The fake group reroutes at once (no wait before rerouting).
+    let mut w = World::new();
+    w.deps.config = Config::parse(&format!(
+        "{CONFIG}[apps.web1.approval]\nrequired = true\napprovers = [\"U024BE7LH\"]\n"
+    ))
+    .unwrap();
+    let out = w
+        .run(push("v1.4.2", 1, "2026-11-25T10:00:00Z"), "req-1")
+        .await;
+    let said = match &out {
+        Ok(outcome) => format!("{outcome:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        said.contains("asks for approval") && said.contains("reroutes traffic at once"),
+        "{said}"
+    );
+    assert_eq!(w.calls.count("CreateDeployment"), 0);
+    assert_eq!(w.calls.count("RegisterTaskDefinition"), 0);
+}

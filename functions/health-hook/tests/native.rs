@@ -502,6 +502,7 @@ async fn green_is_failed_before_a_stage_that_continues_on_timeout_would_ship_it_
     ] {
         let w = World::new(vec![Ok(200)]);
         *w.ecs.lifecycle_hooks.lock().unwrap() = vec![LifecycleHook {
+            pause: false,
             function_arn: "arn:aws:lambda:us-east-1:123456789012:function:greenlight-test:live"
                 .into(),
             stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],

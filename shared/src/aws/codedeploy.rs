@@ -18,6 +18,9 @@ pub struct DeploymentGroup {
     pub target_groups: Vec<String>,
     pub prod_listeners: Vec<String>,
     pub test_listeners: Vec<String>,
+    /// It waits before rerouting production traffic, and stops (rolls back) when the wait
+    /// runs out (`deploymentReadyOption.actionOnTimeout = STOP_DEPLOYMENT`): the approval gate.
+    pub waits_before_reroute: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,7 +260,13 @@ impl CodeDeployApi for CodeDeploy {
                 .map(|r| r.listener_arns().to_vec())
                 .unwrap_or_default()
         };
+        let waits_before_reroute = info
+            .blue_green_deployment_configuration()
+            .and_then(|b| b.deployment_ready_option())
+            .and_then(|r| r.action_on_timeout())
+            .is_some_and(|a| a.as_str() == "STOP_DEPLOYMENT");
         Ok(DeploymentGroup {
+            waits_before_reroute,
             cluster: ecs.cluster_name().unwrap_or_default().to_string(),
             service: ecs.service_name().unwrap_or_default().to_string(),
             target_groups: pair
@@ -671,6 +680,7 @@ mod tests {
                 target_groups: vec!["web1-blue".into(), "web1-green".into()],
                 prod_listeners: vec!["arn:prod".into()],
                 test_listeners: vec!["arn:test".into()],
+                waits_before_reroute: false,
             }
         );
     }

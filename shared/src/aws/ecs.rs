@@ -61,9 +61,12 @@ pub struct EcsServiceInfo {
     pub lifecycle_hooks: Vec<LifecycleHook>,
 }
 
-/// A Lambda lifecycle hook of a service's deployments.
+/// A lifecycle hook of a service's deployments: a Lambda function, or a pause.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LifecycleHook {
+    /// A PAUSE hook (`ContinueServiceDeployment` ends its wait), not a Lambda function.
+    pub pause: bool,
+    /// The Lambda function (empty for a PAUSE hook).
     pub function_arn: String,
     pub stages: Vec<String>,
     /// How long ECS waits for the hook at a stage, and what it does then (`ROLLBACK`,
@@ -275,22 +278,21 @@ impl ServiceReads for Ecs {
                 .map(|c| c.lifecycle_hooks())
                 .unwrap_or_default()
                 .iter()
-                .filter_map(|h| {
-                    Some(LifecycleHook {
-                        function_arn: h.hook_target_arn()?.to_string(),
-                        stages: h
-                            .lifecycle_stages()
-                            .iter()
-                            .map(|s| s.as_str().to_string())
-                            .collect(),
-                        timeout_minutes: h
-                            .timeout_configuration()
-                            .and_then(|t| t.timeout_in_minutes()),
-                        timeout_action: h
-                            .timeout_configuration()
-                            .and_then(|t| t.action())
-                            .map(|a| a.as_str().to_string()),
-                    })
+                .map(|h| LifecycleHook {
+                    pause: h.target_type().is_some_and(|t| t.as_str() == "PAUSE"),
+                    function_arn: h.hook_target_arn().unwrap_or_default().to_string(),
+                    stages: h
+                        .lifecycle_stages()
+                        .iter()
+                        .map(|s| s.as_str().to_string())
+                        .collect(),
+                    timeout_minutes: h
+                        .timeout_configuration()
+                        .and_then(|t| t.timeout_in_minutes()),
+                    timeout_action: h
+                        .timeout_configuration()
+                        .and_then(|t| t.action())
+                        .map(|a| a.as_str().to_string()),
                 })
                 .collect(),
         })

@@ -232,6 +232,8 @@ pub struct ReleaseEntry {
     pub record: ReleaseRecord,
     /// Each status the release went through, and when, oldest first.
     pub timeline: Vec<(ReleaseStatus, DateTime<Utc>)>,
+    /// Its wait for approval and the decision, when it had one.
+    pub approval: Option<ApprovalRecord>,
 }
 
 impl ReleaseEntry {

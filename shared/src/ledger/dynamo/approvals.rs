@@ -15,7 +15,7 @@ fn time_of(text: Option<String>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn approval_of(item: &Item) -> Option<ApprovalRecord> {
+pub(super) fn approval_of(item: &Item) -> Option<ApprovalRecord> {
     let wait = Wait {
         deployment_id: get_s(item, "approval_deployment")?,
         expires_at: DateTime::from_timestamp_millis(get_n(item, "approval_expires_ms")?)?,

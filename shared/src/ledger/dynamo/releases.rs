@@ -506,6 +506,7 @@ impl HistoryLedger for DynamoLedger {
                 Some(ReleaseEntry {
                     record: record_of(item)?,
                     timeline: timeline_of(item),
+                    approval: super::approvals::approval_of(item),
                 })
             })
             .collect())
