@@ -405,3 +405,45 @@ fn clone_deps(w: &World) -> Deps {
         cache: Default::default(),
     }
 }
+
+#[tokio::test]
+async fn any_body_is_refused_unread_unless_signed_and_a_signed_one_is_read_or_refused() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let w = World::new().await;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    // Anything, and anything that looks like Slack's form (a payload of any JSON-ish text).
+    let bytes = proptest::collection::vec(proptest::num::u8::ANY, 0..3000);
+    let forms = "[ -~]{0,400}".prop_map(|t| {
+        format!(
+            "payload={}",
+            form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()
+        )
+        .into_bytes()
+    });
+    let body = proptest::prop_oneof![bytes, forms];
+    let now = w.now.timestamp().to_string();
+    for _ in 0..300 {
+        let body = body.new_tree(&mut runner).unwrap().current();
+        let unsigned = HttpRequest {
+            headers: [("x-slack-request-timestamp".to_string(), now.clone())].into(),
+            body: body.clone(),
+        };
+        assert_eq!(handle(&w.deps, &unsigned, w.now).await.status, 401);
+        let signed = HttpRequest {
+            headers: [
+                ("x-slack-request-timestamp".to_string(), now.clone()),
+                (
+                    "x-slack-signature".to_string(),
+                    sign(SIGNING.as_bytes(), &now, &body),
+                ),
+            ]
+            .into(),
+            body,
+        };
+        let status = handle(&w.deps, &signed, w.now).await.status;
+        assert!(matches!(status, 200 | 400 | 401), "{status}");
+    }
+    // Nothing of it decided anything.
+    assert!(w.gate.resolved.lock().unwrap().is_empty());
+    assert!(w.decision().is_none());
+}
