@@ -421,17 +421,15 @@ fn serving_record() -> ReleaseRecord {
     }
 }
 
-/// web1 v1.4.3 (release 3) failed its hook; CodeDeploy rolled it back to v1.4.2.
-fn failed_and_rolled_back(w: &World) {
+/// A deployment of web1's release `n` (`version`), as Greenlight describes it.
+fn codedeploy_release(
+    id: &str,
+    n: u8,
+    version: &str,
+    status: &str,
+) -> greenlight_shared::aws::codedeploy::Deployment {
     use greenlight_shared::appspec::ReleaseDescription;
-    use greenlight_shared::aws::codedeploy::Deployment;
-    w.ledger
-        .insert(release(2, "v1.4.2", ReleaseStatus::Succeeded));
-    w.ledger.insert(ReleaseRecord {
-        hook_reason: Some(HOOK_REASON.into()),
-        ..release(3, "v1.4.3", ReleaseStatus::Failed)
-    });
-    let of = |id: &str, n: u8, version: &str, status: &str| Deployment {
+    greenlight_shared::aws::codedeploy::Deployment {
         id: id.into(),
         application: "web1".into(),
         deployment_group: "web1-bluegreen".into(),
@@ -446,8 +444,20 @@ fn failed_and_rolled_back(w: &World) {
             .to_string(),
         ),
         creator: Some("user".into()),
-        ..Deployment::default()
-    };
+        ..Default::default()
+    }
+}
+
+/// web1 v1.4.3 (release 3) failed its hook; CodeDeploy rolled it back to v1.4.2.
+fn failed_and_rolled_back(w: &World) {
+    use greenlight_shared::aws::codedeploy::Deployment;
+    w.ledger
+        .insert(release(2, "v1.4.2", ReleaseStatus::Succeeded));
+    w.ledger.insert(ReleaseRecord {
+        hook_reason: Some(HOOK_REASON.into()),
+        ..release(3, "v1.4.3", ReleaseStatus::Failed)
+    });
+    let of = codedeploy_release;
     let mut deployments = w.codedeploy.deployments.lock().unwrap();
     deployments.insert(
         DEPLOYMENT.into(),
@@ -779,8 +789,6 @@ const QUEUED_RUN: &str = "d-QUEUEDRUN";
 /// web1: v1.4.2 (release 2) deploys as `UNDER_WAY`; v1.4.3 (release 3), pushed meanwhile,
 /// waits, and later deploys as `QUEUED_RUN`; v1.4.4 (release 4) is a newer push.
 fn queue_scene(w: &World) {
-    use greenlight_shared::appspec::ReleaseDescription;
-    use greenlight_shared::aws::codedeploy::Deployment;
     use greenlight_shared::queue::{Active, Queue, Ticket};
     w.ledger.insert(ReleaseRecord {
         deployment_id: Some(UNDER_WAY.into()),
@@ -810,23 +818,7 @@ fn queue_scene(w: &World) {
             ..Queue::default()
         },
     );
-    let of = |id: &str, n: u8, version: &str| Deployment {
-        id: id.into(),
-        application: "web1".into(),
-        deployment_group: "web1-bluegreen".into(),
-        status: "InProgress".into(),
-        description: Some(
-            ReleaseDescription {
-                app: "web1".into(),
-                version: version.into(),
-                digest: digest(n),
-                request: None,
-            }
-            .to_string(),
-        ),
-        creator: Some("user".into()),
-        ..Deployment::default()
-    };
+    let of = |id: &str, n: u8, version: &str| codedeploy_release(id, n, version, "InProgress");
     let mut deployments = w.codedeploy.deployments.lock().unwrap();
     deployments.insert(UNDER_WAY.into(), of(UNDER_WAY, 2, "v1.4.2"));
     deployments.insert(QUEUED_RUN.into(), of(QUEUED_RUN, 3, "v1.4.3"));
