@@ -17,7 +17,7 @@ use greenlight_shared::ledger::{
 use greenlight_shared::secrets::{Secret, SecretError, SecretRef, SecretSource};
 use greenlight_shared::slack::SlackApp;
 use greenlight_shared::Config;
-use greenlight_tests::slack_api::SlackApiStandIn;
+use greenlight_tests::slack_api::{SlackApiStandIn, SlackFault};
 use serde_json::json;
 
 const SIGNING: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -77,6 +77,7 @@ struct World {
     told: Arc<Told>,
     now: DateTime<Utc>,
     binding: Binding,
+    slack: SlackApiStandIn,
 }
 
 impl World {
@@ -147,6 +148,7 @@ impl World {
             told,
             now,
             binding,
+            slack,
         }
     }
 
@@ -446,4 +448,26 @@ async fn any_body_is_refused_unread_unless_signed_and_a_signed_one_is_read_or_re
     // Nothing of it decided anything.
     assert!(w.gate.resolved.lock().unwrap().is_empty());
     assert!(w.decision().is_none());
+}
+
+#[tokio::test]
+async fn an_approver_group_slack_cannot_list_is_refused_and_a_failure_once_is_retried() {
+    let w = World::new().await;
+    // Slack down for the whole click: a member of the approver group is refused (never
+    // allowed on a guess), and nothing is decided.
+    w.slack.set_down(true);
+    let member = w.click(IN_GROUP, "approve", &w.binding, w.now.timestamp());
+    assert_eq!(handle(&w.deps, &member, w.now).await.status, 200);
+    assert_eq!(
+        w.told(),
+        ["You are not an approver of web2: nothing changed."]
+    );
+    assert!(w.decision().is_none());
+    // A 500 once: retried within the click's budget, and the member decides.
+    w.slack.set_down(false);
+    w.slack
+        .fail_next(Some("usergroups.users.list"), SlackFault::ServerError);
+    handle(&w.deps, &member, w.now).await;
+    assert_eq!(w.decision().unwrap().by, format!("slack:{IN_GROUP}"));
+    assert_eq!(w.gate.resolved.lock().unwrap().len(), 1);
 }
