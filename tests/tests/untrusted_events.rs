@@ -27,6 +27,7 @@ const SEEDS: &[&str] = &[
     include_str!("../../events/ecr-push-failed.json"),
     include_str!("../../events/ecr-push-latest.json"),
     include_str!("../../events/ecr-push-version.json"),
+    include_str!("../../events/function-url-unsigned.json"),
     include_str!("../../events/operator-rollback-request.json"),
     include_str!("../../events/scheduled-sweep.json"),
 ];
@@ -136,6 +137,19 @@ fn assert_refusal(error_type: &str, reason: &str) -> Result<(), TestCaseError> {
 
 proptest! {
     #[test]
+    fn the_approver_reads_any_payload_as_a_request_and_refuses_it_unsigned(payload in any_payload()) {
+        let request = greenlight_approver::request_of(&payload);
+        let screened = greenlight_approver::signature::screen(
+            request.headers.get("x-slack-request-timestamp").map(String::as_str),
+            request.headers.get("x-slack-signature").map(String::as_str),
+            &request.body,
+            chrono::Utc::now().timestamp(),
+        );
+        // Nothing generated carries Slack's two headers with a fresh timestamp.
+        prop_assert!(screened.is_err());
+    }
+
+    #[test]
     fn the_deployer_reads_or_refuses_any_payload(payload in any_payload()) {
         if let Err(e) = greenlight_deployer::parse_event(payload) {
             let diagnostic = lambda_runtime::Diagnostic::from(e);
@@ -190,7 +204,21 @@ fn every_seed_is_read_by_the_function_it_is_for() {
     assert_eq!(SEEDS.len(), samples, "every sample of events/ is a seed");
     for seed in SEEDS {
         let event: Value = serde_json::from_str(seed).unwrap();
-        if event.get("LifecycleEventHookExecutionId").is_some() {
+        if event.get("requestContext").is_some() {
+            // The approval endpoint's: an HTTP request, refused unless Slack signed it.
+            let request = greenlight_approver::request_of(&event);
+            assert!(!request.body.is_empty() && request.headers.contains_key("content-type"));
+            assert!(greenlight_approver::signature::screen(
+                request
+                    .headers
+                    .get("x-slack-request-timestamp")
+                    .map(String::as_str),
+                request.headers.get("x-slack-signature").map(String::as_str),
+                &request.body,
+                chrono::Utc::now().timestamp(),
+            )
+            .is_err());
+        } else if event.get("LifecycleEventHookExecutionId").is_some() {
             assert!(greenlight_health_hook::parse_event(event).is_ok());
         } else if greenlight_shared::ecs_hook::is_ecs_hook_event(&event) {
             assert!(greenlight_health_hook::parse_ecs_event(event).is_ok());

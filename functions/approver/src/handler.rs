@@ -97,6 +97,28 @@ impl HttpResponse {
     }
 }
 
+/// A function URL's request (API Gateway's payload format 2.0): header names lower-cased, the
+/// body decoded when base64. Nothing else of it is read; anything else is an empty request,
+/// which the signature check refuses.
+pub fn request_of(payload: &serde_json::Value) -> HttpRequest {
+    use base64::Engine;
+    let headers: HashMap<String, String> = payload["headers"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), v.as_str()?.to_string())))
+        .collect();
+    let text = payload["body"].as_str().unwrap_or_default();
+    let body = if payload["isBase64Encoded"] == true {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap_or_default()
+    } else {
+        text.as_bytes().to_vec()
+    };
+    HttpRequest { headers, body }
+}
+
 /// What the person who clicked is told, and the log's word for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {

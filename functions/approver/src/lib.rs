@@ -15,4 +15,4 @@ pub mod handler;
 pub mod interaction;
 pub mod signature;
 
-pub use handler::{handle, Deps, HttpRequest, HttpResponse, Responder, SlackResponder};
+pub use handler::{handle, request_of, Deps, HttpRequest, HttpResponse, Responder, SlackResponder};

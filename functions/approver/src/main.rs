@@ -1,8 +1,6 @@
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::Engine;
-use greenlight_approver::{handle, Deps, HttpRequest, SlackResponder};
+use greenlight_approver::{handle, request_of, Deps, SlackResponder};
 use greenlight_shared::approval::EngineGates;
 use greenlight_shared::aws::codedeploy::CodeDeploy;
 use greenlight_shared::aws::ecs::Ecs;
@@ -69,24 +67,4 @@ async fn main() -> Result<(), Error> {
         }
     }))
     .await
-}
-
-/// A function URL's request (API Gateway's payload format 2.0): header names lower-cased, the
-/// body decoded when base64. Nothing else of it is read.
-fn request_of(payload: &Value) -> HttpRequest {
-    let headers: HashMap<String, String> = payload["headers"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), v.as_str()?.to_string())))
-        .collect();
-    let text = payload["body"].as_str().unwrap_or_default();
-    let body = if payload["isBase64Encoded"] == true {
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .unwrap_or_default()
-    } else {
-        text.as_bytes().to_vec()
-    };
-    HttpRequest { headers, body }
 }
