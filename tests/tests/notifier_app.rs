@@ -1110,3 +1110,48 @@ async fn a_rejection_says_who_rolled_it_back_and_never_shows_a_success() {
         w.channel()[0].text
     );
 }
+
+/// The webhook a test's app posts to (a webhook app's secret, `env:SLACK_WEBHOOK`).
+struct TokenAndWebhook(String);
+
+#[async_trait]
+impl SecretSource for TokenAndWebhook {
+    async fn read(&self, r: &SecretRef) -> Result<Secret, SecretError> {
+        match r {
+            SecretRef::Env(var) if var == "SLACK_WEBHOOK" => Ok(Secret::new(self.0.clone())),
+            other => Token(TOKEN.into()).read(other).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_app_hears_the_wait_with_the_command_that_decides_and_who_decided() {
+    let receiver = greenlight_tests::receivers::SlackReceiver::start().await;
+    let config = config(CHANNEL).replace(
+        "[apps.web3.slack]\ntoken = \"env:SLACK_TOKEN\"\nchannel = \"C0DEPLOYS\"",
+        "[apps.web3.slack]\nwebhook = \"env:SLACK_WEBHOOK\"",
+    );
+    assert!(
+        config.contains("webhook = \"env:SLACK_WEBHOOK\""),
+        "{config}"
+    );
+    let mut w = World::with(&config, TOKEN).await;
+    w.deps.secrets = Arc::new(TokenAndWebhook(receiver.url.clone()));
+    w.stream(approval_batch(None), "req-1").await.unwrap();
+    // Redelivered: said once.
+    w.stream(approval_batch(None), "req-2").await.unwrap();
+    w.stream(
+        approval_batch(Some(("approved", "slack:U024BE7LH"))),
+        "req-3",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        receiver.headlines(),
+        [
+            ":raised_hand: web3 v2.0.0 green checked — waiting for approval (expires 02:52 UTC): `greenlight approve web3` or `greenlight reject web3`",
+            ":+1: web3 v2.0.0 approved by <@U024BE7LH> — shifting production traffic",
+        ]
+    );
+    assert!(w.channel().is_empty(), "nothing in the Slack app's channel");
+}

@@ -4,12 +4,12 @@
 //! to this run and deployment: `greenlight_shared::approval::Binding`); when someone decides,
 //! the message says who and the buttons go, and the thread keeps who decided and when. Both
 //! come from the ledger's stream (the hook records the wait, the approver or the deployer the
-//! decision), once each (an announcement marker per deployment and change).
+//! decision), once each (an announcement marker per deployment and change). An app on a
+//! webhook hears both as messages of their own (the wait names the command that decides).
 
 use chrono::{DateTime, Utc};
 use greenlight_shared::approval::Binding;
 use greenlight_shared::invocation::Invocation;
-use tracing::info;
 
 use crate::core::{once, run_notice, Deps, Notified, NotifyError};
 use crate::delivery::{destination_for, post_notice};
@@ -25,10 +25,6 @@ pub(crate) async fn say_approval(
     let Some(app) = deps.config.app_named(&change.app) else {
         return Ok(None);
     };
-    if app.slack.token.is_none() {
-        info!(app = %app.name, "approval not said in Slack: the app posts to a webhook (`greenlight approve|reject` decides)");
-        return Ok(None);
-    }
     let (state, key) = match &change.decision {
         None => ("APPROVAL", "APPROVAL_WAIT".to_string()),
         Some((choice, ..)) => {

@@ -531,8 +531,13 @@ fn state_headline(n: &Notice) -> String {
             behind.unwrap_or("a newer release")
         ),
         "APPROVAL" => match &n.approval {
-            Some(ApprovalNote::Waiting { expires_at, .. }) => format!(
+            Some(ApprovalNote::Waiting { expires_at, .. }) if n.living => format!(
                 ":raised_hand: {subject} green checked — waiting for approval (expires {} UTC)",
+                expires_at.format("%H:%M")
+            ),
+            // A webhook's message cannot be edited: it also says how to decide.
+            Some(ApprovalNote::Waiting { expires_at, .. }) => format!(
+                ":raised_hand: {subject} green checked — waiting for approval (expires {} UTC): `greenlight approve {app}` or `greenlight reject {app}`",
                 expires_at.format("%H:%M")
             ),
             _ => format!(":raised_hand: {subject} green checked — waiting for approval"),
