@@ -123,6 +123,30 @@ impl SecretSource for SecretReader {
     }
 }
 
+/// Secrets already read during this cold start, by reference: each is read once (the value
+/// never leaves the process, the log names the reference only).
+#[derive(Default)]
+pub struct SecretCache(tokio::sync::Mutex<std::collections::HashMap<String, Secret>>);
+
+impl SecretCache {
+    /// The secret `reference` names, read from `source` the first time.
+    pub async fn get(
+        &self,
+        source: &dyn SecretSource,
+        reference: &SecretRef,
+    ) -> Result<Secret, SecretError> {
+        let key = reference.to_string();
+        let mut cache = self.0.lock().await;
+        if let Some(secret) = cache.get(&key) {
+            return Ok(secret.clone());
+        }
+        let secret = source.read(reference).await?;
+        tracing::info!(secret_ref = %key, "secret read (reference only, never the value)");
+        cache.insert(key, secret.clone());
+        Ok(secret)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use greenlight_shared::approval::{
     decide, person, Binding, Choice, Decided, DecisionRequest, EngineGates,
 };
 use greenlight_shared::ledger::Ledger;
-use greenlight_shared::secrets::{Secret, SecretRef, SecretSource};
+use greenlight_shared::secrets::{Secret, SecretCache, SecretRef, SecretSource};
 use greenlight_shared::slack::SlackApp;
 use greenlight_shared::{AppConfig, Config};
 use tokio::time::Instant;
@@ -65,7 +65,7 @@ pub struct Deps {
     /// Only answers under this base are posted (`https://hooks.slack.com/`).
     pub response_base: String,
     /// Secrets read during this cold start, by reference.
-    pub cache: tokio::sync::Mutex<HashMap<String, Secret>>,
+    pub cache: SecretCache,
 }
 
 impl greenlight_shared::startup::UsesConfig for Deps {
@@ -301,14 +301,7 @@ async fn read_secret(
     deps: &Deps,
     reference: &SecretRef,
 ) -> Result<Secret, greenlight_shared::secrets::SecretError> {
-    let key = reference.to_string();
-    let mut cache = deps.cache.lock().await;
-    if let Some(secret) = cache.get(&key) {
-        return Ok(secret.clone());
-    }
-    let secret = deps.secrets.read(reference).await?;
-    cache.insert(key, secret.clone());
-    Ok(secret)
+    deps.cache.get(deps.secrets.as_ref(), reference).await
 }
 
 fn said(choice: Choice) -> &'static str {

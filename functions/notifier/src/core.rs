@@ -3,7 +3,6 @@
 //! path (`handler`) and native ECS's (`native`) are siblings over it and over `delivery` (to
 //! Slack); neither imports the other's internals.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use greenlight_shared::aws::codedeploy::CodeDeployApi;
 use greenlight_shared::aws::ecs::ServiceReads;
 use greenlight_shared::invocation::Invocation;
 use greenlight_shared::ledger::{Ledger, ReleaseRecord};
-use greenlight_shared::secrets::{Secret, SecretError, SecretRef};
+use greenlight_shared::secrets::{SecretError, SecretRef};
 use greenlight_shared::slack::{SlackApiError, SlackApp, SlackError, SlackPoster};
 use greenlight_shared::{AppConfig, Config};
 use serde::Serialize;
@@ -29,10 +28,8 @@ pub const LAST_ATTEMPT_AGE: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 
 pub use greenlight_shared::secrets::SecretSource;
 
-/// Slack secrets (webhook URLs, app tokens) already read during this cold start, by secret
-/// reference.
-#[derive(Default)]
-pub struct WebhookCache(pub(crate) tokio::sync::Mutex<HashMap<String, Secret>>);
+/// Slack secrets (webhook URLs, app tokens) already read during this cold start.
+pub use greenlight_shared::secrets::SecretCache as WebhookCache;
 
 pub struct Deps {
     pub config: Config,

@@ -52,7 +52,7 @@ pub(crate) async fn destination_for(
     };
     if let (Some(token), Some(channel)) = (&app.slack.token, &app.slack.channel) {
         return Ok(Destination::App {
-            token: secret(deps, app, parsed(token)?).await?,
+            token: secret(deps, parsed(token)?).await?,
             channel: channel.clone(),
         });
     }
@@ -65,19 +65,12 @@ pub(crate) async fn destination_for(
                 app: app.name.clone(),
             })?,
     };
-    Ok(Destination::Webhook(secret(deps, app, reference).await?))
+    Ok(Destination::Webhook(secret(deps, reference).await?))
 }
 
-async fn secret(deps: &Deps, app: &AppConfig, reference: SecretRef) -> Result<Secret, NotifyError> {
-    let key = reference.to_string();
-    let mut cache = deps.webhooks.0.lock().await;
-    if let Some(secret) = cache.get(&key) {
-        return Ok(secret.clone());
-    }
-    let secret = deps.secrets.read(&reference).await?;
-    info!(app = %app.name, secret_ref = %key, "Slack secret read (reference only, never the value)");
-    cache.insert(key, secret.clone());
-    Ok(secret)
+/// Read once per cold start (`SecretCache`); neither a URL nor a token is ever logged.
+async fn secret(deps: &Deps, reference: SecretRef) -> Result<Secret, NotifyError> {
+    Ok(deps.webhooks.get(deps.secrets.as_ref(), &reference).await?)
 }
 
 /// Delivers a notice: to the webhook, or to the release run's living message.
