@@ -33,6 +33,7 @@ pub mod delivery;
 pub mod handler;
 pub mod message;
 pub mod native;
+pub mod notice;
 pub mod queued;
 pub mod stream;
 pub mod verdicts;
