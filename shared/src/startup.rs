@@ -14,6 +14,38 @@ pub struct Startup {
     pub config: Config,
     /// Reads the config again when the copy in use is older than its maximum age.
     pub refresh: ConfigRefresh,
+    /// Where this cold start's time went so far; [`Startup::ready`] logs it.
+    pub profile: InitProfile,
+}
+
+/// Where a cold start's time goes inside `main`: logging, the SDK configuration (the HTTP
+/// client and its trust store), the config document (read and parsed), and the clients and
+/// the rest a function builds before it takes its first event. Logged once per cold start, as
+/// one line (`scripts/bench` prints it beside the init it measures from outside the process).
+#[derive(Debug, Clone)]
+pub struct InitProfile {
+    started: Instant,
+    logging: Duration,
+    sdk: Duration,
+    config: Duration,
+}
+
+impl InitProfile {
+    /// Logs the profile (one line) once the function is ready for its first event: the time
+    /// since [`Startup::load`] began, split into its phases.
+    pub fn ready(&self) {
+        let ms = |d: Duration| (d.as_secs_f64() * 100_000.0).round() / 100.0;
+        let total = self.started.elapsed();
+        let clients = total.saturating_sub(self.logging + self.sdk + self.config);
+        tracing::info!(
+            init_ms = ms(total),
+            logging_ms = ms(self.logging),
+            sdk_ms = ms(self.sdk),
+            config_ms = ms(self.config),
+            clients_ms = ms(clients),
+            "cold start: ready for events"
+        );
+    }
 }
 
 /// A function's dependencies, which hold the config it decides with.
@@ -83,8 +115,11 @@ pub async fn report_init_error(error_type: &str, message: &str) {
 impl Startup {
     /// Initialises logging, loads the SDK configuration and the config (`GREENLIGHT_CONFIG`).
     pub async fn load() -> Result<Self, StartupError> {
+        let started = Instant::now();
         crate::telemetry::init();
+        let logging = started.elapsed();
         let sdk = crate::aws::sdk_config().await;
+        let sdk_ready = started.elapsed();
         let ssm = aws_sdk_ssm::Client::new(&sdk);
         let loaded = async {
             let source = ConfigSource::from_env()?;
@@ -99,6 +134,12 @@ impl Startup {
                 sdk,
                 config,
                 refresh,
+                profile: InitProfile {
+                    started,
+                    logging,
+                    sdk: sdk_ready - logging,
+                    config: started.elapsed() - sdk_ready,
+                },
             }),
             Err(error) => {
                 tracing::error!(error = %error, "cold start failed: the config cannot be used");

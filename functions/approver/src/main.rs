@@ -54,6 +54,7 @@ async fn main() -> Result<(), Error> {
         config: startup.config,
     };
     let deps = Live::new(deps, startup.refresh);
+    startup.profile.ready();
     run(service_fn(|event: LambdaEvent<Value>| {
         let deps = &deps;
         async move {

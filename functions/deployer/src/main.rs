@@ -38,6 +38,7 @@ async fn main() -> Result<(), Error> {
         readback_pause: READBACK_PAUSE,
     };
     let deps = Live::new(deps, startup.refresh);
+    startup.profile.ready();
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let invocation = Invocation::from_context(&event.context);
         let deps = &deps;

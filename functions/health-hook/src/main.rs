@@ -43,6 +43,7 @@ async fn main() -> Result<(), Error> {
         config: startup.config,
     };
     let deps = Live::new(deps, startup.refresh);
+    startup.profile.ready();
     run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let invocation = Invocation::from_context(&event.context);
         let deps = &deps;

@@ -1,7 +1,8 @@
-//! `greenlight-bench`: size, cold start, memory, warm latency and AWS calls of the three
-//! functions (release builds), beside a minimal lambda_runtime echo function as the floor, and
-//! one deploy by Greenlight beside one by `aws ecs deploy`, and the Lambda time each engine's
-//! deployments cost (the local pipeline on release builds). Run it with `scripts/bench`.
+//! `greenlight-bench`: size, cold start (with each function's own profile of it), memory, warm
+//! latency and AWS calls of the four functions (release builds), beside a minimal
+//! lambda_runtime echo function as the floor, and one deploy by Greenlight beside one by
+//! `aws ecs deploy`, and the Lambda time each engine's deployments cost (the local pipeline on
+//! release builds). Run it with `scripts/bench`; `--quick` measures the functions only.
 //!
 //! Everything runs through the same local Runtime API host; AWS and Slack are answered by a
 //! fast local stub (so latency is Greenlight's own cost), except the deploy comparison, which
@@ -63,6 +64,18 @@ fn vm_hwm_kb(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// The phases of a cold start a function logs once it is ready (`InitProfile::ready`).
+const INIT_PHASES: [&str; 5] = ["logging_ms", "sdk_ms", "config_ms", "clients_ms", "init_ms"];
+
+/// The cold-start profile line in a function's log, if it wrote one.
+fn init_profile(log: &Path) -> Option<Value> {
+    std::fs::read_to_string(log)
+        .ok()?
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["message"] == "cold start: ready for events")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -139,7 +152,14 @@ async fn main() {
             binary: "greenlight-notifier",
             event: sample("codedeploy-success"),
         },
+        // An unsigned request: verified and refused (401) before anything else is read.
+        Function {
+            name: "approver",
+            binary: "greenlight-approver",
+            event: sample("function-url-unsigned"),
+        },
     ];
+    let quick = std::env::args().any(|a| a == "--quick");
     let mut rows = vec![];
     for f in &functions {
         let binary = release_binary(f.binary);
@@ -150,10 +170,16 @@ async fn main() {
         // Cold starts: init (process start to the first poll) and the first invocation's extra time.
         let mut inits = vec![];
         let mut first_extra = vec![];
+        let mut phases: Vec<Vec<f64>> = vec![vec![]; INIT_PHASES.len()];
         for _ in 0..COLD_RUNS {
             let host =
                 FunctionHost::start(f.binary, &binary, &env, Duration::from_secs(30), &log).await;
             inits.push(wait_init(&host).await);
+            if let Some(profile) = init_profile(&log) {
+                for (i, phase) in INIT_PHASES.iter().enumerate() {
+                    phases[i].push(profile[phase].as_f64().unwrap_or(0.0));
+                }
+            }
             let first = invoke_ok(&host, f.event.clone()).await;
             let mut warm = vec![];
             for _ in 0..10 {
@@ -164,6 +190,17 @@ async fn main() {
         }
         inits.sort();
         first_extra.sort();
+        // Each phase's median; the rest of the measured init is the process start, the
+        // runtime and the first poll (the echo floor is nothing else).
+        let profile: serde_json::Map<String, Value> = INIT_PHASES
+            .iter()
+            .zip(phases.iter_mut())
+            .filter(|(_, values)| !values.is_empty())
+            .map(|(phase, values)| {
+                values.sort_by(f64::total_cmp);
+                (phase.to_string(), json!(values[values.len() / 2]))
+            })
+            .collect();
 
         // Warm: 1,000 invocations, then the process's peak RSS; AWS calls of one more event.
         let host =
@@ -202,6 +239,7 @@ async fn main() {
             "bootstrap_bytes": size,
             "zip_bytes": zipped,
             "init_ms_p50": ms(percentile(&inits, 0.5)),
+            "init_profile_ms_p50": profile,
             "first_invocation_extra_ms_p50": ms(percentile(&first_extra, 0.5)),
             "peak_rss_kb": rss_kb,
             "warm_ms_p50": ms(percentile(&latencies, 0.5)),
@@ -215,9 +253,15 @@ async fn main() {
         eprintln!("measured {}", f.name);
     }
 
-    let refresh = config_refresh_cost(&env, &out_dir).await;
-    let comparison = compare_with_aws_cli(&env).await;
-    let lambda_time = lambda_time_per_deployment().await;
+    let (refresh, comparison, lambda_time) = if quick {
+        (Value::Null, Value::Null, Value::Null)
+    } else {
+        (
+            config_refresh_cost(&env, &out_dir).await,
+            compare_with_aws_cli(&env).await,
+            lambda_time_per_deployment().await,
+        )
+    };
     // The arm64 bootstraps and zips `scripts/package` measured, when it has run.
     let arm64: Option<Value> =
         std::fs::read(workspace_root().join("target/greenlight-package/sizes.json"))
@@ -463,6 +507,7 @@ fn print_table(report: &Value) {
             r["warm_ms_p50"], r["warm_ms_p99"], calls
         );
     }
+    print_init_profile(&rows);
     if let Some(arm64) = report.get("arm64").filter(|v| !v.is_null()) {
         println!("\narm64, as `sam build` made them (scripts/package):");
         for (function, sizes) in arm64.as_object().into_iter().flatten() {
@@ -474,6 +519,9 @@ fn print_table(report: &Value) {
         }
     }
     let r = &report["config_refresh"];
+    if r.is_null() {
+        return;
+    }
     println!(
         "\nConfig refresh, deployer warm p50: {} ms as deployed (read again once a minute); {} ms reading it before every invocation.",
         r["warm_ms_p50_max_age_60s"], r["warm_ms_p50_read_every_invocation"]
@@ -505,4 +553,27 @@ fn print_table(report: &Value) {
     let c = &report["deploy_comparison"];
     println!("\nOne deploy against moto + the CodeDeploy stand-in: Greenlight deployer (cold process + first invocation) {} ms; `aws ecs deploy` {} ms.",
         c["greenlight_cold_deployer_ms"], c["aws_ecs_deploy"]["ms"]);
+}
+
+/// Where each function's cold start goes: the phases it logs from inside `main`, and the rest
+/// (process start, the runtime, the first poll) against the echo floor's whole init.
+fn print_init_profile(rows: &[Value]) {
+    let floor = rows[0]["init_ms_p50"].as_f64().unwrap_or(0.0);
+    println!("\nCold start profile (medians, ms; `rest` = process start, runtime and first poll, against the echo floor's {floor} ms):");
+    println!("| function | init | logging | SDK config | config | clients | rest |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in rows.iter().skip(1) {
+        let p = &r["init_profile_ms_p50"];
+        let phase = |k: &str| p[k].as_f64().unwrap_or(0.0);
+        let init = r["init_ms_p50"].as_f64().unwrap_or(0.0);
+        println!(
+            "| {} | {init} | {} | {} | {} | {} | {:.2} |",
+            r["function"].as_str().unwrap_or_default(),
+            phase("logging_ms"),
+            phase("sdk_ms"),
+            phase("config_ms"),
+            phase("clients_ms"),
+            init - phase("init_ms"),
+        );
+    }
 }
