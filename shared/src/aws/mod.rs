@@ -32,13 +32,21 @@ pub async fn sdk_config() -> SdkConfig {
 pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
     use std::time::Duration;
     aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(3))
+        .connect_timeout(CONNECT_TIMEOUT)
         .operation_attempt_timeout(Duration::from_secs(5))
         .operation_timeout(Duration::from_secs(12))
         .build()
 }
 
-/// The SDK's HTTP client: hyper with rustls on the `ring` provider (HTTP and HTTPS).
+/// The SDK's HTTP client: hyper with rustls on the `ring` provider (HTTP and HTTPS), one
+/// connector (one TLS configuration, one connection pool) shared by every client built from
+/// the SDK configuration.
+///
+/// The SDK's own client builds a connector per client to validate it, and another at each
+/// client's first call, each parsing the whole trust store again: six clients cost a cold
+/// start seven parses. Handing the clients one connector built here makes that one.
+/// The connector enforces the connect timeout of [`timeouts`] itself (the SDK passes its
+/// settings only to connectors it builds); attempt and operation timeouts are the SDK's.
 ///
 /// It trusts the Mozilla root program as the `webpki-root-certs` crate keeps it (compiled in,
 /// updated with the crate), so every partition's endpoints (commercial, China, GovCloud) and
@@ -47,17 +55,33 @@ pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
 /// runtime itself). `GREENLIGHT_SYSTEM_ROOTS=1` trusts the system store instead (an endpoint
 /// behind another CA, such as a TLS-inspecting proxy).
 pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_runtime_api::client::http::{http_client_fn, SharedHttpConnector};
+    let connector = SharedHttpConnector::new(connector());
+    http_client_fn(move |_, _| connector.clone())
+}
+
+/// Within how long a connection must be established.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn connector() -> aws_smithy_http_client::Connector {
     use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    use aws_smithy_runtime_api::client::http::HttpConnectorSettings;
     let trust = match std::env::var_os("GREENLIGHT_SYSTEM_ROOTS") {
         Some(_) => TrustStore::default(),
         None => TrustStore::empty().with_pem_certificate(mozilla_roots_pem()),
     };
-    let builder = aws_smithy_http_client::Builder::new()
+    let builder = aws_smithy_http_client::Connector::builder()
+        .connector_settings(
+            HttpConnectorSettings::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .build(),
+        )
+        .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
     match TlsContext::builder().with_trust_store(trust).build() {
-        Ok(context) => builder.tls_context(context).build_https(),
+        Ok(context) => builder.tls_context(context).build(),
         // Unreachable with well-formed roots; fall back to the defaults rather than fail.
-        Err(_) => builder.build_https(),
+        Err(_) => builder.build(),
     }
 }
 
