@@ -121,7 +121,7 @@ enum Stage {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let sdk = greenlight_shared::aws::sdk_config().await;
+    let sdk = sdk_config().await;
     let ledger = || -> Result<DynamoLedger, Failed> {
         let table = cli.table.clone().ok_or_else(|| {
             Failed::Usage("name the ledger table with --table or GREENLIGHT_LEDGER_TABLE (the stack's ReleaseLedgerTableName output)".into())
@@ -376,6 +376,17 @@ fn deployer_function(cli: &Cli) -> Result<String, Failed> {
     cli.function.clone().ok_or_else(|| {
         Failed::Usage("name the deployer with --function or GREENLIGHT_DEPLOYER_FUNCTION (the stack's DeployerFunctionName output)".into())
     })
+}
+
+/// The SDK configuration of a person's shell: aws-config's whole chain (profiles, SSO, web
+/// identity, the environment), unlike the functions, whose environment holds everything
+/// (`greenlight_shared::aws::sdk_config`); the same HTTP client and timeouts as theirs.
+async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(greenlight_shared::aws::http_client())
+        .timeout_config(greenlight_shared::aws::timeouts())
+        .load()
+        .await
 }
 
 /// The deployer, asked through Lambda Invoke.

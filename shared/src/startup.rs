@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_config::SdkConfig;
+use aws_types::SdkConfig;
 
 use crate::config::{Config, ConfigError, ConfigSource};
 use crate::ledger::{DynamoLedger, Ledger};
@@ -118,7 +118,7 @@ impl Startup {
         let started = Instant::now();
         crate::telemetry::init();
         let logging = started.elapsed();
-        let sdk = crate::aws::sdk_config().await;
+        let sdk = crate::aws::sdk_config();
         let sdk_ready = started.elapsed();
         let ssm = aws_sdk_ssm::Client::new(&sdk);
         let loaded = async {

@@ -10,28 +10,92 @@ pub mod ecr;
 pub mod ecs;
 pub mod elb;
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_types::SdkConfig;
 
-/// The SDK configuration every function builds once per cold start.
+/// The SDK configuration every function builds once per cold start, from its environment.
 ///
-/// rustls with the `ring` provider (smaller and faster to build than aws-lc); credentials,
-/// region and endpoint overrides (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`) from the
-/// standard chain, so local stand-ins need no code path of their own. Every call is bounded
-/// ([`timeouts`]): a hung endpoint costs a retry, never the invocation's deadline.
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+/// Lambda puts all of it there: the region (`AWS_REGION`) and the execution role's
+/// credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, valid for
+/// the execution environment's life), so the functions do not link aws-config's provider
+/// chain (profile files, SSO, web identity through STS, IMDS, container credentials), which
+/// weighed about a megabyte of each bootstrap and resolved a dozen settings at every cold
+/// start. Endpoint overrides are read as the SDK documents them (`AWS_ENDPOINT_URL`,
+/// `AWS_ENDPOINT_URL_<SERVICE>`, `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`), so local stand-ins
+/// need no code path of their own; `AWS_USE_FIPS_ENDPOINT` and `AWS_USE_DUALSTACK_ENDPOINT`
+/// too. rustls with the `ring` provider (smaller and faster to build than aws-lc), standard
+/// retries (3 attempts), and every call bounded ([`timeouts`]): a hung endpoint costs a retry,
+/// never the invocation's deadline. The `greenlight` command, run by people with profiles and
+/// SSO, keeps aws-config's chain.
+pub fn sdk_config() -> SdkConfig {
+    use aws_credential_types::{provider::SharedCredentialsProvider, Credentials};
+    let region = env_value("AWS_REGION").or_else(|| env_value("AWS_DEFAULT_REGION"));
+    let mut builder = SdkConfig::builder()
+        .behavior_version(
+            aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest(),
+        )
+        .region(region.map(aws_types::region::Region::new))
+        .use_fips(
+            env_value("AWS_USE_FIPS_ENDPOINT").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        )
+        .use_dual_stack(
+            env_value("AWS_USE_DUALSTACK_ENDPOINT").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        )
         .http_client(http_client())
         .timeout_config(timeouts())
-        .load()
-        .await
+        .retry_config(aws_smithy_types::retry::RetryConfig::standard())
+        .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
+        .service_config(EnvEndpoints);
+    match (
+        env_value("AWS_ACCESS_KEY_ID"),
+        env_value("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Some(id), Some(secret)) => {
+            let credentials = Credentials::new(
+                id,
+                secret,
+                env_value("AWS_SESSION_TOKEN"),
+                None,
+                "environment",
+            );
+            builder = builder.credentials_provider(SharedCredentialsProvider::new(credentials));
+        }
+        // Never in Lambda; every AWS call then fails, each naming the missing credentials.
+        _ => tracing::warn!(
+            "no AWS credentials in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
+        ),
+    }
+    builder.build()
+}
+
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The endpoint overrides of the environment, as the SDK documents them: a service's own
+/// (`AWS_ENDPOINT_URL_ECS`: its service id upper-cased, spaces as underscores) before the
+/// global one (`AWS_ENDPOINT_URL`); none with `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`.
+#[derive(Debug)]
+struct EnvEndpoints;
+
+impl aws_types::service_config::LoadServiceConfig for EnvEndpoints {
+    fn load_config(&self, key: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
+        if key.env() == "AWS_ENDPOINT_URL"
+            && env_value("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
+            return None;
+        }
+        let service = key.service_id().to_uppercase().replace(' ', "_");
+        env_value(&format!("{}_{service}", key.env())).or_else(|| env_value(key.env()))
+    }
 }
 
 /// Connect within 3 s, an attempt within 5 s, a call with its retries within 12 s: AWS control
 /// planes answer in well under a second, and the shortest budget (the hook's, 5 s kept back
 /// from its deadline for the report) must survive one hung attempt.
-pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+pub fn timeouts() -> aws_smithy_types::timeout::TimeoutConfig {
     use std::time::Duration;
-    aws_config::timeout::TimeoutConfig::builder()
+    aws_smithy_types::timeout::TimeoutConfig::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .operation_attempt_timeout(Duration::from_secs(5))
         .operation_timeout(Duration::from_secs(12))
