@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
+pub mod http;
 pub mod invocation;
 pub mod ledger;
 pub mod model;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::http::{Http, Request};
 use crate::secrets::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,13 +24,13 @@ pub enum SlackError {
 
 #[derive(Debug, Clone)]
 pub struct SlackPoster {
-    http: reqwest::Client,
+    http: Http,
     first_backoff: Duration,
     max_backoff: Duration,
 }
 
 impl SlackPoster {
-    pub fn new(http: reqwest::Client) -> Self {
+    pub fn new(http: Http) -> Self {
         Self {
             http,
             first_backoff: Duration::from_millis(500),
@@ -56,34 +57,25 @@ impl SlackPoster {
         loop {
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
+            let request = Request::post_json(webhook.expose(), payload);
             let (wait, last) = match self
                 .http
-                .post(webhook.expose())
-                .timeout(remaining.min(Duration::from_secs(10)))
-                .json(payload)
-                .send()
+                .send(request, remaining.min(Duration::from_secs(10)))
                 .await
             {
-                Ok(resp) if resp.status().is_success() => return Ok(attempts),
-                Ok(resp) if resp.status().as_u16() == 429 => (
-                    retry_after(&resp).unwrap_or(backoff),
+                Ok(resp) if resp.is_success() => return Ok(attempts),
+                Ok(resp) if resp.status == 429 => (
+                    resp.retry_after.unwrap_or(backoff),
                     "HTTP 429 rate limited".to_string(),
                 ),
-                Ok(resp) if resp.status().is_server_error() => {
-                    (backoff, format!("HTTP {}", resp.status().as_u16()))
-                }
+                Ok(resp) if resp.is_server_error() => (backoff, format!("HTTP {}", resp.status)),
                 Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let body: String = resp
-                        .text()
-                        .await
-                        .unwrap_or_default()
-                        .chars()
-                        .take(200)
-                        .collect();
-                    return Err(SlackError::Rejected { status, body });
+                    return Err(SlackError::Rejected {
+                        status: resp.status,
+                        body: resp.text(200),
+                    })
                 }
-                Err(e) => (backoff, e.without_url().to_string()),
+                Err(e) => (backoff, e.to_string()),
             };
             if Instant::now() + wait >= deadline {
                 return Err(SlackError::GaveUp { attempts, last });
@@ -142,7 +134,7 @@ pub struct Posted {
 /// `ratelimited` error likewise, 5xx and connection failures with backoff) inside the deadline.
 #[derive(Debug, Clone)]
 pub struct SlackApp {
-    http: reqwest::Client,
+    http: Http,
     /// `https://slack.com/api` (another base only for local runs and tests).
     base: String,
     first_backoff: Duration,
@@ -150,7 +142,7 @@ pub struct SlackApp {
 }
 
 impl SlackApp {
-    pub fn new(http: reqwest::Client, base: impl Into<String>) -> Self {
+    pub fn new(http: Http, base: impl Into<String>) -> Self {
         Self {
             http,
             base: base.into().trim_end_matches('/').to_string(),
@@ -272,29 +264,25 @@ impl SlackApp {
         loop {
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let request = self
-                .http
-                .post(&url)
-                .bearer_auth(token.expose())
-                .timeout(remaining.min(Duration::from_secs(10)));
-            let sent = match body {
-                Body::Json(json) => request.json(json),
-                Body::Form(form) => request.form(form),
+            let request = match body {
+                Body::Json(json) => Request::post_json(&url, json),
+                Body::Form(form) => Request::post_form(&url, form),
             }
-            .send()
-            .await;
+            .bearer(token.expose());
+            let sent = self
+                .http
+                .send(request, remaining.min(Duration::from_secs(10)))
+                .await;
             let (wait, last) = match sent {
-                Ok(resp) if resp.status().as_u16() == 429 => (
-                    retry_after(&resp).unwrap_or(backoff),
+                Ok(resp) if resp.status == 429 => (
+                    resp.retry_after.unwrap_or(backoff),
                     "HTTP 429 rate limited".to_string(),
                 ),
-                Ok(resp) if resp.status().is_server_error() => {
-                    (backoff, format!("HTTP {}", resp.status().as_u16()))
-                }
+                Ok(resp) if resp.is_server_error() => (backoff, format!("HTTP {}", resp.status)),
                 Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let after = retry_after(&resp);
-                    let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+                    let status = resp.status;
+                    let after = resp.retry_after;
+                    let answer = resp.json();
                     if answer["ok"] == true {
                         return Ok(answer);
                     }
@@ -318,7 +306,7 @@ impl SlackApp {
                         _ => return Err(SlackApiError::Rejected { method, error }),
                     }
                 }
-                Err(e) => (backoff, e.without_url().to_string()),
+                Err(e) => (backoff, e.to_string()),
             };
             if Instant::now() + wait >= deadline {
                 return Err(SlackApiError::GaveUp { attempts, last });
@@ -335,12 +323,4 @@ impl SlackApp {
 enum Body<'a> {
     Json(&'a serde_json::Value),
     Form(&'a [(&'a str, &'a str)]),
-}
-
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    resp.headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
 }

@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 use aws_types::SdkConfig;
 
 use crate::config::{Config, ConfigError, ConfigSource};
+use crate::http::{Http, Request};
 use crate::ledger::{DynamoLedger, Ledger};
 
 pub struct Startup {
     pub sdk: SdkConfig,
+    /// HTTP beyond AWS (Slack), on the SDK clients' connector.
+    pub http: Http,
     pub config: Config,
     /// Reads the config again when the copy in use is older than its maximum age.
     pub refresh: ConfigRefresh,
@@ -100,15 +103,13 @@ pub async fn report_init_error(error_type: &str, message: &str) {
     let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
         return;
     };
-    let sent = reqwest::Client::new()
-        .post(format!("http://{api}/2018-06-01/runtime/init/error"))
-        .header("Lambda-Runtime-Function-Error-Type", error_type)
-        .timeout(std::time::Duration::from_secs(2))
-        .json(&serde_json::json!({"errorType": error_type, "errorMessage": message}))
-        .send()
-        .await;
-    if let Err(e) = sent {
-        tracing::warn!(error = %e.without_url(), "could not report the init error to the Runtime API");
+    let request = Request::post_json(
+        format!("http://{api}/2018-06-01/runtime/init/error"),
+        &serde_json::json!({"errorType": error_type, "errorMessage": message}),
+    )
+    .header("Lambda-Runtime-Function-Error-Type", error_type);
+    if let Err(e) = Http::new().send(request, Duration::from_secs(2)).await {
+        tracing::warn!(error = %e, "could not report the init error to the Runtime API");
     }
 }
 
@@ -118,7 +119,8 @@ impl Startup {
         let started = Instant::now();
         crate::telemetry::init();
         let logging = started.elapsed();
-        let sdk = crate::aws::sdk_config();
+        let connector = crate::http::connector(crate::aws::CONNECT_TIMEOUT);
+        let sdk = crate::aws::sdk_config(connector.clone());
         let sdk_ready = started.elapsed();
         let ssm = aws_sdk_ssm::Client::new(&sdk);
         let loaded = async {
@@ -132,6 +134,7 @@ impl Startup {
         match loaded {
             Ok((config, refresh)) => Ok(Self {
                 sdk,
+                http: Http::on(connector),
                 config,
                 refresh,
                 profile: InitProfile {

@@ -129,7 +129,7 @@ impl World {
             },
             secrets: Arc::new(Secrets),
             signing_secret: SecretRef::Env("SLACK_SIGNING".into()),
-            slack_app: SlackApp::new(reqwest::Client::new(), slack.base.clone())
+            slack_app: SlackApp::new(greenlight_shared::http::Http::new(), slack.base.clone())
                 .with_backoff(Duration::from_millis(10), Duration::from_millis(50)),
             responder: told.clone(),
             response_base: "https://hooks.slack.com/".into(),

@@ -279,7 +279,10 @@ impl World {
                         gates,
                         secrets: Arc::new(Secrets),
                         signing_secret: SecretRef::Env("SIGNING".into()),
-                        slack_app: SlackApp::new(reqwest::Client::new(), "http://127.0.0.1:9/api"),
+                        slack_app: SlackApp::new(
+                            greenlight_shared::http::Http::new(),
+                            "http://127.0.0.1:9/api",
+                        ),
                         responder: Arc::new(Told::default()),
                         response_base: "https://hooks.slack.com/".into(),
                         cache: Default::default(),

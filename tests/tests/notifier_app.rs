@@ -93,8 +93,8 @@ impl World {
             ecs: ecs.clone(),
             ledger: Some(ledger.clone() as Arc<dyn Ledger>),
             secrets: Arc::new(Token(token.to_string())),
-            slack: SlackPoster::new(reqwest::Client::new()),
-            slack_app: SlackApp::new(reqwest::Client::new(), slack.base.clone())
+            slack: SlackPoster::new(greenlight_shared::http::Http::new()),
+            slack_app: SlackApp::new(greenlight_shared::http::Http::new(), slack.base.clone())
                 .with_backoff(Duration::from_millis(10), Duration::from_millis(50)),
             default_webhook: None,
             region: "us-east-1".into(),

@@ -178,9 +178,9 @@ impl World {
                 secrets_manager: aws_sdk_secretsmanager::Client::new(&via_moto),
                 ssm: aws_sdk_ssm::Client::new(&via_moto),
             }),
-            slack: SlackPoster::new(reqwest::Client::new()),
+            slack: SlackPoster::new(greenlight_shared::http::Http::new()),
             slack_app: greenlight_shared::slack::SlackApp::new(
-                reqwest::Client::new(),
+                greenlight_shared::http::Http::new(),
                 "http://127.0.0.1:9/api",
             ),
             default_webhook: Some(SecretRef::parse("secretsmanager:greenlight/slack").unwrap()),

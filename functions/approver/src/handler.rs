@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use greenlight_shared::approval::{
     decide, person, Binding, Choice, Decided, DecisionRequest, EngineGates,
 };
+use greenlight_shared::http::{Http, Request};
 use greenlight_shared::ledger::Ledger;
 use greenlight_shared::secrets::{Secret, SecretCache, SecretRef, SecretSource};
 use greenlight_shared::slack::SlackApp;
@@ -29,7 +30,7 @@ pub trait Responder: Send + Sync {
 }
 
 /// Posts to Slack's `response_url` (best effort: the decision stands either way).
-pub struct SlackResponder(pub reqwest::Client);
+pub struct SlackResponder(pub Http);
 
 #[async_trait]
 impl Responder for SlackResponder {
@@ -41,13 +42,20 @@ impl Responder for SlackResponder {
         });
         let sent = self
             .0
-            .post(response_url)
-            .timeout(Duration::from_secs(2))
-            .json(&body)
-            .send()
+            .send(
+                Request::post_json(response_url, &body),
+                Duration::from_secs(2),
+            )
             .await;
-        if let Err(e) = sent.and_then(|r| r.error_for_status()) {
-            warn!(error = %e.without_url(), "could not answer the person who clicked");
+        match sent {
+            Ok(answer) if answer.is_success() => {}
+            Ok(answer) => {
+                warn!(
+                    status = answer.status,
+                    "could not answer the person who clicked"
+                )
+            }
+            Err(e) => warn!(error = %e, "could not answer the person who clicked"),
         }
     }
 }

@@ -29,7 +29,7 @@ async fn main() -> Result<(), Error> {
         }
     };
     let sdk = &startup.sdk;
-    let http = reqwest::Client::new();
+    let http = startup.http.clone();
     let deps = Deps {
         ledger: startup.ledger(),
         gates: EngineGates {

@@ -29,7 +29,7 @@ async fn main() -> Result<(), Error> {
             std::process::exit(1);
         }
     };
-    let http = reqwest::Client::new();
+    let http = startup.http.clone();
     let deps = Deps {
         codedeploy: Arc::new(CodeDeploy(aws_sdk_codedeploy::Client::new(sdk))),
         ecs: Arc::new(Ecs(aws_sdk_ecs::Client::new(sdk))),

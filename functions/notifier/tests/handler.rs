@@ -198,11 +198,11 @@ impl World {
             ecs: ecs.clone(),
             ledger: with_ledger.then(|| ledger.clone() as Arc<dyn Ledger>),
             secrets: secrets.clone(),
-            slack: SlackPoster::new(reqwest::Client::new())
+            slack: SlackPoster::new(greenlight_shared::http::Http::new())
                 .with_backoff(Duration::from_millis(10), Duration::from_millis(50)),
             // Webhook mode only here (app mode: tests/tests/notifier_app.rs).
             slack_app: greenlight_shared::slack::SlackApp::new(
-                reqwest::Client::new(),
+                greenlight_shared::http::Http::new(),
                 "http://127.0.0.1:9/api",
             ),
             default_webhook: default_webhook.map(|r| SecretRef::parse(r).unwrap()),

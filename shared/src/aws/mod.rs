@@ -22,11 +22,13 @@ use aws_types::SdkConfig;
 /// start. Endpoint overrides are read as the SDK documents them (`AWS_ENDPOINT_URL`,
 /// `AWS_ENDPOINT_URL_<SERVICE>`, `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`), so local stand-ins
 /// need no code path of their own; `AWS_USE_FIPS_ENDPOINT` and `AWS_USE_DUALSTACK_ENDPOINT`
-/// too. rustls with the `ring` provider (smaller and faster to build than aws-lc), standard
+/// too. The HTTP client is [`crate::http`]'s (rustls on `ring`); standard
 /// retries (3 attempts), and every call bounded ([`timeouts`]): a hung endpoint costs a retry,
 /// never the invocation's deadline. The `greenlight` command, run by people with profiles and
 /// SSO, keeps aws-config's chain.
-pub fn sdk_config() -> SdkConfig {
+pub fn sdk_config(
+    connector: aws_smithy_runtime_api::client::http::SharedHttpConnector,
+) -> SdkConfig {
     use aws_credential_types::{provider::SharedCredentialsProvider, Credentials};
     let region = env_value("AWS_REGION").or_else(|| env_value("AWS_DEFAULT_REGION"));
     let mut builder = SdkConfig::builder()
@@ -40,7 +42,7 @@ pub fn sdk_config() -> SdkConfig {
         .use_dual_stack(
             env_value("AWS_USE_DUALSTACK_ENDPOINT").is_some_and(|v| v.eq_ignore_ascii_case("true")),
         )
-        .http_client(http_client())
+        .http_client(http_client_on(connector))
         .timeout_config(timeouts())
         .retry_config(aws_smithy_types::retry::RetryConfig::standard())
         .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
@@ -102,120 +104,27 @@ pub fn timeouts() -> aws_smithy_types::timeout::TimeoutConfig {
         .build()
 }
 
-/// The SDK's HTTP client: hyper with rustls on the `ring` provider (HTTP and HTTPS), one
-/// connector (one TLS configuration, one connection pool) shared by every client built from
-/// the SDK configuration.
-///
-/// The SDK's own client builds a connector per client to validate it, and another at each
-/// client's first call, each parsing the whole trust store again: six clients cost a cold
-/// start seven parses. Handing the clients one connector built here makes that one.
-/// The connector enforces the connect timeout of [`timeouts`] itself (the SDK passes its
-/// settings only to connectors it builds); attempt and operation timeouts are the SDK's.
-///
-/// It trusts the Mozilla root program as the `webpki-root-certs` crate keeps it (compiled in,
-/// updated with the crate), so every partition's endpoints (commercial, China, GovCloud) and
-/// any future AWS root are covered without a file of ours to maintain, and no CA file is read
-/// at cold start (parsing the system's store was most of a cold start's time beyond the Lambda
-/// runtime itself). `GREENLIGHT_SYSTEM_ROOTS=1` trusts the system store instead (an endpoint
-/// behind another CA, such as a TLS-inspecting proxy).
+/// The SDK's HTTP client, for the `greenlight` command: one connector of [`crate::http`].
 pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    use aws_smithy_runtime_api::client::http::{http_client_fn, SharedHttpConnector};
-    let connector = SharedHttpConnector::new(connector());
-    http_client_fn(move |_, _| connector.clone())
+    http_client_on(crate::http::connector(CONNECT_TIMEOUT))
 }
 
-/// Within how long a connection must be established.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
-fn connector() -> aws_smithy_http_client::Connector {
-    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
-    use aws_smithy_runtime_api::client::http::HttpConnectorSettings;
-    let trust = match std::env::var_os("GREENLIGHT_SYSTEM_ROOTS") {
-        Some(_) => TrustStore::default(),
-        None => TrustStore::empty().with_pem_certificate(mozilla_roots_pem()),
-    };
-    let builder = aws_smithy_http_client::Connector::builder()
-        .connector_settings(
-            HttpConnectorSettings::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .build(),
-        )
-        .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
-    match TlsContext::builder().with_trust_store(trust).build() {
-        Ok(context) => builder.tls_context(context).build(),
-        // Unreachable with well-formed roots; fall back to the defaults rather than fail.
-        Err(_) => builder.build(),
-    }
+/// Every SDK client built from the configuration shares `connector`: one TLS configuration
+/// and one connection pool. The SDK's own HTTP client builds a connector per client to
+/// validate it and another at each client's first call, each parsing the whole trust store
+/// again: six clients cost a cold start seven parses. The connector enforces the connect
+/// timeout of [`timeouts`] itself (the SDK passes its settings only to connectors it builds);
+/// attempt and operation timeouts are the SDK's.
+fn http_client_on(
+    connector: aws_smithy_runtime_api::client::http::SharedHttpConnector,
+) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_runtime_api::client::http::http_client_fn(move |_, _| connector.clone())
 }
 
-/// The `webpki-root-certs` roots as PEM: the SDK's `TrustStore` takes nothing else (it cannot
-/// be handed trust anchors), and encoding them costs far less than reading a CA file.
-fn mozilla_roots_pem() -> Vec<u8> {
-    let mut pem = Vec::with_capacity(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() * 2048);
-    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
-        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
-        pem.extend_from_slice(aws_smithy_types::base64::encode(cert.as_ref()).as_bytes());
-        pem.extend_from_slice(b"\n-----END CERTIFICATE-----\n");
-    }
-    pem
-}
+/// Within how long a connection to AWS must be established.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Seconds since the epoch as a UTC time (CodeDeploy API timestamps).
 pub(crate) fn to_utc(t: &aws_smithy_types::DateTime) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_mozilla_roots_build_a_tls_context_that_trusts_every_partitions_roots() {
-        use aws_smithy_http_client::tls::{TlsContext, TrustStore};
-        let pem = mozilla_roots_pem();
-        let text = String::from_utf8_lossy(&pem);
-        assert_eq!(
-            text.matches("-----BEGIN CERTIFICATE-----").count(),
-            webpki_root_certs::TLS_SERVER_ROOT_CERTS.len()
-        );
-        assert!(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() > 100);
-        // The SDK parses the store with these two and panics on a certificate they refuse:
-        // every root must come back out of the PEM and be accepted as a trust anchor.
-        use rustls_pki_types::pem::PemObject;
-        let decoded: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<_, _>>()
-            .expect("valid PEM");
-        let originals: Vec<&[u8]> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-            .iter()
-            .map(|c| c.as_ref())
-            .collect();
-        assert_eq!(
-            decoded.iter().map(|c| c.as_ref()).collect::<Vec<_>>(),
-            originals
-        );
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in decoded {
-            roots.add(cert).expect("a root rustls accepts");
-        }
-        assert_eq!(roots.len(), originals.len());
-        // Amazon Root CA 1 (commercial and GovCloud endpoints) and Starfield Services Root
-        // Certificate Authority - G2 (its cross-signer) are among them, by subject.
-        for subject in [
-            "Amazon Root CA 1",
-            "Starfield Services Root Certificate Authority - G2",
-        ] {
-            assert!(
-                originals
-                    .iter()
-                    .any(|der| der.windows(subject.len()).any(|w| w == subject.as_bytes())),
-                "{subject} missing"
-            );
-        }
-        let store = TrustStore::empty().with_pem_certificate(pem);
-        assert!(TlsContext::builder()
-            .with_trust_store(store)
-            .build()
-            .is_ok());
-    }
 }
