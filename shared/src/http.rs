@@ -205,6 +205,9 @@ pub enum HttpError {
 #[derive(Debug, Clone)]
 pub struct Http(SharedHttpConnector);
 
+/// The most of an answer's body that is read.
+const MAX_BODY: usize = 256 * 1024;
+
 /// How long a connection may take to be established, for the requests of [`Http::new`].
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -251,11 +254,18 @@ impl Http {
                 .get("retry-after")
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let body = ByteStream::new(response.into_body())
-                .collect()
-                .await
-                .map_err(|_| HttpError::Other("the answer broke off".into()))?
-                .to_vec();
+            // At most MAX_BODY of it: an answer is read for its status and a short JSON document;
+            // a bigger one (a health page, a misdirected request) is cut, not held in memory.
+            let mut stream = ByteStream::new(response.into_body());
+            let mut body = Vec::new();
+            while body.len() < MAX_BODY {
+                match stream.try_next().await {
+                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                    Ok(None) => break,
+                    Err(_) => return Err(HttpError::Other("the answer broke off".into())),
+                }
+            }
+            body.truncate(MAX_BODY);
             Ok(Response {
                 status,
                 retry_after,
@@ -277,6 +287,149 @@ impl Default for Http {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-connection HTTP server on loopback: answers `answer` (a whole HTTP response) and
+    /// hands back the request it read.
+    async fn serve_once(answer: Vec<u8>) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = socket.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            socket.write_all(&answer).await.unwrap();
+            let _ = socket.shutdown().await;
+            String::from_utf8_lossy(&request).to_string()
+        });
+        (url, server)
+    }
+
+    #[tokio::test]
+    async fn a_post_carries_its_body_and_headers_and_its_answer_comes_back_whole() {
+        let body = r#"{"ok":true,"ts":"1.2"}"#;
+        let (url, server) = serve_once(
+            format!("HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes(),
+        )
+        .await;
+        let request = Request::post_json(
+            format!("{url}/api/chat.update"),
+            &serde_json::json!({"text": "hi"}),
+        )
+        .bearer("xoxb-token");
+        let answer = Http::new()
+            .send(request, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 429);
+        assert_eq!(answer.retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(answer.json()["ts"], "1.2");
+        assert!(!answer.is_success() && !answer.is_server_error());
+        let seen = server.await.unwrap();
+        assert!(
+            seen.starts_with("POST /api/chat.update HTTP/1.1\r\n"),
+            "{seen}"
+        );
+        let lower = seen.to_ascii_lowercase();
+        assert!(
+            lower.contains("authorization: bearer xoxb-token\r\n"),
+            "{seen}"
+        );
+        assert!(
+            lower.contains("content-type: application/json\r\n"),
+            "{seen}"
+        );
+        assert!(seen.ends_with(r#"{"text":"hi"}"#), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn a_form_is_encoded_and_an_oversized_answer_is_cut() {
+        let big = "x".repeat(MAX_BODY + 10_000);
+        let (url, server) = serve_once(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{big}",
+                big.len()
+            )
+            .into_bytes(),
+        )
+        .await;
+        let request = Request::post_form(
+            format!("{url}/api/conversations.replies"),
+            &[("channel", "C1"), ("ts", "1.2 3&")],
+        );
+        let answer = Http::new()
+            .send(request, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(answer.is_success());
+        assert_eq!(answer.body.len(), MAX_BODY);
+        let seen = server.await.unwrap();
+        assert!(seen.ends_with("channel=C1&ts=1.2+3%26"), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn no_answer_is_a_timeout_and_a_refused_connection_a_connect_error_neither_naming_the_url(
+    ) {
+        // Accepts and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent = format!(
+            "http://{}/services/T0/B0/secret-path",
+            listener.local_addr().unwrap()
+        );
+        let _held = tokio::spawn(async move {
+            let (_socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let http = Http::new();
+        let error = http
+            .send(Request::get(silent.clone()), Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert_eq!(error, HttpError::Timeout(Duration::from_millis(300)));
+        assert_eq!(error.to_string(), "no answer within 300 ms");
+
+        // Nothing listens on a port just released.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!(
+                "http://{}/services/T0/B0/secret-path",
+                l.local_addr().unwrap()
+            )
+        };
+        let error = http
+            .send(Request::get(closed), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(error, HttpError::Connect);
+        assert!(!error.to_string().contains("secret-path"));
+        assert_eq!(
+            http.send(Request::get("not a url"), Duration::from_secs(1))
+                .await
+                .unwrap_err(),
+            HttpError::BadUrl
+        );
+    }
 
     #[test]
     fn the_mozilla_roots_build_a_tls_context_that_trusts_every_partitions_roots() {
