@@ -33,8 +33,12 @@ fn sample(name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("sample event")).expect("JSON")
 }
 
+/// Where `scripts/bench` puts the release builds (built for the target explicitly, as Lambda's
+/// bootstraps are).
+const RELEASE_DIR: &str = "x86_64-unknown-linux-gnu/release";
+
 fn release_binary(name: &str) -> PathBuf {
-    let path = workspace_root().join("target/release").join(name);
+    let path = workspace_root().join("target").join(RELEASE_DIR).join(name);
     assert!(
         path.exists(),
         "{} missing: run scripts/bench",
@@ -286,7 +290,7 @@ async fn lambda_time_per_deployment() -> Value {
     use greenlight_tests::pipeline::{Pipeline, Timeline};
     use greenlight_tests::receivers::Health;
     // The pipeline runs the release builds (`pipeline::binary` reads the profile from here).
-    std::env::set_var("GREENLIGHT_PROFILE", "release");
+    std::env::set_var("GREENLIGHT_PROFILE", RELEASE_DIR);
     let p = Pipeline::start(Timeline::new(std::sync::Arc::new(|_| {}))).await;
     let hosts = [
         ("deployer", &p.world.deployer),
