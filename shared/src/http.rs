@@ -110,6 +110,8 @@ pub struct Request {
     url: String,
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
+    /// Whether the answer's body is read (not for a probe, which needs only the status).
+    read_body: bool,
 }
 
 impl Request {
@@ -119,6 +121,7 @@ impl Request {
             url: url.into(),
             headers: vec![],
             body: vec![],
+            read_body: true,
         }
     }
 
@@ -129,6 +132,7 @@ impl Request {
             url: url.into(),
             headers: vec![("content-type", "application/json".into())],
             body: json.to_string().into_bytes(),
+            read_body: true,
         }
     }
 
@@ -142,11 +146,19 @@ impl Request {
             url: url.into(),
             headers: vec![("content-type", "application/x-www-form-urlencoded".into())],
             body: body.into_bytes(),
+            read_body: true,
         }
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Only the status and headers are awaited; the body is left unread (and the connection
+    /// with it): a health page that streams slowly does not hold a probe past its answer.
+    pub fn status_only(mut self) -> Self {
+        self.read_body = false;
         self
     }
 
@@ -258,7 +270,7 @@ impl Http {
             // a bigger one (a health page, a misdirected request) is cut, not held in memory.
             let mut stream = ByteStream::new(response.into_body());
             let mut body = Vec::new();
-            while body.len() < MAX_BODY {
+            while request.read_body && body.len() < MAX_BODY {
                 match stream.try_next().await {
                     Ok(Some(chunk)) => body.extend_from_slice(&chunk),
                     Ok(None) => break,
@@ -386,6 +398,38 @@ mod tests {
         assert_eq!(answer.body.len(), MAX_BODY);
         let seen = server.await.unwrap();
         assert!(seen.ends_with("channel=C1&ts=1.2+3%26"), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn a_status_only_request_does_not_wait_for_a_slow_body() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/health", listener.local_addr().unwrap());
+        // Each connection: the status line and headers at once, the body never finished.
+        let _server = tokio::spawn(async move {
+            let mut held = vec![];
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial")
+                    .await
+                    .unwrap();
+                held.push(socket);
+            }
+        });
+        let http = Http::new();
+        let timeout = Duration::from_millis(400);
+        let answer = http
+            .send(Request::get(&url).status_only(), timeout)
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200);
+        assert!(answer.body.is_empty());
+        assert_eq!(
+            http.send(Request::get(&url), timeout).await.unwrap_err(),
+            HttpError::Timeout(timeout)
+        );
     }
 
     #[tokio::test]

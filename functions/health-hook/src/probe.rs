@@ -95,7 +95,9 @@ impl Prober for HttpProber {
             Some(host) => self.addressed_to(url, host).await?,
             None => (self.plain(), url.to_string()),
         };
-        let request = Request::get(target).header("user-agent", "greenlight-health-hook");
+        let request = Request::get(target)
+            .header("user-agent", "greenlight-health-hook")
+            .status_only();
         match http.send(request, timeout).await {
             Ok(resp) => Ok(resp.status),
             Err(HttpError::BadUrl) => Err("bad probe URL".to_string()),
