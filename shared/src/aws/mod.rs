@@ -47,24 +47,20 @@ pub fn sdk_config(
         .retry_config(aws_smithy_types::retry::RetryConfig::standard())
         .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
         .service_config(EnvEndpoints);
-    match (
+    // Always set in Lambda. Without them no provider is set, and each AWS call fails naming
+    // the missing credentials where that failure is logged, rather than a line at every start.
+    if let (Some(id), Some(secret)) = (
         env_value("AWS_ACCESS_KEY_ID"),
         env_value("AWS_SECRET_ACCESS_KEY"),
     ) {
-        (Some(id), Some(secret)) => {
-            let credentials = Credentials::new(
-                id,
-                secret,
-                env_value("AWS_SESSION_TOKEN"),
-                None,
-                "environment",
-            );
-            builder = builder.credentials_provider(SharedCredentialsProvider::new(credentials));
-        }
-        // Never in Lambda; every AWS call then fails, each naming the missing credentials.
-        _ => tracing::warn!(
-            "no AWS credentials in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
-        ),
+        let credentials = Credentials::new(
+            id,
+            secret,
+            env_value("AWS_SESSION_TOKEN"),
+            None,
+            "environment",
+        );
+        builder = builder.credentials_provider(SharedCredentialsProvider::new(credentials));
     }
     builder.build()
 }
