@@ -10,10 +10,12 @@
 //! A bad document fails the cold start with a message that names the offending key.
 
 mod approval;
+mod source;
 
 pub use approval::{
     ApprovalSettings, APPROVAL_TIMEOUT_DEFAULT_MINUTES, APPROVAL_TIMEOUT_MAX_MINUTES,
 };
+pub use source::ConfigSource;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -79,28 +81,6 @@ fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         problem: problem.into(),
-    }
-}
-
-/// Where the config document lives, as given by `GREENLIGHT_CONFIG`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigSource {
-    File(String),
-    SsmParameter(String),
-}
-
-impl ConfigSource {
-    pub fn parse(value: &str) -> Self {
-        match value.strip_prefix("ssm:") {
-            Some(name) => Self::SsmParameter(name.to_string()),
-            None => Self::File(value.to_string()),
-        }
-    }
-
-    pub fn from_env() -> Result<Self, ConfigError> {
-        std::env::var("GREENLIGHT_CONFIG")
-            .map(|v| Self::parse(&v))
-            .map_err(|_| ConfigError::MissingEnv("GREENLIGHT_CONFIG"))
     }
 }
 
@@ -480,36 +460,6 @@ impl Config {
     }
 }
 
-impl ConfigSource {
-    /// The document's text, from the file or the SSM parameter (SecureString allowed).
-    pub async fn read(&self, ssm: &aws_sdk_ssm::Client) -> Result<String, ConfigError> {
-        Ok(match self {
-            ConfigSource::File(path) => {
-                std::fs::read_to_string(path).map_err(|source| ConfigError::File {
-                    path: path.clone(),
-                    source,
-                })?
-            }
-            ConfigSource::SsmParameter(name) => ssm
-                .get_parameter()
-                .name(name)
-                .with_decryption(true)
-                .send()
-                .await
-                .map_err(|e| ConfigError::Parameter {
-                    name: name.clone(),
-                    message: crate::error::describe_sdk_error(&e),
-                })?
-                .parameter
-                .and_then(|p| p.value)
-                .ok_or_else(|| ConfigError::Parameter {
-                    name: name.clone(),
-                    message: "parameter has no value".to_string(),
-                })?,
-        })
-    }
-}
-
 fn check_hooks(key: &str, hooks: &[String]) -> Result<(), ConfigError> {
     for hook in hooks {
         if !ECS_HOOK_EVENTS.contains(&hook.as_str()) {
@@ -837,18 +787,6 @@ webhook = "ssm:/greenlight/slack/web2"
         }
         let err = error_of("[apps.a]\nrepository='r'\ncluster='c'\nservice='s'\nengine='lambda'\n");
         assert!(err.contains("unknown variant"), "{err}");
-    }
-
-    #[test]
-    fn config_source_reads_ssm_prefix() {
-        assert_eq!(
-            ConfigSource::parse("ssm:/greenlight/config"),
-            ConfigSource::SsmParameter("/greenlight/config".into())
-        );
-        assert_eq!(
-            ConfigSource::parse("./greenlight.toml"),
-            ConfigSource::File("./greenlight.toml".into())
-        );
     }
 
     #[test]
