@@ -16,31 +16,18 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::byte_stream::ByteStream;
 
 /// A connector: one TLS configuration and one connection pool, HTTP and HTTPS, names resolved
-/// by the system. Building one parses the trust store (about a millisecond): a function
-/// builds one per cold start and shares it.
-pub fn connector(connect_timeout: Duration) -> SharedHttpConnector {
+/// by the system, or with `pinned` one name answered by the addresses it holds. Building one
+/// parses the trust store (about a millisecond): a function builds one per cold start and
+/// shares it.
+pub fn connector(connect_timeout: Duration, pinned: Option<PinnedName>) -> SharedHttpConnector {
     let builder = aws_smithy_http_client::Connector::builder()
         .connector_settings(settings(connect_timeout))
         .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
-    SharedHttpConnector::new(match tls_context() {
-        Some(context) => builder.tls_context(context).build(),
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .tls_context(tls_context().unwrap_or_default());
+    SharedHttpConnector::new(match pinned {
+        Some(resolver) => builder.build_with_resolver(resolver),
         None => builder.build(),
-    })
-}
-
-/// A connector whose names are resolved by `resolver`.
-pub fn connector_resolving_with(
-    connect_timeout: Duration,
-    resolver: impl ResolveDns + Clone + 'static,
-) -> SharedHttpConnector {
-    let builder = aws_smithy_http_client::Connector::builder()
-        .connector_settings(settings(connect_timeout))
-        .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
-    SharedHttpConnector::new(match tls_context() {
-        Some(context) => builder.tls_context(context).build_with_resolver(resolver),
-        None => builder.build_with_resolver(resolver),
     })
 }
 
@@ -55,7 +42,7 @@ fn settings(connect_timeout: Duration) -> HttpConnectorSettings {
 /// GovCloud) and any future AWS root are covered without a file of ours to maintain, and no
 /// CA file is read at cold start (parsing the system's store was most of a cold start's time
 /// beyond the Lambda runtime itself). `GREENLIGHT_SYSTEM_ROOTS=1` trusts the system store
-/// instead (an endpoint behind another CA, such as a TLS-inspecting proxy). `None` (the
+/// instead (an endpoint behind another CA, such as a TLS-inspecting proxy). `None` (then the
 /// connector's defaults) is unreachable with well-formed roots.
 fn tls_context() -> Option<TlsContext> {
     let trust = match std::env::var_os("GREENLIGHT_SYSTEM_ROOTS") {
@@ -226,7 +213,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 impl Http {
     /// A client on a connector of its own (it parses the trust store once).
     pub fn new() -> Self {
-        Self(connector(CONNECT_TIMEOUT))
+        Self(connector(CONNECT_TIMEOUT, None))
     }
 
     /// A client on `connector` (shared with the SDK's clients, say).

@@ -17,7 +17,7 @@ pub struct Startup {
     pub config: Config,
     /// Reads the config again when the copy in use is older than its maximum age.
     pub refresh: ConfigRefresh,
-    /// Where this cold start's time went so far; [`Startup::ready`] logs it.
+    /// Where this cold start's time went so far; [`InitProfile::ready`] logs it.
     pub profile: InitProfile,
 }
 
@@ -119,7 +119,7 @@ impl Startup {
         let started = Instant::now();
         crate::telemetry::init();
         let logging = started.elapsed();
-        let connector = crate::http::connector(crate::aws::CONNECT_TIMEOUT);
+        let connector = crate::http::connector(crate::aws::CONNECT_TIMEOUT, None);
         let sdk = crate::aws::sdk_config(connector.clone());
         let sdk_ready = started.elapsed();
         let ssm = aws_sdk_ssm::Client::new(&sdk);

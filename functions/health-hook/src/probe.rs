@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use greenlight_shared::http::{
-    connector, connector_resolving_with, Http, HttpError, PinnedName, Request,
-};
+use greenlight_shared::http::{connector, Http, HttpError, PinnedName, Request};
 
 #[async_trait]
 pub trait Prober: Send + Sync {
@@ -37,7 +35,7 @@ impl HttpProber {
     /// The client for probes that name no host (built at the first one).
     fn plain(&self) -> Http {
         self.plain
-            .get_or_init(|| Http::on(connector(CONNECT_TIMEOUT)))
+            .get_or_init(|| Http::on(connector(CONNECT_TIMEOUT, None)))
             .clone()
     }
 
@@ -79,7 +77,7 @@ impl HttpProber {
                 http.clone()
             }
             _ => {
-                let http = Http::on(connector_resolving_with(CONNECT_TIMEOUT, pin.clone()));
+                let http = Http::on(connector(CONNECT_TIMEOUT, Some(pin.clone())));
                 *pinned = Some((pin, http.clone()));
                 http
             }

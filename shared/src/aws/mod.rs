@@ -36,12 +36,8 @@ pub fn sdk_config(
             aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest(),
         )
         .region(region.map(aws_types::region::Region::new))
-        .use_fips(
-            env_value("AWS_USE_FIPS_ENDPOINT").is_some_and(|v| v.eq_ignore_ascii_case("true")),
-        )
-        .use_dual_stack(
-            env_value("AWS_USE_DUALSTACK_ENDPOINT").is_some_and(|v| v.eq_ignore_ascii_case("true")),
-        )
+        .use_fips(env_flag("AWS_USE_FIPS_ENDPOINT"))
+        .use_dual_stack(env_flag("AWS_USE_DUALSTACK_ENDPOINT"))
         .http_client(http_client_on(connector))
         .timeout_config(timeouts())
         .retry_config(aws_smithy_types::retry::RetryConfig::standard())
@@ -69,6 +65,11 @@ fn env_value(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// A setting the SDK documents as `true` or `false` (any case); unset is false.
+fn env_flag(name: &str) -> bool {
+    env_value(name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
 /// The endpoint overrides of the environment, as the SDK documents them: a service's own
 /// (`AWS_ENDPOINT_URL_ECS`: its service id upper-cased, spaces as underscores) before the
 /// global one (`AWS_ENDPOINT_URL`); none with `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`.
@@ -77,10 +78,7 @@ struct EnvEndpoints;
 
 impl aws_types::service_config::LoadServiceConfig for EnvEndpoints {
     fn load_config(&self, key: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
-        if key.env() == "AWS_ENDPOINT_URL"
-            && env_value("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-        {
+        if key.env() == "AWS_ENDPOINT_URL" && env_flag("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") {
             return None;
         }
         let service = key.service_id().to_uppercase().replace(' ', "_");
@@ -102,7 +100,7 @@ pub fn timeouts() -> aws_smithy_types::timeout::TimeoutConfig {
 
 /// The SDK's HTTP client, for the `greenlight` command: one connector of [`crate::http`].
 pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    http_client_on(crate::http::connector(CONNECT_TIMEOUT))
+    http_client_on(crate::http::connector(CONNECT_TIMEOUT, None))
 }
 
 /// Every SDK client built from the configuration shares `connector`: one TLS configuration
